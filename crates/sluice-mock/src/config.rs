@@ -1,0 +1,638 @@
+//! The scenario: everything the simulator can be told to do, read from TOML or JSON.
+//!
+//! Two stages, as the design handbook asks: `Raw*` structs mirror the file with
+//! `deny_unknown_fields` (so a typo is an error that names the field), then [`Scenario::from_raw`]
+//! checks values and fills defaults. Nothing here panics on bad input.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A problem with a scenario file, naming the field and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The text could not be parsed (the parser's message names the line and field).
+    #[error("scenario parse error: {0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("scenario field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+/// Default requests per minute when a scenario sets none.
+pub const DEFAULT_RPM: u64 = 10_000;
+/// Default tokens per minute when a scenario sets none.
+pub const DEFAULT_TPM: u64 = 10_000_000;
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Any bearer token is accepted (each distinct token gets its own limits).
+    #[default]
+    Any,
+    /// Only keys listed under `[[keys]]` are accepted; others get 401 `invalid_api_key`.
+    Listed,
+}
+
+/// What a model is for, which decides the endpoints that accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+/// The tokenizer a model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    O200kBase,
+    Cl100kBase,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub seed: Option<u64>,
+    pub auth: Option<AuthMode>,
+    /// Tokens charged up front for the output when a request sets no `max_tokens`.
+    pub default_max_tokens: Option<u64>,
+    /// Keep separate budgets per (key, model) instead of per key.
+    pub per_model_limits: Option<bool>,
+    pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    pub latency: Option<RawLatency>,
+    pub faults: Option<RawFaults>,
+    pub output: Option<RawOutput>,
+    pub cache: Option<RawCache>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    /// Remember at most this many distinct Idempotency-Key / X-Request-Id values in stats.
+    pub max_tracked_ids: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Bucket capacity as a span of refill time: `"60s"` lets a full minute's budget through at
+    /// once, `"1s"` allows only a second's worth of burst.
+    #[serde(default, with = "humantime_serde")]
+    pub burst: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub key: String,
+    /// Name shown in stats (defaults to a masked form of the key).
+    pub name: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub burst: Option<Duration>,
+    #[serde(default)]
+    pub quota_exhausted: bool,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLatency {
+    #[serde(default, with = "humantime_serde")]
+    pub ttft: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub ttft_jitter: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub per_token: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub per_token_jitter: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaults {
+    pub error_500: Option<f64>,
+    pub error_502: Option<f64>,
+    pub error_503: Option<f64>,
+    pub reset: Option<f64>,
+    pub stall_headers: Option<f64>,
+    pub stall_stream: Option<f64>,
+    pub drop_stream: Option<f64>,
+    pub no_done: Option<f64>,
+    pub sse_error: Option<f64>,
+    /// How long a stall lasts (the client's timeout should fire first).
+    #[serde(default, with = "humantime_serde")]
+    pub stall_for: Option<Duration>,
+    pub storm: Option<RawStorm>,
+    #[serde(default)]
+    pub content_filter_words: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorm {
+    /// Start of the window, counted from when the scenario was applied.
+    #[serde(default, with = "humantime_serde")]
+    pub after: Option<Duration>,
+    #[serde(default, with = "humantime_serde", rename = "for")]
+    pub duration: Option<Duration>,
+    /// The wait the storm's 429s ask for (default: until the window ends).
+    #[serde(default, with = "humantime_serde")]
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub min_tokens: Option<u64>,
+    pub max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default)]
+    pub enabled: bool,
+    pub min_tokens: Option<u64>,
+    pub block: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    pub kind: Option<ModelKind>,
+    pub encoding: Option<Encoding>,
+    pub context_window: Option<u64>,
+    pub max_output: Option<u64>,
+    pub dimensions: Option<u32>,
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// Validated per-bucket limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub burst: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub key: String,
+    pub name: String,
+    pub limits: Limits,
+    pub quota_exhausted: bool,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub ttft: Duration,
+    pub ttft_jitter: Duration,
+    pub per_token: Duration,
+    pub per_token_jitter: Duration,
+}
+
+impl Latency {
+    pub fn is_off(&self) -> bool {
+        self.ttft.is_zero()
+            && self.ttft_jitter.is_zero()
+            && self.per_token.is_zero()
+            && self.per_token_jitter.is_zero()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Storm {
+    pub after: Duration,
+    pub duration: Duration,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub error_500: f64,
+    pub error_502: f64,
+    pub error_503: f64,
+    pub reset: f64,
+    pub stall_headers: f64,
+    pub stall_stream: f64,
+    pub drop_stream: f64,
+    pub no_done: f64,
+    pub sse_error: f64,
+    pub stall_for: Duration,
+    pub storm: Option<Storm>,
+    /// Lower-cased trigger words.
+    pub content_filter_words: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Cache {
+    pub enabled: bool,
+    pub min_tokens: u64,
+    pub block: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub id: String,
+    pub kind: ModelKind,
+    pub encoding: Encoding,
+    pub context_window: u64,
+    pub max_output: u64,
+    pub dimensions: u32,
+    pub retired: bool,
+}
+
+/// A validated scenario. Build one from a file with [`Scenario::from_toml`] /
+/// [`Scenario::from_json`], or start from [`Scenario::default`] and change fields.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub seed: u64,
+    pub auth: AuthMode,
+    pub default_max_tokens: u64,
+    pub per_model_limits: bool,
+    pub limits: Limits,
+    pub keys: Vec<KeySpec>,
+    pub latency: Latency,
+    pub faults: Faults,
+    pub output_min_tokens: u64,
+    pub output_max_tokens: u64,
+    pub cache: Cache,
+    pub models: BTreeMap<String, ModelSpec>,
+    pub max_tracked_ids: usize,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        // The empty scenario always validates; fall back to a hand-built one only if a
+        // default ever fails validation (a bug this keeps from becoming a panic).
+        Scenario::from_raw(RawScenario::default()).unwrap_or_else(|_| Scenario {
+            seed: 0,
+            auth: AuthMode::Any,
+            default_max_tokens: 1024,
+            per_model_limits: false,
+            limits: Limits {
+                rpm: Some(DEFAULT_RPM),
+                tpm: Some(DEFAULT_TPM),
+                burst: Duration::from_secs(60),
+            },
+            keys: Vec::new(),
+            latency: Latency::default(),
+            faults: Faults::default(),
+            output_min_tokens: 8,
+            output_max_tokens: 64,
+            cache: Cache {
+                enabled: false,
+                min_tokens: 1024,
+                block: 128,
+            },
+            models: default_models(),
+            max_tracked_ids: 2_000_000,
+        })
+    }
+}
+
+impl Scenario {
+    /// Parse and validate a TOML scenario.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Parse and validate a JSON scenario (same fields as TOML; durations as strings).
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawScenario =
+            serde_json::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Validate a raw scenario and fill in defaults.
+    pub fn from_raw(raw: RawScenario) -> Result<Self, ConfigError> {
+        let raw_limits = raw.limits.unwrap_or_default();
+        let default_burst = Duration::from_secs(60);
+        // Without configuration, limits like a generous paid tier: always some limit and always
+        // the headers, as upstream does.
+        let limits = Limits {
+            rpm: nonzero("limits.rpm", raw_limits.rpm)?.or(Some(DEFAULT_RPM)),
+            tpm: nonzero("limits.tpm", raw_limits.tpm)?.or(Some(DEFAULT_TPM)),
+            burst: burst("limits.burst", raw_limits.burst, default_burst)?,
+        };
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        for (i, k) in raw.keys.into_iter().enumerate() {
+            if k.key.is_empty() {
+                return Err(invalid(format!("keys[{i}].key"), "must not be empty"));
+            }
+            if keys.iter().any(|other: &KeySpec| other.key == k.key) {
+                return Err(invalid(format!("keys[{i}].key"), "listed twice"));
+            }
+            let name = k.name.unwrap_or_else(|| mask_key(&k.key));
+            keys.push(KeySpec {
+                limits: Limits {
+                    rpm: nonzero(&format!("keys[{i}].rpm"), k.rpm)?.or(limits.rpm),
+                    tpm: nonzero(&format!("keys[{i}].tpm"), k.tpm)?.or(limits.tpm),
+                    burst: burst(&format!("keys[{i}].burst"), k.burst, limits.burst)?,
+                },
+                key: k.key,
+                name,
+                quota_exhausted: k.quota_exhausted,
+                revoked: k.revoked,
+            });
+        }
+        let l = raw.latency.unwrap_or_default();
+        let latency = Latency {
+            ttft: l.ttft.unwrap_or_default(),
+            ttft_jitter: l.ttft_jitter.unwrap_or_default(),
+            per_token: l.per_token.unwrap_or_default(),
+            per_token_jitter: l.per_token_jitter.unwrap_or_default(),
+        };
+        let f = raw.faults.unwrap_or_default();
+        let faults = Faults {
+            error_500: prob("faults.error_500", f.error_500)?,
+            error_502: prob("faults.error_502", f.error_502)?,
+            error_503: prob("faults.error_503", f.error_503)?,
+            reset: prob("faults.reset", f.reset)?,
+            stall_headers: prob("faults.stall_headers", f.stall_headers)?,
+            stall_stream: prob("faults.stall_stream", f.stall_stream)?,
+            drop_stream: prob("faults.drop_stream", f.drop_stream)?,
+            no_done: prob("faults.no_done", f.no_done)?,
+            sse_error: prob("faults.sse_error", f.sse_error)?,
+            stall_for: f.stall_for.unwrap_or(Duration::from_secs(300)),
+            storm: match f.storm {
+                None => None,
+                Some(s) => {
+                    let duration = s
+                        .duration
+                        .ok_or_else(|| invalid("faults.storm.for", "is required"))?;
+                    Some(Storm {
+                        after: s.after.unwrap_or_default(),
+                        duration,
+                        retry_after: s.retry_after,
+                    })
+                }
+            },
+            content_filter_words: f
+                .content_filter_words
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .map(|w| w.to_lowercase())
+                .collect(),
+        };
+        let o = raw.output.unwrap_or_default();
+        let output_min_tokens = o.min_tokens.unwrap_or(8);
+        let output_max_tokens = o.max_tokens.unwrap_or(64.max(output_min_tokens));
+        if output_min_tokens == 0 {
+            return Err(invalid("output.min_tokens", "must be at least 1"));
+        }
+        if output_max_tokens < output_min_tokens {
+            return Err(invalid(
+                "output.max_tokens",
+                format!("must be >= output.min_tokens ({output_min_tokens})"),
+            ));
+        }
+        let c = raw.cache.unwrap_or_default();
+        let cache = Cache {
+            enabled: c.enabled,
+            min_tokens: c.min_tokens.unwrap_or(1024),
+            block: c.block.unwrap_or(128),
+        };
+        if cache.block == 0 {
+            return Err(invalid("cache.block", "must be at least 1"));
+        }
+        let mut models = default_models();
+        for (i, m) in raw.models.into_iter().enumerate() {
+            if m.id.is_empty() {
+                return Err(invalid(format!("models[{i}].id"), "must not be empty"));
+            }
+            let base = models.get(&m.id).cloned();
+            let kind = m
+                .kind
+                .or(base.as_ref().map(|b| b.kind))
+                .unwrap_or_else(|| guess_kind(&m.id));
+            let spec = ModelSpec {
+                kind,
+                encoding: m
+                    .encoding
+                    .or(base.as_ref().map(|b| b.encoding))
+                    .unwrap_or_else(|| guess_encoding(&m.id)),
+                context_window: m
+                    .context_window
+                    .or(base.as_ref().map(|b| b.context_window))
+                    .unwrap_or(128_000),
+                max_output: m
+                    .max_output
+                    .or(base.as_ref().map(|b| b.max_output))
+                    .unwrap_or(16_384),
+                dimensions: m
+                    .dimensions
+                    .or(base.as_ref().map(|b| b.dimensions))
+                    .unwrap_or(1536),
+                retired: m.retired,
+                id: m.id.clone(),
+            };
+            if spec.context_window == 0 {
+                return Err(invalid(format!("models[{i}].context_window"), "must be at least 1"));
+            }
+            models.insert(m.id, spec);
+        }
+        Ok(Scenario {
+            seed: raw.seed.unwrap_or(0x5eed),
+            auth: raw.auth.unwrap_or_default(),
+            default_max_tokens: raw.default_max_tokens.unwrap_or(1024),
+            per_model_limits: raw.per_model_limits.unwrap_or(false),
+            limits,
+            keys,
+            latency,
+            faults,
+            output_min_tokens,
+            output_max_tokens,
+            cache,
+            models,
+            max_tracked_ids: raw.max_tracked_ids.unwrap_or(2_000_000),
+        })
+    }
+
+    /// The spec for a listed key, if any.
+    pub fn key(&self, key: &str) -> Option<&KeySpec> {
+        self.keys.iter().find(|k| k.key == key)
+    }
+}
+
+fn nonzero(field: &str, v: Option<u64>) -> Result<Option<u64>, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(field, "must be at least 1 (omit it for no limit)")),
+        other => Ok(other),
+    }
+}
+
+fn burst(field: &str, v: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        Some(d) if d < Duration::from_millis(1) => Err(invalid(field, "must be at least 1ms")),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+fn prob(field: &str, v: Option<f64>) -> Result<f64, ConfigError> {
+    match v {
+        None => Ok(0.0),
+        Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Some(p) => Err(invalid(field, format!("a probability between 0 and 1, got {p}"))),
+    }
+}
+
+/// `sk-abc…wxyz`: enough to tell keys apart in stats and errors, never the secret itself.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "***".to_string();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}***{tail}")
+}
+
+fn guess_kind(id: &str) -> ModelKind {
+    if id.contains("embedding") {
+        ModelKind::Embedding
+    } else if id.contains("instruct") || id.starts_with("davinci") || id.starts_with("babbage") {
+        ModelKind::Completion
+    } else {
+        ModelKind::Chat
+    }
+}
+
+fn guess_encoding(id: &str) -> Encoding {
+    let cl100k = ["gpt-4-", "gpt-3.5", "text-embedding", "davinci-002", "babbage-002"];
+    if id == "gpt-4" || cl100k.iter().any(|p| id.starts_with(p)) {
+        Encoding::Cl100kBase
+    } else {
+        Encoding::O200kBase
+    }
+}
+
+/// The models the simulator knows without configuration: current families plus a few retired
+/// ids so that `model_not_found` paths can be exercised with real names.
+pub fn default_models() -> BTreeMap<String, ModelSpec> {
+    use Encoding::*;
+    use ModelKind::*;
+    let table: &[(&str, ModelKind, Encoding, u64, u64, u32, bool)] = &[
+        ("gpt-4o", Chat, O200kBase, 128_000, 16_384, 0, false),
+        ("gpt-4o-2024-08-06", Chat, O200kBase, 128_000, 16_384, 0, false),
+        ("gpt-4o-mini", Chat, O200kBase, 128_000, 16_384, 0, false),
+        ("gpt-4.1", Chat, O200kBase, 1_047_576, 32_768, 0, false),
+        ("gpt-4.1-mini", Chat, O200kBase, 1_047_576, 32_768, 0, false),
+        ("gpt-4.1-nano", Chat, O200kBase, 1_047_576, 32_768, 0, false),
+        ("gpt-5", Chat, O200kBase, 400_000, 128_000, 0, false),
+        ("gpt-5-mini", Chat, O200kBase, 400_000, 128_000, 0, false),
+        ("o3", Chat, O200kBase, 200_000, 100_000, 0, false),
+        ("o4-mini", Chat, O200kBase, 200_000, 100_000, 0, false),
+        ("gpt-4-turbo", Chat, Cl100kBase, 128_000, 4_096, 0, false),
+        ("gpt-4", Chat, Cl100kBase, 8_192, 8_192, 0, false),
+        ("gpt-3.5-turbo", Chat, Cl100kBase, 16_385, 4_096, 0, false),
+        ("gpt-3.5-turbo-instruct", Completion, Cl100kBase, 4_096, 4_096, 0, false),
+        ("davinci-002", Completion, Cl100kBase, 16_384, 16_384, 0, false),
+        ("babbage-002", Completion, Cl100kBase, 16_384, 16_384, 0, false),
+        ("text-embedding-3-small", Embedding, Cl100kBase, 8_192, 0, 1536, false),
+        ("text-embedding-3-large", Embedding, Cl100kBase, 8_192, 0, 3072, false),
+        ("text-embedding-ada-002", Embedding, Cl100kBase, 8_192, 0, 1536, false),
+        ("gpt-4-32k", Chat, Cl100kBase, 32_768, 32_768, 0, true),
+        ("gpt-4-vision-preview", Chat, Cl100kBase, 128_000, 4_096, 0, true),
+        ("gpt-3.5-turbo-0613", Chat, Cl100kBase, 4_096, 4_096, 0, true),
+        ("text-davinci-003", Completion, Cl100kBase, 4_097, 4_097, 0, true),
+    ];
+    table
+        .iter()
+        .map(|&(id, kind, encoding, context_window, max_output, dimensions, retired)| {
+            (
+                id.to_string(),
+                ModelSpec {
+                    id: id.to_string(),
+                    kind,
+                    encoding,
+                    context_window,
+                    max_output,
+                    dimensions,
+                    retired,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_scenario_has_defaults() {
+        let s = Scenario::from_toml("").unwrap();
+        assert_eq!(s.auth, AuthMode::Any);
+        assert_eq!(s.limits.rpm, Some(DEFAULT_RPM));
+        assert!(s.latency.is_off());
+        assert!(s.models.contains_key("gpt-4o-mini"));
+        assert!(s.models["gpt-4-32k"].retired);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Scenario::from_toml("[limits]\nrpmm = 3\n").unwrap_err().to_string();
+        assert!(err.contains("rpmm"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_probability_names_field() {
+        let err = Scenario::from_toml("[faults]\nerror_500 = 1.5\n").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "scenario field `faults.error_500`: a probability between 0 and 1, got 1.5"
+        );
+    }
+
+    #[test]
+    fn keys_inherit_default_limits() {
+        let s = Scenario::from_toml(
+            "[limits]\nrpm = 10\ntpm = 1000\nburst = \"1s\"\n[[keys]]\nkey = \"sk-a\"\ntpm = 50\n",
+        )
+        .unwrap();
+        let k = s.key("sk-a").unwrap();
+        assert_eq!(k.limits.rpm, Some(10));
+        assert_eq!(k.limits.tpm, Some(50));
+        assert_eq!(k.limits.burst, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn json_and_durations() {
+        let s = Scenario::from_json(
+            r#"{"latency":{"ttft":"250ms","per_token":"5ms"},"faults":{"storm":{"after":"1s","for":"2s"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.latency.ttft, Duration::from_millis(250));
+        assert_eq!(s.faults.storm.unwrap().duration, Duration::from_secs(2));
+        let err = Scenario::from_json(r#"{"faults":{"storm":{"after":"1s"}}}"#).unwrap_err();
+        assert!(err.to_string().contains("faults.storm.for"));
+    }
+
+    #[test]
+    fn mask_never_shows_the_middle() {
+        assert_eq!(mask_key("sk-proj-abcdefghijkl"), "sk-***ijkl");
+        assert_eq!(mask_key("short"), "***");
+    }
+}
