@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A traffic controller for OpenAI-compatible LLM APIs")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A traffic controller for OpenAI-compatible LLM APIs"
+)]
 struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, global = true, default_value = "text")]
@@ -96,7 +100,10 @@ async fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");

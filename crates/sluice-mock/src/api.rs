@@ -178,7 +178,11 @@ impl Call {
         put(h, "openai-organization", "org-sluice-mock");
         if let Some(r) = self.snapshot.requests {
             put(h, "x-ratelimit-limit-requests", &r.limit.to_string());
-            put(h, "x-ratelimit-remaining-requests", &r.remaining.to_string());
+            put(
+                h,
+                "x-ratelimit-remaining-requests",
+                &r.remaining.to_string(),
+            );
             put(h, "x-ratelimit-reset-requests", &go_duration(r.reset));
         }
         if let Some(t) = self.snapshot.tokens {
@@ -209,7 +213,10 @@ impl Call {
 
     fn authenticate(&mut self, headers: &HeaderMap) -> Result<(), Response> {
         let Some(key) = header_str(headers, "authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|k| !k.is_empty())
         else {
@@ -455,7 +462,11 @@ impl Call {
                 boundaries.push((n, h));
             }
         }
-        let mut set = self.live.prefix_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self
+            .live
+            .prefix_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let hit = boundaries
             .iter()
             .rev()

@@ -98,7 +98,11 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
     stream::pace_whole(&call, &plans).await;
     let completion: u64 = plans.iter().map(Plan::tokens).sum();
     call.rec.completion_tokens = completion;
-    let choices: Vec<Value> = plans.iter().enumerate().map(|(i, p)| choice(i, p)).collect();
+    let choices: Vec<Value> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| choice(i, p))
+        .collect();
     let body = json!({
         "id": id,
         "object": "chat.completion",

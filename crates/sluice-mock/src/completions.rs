@@ -57,7 +57,10 @@ fn prompts(v: Option<&Value>) -> Result<Vec<Prompt>, BadField> {
                 other => Err(bad(other)),
             })
             .collect(),
-        Some(Value::Array(_)) => Err(BadField::invalid("prompt", "Invalid 'prompt': empty array.")),
+        Some(Value::Array(_)) => Err(BadField::invalid(
+            "prompt",
+            "Invalid 'prompt': empty array.",
+        )),
         Some(other) => Err(bad(other)),
     }
 }

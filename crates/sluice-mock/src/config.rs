@@ -312,7 +312,8 @@ impl Default for Scenario {
 impl Scenario {
     /// Parse and validate a TOML scenario.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawScenario = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawScenario =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         Self::from_raw(raw)
     }
 
@@ -447,7 +448,10 @@ impl Scenario {
                 id: m.id.clone(),
             };
             if spec.context_window == 0 {
-                return Err(invalid(format!("models[{i}].context_window"), "must be at least 1"));
+                return Err(invalid(
+                    format!("models[{i}].context_window"),
+                    "must be at least 1",
+                ));
             }
             models.insert(m.id, spec);
         }
@@ -493,7 +497,10 @@ fn prob(field: &str, v: Option<f64>) -> Result<f64, ConfigError> {
     match v {
         None => Ok(0.0),
         Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        Some(p) => Err(invalid(field, format!("a probability between 0 and 1, got {p}"))),
+        Some(p) => Err(invalid(
+            field,
+            format!("a probability between 0 and 1, got {p}"),
+        )),
     }
 }
 
@@ -519,7 +526,13 @@ fn guess_kind(id: &str) -> ModelKind {
 }
 
 fn guess_encoding(id: &str) -> Encoding {
-    let cl100k = ["gpt-4-", "gpt-3.5", "text-embedding", "davinci-002", "babbage-002"];
+    let cl100k = [
+        "gpt-4-",
+        "gpt-3.5",
+        "text-embedding",
+        "davinci-002",
+        "babbage-002",
+    ];
     if id == "gpt-4" || cl100k.iter().any(|p| id.starts_with(p)) {
         Encoding::Cl100kBase
     } else {
@@ -534,7 +547,15 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
     use ModelKind::*;
     let table: &[(&str, ModelKind, Encoding, u64, u64, u32, bool)] = &[
         ("gpt-4o", Chat, O200kBase, 128_000, 16_384, 0, false),
-        ("gpt-4o-2024-08-06", Chat, O200kBase, 128_000, 16_384, 0, false),
+        (
+            "gpt-4o-2024-08-06",
+            Chat,
+            O200kBase,
+            128_000,
+            16_384,
+            0,
+            false,
+        ),
         ("gpt-4o-mini", Chat, O200kBase, 128_000, 16_384, 0, false),
         ("gpt-4.1", Chat, O200kBase, 1_047_576, 32_768, 0, false),
         ("gpt-4.1-mini", Chat, O200kBase, 1_047_576, 32_768, 0, false),
@@ -546,33 +567,107 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
         ("gpt-4-turbo", Chat, Cl100kBase, 128_000, 4_096, 0, false),
         ("gpt-4", Chat, Cl100kBase, 8_192, 8_192, 0, false),
         ("gpt-3.5-turbo", Chat, Cl100kBase, 16_385, 4_096, 0, false),
-        ("gpt-3.5-turbo-instruct", Completion, Cl100kBase, 4_096, 4_096, 0, false),
-        ("davinci-002", Completion, Cl100kBase, 16_384, 16_384, 0, false),
-        ("babbage-002", Completion, Cl100kBase, 16_384, 16_384, 0, false),
-        ("text-embedding-3-small", Embedding, Cl100kBase, 8_192, 0, 1536, false),
-        ("text-embedding-3-large", Embedding, Cl100kBase, 8_192, 0, 3072, false),
-        ("text-embedding-ada-002", Embedding, Cl100kBase, 8_192, 0, 1536, false),
+        (
+            "gpt-3.5-turbo-instruct",
+            Completion,
+            Cl100kBase,
+            4_096,
+            4_096,
+            0,
+            false,
+        ),
+        (
+            "davinci-002",
+            Completion,
+            Cl100kBase,
+            16_384,
+            16_384,
+            0,
+            false,
+        ),
+        (
+            "babbage-002",
+            Completion,
+            Cl100kBase,
+            16_384,
+            16_384,
+            0,
+            false,
+        ),
+        (
+            "text-embedding-3-small",
+            Embedding,
+            Cl100kBase,
+            8_192,
+            0,
+            1536,
+            false,
+        ),
+        (
+            "text-embedding-3-large",
+            Embedding,
+            Cl100kBase,
+            8_192,
+            0,
+            3072,
+            false,
+        ),
+        (
+            "text-embedding-ada-002",
+            Embedding,
+            Cl100kBase,
+            8_192,
+            0,
+            1536,
+            false,
+        ),
         ("gpt-4-32k", Chat, Cl100kBase, 32_768, 32_768, 0, true),
-        ("gpt-4-vision-preview", Chat, Cl100kBase, 128_000, 4_096, 0, true),
-        ("gpt-3.5-turbo-0613", Chat, Cl100kBase, 4_096, 4_096, 0, true),
-        ("text-davinci-003", Completion, Cl100kBase, 4_097, 4_097, 0, true),
+        (
+            "gpt-4-vision-preview",
+            Chat,
+            Cl100kBase,
+            128_000,
+            4_096,
+            0,
+            true,
+        ),
+        (
+            "gpt-3.5-turbo-0613",
+            Chat,
+            Cl100kBase,
+            4_096,
+            4_096,
+            0,
+            true,
+        ),
+        (
+            "text-davinci-003",
+            Completion,
+            Cl100kBase,
+            4_097,
+            4_097,
+            0,
+            true,
+        ),
     ];
     table
         .iter()
-        .map(|&(id, kind, encoding, context_window, max_output, dimensions, retired)| {
-            (
-                id.to_string(),
-                ModelSpec {
-                    id: id.to_string(),
-                    kind,
-                    encoding,
-                    context_window,
-                    max_output,
-                    dimensions,
-                    retired,
-                },
-            )
-        })
+        .map(
+            |&(id, kind, encoding, context_window, max_output, dimensions, retired)| {
+                (
+                    id.to_string(),
+                    ModelSpec {
+                        id: id.to_string(),
+                        kind,
+                        encoding,
+                        context_window,
+                        max_output,
+                        dimensions,
+                        retired,
+                    },
+                )
+            },
+        )
         .collect()
 }
 
@@ -592,14 +687,18 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = Scenario::from_toml("[limits]\nrpmm = 3\n").unwrap_err().to_string();
+        let err = Scenario::from_toml("[limits]\nrpmm = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rpmm"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
     fn bad_probability_names_field() {
-        let err = Scenario::from_toml("[faults]\nerror_500 = 1.5\n").unwrap_err().to_string();
+        let err = Scenario::from_toml("[faults]\nerror_500 = 1.5\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "scenario field `faults.error_500`: a probability between 0 and 1, got 1.5"

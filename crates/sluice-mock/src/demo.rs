@@ -22,8 +22,7 @@ pub async fn exchange(addr: SocketAddr) -> std::io::Result<String> {
     let mut out = format!("> POST http://{addr}/v1/chat/completions\n> {body}\n\n");
     for line in head.lines() {
         let l = line.to_ascii_lowercase();
-        if l.starts_with("http/") || l.starts_with("x-ratelimit") || l.starts_with("x-request-id")
-        {
+        if l.starts_with("http/") || l.starts_with("x-ratelimit") || l.starts_with("x-request-id") {
             out.push_str(&format!("< {line}\n"));
         }
     }

@@ -68,7 +68,10 @@ fn inputs(v: Option<&Value>, enc: crate::config::Encoding) -> Result<Vec<Input>,
         }
         Some(Value::Array(a)) if a.len() > MAX_INPUTS => Err(BadField::invalid(
             "input",
-            format!("Invalid 'input': maximum {MAX_INPUTS} inputs per request, got {}.", a.len()),
+            format!(
+                "Invalid 'input': maximum {MAX_INPUTS} inputs per request, got {}.",
+                a.len()
+            ),
         )),
         Some(Value::Array(a)) if a.iter().all(Value::is_u64) => Ok(vec![ids(a)]),
         Some(Value::Array(a)) => a

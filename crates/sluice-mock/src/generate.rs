@@ -12,15 +12,93 @@ const STARTERS: &[&str] = &["The", "This", "It", "We", "In", "A"];
 
 /// Body words: one token each, with their leading space.
 const WORDS: &[&str] = &[
-    " the", " of", " and", " to", " in", " is", " that", " for", " it", " as", " with", " was",
-    " on", " be", " by", " this", " are", " from", " at", " or", " an", " have", " not",
-    " which", " but", " data", " system", " model", " time", " request", " value", " water",
-    " river", " stream", " flow", " light", " stone", " field", " small", " large", " quick",
-    " simple", " clear", " open", " first", " next", " last", " good", " new", " old", " long",
-    " high", " low", " part", " work", " world", " place", " point", " line", " case", " level",
-    " order", " rate", " limit", " answer", " question", " number", " state", " group", " result",
-    " change", " process", " service", " server", " every", " after", " before", " under",
-    " over", " between", " through", " slow", " fast", " safe", " ready", " start", " end",
+    " the",
+    " of",
+    " and",
+    " to",
+    " in",
+    " is",
+    " that",
+    " for",
+    " it",
+    " as",
+    " with",
+    " was",
+    " on",
+    " be",
+    " by",
+    " this",
+    " are",
+    " from",
+    " at",
+    " or",
+    " an",
+    " have",
+    " not",
+    " which",
+    " but",
+    " data",
+    " system",
+    " model",
+    " time",
+    " request",
+    " value",
+    " water",
+    " river",
+    " stream",
+    " flow",
+    " light",
+    " stone",
+    " field",
+    " small",
+    " large",
+    " quick",
+    " simple",
+    " clear",
+    " open",
+    " first",
+    " next",
+    " last",
+    " good",
+    " new",
+    " old",
+    " long",
+    " high",
+    " low",
+    " part",
+    " work",
+    " world",
+    " place",
+    " point",
+    " line",
+    " case",
+    " level",
+    " order",
+    " rate",
+    " limit",
+    " answer",
+    " question",
+    " number",
+    " state",
+    " group",
+    " result",
+    " change",
+    " process",
+    " service",
+    " server",
+    " every",
+    " after",
+    " before",
+    " under",
+    " over",
+    " between",
+    " through",
+    " slow",
+    " fast",
+    " safe",
+    " ready",
+    " start",
+    " end",
 ];
 
 /// Stable 64-bit FNV-1a: `DefaultHasher` is not promised to stay the same across releases.
@@ -107,7 +185,11 @@ pub fn tool_arguments(seed: u64, parameters: Option<&Value>) -> Value {
 }
 
 fn value_for(schema: &Value, rng: &mut SplitMix, depth: usize) -> Value {
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return first.clone();
     }
     let ty = match schema.get("type") {
@@ -129,7 +211,10 @@ fn value_for(schema: &Value, rng: &mut SplitMix, depth: usize) -> Value {
             Value::Object(map)
         }
         "array" => {
-            let item = schema.get("items").cloned().unwrap_or(json!({"type":"string"}));
+            let item = schema
+                .get("items")
+                .cloned()
+                .unwrap_or(json!({"type":"string"}));
             if depth < 6 {
                 json!([value_for(&item, rng, depth + 1)])
             } else {

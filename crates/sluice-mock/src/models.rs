@@ -51,7 +51,13 @@ pub async fn get(
     if let Err(r) = call.server_faults() {
         return r;
     }
-    let found = call.live.scenario.models.get(&id).filter(|m| !m.retired).map(object);
+    let found = call
+        .live
+        .scenario
+        .models
+        .get(&id)
+        .filter(|m| !m.retired)
+        .map(object);
     match found {
         Some(v) => {
             call.rec.completed = true;

@@ -51,7 +51,10 @@ impl KillableIo {
             // Linger 0 makes the close that follows send RST instead of FIN, so the client sees a
             // reset, not a clean end of stream.
             let _ = socket2::SockRef::from(&self.inner).set_linger(Some(Duration::ZERO));
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "mock fault: reset"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "mock fault: reset",
+            ));
         }
         Ok(())
     }
@@ -134,12 +137,13 @@ pub(crate) async fn accept_loop(
             inner: tcp,
             kill: kill.clone(),
         });
-        let svc = router
-            .clone()
-            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(kill.clone());
-                req
-            });
+        let svc =
+            router
+                .clone()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(kill.clone());
+                    req
+                });
         let svc = TowerToHyperService::new(svc);
         let builder = builder.clone();
         let mut conn_shutdown = shutdown.clone();

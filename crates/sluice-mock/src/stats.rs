@@ -111,8 +111,16 @@ impl Stats {
             peak_in_flight: self.peak.load(Ordering::Acquire),
             by_key: g.by_key.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             by_model: g.by_model.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            by_status: g.by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            by_fault: g.by_fault.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            by_status: g
+                .by_status
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            by_fault: g
+                .by_fault
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             tokens: g.tokens,
             streams: g.streams,
             idempotency_keys: g.idempotency.iter().map(|(k, v)| (k.clone(), *v)).collect(),

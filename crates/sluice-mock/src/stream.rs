@@ -392,7 +392,10 @@ pub fn respond(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
     );
-    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
     let mut resp = call.respond(resp);
     let prompt_tokens = call.rec.prompt_tokens;
     let Call { rec, kill, .. } = call;

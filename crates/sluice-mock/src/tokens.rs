@@ -55,12 +55,9 @@ pub fn chat_prompt(
 ) -> Result<Vec<u32>, (String, String)> {
     let mut toks: Vec<u32> = Vec::with_capacity(64);
     for (i, m) in messages.iter().enumerate() {
-        let obj = m.as_object().ok_or_else(|| {
-            (
-                format!("messages[{i}]"),
-                "expected an object".to_string(),
-            )
-        })?;
+        let obj = m
+            .as_object()
+            .ok_or_else(|| (format!("messages[{i}]"), "expected an object".to_string()))?;
         let role = obj.get("role").and_then(Value::as_str).ok_or_else(|| {
             (
                 format!("messages[{i}].role"),

@@ -1,0 +1,308 @@
+//! Each endpoint answers with OpenAI's shapes, deterministically, with exact usage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn chat_completion_shape_and_exact_usage() {
+    let mock = start("").await;
+    let r = post(&mock, "/v1/chat/completions", chat("hello world")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["model"], "gpt-4o-mini");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["finish_reason"], "stop");
+    let content = choice["message"]["content"].as_str().unwrap();
+    // Prompt: 3 framing + "user" + "hello world" (2) + 3 priming, per OpenAI's recipe.
+    let bpe = tiktoken_rs::o200k_base().unwrap();
+    let expected_prompt = 3 + 1 + bpe.encode_ordinary("hello world").len() + 3;
+    assert_eq!(v["usage"]["prompt_tokens"], expected_prompt);
+    // Completion tokens are what the text tokenizes to.
+    assert_eq!(
+        v["usage"]["completion_tokens"],
+        bpe.encode_ordinary(content).len()
+    );
+    assert_eq!(
+        v["usage"]["total_tokens"].as_u64().unwrap(),
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+            + v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+}
+
+#[tokio::test]
+async fn cl100k_models_count_with_their_own_encoding() {
+    let mock = start("").await;
+    let text = "Tokenizers differ: ½ of 🦀 emoji and naïve café.";
+    let r = post(
+        &mock,
+        "/v1/chat/completions",
+        json!({"model":"gpt-4","messages":[{"role":"user","content":text}]}),
+    )
+    .await;
+    let bpe = tiktoken_rs::cl100k_base().unwrap();
+    let expected = 3 + 1 + bpe.encode_ordinary(text).len() + 3;
+    assert_eq!(r.json()["usage"]["prompt_tokens"], expected);
+}
+
+#[tokio::test]
+async fn same_request_same_answer() {
+    let mock = start("").await;
+    let a = post(&mock, "/v1/chat/completions", chat("determinism please")).await;
+    let b = post(&mock, "/v1/chat/completions", chat("determinism please")).await;
+    let c = post(&mock, "/v1/chat/completions", chat("something else")).await;
+    let content = |r: &Reply| r.json()["choices"][0]["message"]["content"].clone();
+    assert_eq!(content(&a), content(&b));
+    assert_ne!(content(&a), content(&c));
+}
+
+#[tokio::test]
+async fn n_choices_and_token_limits() {
+    let mock = start("[output]\nmin_tokens = 20\nmax_tokens = 40\n").await;
+    let mut body = chat("many answers");
+    body["n"] = json!(3);
+    let v = post(&mock, "/v1/chat/completions", body.clone())
+        .await
+        .json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    assert_ne!(
+        choices[0]["message"]["content"],
+        choices[1]["message"]["content"]
+    );
+    let total: usize = choices
+        .iter()
+        .map(|c| {
+            tiktoken_rs::o200k_base()
+                .unwrap()
+                .encode_ordinary(c["message"]["content"].as_str().unwrap())
+                .len()
+        })
+        .sum();
+    assert_eq!(v["usage"]["completion_tokens"], total);
+
+    body["max_tokens"] = json!(5);
+    let v = post(&mock, "/v1/chat/completions", body.clone())
+        .await
+        .json();
+    for c in v["choices"].as_array().unwrap() {
+        assert_eq!(c["finish_reason"], "length");
+    }
+    assert_eq!(v["usage"]["completion_tokens"], 15);
+
+    let mut body = chat("newer parameter");
+    body["max_completion_tokens"] = json!(7);
+    let v = post(&mock, "/v1/chat/completions", body).await.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 7);
+}
+
+#[tokio::test]
+async fn content_filter_trigger() {
+    let mock = start("[faults]\ncontent_filter_words = [\"forbidden\"]\n").await;
+    let v = post(
+        &mock,
+        "/v1/chat/completions",
+        chat("tell me the FORBIDDEN thing"),
+    )
+    .await
+    .json();
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    let v = post(&mock, "/v1/chat/completions", chat("tell me a fine thing"))
+        .await
+        .json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
+
+fn weather_tools() -> serde_json::Value {
+    json!([{"type":"function","function":{"name":"get_weather","parameters":{
+        "type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}},
+        "required":["city"]}}},
+        {"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{}}}}])
+}
+
+#[tokio::test]
+async fn tool_calls_named_and_required() {
+    let mock = start("").await;
+    let mut body = chat("weather in Paris?");
+    body["tools"] = weather_tools();
+    body["tool_choice"] = json!({"type":"function","function":{"name":"get_weather"}});
+    let v = post(&mock, "/v1/chat/completions", body.clone())
+        .await
+        .json();
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls");
+    assert!(c["message"]["content"].is_null());
+    let call = &c["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: serde_json::Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string());
+    assert!(args["days"].is_u64());
+
+    body["tool_choice"] = json!("required");
+    let v = post(&mock, "/v1/chat/completions", body.clone())
+        .await
+        .json();
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+
+    body["tool_choice"] = json!("auto");
+    let v = post(&mock, "/v1/chat/completions", body.clone())
+        .await
+        .json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    body["tool_choice"] = json!({"type":"function","function":{"name":"nope"}});
+    let r = post(&mock, "/v1/chat/completions", body).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "tool_choice");
+}
+
+#[tokio::test]
+async fn legacy_completions() {
+    let mock = start("").await;
+    let v = post(
+        &mock,
+        "/v1/completions",
+        json!({"model":"gpt-3.5-turbo-instruct","prompt":["one","two"],"n":2}),
+    )
+    .await
+    .json();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 4);
+    // Legacy default max_tokens is 16.
+    for c in v["choices"].as_array().unwrap() {
+        let t = c["text"].as_str().unwrap();
+        assert!(tiktoken_rs::cl100k_base().unwrap().encode_ordinary(t).len() <= 16);
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+
+    // A chat model on the legacy endpoint is refused.
+    let r = post(
+        &mock,
+        "/v1/completions",
+        json!({"model":"gpt-4o","prompt":"x"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn embeddings_float_base64_dimensions() {
+    let mock = start("").await;
+    let v = post(
+        &mock,
+        "/v1/embeddings",
+        json!({"model":"text-embedding-3-small","input":"hello world"}),
+    )
+    .await
+    .json();
+    assert_eq!(v["object"], "list");
+    let e = v["data"][0]["embedding"].as_array().unwrap();
+    assert_eq!(e.len(), 1536);
+    let norm: f64 = e.iter().map(|x| x.as_f64().unwrap().powi(2)).sum();
+    assert!((norm - 1.0).abs() < 1e-3);
+    assert_eq!(v["usage"]["prompt_tokens"], 2);
+    assert_eq!(v["usage"]["total_tokens"], 2);
+
+    let v = post(
+        &mock,
+        "/v1/embeddings",
+        json!({"model":"text-embedding-3-small","input":["hello world","bye"],
+               "dimensions":256,"encoding_format":"base64"}),
+    )
+    .await
+    .json();
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[1]["index"], 1);
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(data[0]["embedding"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(raw.len(), 256 * 4);
+
+    // Same input, same vector.
+    let again = post(
+        &mock,
+        "/v1/embeddings",
+        json!({"model":"text-embedding-3-small","input":"hello world","dimensions":256,"encoding_format":"base64"}),
+    )
+    .await
+    .json();
+    assert_eq!(again["data"][0]["embedding"], data[0]["embedding"]);
+
+    let r = post(
+        &mock,
+        "/v1/embeddings",
+        json!({"model":"text-embedding-3-small","input":"x","dimensions":4000}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "dimensions");
+}
+
+#[tokio::test]
+async fn models_list_and_get() {
+    let mock = start("").await;
+    let v = get(&mock, "/v1/models").await.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"gpt-4o-mini"));
+    assert!(!ids.contains(&"gpt-4-32k"), "retired models are not listed");
+    let m = get(&mock, "/v1/models/gpt-4o").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.json()["object"], "model");
+    let gone = get(&mock, "/v1/models/gpt-4-32k").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.error_code(), "model_not_found");
+}
+
+#[tokio::test]
+async fn unknown_path_is_openai_shaped_404() {
+    let mock = start("").await;
+    let r = post(&mock, "/v1/nope", json!({})).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn prefix_cache_reports_cached_tokens() {
+    let mock = start("[cache]\nenabled = true\nmin_tokens = 1024\nblock = 128\n").await;
+    let long = "lorem ipsum dolor sit amet ".repeat(300);
+    let first = post(&mock, "/v1/chat/completions", chat(&long))
+        .await
+        .json();
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let second = post(&mock, "/v1/chat/completions", chat(&long))
+        .await
+        .json();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(cached >= 1024 && cached <= prompt, "{cached} of {prompt}");
+    assert_eq!((cached - 1024) % 128, 0);
+    // A short prompt never hits.
+    let short = post(&mock, "/v1/chat/completions", chat("short"))
+        .await
+        .json();
+    assert_eq!(short["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+}
