@@ -59,6 +59,11 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(app.stats.snapshot()).into_response()
 }
 
+/// Liveness, and the benchmark's baseline: the cheapest request this server can answer.
+pub async fn health() -> &'static str {
+    "ok"
+}
+
 pub async fn reset(State(app): State<Arc<AppState>>) -> Response {
     app.stats.reset();
     axum::Json(json!({"ok": true})).into_response()

@@ -116,6 +116,7 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
         .route("/_mock/scenario", post(admin::set_scenario))
         .route("/_mock/stats", get(admin::stats))
         .route("/_mock/reset", post(admin::reset))
+        .route("/_mock/health", get(admin::health))
         .fallback(admin::not_found)
         .with_state(state)
 }

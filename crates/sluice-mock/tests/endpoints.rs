@@ -306,3 +306,19 @@ async fn prefix_cache_reports_cached_tokens() {
         .json();
     assert_eq!(short["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
 }
+
+#[test]
+fn example_scenarios_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mock");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            sluice_mock::Scenario::from_toml(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "the realistic tier, chaos drill and throughput examples");
+}

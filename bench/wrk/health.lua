@@ -1,0 +1,2 @@
+-- Baseline: the cheapest request the same server answers (no JSON, no tokenizer, no limiter).
+wrk.method = "GET"

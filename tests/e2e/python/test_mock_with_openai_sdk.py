@@ -1,0 +1,143 @@
+"""The official `openai` Python SDK talks to `sluice mock` as it would to the real service."""
+
+import json
+
+import openai
+import pytest
+
+KEYS = """
+auth = "listed"
+[[keys]]
+key = "sk-good-key-0000001"
+[[keys]]
+key = "sk-slow-key-0000002"
+rpm = 60
+burst = "1s"
+[[keys]]
+key = "sk-broke-key-000003"
+quota_exhausted = true
+"""
+
+
+@pytest.fixture
+def keyed(shared_mock_factory):
+    return shared_mock_factory(KEYS)
+
+
+def client(mock, key="sk-good-key-0000001"):
+    return openai.OpenAI(base_url=mock.base_url, api_key=key, max_retries=0, timeout=10)
+
+
+def test_chat(keyed):
+    c = client(keyed)
+    r = c.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=12,
+    )
+    assert r.object == "chat.completion"
+    assert isinstance(r.choices[0].message.content, str)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r._request_id.startswith("req_")
+
+
+def test_stream_with_usage(keyed):
+    c = client(keyed)
+    plain = c.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream"}]
+    )
+    text, usage, finish = "", None, None
+    with c.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "stream"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as stream:
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for ch in chunk.choices:
+                text += ch.delta.content or ""
+                finish = ch.finish_reason or finish
+    assert text == plain.choices[0].message.content
+    assert finish == "stop"
+    assert usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_stream_tool_call(keyed):
+    c = client(keyed)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}, "k": {"type": "integer"}}}}}]
+    args, name = "", None
+    for chunk in c.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "find it"}],
+        tools=tools,
+        tool_choice="required",
+        stream=True,
+    ):
+        for ch in chunk.choices:
+            for tc in ch.delta.tool_calls or []:
+                name = tc.function.name or name
+                args += tc.function.arguments or ""
+    assert name == "lookup"
+    assert set(json.loads(args)) == {"q", "k"}
+
+
+def test_embeddings(keyed):
+    c = client(keyed)
+    # The SDK asks for base64 and decodes it; the vector must come back whole.
+    r = c.embeddings.create(model="text-embedding-3-small", input=["a", "b"], dimensions=64)
+    assert len(r.data) == 2
+    assert len(r.data[0].embedding) == 64
+    assert abs(sum(x * x for x in r.data[0].embedding) - 1.0) < 1e-3
+    r = c.embeddings.create(model="text-embedding-3-small", input="x", encoding_format="float")
+    assert len(r.data[0].embedding) == 1536
+
+
+def test_models(keyed):
+    c = client(keyed)
+    ids = [m.id for m in c.models.list()]
+    assert "gpt-4o-mini" in ids
+    assert c.models.retrieve("gpt-4o").id == "gpt-4o"
+
+
+def test_rate_limit_error(keyed):
+    c = client(keyed, key="sk-slow-key-0000002")
+    c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "1"}])
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "2"}])
+    assert e.value.code == "rate_limit_exceeded"
+    assert int(e.value.response.headers["retry-after-ms"]) > 0
+
+
+def test_quota_error_is_a_rate_limit_error_with_its_own_code(keyed):
+    c = client(keyed, key="sk-broke-key-000003")
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "insufficient_quota"
+
+
+def test_authentication_error(keyed):
+    c = client(keyed, key="sk-not-a-real-key-99")
+    with pytest.raises(openai.AuthenticationError) as e:
+        c.models.list()
+    assert e.value.code == "invalid_api_key"
+
+
+def test_not_found_and_bad_request(keyed):
+    c = client(keyed)
+    with pytest.raises(openai.NotFoundError) as e:
+        c.chat.completions.create(model="gpt-4-32k", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "w " * 9000}])
+    assert e.value.code == "context_length_exceeded"
+
+
+def test_server_error_after_sdk_retries(mock_factory):
+    mock = mock_factory("[faults]\nerror_503 = 1.0\n")
+    c = openai.OpenAI(base_url=mock.base_url, api_key="sk-any-key-0000000", max_retries=1, timeout=10)
+    with pytest.raises(openai.InternalServerError):
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
