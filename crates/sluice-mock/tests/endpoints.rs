@@ -320,5 +320,8 @@ fn example_scenarios_parse() {
             n += 1;
         }
     }
-    assert!(n >= 3, "the realistic tier, chaos drill and throughput examples");
+    assert!(
+        n >= 3,
+        "the realistic tier, chaos drill and throughput examples"
+    );
 }
