@@ -255,6 +255,15 @@ impl Call {
                         Some("invalid_api_key"),
                     ));
                 }
+                if spec.forbidden {
+                    return Err(self.fail(
+                        StatusCode::FORBIDDEN,
+                        "You have insufficient permissions for this operation.",
+                        "invalid_request_error",
+                        None,
+                        Some("insufficient_permissions"),
+                    ));
+                }
                 if spec.quota_exhausted {
                     return Err(self.fail(
                         StatusCode::TOO_MANY_REQUESTS,

@@ -107,6 +107,9 @@ pub struct RawKey {
     pub quota_exhausted: bool,
     #[serde(default)]
     pub revoked: bool,
+    /// Valid key without permission for the API: 403.
+    #[serde(default)]
+    pub forbidden: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,6 +202,7 @@ pub struct KeySpec {
     pub limits: Limits,
     pub quota_exhausted: bool,
     pub revoked: bool,
+    pub forbidden: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -354,6 +358,7 @@ impl Scenario {
                 name,
                 quota_exhausted: k.quota_exhausted,
                 revoked: k.revoked,
+                forbidden: k.forbidden,
             });
         }
         let l = raw.latency.unwrap_or_default();

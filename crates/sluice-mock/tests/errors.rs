@@ -17,6 +17,9 @@ revoked = true
 [[keys]]
 key = "sk-broke-key-00001"
 quota_exhausted = true
+[[keys]]
+key = "sk-forbidden-key-01"
+forbidden = true
 "#;
 
 async fn chat_as(mock: &sluice_mock::MockServer, key: Option<&str>) -> Reply {
@@ -59,6 +62,10 @@ async fn authentication_errors() {
     assert_eq!(broke.error_code(), "insufficient_quota");
     assert_eq!(broke.json()["error"]["type"], "insufficient_quota");
     assert!(broke.headers.get("retry-after").is_none());
+
+    let forbidden = chat_as(&mock, Some("sk-forbidden-key-01")).await;
+    assert_eq!(forbidden.status, 403);
+    assert_eq!(forbidden.error_code(), "insufficient_permissions");
 
     let stats = mock.stats();
     assert_eq!(stats.by_status["401"], 3);

@@ -1,0 +1,545 @@
+//! The Rust client: typed endpoints over the engine, configured like the official SDKs
+//! (`OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`) but with sluice's
+//! defaults: phase timeouts, jittered retries under a budget, a default output limit.
+
+use std::collections::HashSet;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::chat_stream::ChatStream;
+use crate::config::{RetryPolicy, Timeouts};
+use crate::credentials::KeySource;
+use crate::error::{Error, ErrorKind};
+use crate::observe;
+use crate::secret::SecretString;
+use crate::stack::{Call, Engine, EngineConfig, Meta, Reply, RequestOptions};
+use crate::transport::TransportConfig;
+use crate::wire::{
+    ChatCompletion, ChatRequest, Completion, CompletionRequest, EmbeddingRequest,
+    EmbeddingResponse, Model, ModelList, StreamOptions,
+};
+
+/// The public API's base URL, used when neither the builder nor `OPENAI_BASE_URL` names one.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The output limit set on chat requests that have none, unless configured otherwise.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// A typed answer and what is known about how it was obtained.
+#[derive(Debug, Clone)]
+pub struct Response<T> {
+    pub data: T,
+    pub meta: Meta,
+}
+
+impl<T> Deref for Response<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+impl<T> Response<T> {
+    /// Upstream `x-request-id`.
+    pub fn request_id(&self) -> Option<&str> {
+        self.meta.request_id.as_deref()
+    }
+
+    /// Attempts it took (1 = no retry).
+    pub fn attempts(&self) -> u32 {
+        self.meta.attempts
+    }
+}
+
+/// A client for an OpenAI-compatible API. Cheap to clone; clones share the connection pool, the
+/// retry budget and the key source.
+#[derive(Debug, Clone)]
+pub struct Client {
+    engine: Engine,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    default_max_tokens: Option<u32>,
+    warned_models: Mutex<HashSet<String>>,
+}
+
+impl Client {
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Configured from the environment as the official SDKs are: `OPENAI_API_KEY` (read again at
+    /// every request, so it can change), `OPENAI_BASE_URL`, `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`.
+    pub fn from_env() -> Result<Client, Error> {
+        Client::builder().build()
+    }
+
+    /// The engine under this client (the gateway and batch runner share it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn chat(&self) -> Chat<'_> {
+        Chat { client: self }
+    }
+
+    pub fn embeddings(&self) -> Embeddings<'_> {
+        Embeddings { client: self }
+    }
+
+    pub fn completions(&self) -> Completions<'_> {
+        Completions { client: self }
+    }
+
+    pub fn models(&self) -> Models<'_> {
+        Models { client: self }
+    }
+
+    /// Any endpoint, with a JSON body or none: `client.request(Method::POST, "/moderations",
+    /// Some(json!({...})))`. Retries, timeouts and metrics apply as to every other call.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Response<Value>, Error> {
+        let model = body
+            .as_ref()
+            .and_then(|b| b.get("model"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let body = match body {
+            Some(b) => Some(encode(&b)?),
+            None => None,
+        };
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        let call = Call {
+            method,
+            path,
+            body,
+            endpoint: "other",
+            model,
+            options: RequestOptions::default(),
+        };
+        let reply = self.engine.send(call).await?;
+        if reply.body.is_empty() {
+            return Ok(Response {
+                data: Value::Null,
+                meta: reply.meta,
+            });
+        }
+        decode(reply)
+    }
+
+    fn apply_default_max_tokens(&self, req: &mut ChatRequest) {
+        let Some(default) = self.shared.default_max_tokens else {
+            return;
+        };
+        if req.output_limit().is_some() {
+            return;
+        }
+        // Reasoning models accept only the newer field; others accept both.
+        let reasoning = ["o1", "o3", "o4", "gpt-5"]
+            .iter()
+            .any(|p| req.model.starts_with(p));
+        if reasoning {
+            req.max_completion_tokens = Some(default);
+        } else {
+            req.max_tokens = Some(default);
+        }
+        observe::default_max_tokens(&req.model);
+        let mut warned = self
+            .shared
+            .warned_models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if warned.insert(req.model.clone()) {
+            tracing::warn!(
+                model = %req.model,
+                max_tokens = default,
+                "chat request without an output limit: applying the default (set max_tokens to silence this)"
+            );
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| {
+        Error::new(ErrorKind::Config, format!("cannot encode the request: {e}"))
+            .with_retryable(false)
+    })
+}
+
+fn decode<T: DeserializeOwned>(reply: Reply) -> Result<Response<T>, Error> {
+    match serde_json::from_slice::<T>(&reply.body) {
+        Ok(data) => Ok(Response {
+            data,
+            meta: reply.meta,
+        }),
+        Err(e) => {
+            let mut err = Error::new(
+                ErrorKind::Decode,
+                format!("response body does not decode: {e}"),
+            )
+            .with_retryable(false)
+            .with_request_id(reply.meta.request_id.clone());
+            err.set_attempts(reply.meta.attempts);
+            Err(err)
+        }
+    }
+}
+
+/// `client.chat()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Chat<'a> {
+    client: &'a Client,
+}
+
+impl Chat<'_> {
+    /// A chat completion.
+    pub async fn create(&self, req: ChatRequest) -> Result<Response<ChatCompletion>, Error> {
+        self.create_with(req, RequestOptions::default()).await
+    }
+
+    pub async fn create_with(
+        &self,
+        mut req: ChatRequest,
+        options: RequestOptions,
+    ) -> Result<Response<ChatCompletion>, Error> {
+        self.client.apply_default_max_tokens(&mut req);
+        req.stream = None;
+        req.stream_options = None;
+        let model = req.model.clone();
+        let call = Call {
+            method: Method::POST,
+            path: "/chat/completions".into(),
+            body: Some(encode(&req)?),
+            endpoint: "chat",
+            model: Some(model.clone()),
+            options,
+        };
+        let resp: Response<ChatCompletion> = decode(self.client.engine.send(call).await?)?;
+        if let Some(u) = &resp.data.usage {
+            observe::usage(&model, u);
+        }
+        observe::finish_reasons(
+            &model,
+            resp.meta.request_id.as_deref(),
+            resp.data
+                .choices
+                .iter()
+                .filter_map(|c| c.finish_reason.as_ref()),
+        );
+        Ok(resp)
+    }
+
+    /// A streamed chat completion. Usage is requested (`stream_options.include_usage`) unless
+    /// the request says otherwise, so the last chunk carries the token counts.
+    pub async fn stream(&self, req: ChatRequest) -> Result<ChatStream, Error> {
+        self.stream_with(req, RequestOptions::default()).await
+    }
+
+    pub async fn stream_with(
+        &self,
+        mut req: ChatRequest,
+        options: RequestOptions,
+    ) -> Result<ChatStream, Error> {
+        self.client.apply_default_max_tokens(&mut req);
+        req.stream = Some(true);
+        let opts = req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
+        if opts.include_usage.is_none() {
+            opts.include_usage = Some(true);
+        }
+        let model = req.model.clone();
+        let call = Call {
+            method: Method::POST,
+            path: "/chat/completions".into(),
+            body: Some(encode(&req)?),
+            endpoint: "chat",
+            model: Some(model.clone()),
+            options,
+        };
+        let reply = self.client.engine.send_stream(call).await?;
+        Ok(ChatStream::new(reply, model))
+    }
+}
+
+/// `client.embeddings()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddings<'a> {
+    client: &'a Client,
+}
+
+impl Embeddings<'_> {
+    pub async fn create(
+        &self,
+        req: EmbeddingRequest,
+    ) -> Result<Response<EmbeddingResponse>, Error> {
+        let model = req.model.clone();
+        let call = Call {
+            method: Method::POST,
+            path: "/embeddings".into(),
+            body: Some(encode(&req)?),
+            endpoint: "embeddings",
+            model: Some(model.clone()),
+            options: RequestOptions::default(),
+        };
+        let resp: Response<EmbeddingResponse> = decode(self.client.engine.send(call).await?)?;
+        if let Some(u) = &resp.data.usage {
+            observe::usage(&model, u);
+        }
+        Ok(resp)
+    }
+}
+
+/// `client.completions()` (legacy).
+#[derive(Debug, Clone, Copy)]
+pub struct Completions<'a> {
+    client: &'a Client,
+}
+
+impl Completions<'_> {
+    pub async fn create(&self, mut req: CompletionRequest) -> Result<Response<Completion>, Error> {
+        req.stream = None;
+        let model = req.model.clone();
+        let call = Call {
+            method: Method::POST,
+            path: "/completions".into(),
+            body: Some(encode(&req)?),
+            endpoint: "completions",
+            model: Some(model.clone()),
+            options: RequestOptions::default(),
+        };
+        let resp: Response<Completion> = decode(self.client.engine.send(call).await?)?;
+        if let Some(u) = &resp.data.usage {
+            observe::usage(&model, u);
+        }
+        observe::finish_reasons(
+            &model,
+            resp.meta.request_id.as_deref(),
+            resp.data
+                .choices
+                .iter()
+                .filter_map(|c| c.finish_reason.as_ref()),
+        );
+        Ok(resp)
+    }
+}
+
+/// `client.models()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Models<'a> {
+    client: &'a Client,
+}
+
+impl Models<'_> {
+    pub async fn list(&self) -> Result<Response<ModelList>, Error> {
+        let call = Call {
+            method: Method::GET,
+            path: "/models".into(),
+            body: None,
+            endpoint: "models",
+            model: None,
+            options: RequestOptions::default(),
+        };
+        decode(self.client.engine.send(call).await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Response<Model>, Error> {
+        let call = Call {
+            method: Method::GET,
+            path: format!("/models/{id}"),
+            body: None,
+            endpoint: "models",
+            model: Some(id.to_string()),
+            options: RequestOptions::default(),
+        };
+        decode(self.client.engine.send(call).await?)
+    }
+}
+
+/// Builds a [`Client`]. Anything not set falls back to the environment, then to the defaults.
+#[derive(Debug, Default)]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    key: Option<KeySource>,
+    organization: Option<String>,
+    project: Option<String>,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+    pool_max_idle_per_host: Option<usize>,
+    default_max_tokens: Option<Option<u32>>,
+    headers: Vec<(String, String)>,
+}
+
+impl ClientBuilder {
+    /// The API's base URL, e.g. `https://api.openai.com/v1` or a gateway's.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// A fixed API key.
+    pub fn api_key(mut self, key: impl Into<SecretString>) -> Self {
+        self.key = Some(KeySource::fixed(key));
+        self
+    }
+
+    /// Read the key from this environment variable at every request.
+    pub fn api_key_env(mut self, var: impl Into<String>) -> Self {
+        self.key = Some(KeySource::env(var));
+        self
+    }
+
+    /// Read the key from this file, again whenever it changes (a rotated secret).
+    pub fn api_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key = Some(KeySource::file(path));
+        self
+    }
+
+    pub fn key_source(mut self, source: KeySource) -> Self {
+        self.key = Some(source);
+        self
+    }
+
+    pub fn organization(mut self, org: impl Into<String>) -> Self {
+        self.organization = Some(org.into());
+        self
+    }
+
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.connect = d;
+        self
+    }
+
+    pub fn first_byte_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.first_byte = d;
+        self
+    }
+
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.idle = d;
+        self
+    }
+
+    /// The deadline of a logical request across all of its attempts.
+    pub fn total_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.total = d;
+        self
+    }
+
+    pub fn retry_policy(mut self, p: RetryPolicy) -> Self {
+        self.retry = p;
+        self
+    }
+
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.retry.max_attempts = n.max(1);
+        self
+    }
+
+    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
+        self.pool_max_idle_per_host = Some(n);
+        self
+    }
+
+    /// The output limit applied to chat requests that set none (`None` turns it off).
+    /// Default [`DEFAULT_MAX_TOKENS`].
+    pub fn default_max_tokens(mut self, n: Option<u32>) -> Self {
+        self.default_max_tokens = Some(n);
+        self
+    }
+
+    /// An extra header on every request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let base_url = self
+            .base_url
+            .or_else(|| env("OPENAI_BASE_URL"))
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let keys = self.key.unwrap_or_else(|| KeySource::env("OPENAI_API_KEY"));
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &str, value: &str| -> Result<(), Error> {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Error::new(ErrorKind::Config, format!("invalid header name {name:?}"))
+            })?;
+            let v = HeaderValue::from_str(value).map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("invalid value for header {name}"),
+                )
+            })?;
+            headers.insert(n, v);
+            Ok(())
+        };
+        if let Some(org) = self.organization.or_else(|| env("OPENAI_ORG_ID")) {
+            put("openai-organization", &org)?;
+        }
+        if let Some(p) = self.project.or_else(|| env("OPENAI_PROJECT_ID")) {
+            put("openai-project", &p)?;
+        }
+        for (k, v) in &self.headers {
+            if k.eq_ignore_ascii_case("authorization") {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "set the key with api_key/api_key_env/api_key_file, not as a header",
+                ));
+            }
+            put(k, v)?;
+        }
+        put("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))?;
+        let mut transport = TransportConfig {
+            timeouts: self.timeouts,
+            ..TransportConfig::default()
+        };
+        if let Some(n) = self.pool_max_idle_per_host {
+            transport.pool_max_idle_per_host = n;
+        }
+        let engine = Engine::new(EngineConfig {
+            base_url,
+            keys,
+            transport,
+            retry: self.retry,
+            headers,
+        })?;
+        Ok(Client {
+            engine,
+            shared: Arc::new(Shared {
+                default_max_tokens: self.default_max_tokens.unwrap_or(Some(DEFAULT_MAX_TOKENS)),
+                warned_models: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}

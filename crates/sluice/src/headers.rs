@@ -1,0 +1,240 @@
+//! Reading what the server says about its limits: `x-ratelimit-*` (with Go-style durations),
+//! `retry-after-ms`, `retry-after` (seconds or an HTTP date) and `x-should-retry`.
+//!
+//! These parsers are independent of the simulator's formatters on purpose (a header written and
+//! read by the same function proves nothing), and are property-tested never to panic.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// The server's view of one budget (requests or tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Time until the budget is back to full.
+    pub reset: Option<Duration>,
+}
+
+impl Budget {
+    /// Remaining as a fraction of the limit, when both are known.
+    pub fn remaining_fraction(&self) -> Option<f64> {
+        match (self.limit, self.remaining) {
+            (Some(l), Some(r)) if l > 0 => Some(r as f64 / l as f64),
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.limit.is_none() && self.remaining.is_none() && self.reset.is_none()
+    }
+}
+
+/// Everything a response said about rate limits and retrying.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub requests: Budget,
+    pub tokens: Budget,
+    /// `retry-after-ms`, else `retry-after`.
+    pub retry_after: Option<Duration>,
+    /// `x-should-retry: true|false`.
+    pub should_retry: Option<bool>,
+}
+
+impl RateLimits {
+    pub fn from_headers(h: &HeaderMap) -> Self {
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let budget = |kind: &str| Budget {
+            limit: get(&format!("x-ratelimit-limit-{kind}")).and_then(|v| v.parse().ok()),
+            remaining: get(&format!("x-ratelimit-remaining-{kind}")).and_then(|v| v.parse().ok()),
+            reset: get(&format!("x-ratelimit-reset-{kind}")).and_then(parse_go_duration),
+        };
+        let retry_after = get("retry-after-ms")
+            .and_then(parse_retry_after_ms)
+            .or_else(|| get("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now())));
+        let should_retry = match get("x-should-retry") {
+            Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        };
+        RateLimits {
+            requests: budget("requests"),
+            tokens: budget("tokens"),
+            retry_after,
+            should_retry,
+        }
+    }
+
+    /// True when the response carried no rate-limit information at all.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+            && self.tokens.is_empty()
+            && self.retry_after.is_none()
+            && self.should_retry.is_none()
+    }
+}
+
+/// Longest wait any header may ask for; anything longer is treated as this.
+const MAX_HEADER_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Parse a Go `time.Duration` string as OpenAI writes them: `6m0s`, `1s`, `20ms`, `1.234s`,
+/// `1h2m3.5s`, `500us`/`500µs`, `0s`. `None` for anything else.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let (unit_secs, unit_len) = if rest.starts_with("ms") {
+            (1e-3, 2)
+        } else if rest.starts_with("us") {
+            (1e-6, 2)
+        } else if rest.starts_with("µs") {
+            (1e-6, "µs".len())
+        } else if rest.starts_with("ns") {
+            (1e-9, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[unit_len..];
+        total += value * unit_secs;
+    }
+    if !total.is_finite() || total < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        total.min(MAX_HEADER_WAIT.as_secs_f64()),
+    ))
+}
+
+/// `retry-after-ms`: a non-negative number of milliseconds (fractions allowed).
+pub fn parse_retry_after_ms(s: &str) -> Option<Duration> {
+    let v: f64 = s.trim().parse().ok()?;
+    if !v.is_finite() || v < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        (v / 1000.0).min(MAX_HEADER_WAIT.as_secs_f64()),
+    ))
+}
+
+/// `retry-after`: delta-seconds or an HTTP date (relative to `now`).
+pub fn parse_retry_after(s: &str, now: SystemTime) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        if !v.is_finite() || v < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(
+            v.min(MAX_HEADER_WAIT.as_secs_f64()),
+        ));
+    }
+    let when = httpdate::parse_http_date(s).ok()?;
+    Some(
+        when.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_HEADER_WAIT),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn go_durations() {
+        let ms = |s: &str| parse_go_duration(s).map(|d| d.as_millis());
+        assert_eq!(ms("6m0s"), Some(360_000));
+        assert_eq!(ms("1s"), Some(1000));
+        assert_eq!(ms("20ms"), Some(20));
+        assert_eq!(ms("1.234s"), Some(1234));
+        assert_eq!(ms("1h2m3.5s"), Some(3_723_500));
+        assert_eq!(ms("0s"), Some(0));
+        assert_eq!(parse_go_duration("500µs"), Some(Duration::from_micros(500)));
+        assert_eq!(ms("7.66s"), Some(7660));
+        for bad in ["", "s", "1", "1x", "-1s", "1.2.3s", "ms", "1s2"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("0.5", now),
+            Some(Duration::from_millis(500))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after_ms("1500"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after_ms("-3"), None);
+    }
+
+    #[test]
+    fn from_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit-requests", "5000".parse().unwrap());
+        h.insert("x-ratelimit-remaining-requests", "4999".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "12ms".parse().unwrap());
+        h.insert("x-ratelimit-limit-tokens", "160000".parse().unwrap());
+        h.insert("x-ratelimit-remaining-tokens", "40000".parse().unwrap());
+        h.insert("x-ratelimit-reset-tokens", "45s".parse().unwrap());
+        h.insert("retry-after", "3".parse().unwrap());
+        h.insert("retry-after-ms", "2500".parse().unwrap());
+        h.insert("x-should-retry", "false".parse().unwrap());
+        let r = RateLimits::from_headers(&h);
+        assert_eq!(r.requests.limit, Some(5000));
+        assert_eq!(r.requests.reset, Some(Duration::from_millis(12)));
+        assert_eq!(r.tokens.remaining_fraction(), Some(0.25));
+        assert_eq!(r.retry_after, Some(Duration::from_millis(2500)), "ms wins");
+        assert_eq!(r.should_retry, Some(false));
+        assert!(RateLimits::from_headers(&HeaderMap::new()).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_go_duration(&s);
+            let _ = parse_retry_after(&s, SystemTime::now());
+            let _ = parse_retry_after_ms(&s);
+        }
+
+        #[test]
+        fn go_duration_roundtrip(ms in 0u64..86_400_000) {
+            let h = ms / 3_600_000;
+            let m = (ms / 60_000) % 60;
+            let s = (ms % 60_000) as f64 / 1000.0;
+            let text = if h > 0 { format!("{h}h{m}m{s}s") } else if m > 0 { format!("{m}m{s}s") } else { format!("{s}s") };
+            let d = parse_go_duration(&text).unwrap();
+            prop_assert!((d.as_secs_f64() * 1000.0 - ms as f64).abs() < 0.5, "{} -> {:?}", text, d);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Metrics and logs for every request. Names are documented in the README; labels are low
+//! cardinality (endpoint, model, error kind, finish reason), never a key or a request id.
+//! sluice records through the `metrics` facade: install any recorder (Prometheus exporter, …)
+//! to collect them.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+
+use crate::wire::{FinishReason, Usage};
+
+pub const REQUESTS: &str = "sluice_requests_total";
+pub const ATTEMPTS: &str = "sluice_attempts_total";
+pub const RETRIES: &str = "sluice_retries_total";
+pub const RETRY_BUDGET_EXHAUSTED: &str = "sluice_retry_budget_exhausted_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const TIME_TO_FIRST_TOKEN: &str = "sluice_time_to_first_token_seconds";
+pub const TOKENS: &str = "sluice_tokens_total";
+pub const FINISH_REASONS: &str = "sluice_finish_reasons_total";
+pub const DEFAULT_MAX_TOKENS: &str = "sluice_default_max_tokens_applied_total";
+
+/// Register descriptions with whatever recorder is installed (harmless to call repeatedly).
+pub fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "Logical requests, by endpoint, model and outcome (ok or error kind)."
+    );
+    describe_counter!(ATTEMPTS, "HTTP attempts sent upstream, retries included.");
+    describe_counter!(RETRIES, "Retries, by the error kind that caused them.");
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries refused because the retry budget was empty."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Logical request latency, retries and waits included."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "Time from the request to the first streamed event."
+    );
+    describe_counter!(TOKENS, "Tokens by kind: prompt, cached (part of prompt), completion, reasoning (part of completion).");
+    describe_counter!(FINISH_REASONS, "Choices by finish reason.");
+    describe_counter!(
+        DEFAULT_MAX_TOKENS,
+        "Chat requests that had no output limit and got the default."
+    );
+}
+
+/// The end of a logical request.
+pub fn request_done(endpoint: &'static str, model: &str, outcome: &'static str, latency: Duration) {
+    let model = model.to_string();
+    counter!(REQUESTS, "endpoint" => endpoint, "model" => model.clone(), "outcome" => outcome)
+        .increment(1);
+    histogram!(REQUEST_DURATION, "endpoint" => endpoint, "model" => model, "outcome" => outcome)
+        .record(latency.as_secs_f64());
+}
+
+pub fn attempt(endpoint: &'static str) {
+    counter!(ATTEMPTS, "endpoint" => endpoint).increment(1);
+}
+
+pub fn retry(endpoint: &'static str, reason: &'static str) {
+    counter!(RETRIES, "endpoint" => endpoint, "reason" => reason).increment(1);
+}
+
+pub fn retry_budget_exhausted(endpoint: &'static str) {
+    counter!(RETRY_BUDGET_EXHAUSTED, "endpoint" => endpoint).increment(1);
+}
+
+pub fn ttft(model: &str, d: Duration) {
+    histogram!(TIME_TO_FIRST_TOKEN, "model" => model.to_string()).record(d.as_secs_f64());
+}
+
+pub fn default_max_tokens(model: &str) {
+    counter!(DEFAULT_MAX_TOKENS, "model" => model.to_string()).increment(1);
+}
+
+/// Token counts of a finished request.
+pub fn usage(model: &str, u: &Usage) {
+    let m = model.to_string();
+    counter!(TOKENS, "model" => m.clone(), "kind" => "prompt").increment(u.prompt_tokens);
+    counter!(TOKENS, "model" => m.clone(), "kind" => "completion").increment(u.completion_tokens);
+    let cached = u.cached_tokens();
+    if cached > 0 {
+        counter!(TOKENS, "model" => m.clone(), "kind" => "cached").increment(cached);
+    }
+    let reasoning = u.reasoning_tokens();
+    if reasoning > 0 {
+        counter!(TOKENS, "model" => m, "kind" => "reasoning").increment(reasoning);
+    }
+}
+
+/// Finish reasons of a finished request; `length` and `content_filter` are logged at warn,
+/// because the caller got less than it asked for.
+pub fn finish_reasons<'a>(
+    model: &str,
+    request_id: Option<&str>,
+    reasons: impl IntoIterator<Item = &'a FinishReason>,
+) {
+    for r in reasons {
+        let label = match r {
+            FinishReason::Other(_) => "other".to_string(),
+            known => known.as_str().to_string(),
+        };
+        counter!(FINISH_REASONS, "model" => model.to_string(), "reason" => label).increment(1);
+        if r.is_truncated() {
+            tracing::warn!(
+                model,
+                request_id,
+                finish_reason = r.as_str(),
+                "answer cut short"
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Retries: exponential backoff with full jitter, the server's own wait when it names one,
+//! a deadline that is never slept past, and a retry budget shared by the whole client so that an
+//! outage or a 429 storm can never multiply the load sent upstream.
+//!
+//! The budget works like Finagle's and Linkerd's: every logical request deposits `ratio`
+//! (0.2 by default) into a shared balance, every retry withdraws 1, and a small floor
+//! (`min_per_sec`) refills it with time so a quiet client can still retry. Over any stretch,
+//! retries ≤ ratio × requests + initial balance + floor × seconds.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::config::RetryPolicy;
+use crate::error::Error;
+
+/// The shared retry budget.
+#[derive(Debug)]
+pub struct RetryBudget {
+    ratio: f64,
+    min_per_sec: f64,
+    max: f64,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    balance: f64,
+    last: Instant,
+}
+
+impl RetryBudget {
+    /// Starts with ten seconds' worth of the floor in the bank.
+    pub fn new(policy: &RetryPolicy) -> Self {
+        let max = policy.budget_max.max(0.0);
+        RetryBudget {
+            ratio: policy.budget_ratio.max(0.0),
+            min_per_sec: policy.budget_min_per_sec.max(0.0),
+            max,
+            state: Mutex::new(BudgetState {
+                balance: (policy.budget_min_per_sec * 10.0).clamp(0.0, max),
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    fn refill(&self, s: &mut BudgetState) {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(s.last).as_secs_f64();
+        s.balance = (s.balance + dt * self.min_per_sec).min(self.max);
+        s.last = now;
+    }
+
+    /// A logical request started: it earns the client `ratio` retries.
+    pub fn deposit(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refill(&mut s);
+        s.balance = (s.balance + self.ratio).min(self.max);
+    }
+
+    /// Take one retry from the budget, if there is one.
+    pub fn try_withdraw(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refill(&mut s);
+        if s.balance >= 1.0 {
+            s.balance -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Current balance (for tests and diagnostics).
+    pub fn balance(&self) -> f64 {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refill(&mut s);
+        s.balance
+    }
+}
+
+/// Why the next attempt waits as long as it does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Wait {
+    /// The server named the wait (clamped, plus up to 10% jitter so clients do not return in
+    /// lockstep).
+    Server(Duration),
+    /// Full-jitter exponential backoff.
+    Backoff(Duration),
+}
+
+impl Wait {
+    pub fn duration(self) -> Duration {
+        match self {
+            Wait::Server(d) | Wait::Backoff(d) => d,
+        }
+    }
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` attempts failed with `err`.
+pub fn wait_after(policy: &RetryPolicy, err: &Error, attempts: u32) -> Wait {
+    let mut rng = rand::rng();
+    if let Some(server) = err.retry_after() {
+        let clamped = server.clamp(
+            policy.server_wait_min,
+            policy.server_wait_max.max(policy.server_wait_min),
+        );
+        let jitter = clamped.mul_f64(rng.random::<f64>() * 0.1);
+        return Wait::Server(clamped + jitter);
+    }
+    let exp = attempts.saturating_sub(1).min(30);
+    let ceiling = policy
+        .backoff_base
+        .saturating_mul(1u32 << exp)
+        .min(policy.backoff_cap);
+    Wait::Backoff(ceiling.mul_f64(rng.random::<f64>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_caps_retries_to_a_fraction_of_traffic() {
+        let policy = RetryPolicy {
+            budget_ratio: 0.2,
+            budget_min_per_sec: 0.0,
+            budget_max: 1000.0,
+            ..RetryPolicy::default()
+        };
+        let b = RetryBudget::new(&policy);
+        let mut granted = 0;
+        for _ in 0..100 {
+            b.deposit();
+            if b.try_withdraw() {
+                granted += 1;
+            }
+            if b.try_withdraw() {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn floor_refills_with_time() {
+        let policy = RetryPolicy {
+            budget_ratio: 0.0,
+            budget_min_per_sec: 2.0,
+            budget_max: 5.0,
+            ..RetryPolicy::default()
+        };
+        let b = RetryBudget::new(&policy);
+        // Starts with min(10 s × 2/s, max 5) = 5.
+        for _ in 0..5 {
+            assert!(b.try_withdraw());
+        }
+        assert!(!b.try_withdraw());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(b.try_withdraw());
+        assert!(!b.try_withdraw());
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!((b.balance() - 5.0).abs() < 1e-9, "capped at max");
+    }
+
+    #[test]
+    fn full_jitter_spreads_over_the_whole_range() {
+        let policy = RetryPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        let err = Error::new(ErrorKind::ServerError, "x");
+        // Attempt 3: ceiling 400ms. Samples cover [0, 400ms] and never exceed it.
+        let samples: Vec<f64> = (0..2000)
+            .map(|_| wait_after(&policy, &err, 3).duration().as_secs_f64())
+            .collect();
+        let max = samples.iter().cloned().fold(0.0, f64::max);
+        let min = samples.iter().cloned().fold(1.0, f64::min);
+        assert!(max <= 0.4 && max > 0.38, "{max}");
+        assert!(min < 0.02, "{min}");
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        assert!((mean - 0.2).abs() < 0.02, "uniform: mean {mean}");
+        // Buckets are roughly even: no clustering at the ceiling as with "equal jitter".
+        let low = samples.iter().filter(|s| **s < 0.2).count();
+        assert!((900..1100).contains(&low), "{low}");
+        // The cap holds for late attempts.
+        for _ in 0..100 {
+            assert!(wait_after(&policy, &err, 30).duration() <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn server_wait_is_honoured_and_clamped() {
+        let policy = RetryPolicy {
+            server_wait_min: Duration::from_millis(100),
+            server_wait_max: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
+        let mk =
+            |d: Duration| Error::new(ErrorKind::RateLimitedTokens, "x").with_retry_after(Some(d));
+        for _ in 0..100 {
+            let w = wait_after(&policy, &mk(Duration::from_secs(2)), 1);
+            assert!(matches!(w, Wait::Server(_)));
+            let d = w.duration();
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_millis(2200),
+                "{d:?}"
+            );
+            let d = wait_after(&policy, &mk(Duration::from_millis(1)), 1).duration();
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(110));
+            let d = wait_after(&policy, &mk(Duration::from_secs(300)), 1).duration();
+            assert!(d >= Duration::from_secs(10) && d <= Duration::from_secs(11));
+        }
+    }
+}

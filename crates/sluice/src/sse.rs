@@ -1,0 +1,290 @@
+//! Server-sent events from a response body, as the data payloads of OpenAI streams.
+//!
+//! Parsing is eventsource-stream's (comments and keep-alives are skipped there). On top of it:
+//! `data: [DONE]` ends the stream; an error event (`event: error`, or a payload whose top-level
+//! key is `error`) is an error; a body that ends without `[DONE]` is
+//! [`ErrorKind::StreamInterrupted`]; silence longer than the idle timeout is
+//! [`ErrorKind::TimeoutIdle`]. Bytes are pulled from the socket only when the consumer polls, so
+//! a slow consumer holds the connection's flow control instead of a growing buffer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{EventStream as Parser, EventStreamError, Eventsource};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{ApiError, Error, ErrorKind};
+
+type ByteStream = BoxStream<'static, Result<Bytes, reqwest::Error>>;
+
+/// A stream of SSE `data` payloads, ending at `[DONE]`.
+pub struct EventStream {
+    parser: Parser<ByteStream>,
+    idle_timer: Pin<Box<Sleep>>,
+    idle: Duration,
+    deadline: Instant,
+    peeked: Option<String>,
+    done: bool,
+    received: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("done", &self.done)
+            .field("received_bytes", &self.received.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl EventStream {
+    pub fn new(resp: reqwest::Response, idle: Duration, deadline: Instant) -> Self {
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let bytes: ByteStream = resp
+            .bytes_stream()
+            .inspect(move |r| {
+                if let Ok(b) = r {
+                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .boxed();
+        Self::from_bytes(bytes, idle, deadline, received)
+    }
+
+    fn from_bytes(
+        bytes: ByteStream,
+        idle: Duration,
+        deadline: Instant,
+        received: Arc<AtomicU64>,
+    ) -> Self {
+        let first = (Instant::now() + idle).min(deadline);
+        EventStream {
+            parser: bytes.eventsource(),
+            idle_timer: Box::pin(tokio::time::sleep_until(first)),
+            idle,
+            deadline,
+            peeked: None,
+            done: false,
+            received,
+        }
+    }
+
+    /// Bytes read from the connection so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Put an event back to be yielded first (used after peeking at the first event).
+    pub fn unread(&mut self, data: String) {
+        self.peeked = Some(data);
+    }
+}
+
+/// The error an in-stream error event stands for.
+fn error_event(data: &str) -> Option<Error> {
+    #[derive(serde::Deserialize)]
+    struct Env {
+        error: ApiError,
+    }
+    let head = data.trim_start();
+    let prefix = &head.as_bytes()[..head.len().min(24)];
+    if !head.starts_with('{') || !prefix.windows(7).any(|w| w == b"\"error\"") {
+        return None;
+    }
+    let api = serde_json::from_str::<Env>(data).ok()?.error;
+    let msg = if api.message.is_empty() {
+        "error event in stream".to_string()
+    } else {
+        format!("error event in stream: {}", api.message)
+    };
+    Some(Error::new(ErrorKind::StreamInterrupted, msg))
+}
+
+impl Stream for EventStream {
+    type Item = Result<String, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(p) = this.peeked.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.parser.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(ev))) => {
+                let next = (Instant::now() + this.idle).min(this.deadline);
+                this.idle_timer.as_mut().reset(next);
+                if ev.data == "[DONE]" {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                if ev.event == "error" {
+                    this.done = true;
+                    let e = error_event(&ev.data).unwrap_or_else(|| {
+                        Error::new(ErrorKind::StreamInterrupted, "error event in stream")
+                    });
+                    return Poll::Ready(Some(Err(e)));
+                }
+                if let Some(e) = error_event(&ev.data) {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(ev.data)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                let err = match e {
+                    EventStreamError::Transport(t) => {
+                        Error::new(ErrorKind::StreamInterrupted, format!("stream cut: {t}"))
+                            .with_source(t)
+                    }
+                    EventStreamError::Utf8(u) => {
+                        Error::new(ErrorKind::Decode, format!("stream is not UTF-8: {u}"))
+                    }
+                    EventStreamError::Parser(p) => {
+                        Error::new(ErrorKind::Decode, format!("malformed event stream: {p}"))
+                    }
+                };
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(Some(Err(Error::new(
+                    ErrorKind::StreamInterrupted,
+                    "stream ended without [DONE]",
+                ))))
+            }
+            Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    this.done = true;
+                    let kind = if Instant::now() >= this.deadline {
+                        ErrorKind::TimeoutTotal
+                    } else {
+                        ErrorKind::TimeoutIdle
+                    };
+                    return Poll::Ready(Some(Err(Error::new(
+                        kind,
+                        format!("no stream data for {:.3}s", this.idle.as_secs_f64()),
+                    ))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use proptest::prelude::*;
+
+    fn from_chunks(chunks: Vec<Vec<u8>>) -> EventStream {
+        let s: ByteStream = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))).boxed();
+        EventStream::from_bytes(
+            s,
+            Duration::from_secs(30),
+            Instant::now() + Duration::from_secs(600),
+            Arc::new(AtomicU64::new(0)),
+        )
+    }
+
+    async fn collect(chunks: Vec<Vec<u8>>) -> Vec<Result<String, ErrorKind>> {
+        from_chunks(chunks)
+            .map(|r| r.map_err(|e| e.kind()))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn done_ends_comments_are_skipped_and_events_split_anywhere() {
+        let body =
+            b": keep-alive\n\ndata: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n".to_vec();
+        // Split the body at every possible point: the result never changes.
+        for cut in 0..body.len() {
+            let got = collect(vec![body[..cut].to_vec(), body[cut..].to_vec()]).await;
+            assert_eq!(
+                got,
+                vec![Ok("{\"a\":1}".to_string()), Ok("{\"b\":2}".to_string())],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_done_is_interrupted() {
+        let got = collect(vec![b"data: {\"a\":1}\n\n".to_vec()]).await;
+        assert_eq!(
+            got,
+            vec![Ok("{\"a\":1}".into()), Err(ErrorKind::StreamInterrupted)]
+        );
+    }
+
+    #[tokio::test]
+    async fn error_events() {
+        let got = collect(vec![
+            b"data: {\"a\":1}\n\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n".to_vec(),
+        ])
+        .await;
+        assert_eq!(
+            got,
+            vec![Ok("{\"a\":1}".into()), Err(ErrorKind::StreamInterrupted)]
+        );
+        let got = collect(vec![b"event: error\ndata: oops\n\n".to_vec()]).await;
+        assert_eq!(got, vec![Err(ErrorKind::StreamInterrupted)]);
+        // A payload that merely mentions "error" deep inside is content, not an error.
+        let got = collect(vec![
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\ndata: [DONE]\n\n"
+                .to_vec(),
+        ])
+        .await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_fires_on_silence() {
+        let s: ByteStream = stream::iter(vec![Ok(Bytes::from_static(b"data: {}\n\n"))])
+            .chain(stream::pending())
+            .boxed();
+        let mut es = EventStream::from_bytes(
+            s,
+            Duration::from_secs(30),
+            Instant::now() + Duration::from_secs(600),
+            Arc::new(AtomicU64::new(0)),
+        );
+        assert!(es.next().await.unwrap().is_ok());
+        let t0 = Instant::now();
+        let e = es.next().await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimeoutIdle);
+        assert_eq!(t0.elapsed(), Duration::from_secs(30));
+        assert!(es.next().await.is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let _ = collect(chunks).await;
+            });
+        }
+
+        #[test]
+        fn decoder_never_panics_on_sse_like_text(text in "(data: [^\n]{0,20}\n\n?|: [a-z]{0,5}\n|event: [a-z]{0,6}\n|\n){0,12}") {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let _ = collect(vec![text.into_bytes()]).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The engine: the one place where the order of concerns is decided. Every request, whichever
+//! face sent it (client library, gateway, batch runner), goes through [`Engine::send`] or
+//! [`Engine::send_stream`], outer to inner:
+//!
+//! ```text
+//! metrics(request) -> deadline(total) -> retry(classify, backoff + jitter, retry budget)
+//!   -> metrics(attempt) -> credentials(key in force) -> transport(pool; connect/first-byte/idle)
+//! ```
+//!
+//! The budget guard, model policy, key pool, admission and reconciliation stages of the design
+//! handbook slot in here, in that order, as their issues land; nothing else decides the order.
+//!
+//! Why plain composition and not tower layers: a streamed response's permits, deadline and
+//! metrics must live until the last chunk or the drop, not until the headers. Holding them in
+//! the stream value that owns the body ([`EventStream`]'s owner) is direct; threading them
+//! through `Service` futures and body wrappers would hide the same thing behind more types.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::RetryPolicy;
+use crate::credentials::KeySource;
+use crate::error::{Error, ErrorKind};
+use crate::headers::RateLimits;
+use crate::observe;
+use crate::retry::{self, RetryBudget, Wait};
+use crate::sse::EventStream;
+use crate::transport::{read_body, Transport, TransportConfig, MAX_BODY};
+
+/// Largest error body kept (they are short; a proxy's HTML page is cut).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Everything the engine needs to be built.
+#[derive(Debug)]
+pub struct EngineConfig {
+    pub base_url: String,
+    pub keys: KeySource,
+    pub transport: TransportConfig,
+    pub retry: RetryPolicy,
+    /// Sent on every request (organization, project, custom headers). Never the key.
+    pub headers: HeaderMap,
+}
+
+/// One logical request, as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    /// Path below the base URL, with its leading slash: `/chat/completions`.
+    pub path: String,
+    pub body: Option<Bytes>,
+    /// Metric label: `chat`, `embeddings`, `completions`, `models`, `other`.
+    pub endpoint: &'static str,
+    pub model: Option<String>,
+    pub options: RequestOptions,
+}
+
+/// Per-request settings that override the client's.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// Sent as `Idempotency-Key` on every attempt. Default: a fresh random key per request.
+    pub idempotency_key: Option<String>,
+    /// Total deadline for this request, instead of the client's.
+    pub timeout: Option<Duration>,
+    /// Attempts for this request, instead of the client's.
+    pub max_attempts: Option<u32>,
+}
+
+/// What is known about a request once it has an answer.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub status: u16,
+    /// The upstream `x-request-id`.
+    pub request_id: Option<String>,
+    pub rate_limits: RateLimits,
+    pub attempts: u32,
+    /// From the start of the logical request to the full answer (for streams: to the first
+    /// event; the stream reports its total at the end).
+    pub latency: Duration,
+    /// Time to first streamed event (streams only).
+    pub ttft: Option<Duration>,
+    pub idempotency_key: String,
+}
+
+/// A complete answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub body: Bytes,
+    pub headers: HeaderMap,
+    pub meta: Meta,
+}
+
+/// A streaming answer whose first event has arrived.
+#[derive(Debug)]
+pub struct StreamReply {
+    pub events: EventStream,
+    pub headers: HeaderMap,
+    pub meta: Meta,
+    pub started: Instant,
+    pub span: tracing::Span,
+}
+
+/// The shared engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    keys: KeySource,
+    timeouts: crate::config::Timeouts,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    headers: HeaderMap,
+}
+
+struct Ctx<'a> {
+    call: &'a Call,
+    deadline: Instant,
+    started: Instant,
+    idempotency_key: String,
+    max_attempts: u32,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Result<Self, Error> {
+        observe::describe();
+        let transport = Transport::new(&cfg.base_url, &cfg.transport)?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                transport,
+                keys: cfg.keys,
+                timeouts: cfg.transport.timeouts,
+                budget: RetryBudget::new(&cfg.retry),
+                retry: cfg.retry,
+                headers: cfg.headers,
+            }),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.inner.transport.base_url()
+    }
+
+    /// The retry budget's balance (diagnostics).
+    pub fn retry_budget_balance(&self) -> f64 {
+        self.inner.budget.balance()
+    }
+
+    fn ctx<'a>(&self, call: &'a Call) -> Ctx<'a> {
+        let started = Instant::now();
+        let total = call.options.timeout.unwrap_or(self.inner.timeouts.total);
+        Ctx {
+            call,
+            deadline: started + total,
+            started,
+            idempotency_key: call
+                .options
+                .idempotency_key
+                .clone()
+                .unwrap_or_else(|| format!("sluice-{:032x}", rand::random::<u128>())),
+            max_attempts: call
+                .options
+                .max_attempts
+                .unwrap_or(self.inner.retry.max_attempts)
+                .max(1),
+        }
+    }
+
+    fn span(call: &Call, ctx: &Ctx<'_>) -> tracing::Span {
+        tracing::info_span!(
+            "sluice.request",
+            endpoint = call.endpoint,
+            model = call.model.as_deref().unwrap_or(""),
+            idempotency_key = %ctx.idempotency_key,
+            request_id = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            status = tracing::field::Empty,
+            error_kind = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+            ttft_ms = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+        )
+    }
+
+    /// Send a request and read the whole answer.
+    pub async fn send(&self, call: Call) -> Result<Reply, Error> {
+        let ctx = self.ctx(&call);
+        let span = Self::span(&call, &ctx);
+        let result = async {
+            self.inner.budget.deposit();
+            self.with_retries(&ctx, || self.attempt_unary(&ctx))
+                .await
+                .map(|(mut reply, attempts)| {
+                    reply.meta.attempts = attempts;
+                    reply.meta.latency = ctx.started.elapsed();
+                    reply
+                })
+        }
+        .instrument(span.clone())
+        .await;
+        finish(&call, &span, ctx.started, result.as_ref().map(|r| &r.meta));
+        result
+    }
+
+    /// Send a streaming request. Returns once the first event has arrived: failures before it
+    /// are retried like any other; after it, the stream is the caller's and is never retried
+    /// (that would repeat content the caller has already seen).
+    pub async fn send_stream(&self, call: Call) -> Result<StreamReply, Error> {
+        let ctx = self.ctx(&call);
+        let span = Self::span(&call, &ctx);
+        let result = async {
+            self.inner.budget.deposit();
+            self.with_retries(&ctx, || self.attempt_stream(&ctx))
+                .await
+                .map(|(mut reply, attempts)| {
+                    reply.meta.attempts = attempts;
+                    reply
+                })
+        }
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok(mut r) => {
+                span.record("attempts", r.meta.attempts);
+                span.record("status", r.meta.status);
+                if let Some(id) = &r.meta.request_id {
+                    span.record("request_id", id.as_str());
+                }
+                let ttft = ctx.started.elapsed();
+                r.meta.ttft = Some(ttft);
+                r.meta.latency = ttft;
+                span.record("ttft_ms", ttft.as_millis() as u64);
+                observe::ttft(call.model.as_deref().unwrap_or(""), ttft);
+                r.started = ctx.started;
+                r.span = span;
+                Ok(r)
+            }
+            Err(e) => {
+                finish(&call, &span, ctx.started, Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// The retry loop: attempt, classify, wait (server's wait or full jitter), within the
+    /// deadline and the retry budget.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        ctx: &Ctx<'_>,
+        mut attempt: F,
+    ) -> Result<(T, u32), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let endpoint = ctx.call.endpoint;
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            observe::attempt(endpoint);
+            let outcome = tokio::time::timeout_at(ctx.deadline, attempt()).await;
+            let mut err = match outcome {
+                Ok(Ok(v)) => return Ok((v, n)),
+                Ok(Err(e)) => e,
+                Err(_) => Error::new(
+                    ErrorKind::TimeoutTotal,
+                    "the request's total deadline passed",
+                ),
+            };
+            err.set_attempts(n);
+            if !err.is_retryable() || n >= ctx.max_attempts {
+                return Err(err);
+            }
+            let wait = retry::wait_after(&self.inner.retry, &err, n);
+            let left = ctx.deadline.saturating_duration_since(Instant::now());
+            if wait.duration() >= left {
+                // Never sleep past the deadline: fail now, with the wait the server asked for.
+                tracing::warn!(
+                    attempt = n,
+                    kind = err.kind().as_str(),
+                    wait_ms = wait.duration().as_millis() as u64,
+                    left_ms = left.as_millis() as u64,
+                    "not retrying: the wait would pass the deadline"
+                );
+                return Err(err);
+            }
+            if !self.inner.budget.try_withdraw() {
+                observe::retry_budget_exhausted(endpoint);
+                tracing::warn!(
+                    attempt = n,
+                    kind = err.kind().as_str(),
+                    "not retrying: retry budget exhausted"
+                );
+                return Err(err);
+            }
+            observe::retry(endpoint, err.kind().as_str());
+            tracing::info!(
+                attempt = n,
+                kind = err.kind().as_str(),
+                wait_ms = wait.duration().as_millis() as u64,
+                server_wait = matches!(wait, Wait::Server(_)),
+                "retrying"
+            );
+            tokio::time::sleep(wait.duration()).await;
+        }
+    }
+
+    fn attempt_headers(&self, ctx: &Ctx<'_>, stream: bool) -> Result<HeaderMap, Error> {
+        let key = self.inner.keys.current()?;
+        let mut h = self.inner.headers.clone();
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "the API key from {} has characters a header cannot carry",
+                        self.inner.keys.describe()
+                    ),
+                )
+            })?;
+        auth.set_sensitive(true);
+        h.insert(http::header::AUTHORIZATION, auth);
+        if let Ok(v) = HeaderValue::from_str(&ctx.idempotency_key) {
+            h.insert(HeaderName::from_static("idempotency-key"), v);
+        }
+        if ctx.call.body.is_some() {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if stream {
+            h.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        Ok(h)
+    }
+
+    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<reqwest::Response, Error> {
+        let headers = self.attempt_headers(ctx, stream)?;
+        let resp = self
+            .inner
+            .transport
+            .send(
+                ctx.call.method.clone(),
+                &ctx.call.path,
+                headers,
+                ctx.call.body.clone(),
+                self.inner.timeouts.first_byte,
+                ctx.deadline,
+            )
+            .await?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        Err(Error::from_response(status, &headers, &body))
+    }
+
+    async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<Reply, Error> {
+        let resp = self.open(ctx, false).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let request_id = request_id(&headers);
+        let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_BODY)
+            .await
+            .map_err(|e| e.with_request_id(request_id.clone()))?;
+        Ok(Reply {
+            body,
+            meta: Meta {
+                status,
+                request_id,
+                rate_limits: RateLimits::from_headers(&headers),
+                attempts: 0,
+                latency: Duration::ZERO,
+                ttft: None,
+                idempotency_key: ctx.idempotency_key.clone(),
+            },
+            headers,
+        })
+    }
+
+    async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
+        let resp = self.open(ctx, true).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let request_id = request_id(&headers);
+        let mut events = EventStream::new(resp, self.inner.timeouts.idle, ctx.deadline);
+        // Wait for the first event inside the attempt, so a failure before any content is
+        // retried like a failed request.
+        match events.next().await {
+            Some(Ok(first)) => events.unread(first),
+            Some(Err(e)) => return Err(e.with_request_id(request_id)),
+            None => {}
+        }
+        Ok(StreamReply {
+            events,
+            meta: Meta {
+                status,
+                request_id,
+                rate_limits: RateLimits::from_headers(&headers),
+                attempts: 0,
+                latency: Duration::ZERO,
+                ttft: None,
+                idempotency_key: ctx.idempotency_key.clone(),
+            },
+            headers,
+            started: ctx.started,
+            span: tracing::Span::none(),
+        })
+    }
+}
+
+fn request_id(h: &HeaderMap) -> Option<String> {
+    h.get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Record the end of a logical request in metrics and its span.
+fn finish(call: &Call, span: &tracing::Span, started: Instant, outcome: Result<&Meta, &Error>) {
+    let latency = started.elapsed();
+    let model = call.model.as_deref().unwrap_or("");
+    span.record("latency_ms", latency.as_millis() as u64);
+    match outcome {
+        Ok(meta) => {
+            span.record("attempts", meta.attempts);
+            span.record("status", meta.status);
+            if let Some(id) = &meta.request_id {
+                span.record("request_id", id.as_str());
+            }
+            observe::request_done(call.endpoint, model, "ok", latency);
+        }
+        Err(e) => {
+            span.record("attempts", e.attempts());
+            span.record("error_kind", e.kind().as_str());
+            if let Some(s) = e.status() {
+                span.record("status", s);
+            }
+            if let Some(id) = e.request_id() {
+                span.record("request_id", id);
+            }
+            observe::request_done(call.endpoint, model, e.kind().as_str(), latency);
+            span.in_scope(|| {
+                tracing::warn!(kind = e.kind().as_str(), attempts = e.attempts(), error = %e, "request failed");
+            });
+        }
+    }
+}
+
+/// Record the end of a stream that was handed to the caller.
+pub(crate) fn finish_stream(
+    call_endpoint: &'static str,
+    model: &str,
+    span: &tracing::Span,
+    started: Instant,
+    outcome: Result<(), &Error>,
+) {
+    let latency = started.elapsed();
+    span.record("latency_ms", latency.as_millis() as u64);
+    match outcome {
+        Ok(()) => observe::request_done(call_endpoint, model, "ok", latency),
+        Err(e) => {
+            span.record("error_kind", e.kind().as_str());
+            observe::request_done(call_endpoint, model, e.kind().as_str(), latency);
+            span.in_scope(|| tracing::warn!(kind = e.kind().as_str(), error = %e, "stream failed"));
+        }
+    }
+}
