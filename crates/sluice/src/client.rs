@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// A typed answer and what is known about how it was obtained.
 #[derive(Debug, Clone)]
 pub struct Response<T> {
-    pub data: T,
+    pub body: T,
     pub meta: Meta,
 }
 
@@ -44,7 +44,7 @@ impl<T> Deref for Response<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.data
+        &self.body
     }
 }
 
@@ -139,7 +139,7 @@ impl Client {
         let reply = self.engine.send(call).await?;
         if reply.body.is_empty() {
             return Ok(Response {
-                data: Value::Null,
+                body: Value::Null,
                 meta: reply.meta,
             });
         }
@@ -187,8 +187,8 @@ fn encode<T: Serialize>(v: &T) -> Result<Bytes, Error> {
 
 fn decode<T: DeserializeOwned>(reply: Reply) -> Result<Response<T>, Error> {
     match serde_json::from_slice::<T>(&reply.body) {
-        Ok(data) => Ok(Response {
-            data,
+        Ok(body) => Ok(Response {
+            body,
             meta: reply.meta,
         }),
         Err(e) => {
@@ -234,13 +234,13 @@ impl Chat<'_> {
             options,
         };
         let resp: Response<ChatCompletion> = decode(self.client.engine.send(call).await?)?;
-        if let Some(u) = &resp.data.usage {
+        if let Some(u) = &resp.body.usage {
             observe::usage(&model, u);
         }
         observe::finish_reasons(
             &model,
             resp.meta.request_id.as_deref(),
-            resp.data
+            resp.body
                 .choices
                 .iter()
                 .filter_map(|c| c.finish_reason.as_ref()),
@@ -302,7 +302,7 @@ impl Embeddings<'_> {
             options: RequestOptions::default(),
         };
         let resp: Response<EmbeddingResponse> = decode(self.client.engine.send(call).await?)?;
-        if let Some(u) = &resp.data.usage {
+        if let Some(u) = &resp.body.usage {
             observe::usage(&model, u);
         }
         Ok(resp)
@@ -328,13 +328,13 @@ impl Completions<'_> {
             options: RequestOptions::default(),
         };
         let resp: Response<Completion> = decode(self.client.engine.send(call).await?)?;
-        if let Some(u) = &resp.data.usage {
+        if let Some(u) = &resp.body.usage {
             observe::usage(&model, u);
         }
         observe::finish_reasons(
             &model,
             resp.meta.request_id.as_deref(),
-            resp.data
+            resp.body
                 .choices
                 .iter()
                 .filter_map(|c| c.finish_reason.as_ref()),
