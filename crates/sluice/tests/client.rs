@@ -86,7 +86,10 @@ async fn default_max_tokens_is_applied() {
         .unwrap();
     let r = c.chat().create(hello()).await.unwrap();
     assert_eq!(r.usage.as_ref().unwrap().completion_tokens, 7);
-    assert_eq!(r.choices[0].finish_reason, Some(sluice::FinishReason::Length));
+    assert_eq!(
+        r.choices[0].finish_reason,
+        Some(sluice::FinishReason::Length)
+    );
     // An explicit limit wins.
     let r = c.chat().create(hello().max_tokens(9)).await.unwrap();
     assert_eq!(r.usage.as_ref().unwrap().completion_tokens, 9);
@@ -98,7 +101,10 @@ async fn other_endpoints() {
     let c = client(&m);
     let e = c
         .embeddings()
-        .create(EmbeddingRequest::new("text-embedding-3-small", vec!["a", "b"]))
+        .create(EmbeddingRequest::new(
+            "text-embedding-3-small",
+            vec!["a", "b"],
+        ))
         .await
         .unwrap();
     assert_eq!(e.data.len(), 2);
@@ -111,7 +117,10 @@ async fn other_endpoints() {
 
     let t = c
         .completions()
-        .create(CompletionRequest::new("gpt-3.5-turbo-instruct", "Once upon"))
+        .create(CompletionRequest::new(
+            "gpt-3.5-turbo-instruct",
+            "Once upon",
+        ))
         .await
         .unwrap();
     assert_eq!(t.choices.len(), 1);
@@ -199,7 +208,10 @@ forbidden = true
         .await
         .unwrap_err();
     assert!(e.request_id().unwrap().starts_with("req_"));
-    assert_eq!(e.api_error().unwrap().code.as_deref(), Some("insufficient_quota"));
+    assert_eq!(
+        e.api_error().unwrap().code.as_deref(),
+        Some("insufficient_quota")
+    );
     // API requests the mock saw: one per failed call above, no retries of unretryable errors
     // (the unknown path is answered by its router, outside the API counters).
     assert_eq!(m.stats().requests, 7);
@@ -286,9 +298,15 @@ async fn connection_refused() {
 #[tokio::test]
 async fn connect_timeout() {
     // A listener whose accept queue is full and never drained: further connects hang in SYN.
-    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     listener
-        .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
         .unwrap();
     listener.listen(0).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
@@ -338,8 +356,16 @@ async fn first_byte_and_total_timeouts() {
     let t0 = Instant::now();
     let e = c.chat().create(hello()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimeoutTotal);
-    assert!(t0.elapsed() <= Duration::from_secs(25), "{:?}", t0.elapsed());
-    assert_eq!(e.attempts(), 3, "two first-byte timeouts, then the deadline");
+    assert!(
+        t0.elapsed() <= Duration::from_secs(25),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        e.attempts(),
+        3,
+        "two first-byte timeouts, then the deadline"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -371,11 +397,18 @@ async fn never_sleeps_past_the_deadline() {
     c.chat().create(hello()).await.unwrap();
     let t0 = Instant::now();
     let e = c.chat().create(hello()).await.unwrap_err();
-    assert_eq!(t0.elapsed(), Duration::ZERO, "failed at once instead of waiting");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "failed at once instead of waiting"
+    );
     assert_eq!(e.kind(), ErrorKind::RateLimitedRequests);
     assert_eq!(e.attempts(), 1);
     let wait = e.retry_after().unwrap();
-    assert!(wait > Duration::from_secs(55), "carries the wait the server asked for: {wait:?}");
+    assert!(
+        wait > Duration::from_secs(55),
+        "carries the wait the server asked for: {wait:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
