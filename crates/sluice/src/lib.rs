@@ -51,3 +51,8 @@ pub use wire::{
     ChatChunk, ChatCompletion, ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest,
     FinishReason, Tool, Usage,
 };
+
+/// The README's examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
