@@ -1,0 +1,21 @@
+//! Shared helpers for the benchmark binaries.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`.
+/// Resolution is the kernel's clock tick (10 ms): run long enough for it not to matter.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces; fields resume after the closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks_per_sec = 100.0; // CLK_TCK on Linux.
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks_per_sec,
+    ))
+}
