@@ -149,9 +149,13 @@ struct ApiErrorEnvelope {
     error: ApiError,
 }
 
-/// An engine error. Carries what the server said (never the key that was used).
+/// An engine error. Carries what the server said (never the key that was used). Boxed inside,
+/// so a `Result` stays one pointer wide on the success path.
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     retryable: bool,
@@ -168,7 +172,7 @@ pub struct Error {
 impl Error {
     /// A new error of `kind`, retryable as that kind is by default.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             retryable: kind.default_retryable(),
@@ -180,40 +184,40 @@ impl Error {
             attempts: 0,
             partial: None,
             source: None,
-        }
+        }))
     }
 
     pub(crate) fn with_source(
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
     pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
-        self.retryable = retryable;
+        self.0.retryable = retryable;
         self
     }
 
     pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
-        self.retry_after = wait;
+        self.0.retry_after = wait;
         self
     }
 
     pub(crate) fn with_request_id(mut self, id: Option<String>) -> Self {
-        if self.request_id.is_none() {
-            self.request_id = id;
+        if self.0.request_id.is_none() {
+            self.0.request_id = id;
         }
         self
     }
 
     pub(crate) fn set_attempts(&mut self, n: u32) {
-        self.attempts = n;
+        self.0.attempts = n;
     }
 
     pub(crate) fn with_partial(mut self, partial: ChatCompletion) -> Self {
-        self.partial = Some(Box::new(partial));
+        self.0.partial = Some(Box::new(partial));
         self
     }
 
@@ -271,7 +275,7 @@ impl Error {
             Some(s) if kind != ErrorKind::QuotaExhausted => s,
             _ => kind.default_retryable(),
         };
-        Error {
+        Error(Box::new(Inner {
             kind,
             message,
             retryable,
@@ -286,69 +290,69 @@ impl Error {
             attempts: 0,
             partial: None,
             source: None,
-        }
+        }))
     }
 
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Whether another attempt may succeed. Decided when the error was classified.
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        self.0.retryable
     }
 
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     /// The server's error body, when it sent one.
     pub fn api_error(&self) -> Option<&ApiError> {
-        self.api.as_ref()
+        self.0.api.as_ref()
     }
 
     /// The upstream `x-request-id`, for support tickets.
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+        self.0.request_id.as_deref()
     }
 
     /// How long the server asked us to wait before trying again.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// The rate-limit headers of the failed response.
     pub fn rate_limits(&self) -> Option<&RateLimits> {
-        self.rate_limits.as_ref()
+        self.0.rate_limits.as_ref()
     }
 
     /// Attempts made for the logical request that failed (0 if it never got to send).
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.0.attempts
     }
 
     /// For [`ErrorKind::StreamInterrupted`]: everything received before the cut.
     pub fn partial(&self) -> Option<&ChatCompletion> {
-        self.partial.as_deref()
+        self.0.partial.as_deref()
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)?;
-        if let Some(s) = self.status {
+        write!(f, "{}: {}", self.0.kind, self.0.message)?;
+        if let Some(s) = self.0.status {
             write!(f, " (HTTP {s}")?;
-            if let Some(id) = &self.request_id {
+            if let Some(id) = &self.0.request_id {
                 write!(f, ", request {id}")?;
             }
             write!(f, ")")?;
         }
-        if let Some(w) = self.retry_after {
+        if let Some(w) = self.0.retry_after {
             write!(f, "; retry after {:.3}s", w.as_secs_f64())?;
         }
         Ok(())
@@ -357,7 +361,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
