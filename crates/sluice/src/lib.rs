@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod accumulate;
+pub mod admission;
 mod chat_stream;
 mod client;
 pub mod config;

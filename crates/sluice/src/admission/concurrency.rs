@@ -1,0 +1,246 @@
+//! Adaptive concurrency: how many requests may be in flight to one upstream at once, adjusted
+//! by AIMD. Each success adds `1/limit` (about one per round trip); a sign of overload — a 429,
+//! a 503, a timeout, or latency running at twice its long-run average — cuts the limit by a
+//! quarter, at most once per `decrease_every`. An upstream that slows down therefore gets fewer
+//! connections instead of a pile of them, and recovers gradually.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind};
+
+/// Concurrency settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConcurrencyConfig {
+    /// Starting limit. Default 32.
+    pub initial: usize,
+    pub min: usize,
+    /// Also the size the connection pool needs. Default 512.
+    pub max: usize,
+    /// Off: the limit stays at `initial`.
+    pub adaptive: bool,
+    /// Shortest time between two decreases. Default 250 ms.
+    pub decrease_every: Duration,
+}
+
+impl Default for ConcurrencyConfig {
+    fn default() -> Self {
+        ConcurrencyConfig {
+            initial: 32,
+            min: 1,
+            max: 512,
+            adaptive: true,
+            decrease_every: Duration::from_millis(250),
+        }
+    }
+}
+
+/// How an attempt ended, as far as congestion is concerned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Success(Duration),
+    Overload,
+    /// Neither (a 400, a cancelled stream): no change.
+    Neutral,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: f64,
+    in_flight: usize,
+    last_decrease: Option<Instant>,
+    fast_latency: f64,
+    slow_latency: f64,
+}
+
+/// The limiter for one upstream.
+#[derive(Debug)]
+pub struct Concurrency {
+    cfg: ConcurrencyConfig,
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+/// One slot in flight; released (with its outcome) when dropped or finished.
+#[derive(Debug)]
+pub struct Permit {
+    owner: Arc<Concurrency>,
+    outcome: Option<Outcome>,
+}
+
+impl Permit {
+    pub fn finish(mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.owner
+            .release(self.outcome.take().unwrap_or(Outcome::Neutral));
+    }
+}
+
+impl Concurrency {
+    pub fn new(cfg: ConcurrencyConfig) -> Arc<Self> {
+        let min = cfg.min.max(1);
+        let max = cfg.max.max(min);
+        let cfg = ConcurrencyConfig { min, max, ..cfg };
+        Arc::new(Concurrency {
+            state: Mutex::new(State {
+                limit: cfg.initial.clamp(min, max) as f64,
+                in_flight: 0,
+                last_decrease: None,
+                fast_latency: 0.0,
+                slow_latency: 0.0,
+            }),
+            cfg,
+            notify: Notify::new(),
+        })
+    }
+
+    /// Current limit and requests in flight.
+    pub fn snapshot(&self) -> (usize, usize) {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (s.limit.floor() as usize, s.in_flight)
+    }
+
+    /// Wait for a slot, until `deadline`.
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Permit, Error> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a release between the check and the wait is not lost.
+            notified.as_mut().enable();
+            {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if s.in_flight < (s.limit.floor() as usize).max(1) {
+                    s.in_flight += 1;
+                    return Ok(Permit {
+                        owner: self.clone(),
+                        outcome: None,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let (limit, in_flight) = self.snapshot();
+                return Err(Error::new(
+                    ErrorKind::Overloaded,
+                    format!("no concurrency slot before the deadline ({in_flight} in flight, limit {limit})"),
+                ));
+            }
+        }
+    }
+
+    fn release(&self, outcome: Outcome) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if self.cfg.adaptive {
+            let now = Instant::now();
+            let mut overloaded = outcome == Outcome::Overload;
+            if let Outcome::Success(lat) = outcome {
+                let l = lat.as_secs_f64();
+                if s.slow_latency == 0.0 {
+                    s.slow_latency = l;
+                    s.fast_latency = l;
+                }
+                s.fast_latency = 0.8 * s.fast_latency + 0.2 * l;
+                s.slow_latency = 0.99 * s.slow_latency + 0.01 * l;
+                if s.fast_latency > 2.0 * s.slow_latency && s.slow_latency > 0.0 {
+                    overloaded = true;
+                } else {
+                    s.limit = (s.limit + 1.0 / s.limit).min(self.cfg.max as f64);
+                }
+            }
+            if overloaded {
+                let due = s
+                    .last_decrease
+                    .is_none_or(|t| now.duration_since(t) >= self.cfg.decrease_every);
+                if due {
+                    s.limit = (s.limit * 0.75).max(self.cfg.min as f64);
+                    s.last_decrease = Some(now);
+                    tracing::info!(limit = s.limit.floor() as u64, "concurrency limit lowered");
+                }
+            }
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_and_queues_in_order() {
+        let c = Concurrency::new(ConcurrencyConfig {
+            initial: 2,
+            adaptive: false,
+            ..Default::default()
+        });
+        let far = Instant::now() + Duration::from_secs(60);
+        let a = c.acquire(far).await.unwrap();
+        let _b = c.acquire(far).await.unwrap();
+        assert_eq!(c.snapshot(), (2, 2));
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move { c2.acquire(far).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        let _c = waiter.await.unwrap().unwrap();
+        // Past the deadline: Overloaded.
+        let e = c
+            .acquire(Instant::now() + Duration::from_millis(10))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overloaded);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aimd() {
+        let c = Concurrency::new(ConcurrencyConfig {
+            initial: 10,
+            ..Default::default()
+        });
+        let far = Instant::now() + Duration::from_secs(60);
+        for _ in 0..10 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Success(Duration::from_millis(100)));
+        }
+        assert_eq!(
+            c.snapshot().0,
+            10,
+            "about +1 per limit's worth of successes"
+        );
+        for _ in 0..11 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Success(Duration::from_millis(100)));
+        }
+        assert_eq!(c.snapshot().0, 11);
+        c.acquire(far).await.unwrap().finish(Outcome::Overload);
+        assert_eq!(c.snapshot().0, 8);
+        // A second overload right away does not cut again.
+        c.acquire(far).await.unwrap().finish(Outcome::Overload);
+        assert_eq!(c.snapshot().0, 8);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        c.acquire(far).await.unwrap().finish(Outcome::Overload);
+        assert_eq!(c.snapshot().0, 6);
+        // Latency twice the long-run average also counts as overload.
+        tokio::time::advance(Duration::from_millis(300)).await;
+        for _ in 0..10 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Success(Duration::from_secs(2)));
+        }
+        assert!(c.snapshot().0 < 6);
+    }
+}

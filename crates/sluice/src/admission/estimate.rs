@@ -1,0 +1,297 @@
+//! What a request will cost in tokens, before it is sent: the prompt counted with the model's
+//! tokenizer (OpenAI's per-message overhead included) plus the output the upstream reserves
+//! (`max_tokens` / `max_completion_tokens`, or the default, × `n`). This is the amount the
+//! upstream charges against its tokens-per-minute budget at admission, so it is the amount we
+//! reserve.
+//!
+//! Unknown models are counted with cl100k_base (which yields more tokens than o200k_base for
+//! most text) plus 20%: a safe upper bound, never a panic.
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+/// A tokenizer family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    O200k,
+    Cl100k,
+    /// Not known: cl100k with a 20% margin.
+    Unknown,
+}
+
+/// The tokenizer of a model id (dated snapshots and fine-tunes included).
+pub fn encoding_for(model: &str) -> Encoding {
+    // Fine-tunes look like "ft:gpt-4o-mini-2024-07-18:org::id".
+    let m = model.strip_prefix("ft:").unwrap_or(model);
+    let o200k = [
+        "gpt-4o",
+        "gpt-4.1",
+        "gpt-4.5",
+        "gpt-5",
+        "o1",
+        "o3",
+        "o4",
+        "chatgpt-4o",
+        "gpt-oss",
+    ];
+    let cl100k = [
+        "gpt-4",
+        "gpt-3.5",
+        "text-embedding-3",
+        "text-embedding-ada-002",
+        "davinci-002",
+        "babbage-002",
+    ];
+    if o200k.iter().any(|p| m.starts_with(p)) {
+        Encoding::O200k
+    } else if cl100k.iter().any(|p| m.starts_with(p)) {
+        Encoding::Cl100k
+    } else {
+        Encoding::Unknown
+    }
+}
+
+fn bpe(enc: Encoding) -> &'static CoreBPE {
+    match enc {
+        Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
+        Encoding::Cl100k | Encoding::Unknown => tiktoken_rs::cl100k_base_singleton(),
+    }
+}
+
+/// Tokens in `text` for `enc`.
+pub fn count(enc: Encoding, text: &str) -> u64 {
+    let n = bpe(enc).encode_ordinary(text).len() as u64;
+    match enc {
+        Encoding::Unknown => n + n.div_ceil(5),
+        _ => n,
+    }
+}
+
+/// Build the tokenizer tables now (they take a moment) rather than on the first request.
+pub fn warm_up() {
+    let _ = bpe(Encoding::O200k);
+    let _ = bpe(Encoding::Cl100k);
+}
+
+/// A request's token estimate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Output tokens reserved (limit × choices).
+    pub output: u64,
+}
+
+impl Estimate {
+    /// What the upstream charges at admission.
+    pub fn total(&self) -> u64 {
+        self.prompt + self.output
+    }
+}
+
+/// Output limit the upstream assumes when a chat request names none (sluice's client sets a
+/// default before this is reached; raw gateway/batch requests may not have one).
+pub const CHAT_OUTPUT_WHEN_UNSET: u64 = 4096;
+/// The legacy completions endpoint's own default.
+pub const COMPLETION_OUTPUT_WHEN_UNSET: u64 = 16;
+
+fn u64_field(body: &Value, name: &str) -> Option<u64> {
+    body.get(name).and_then(Value::as_u64)
+}
+
+fn text_of(content: &Value, enc: Encoding) -> u64 {
+    match content {
+        Value::String(s) => count(enc, s),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p.get("text").and_then(Value::as_str) {
+                Some(t) => count(enc, t),
+                // Images and audio: OpenAI bills 85 tokens for a low-detail image; a high-detail
+                // one can cost more, which the server headers will correct.
+                None => 85,
+            })
+            .sum(),
+        Value::Null => 0,
+        other => count(enc, &other.to_string()),
+    }
+}
+
+/// Estimate a request to `path` (`/chat/completions`, `/embeddings`, `/completions`,
+/// `/responses`, …) from its JSON body.
+pub fn estimate(path: &str, body: &Value) -> Estimate {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let enc = encoding_for(model);
+    let n = u64_field(body, "n").unwrap_or(1).max(1);
+    if path.ends_with("/chat/completions") {
+        let mut prompt = 3; // reply priming
+        for m in body
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            prompt += 3;
+            if let Some(r) = m.get("role").and_then(Value::as_str) {
+                prompt += count(enc, r);
+            }
+            if let Some(c) = m.get("content") {
+                prompt += text_of(c, enc);
+            }
+            if let Some(name) = m.get("name").and_then(Value::as_str) {
+                prompt += 1 + count(enc, name);
+            }
+            if let Some(calls) = m.get("tool_calls") {
+                prompt += count(enc, &calls.to_string());
+            }
+        }
+        if let Some(tools) = body.get("tools") {
+            prompt += count(enc, &tools.to_string());
+        }
+        let limit = u64_field(body, "max_completion_tokens")
+            .or_else(|| u64_field(body, "max_tokens"))
+            .unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
+        return Estimate {
+            prompt,
+            output: limit * n,
+        };
+    }
+    if path.ends_with("/embeddings") {
+        let prompt = match body.get("input") {
+            Some(Value::String(s)) => count(enc, s),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => count(enc, s),
+                    Value::Array(ids) => ids.len() as u64,
+                    Value::Number(_) => 1,
+                    other => count(enc, &other.to_string()),
+                })
+                .sum(),
+            Some(other) => count(enc, &other.to_string()),
+            None => 0,
+        };
+        return Estimate { prompt, output: 0 };
+    }
+    if path.ends_with("/completions") {
+        let prompts: Vec<u64> = match body.get("prompt") {
+            Some(Value::String(s)) => vec![count(enc, s)],
+            Some(Value::Array(a)) if a.iter().all(Value::is_u64) => vec![a.len() as u64],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|p| match p {
+                    Value::String(s) => count(enc, s),
+                    Value::Array(ids) => ids.len() as u64,
+                    other => count(enc, &other.to_string()),
+                })
+                .collect(),
+            Some(other) => vec![count(enc, &other.to_string())],
+            None => vec![0],
+        };
+        let limit = u64_field(body, "max_tokens").unwrap_or(COMPLETION_OUTPUT_WHEN_UNSET);
+        let k = prompts.len().max(1) as u64;
+        return Estimate {
+            prompt: prompts.iter().sum(),
+            output: limit * n * k,
+        };
+    }
+    if path.ends_with("/responses") {
+        let prompt = body.get("input").map_or(0, |i| text_of(i, enc))
+            + body
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map_or(0, |s| count(enc, s));
+        let limit = u64_field(body, "max_output_tokens").unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
+        return Estimate {
+            prompt,
+            output: limit,
+        };
+    }
+    if path.ends_with("/moderations") {
+        let prompt = body.get("input").map_or(0, |i| text_of(i, enc));
+        return Estimate { prompt, output: 0 };
+    }
+    // Other endpoints: count the body as text (an upper bound for anything token-billed).
+    Estimate {
+        prompt: count(enc, &body.to_string()),
+        output: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encodings() {
+        assert_eq!(encoding_for("gpt-4o-mini-2024-07-18"), Encoding::O200k);
+        assert_eq!(encoding_for("ft:gpt-4.1-mini:acme::abc"), Encoding::O200k);
+        assert_eq!(encoding_for("o3-mini"), Encoding::O200k);
+        assert_eq!(encoding_for("gpt-4-turbo"), Encoding::Cl100k);
+        assert_eq!(encoding_for("gpt-3.5-turbo"), Encoding::Cl100k);
+        assert_eq!(encoding_for("text-embedding-3-small"), Encoding::Cl100k);
+        assert_eq!(encoding_for("llama-3-70b"), Encoding::Unknown);
+    }
+
+    #[test]
+    fn chat_matches_openai_counting() {
+        let body = json!({"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}],
+                          "max_tokens":100,"n":2});
+        let e = estimate("/chat/completions", &body);
+        assert_eq!(e.prompt, 3 + 1 + 2 + 3);
+        assert_eq!(e.output, 200);
+        let body = json!({"model":"gpt-4o","messages":[{"role":"user","content":"x"}]});
+        assert_eq!(
+            estimate("/v1/chat/completions", &body).output,
+            CHAT_OUTPUT_WHEN_UNSET
+        );
+    }
+
+    #[test]
+    fn unknown_models_are_bounded_above() {
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+        let known = count(Encoding::Cl100k, &text);
+        let unknown = count(Encoding::Unknown, &text);
+        assert!(unknown >= known + known / 5);
+    }
+
+    #[test]
+    fn embeddings_and_completions() {
+        let e = estimate(
+            "/embeddings",
+            &json!({"model":"text-embedding-3-small","input":["hello world",[1,2,3]]}),
+        );
+        assert_eq!(
+            e,
+            Estimate {
+                prompt: 5,
+                output: 0
+            }
+        );
+        let e = estimate(
+            "/completions",
+            &json!({"model":"gpt-3.5-turbo-instruct","prompt":["a","b"],"n":2}),
+        );
+        assert_eq!(e.output, 16 * 2 * 2);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for body in [
+            json!(null),
+            json!([]),
+            json!({"messages": 5}),
+            json!({"input": {"x": 1}}),
+        ] {
+            for path in [
+                "/chat/completions",
+                "/embeddings",
+                "/completions",
+                "/responses",
+                "/x",
+            ] {
+                let _ = estimate(path, &body);
+            }
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! Admission: a request is sent only when the upstream will accept it. Each attempt reserves its
+//! estimated cost (one request, prompt + output tokens) against the requests-per-minute and
+//! tokens-per-minute budgets of its scope (upstream key × model) before it is sent, waits its turn
+//! in FIFO order if the budgets are spent, and takes a slot of the upstream's adaptive
+//! concurrency limit. When the answer comes back, the reservation is settled to the real usage,
+//! the server's `x-ratelimit-*` headers correct the local view (and teach it the limits when
+//! none were configured), and a 429 pauses the scope until the reset the server named.
+//!
+//! Waiting is bounded: more than `max_queue` requests waiting, or a wait longer than `max_wait`
+//! (or past the request's deadline), is refused at once with [`ErrorKind::Overloaded`] and the
+//! wait it would have taken. Nothing is dropped silently.
+//!
+//! Budget state lives in-process by default, or in Redis so that several processes share one
+//! quota exactly (see `redis_state.rs`).
+
+pub mod concurrency;
+pub mod estimate;
+pub mod gcra;
+mod local;
+mod redis_state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use rand::Rng;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind};
+use crate::headers::RateLimits;
+use concurrency::{Concurrency, ConcurrencyConfig, Outcome, Permit};
+use estimate::Estimate;
+use gcra::{Spec, Unit};
+use local::LocalState;
+use redis_state::RedisState;
+
+pub use concurrency::Outcome as AttemptOutcome;
+
+/// The outcome of asking a backend for a slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reservation {
+    /// Taken: start after `wait`.
+    Granted { wait: Duration },
+    /// Not taken: it would have had to wait `wait`, longer than allowed.
+    Refused { wait: Duration },
+}
+
+/// Requests and tokens allowed per minute (and optionally per day). `None`: not limited here,
+/// or (with learning on) learned from the server's headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub rpd: Option<u64>,
+    pub tpd: Option<u64>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none() && self.rpd.is_none() && self.tpd.is_none()
+    }
+}
+
+/// What to do when the shared state cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStateError {
+    /// Refuse requests (`Overloaded`) until it is back: never exceed the shared quota.
+    #[default]
+    FailClosed,
+    /// Carry on with this process's own budgets (each process may then use the whole quota).
+    FallbackLocal,
+}
+
+/// Where budget state lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateBackend {
+    #[default]
+    Local,
+    Redis {
+        url: String,
+        /// Key prefix; processes that share a quota must use the same one.
+        prefix: String,
+        on_error: OnStateError,
+    },
+}
+
+/// Admission settings. The defaults learn the limits from the server and keep state in-process.
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    pub enabled: bool,
+    /// Limits for every scope (unset ones are learned).
+    pub limits: Limits,
+    /// Limits for particular models, overriding `limits`.
+    pub model_limits: HashMap<String, Limits>,
+    /// Keep separate budgets per model (OpenAI's limits are per model). Default true.
+    pub per_model: bool,
+    /// Learn limits from `x-ratelimit-limit-*` and correct the budgets from `-remaining-*`.
+    pub learn_from_headers: bool,
+    /// Burst allowed above the steady rate, as a span of refill time. Default 1 s.
+    pub burst: Duration,
+    /// Most requests waiting for admission at once. Default 10,000.
+    pub max_queue: usize,
+    /// Longest admission wait. Default 60 s.
+    pub max_wait: Duration,
+    pub concurrency: ConcurrencyConfig,
+    pub state: StateBackend,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            enabled: true,
+            limits: Limits::default(),
+            model_limits: HashMap::new(),
+            per_model: true,
+            learn_from_headers: true,
+            burst: Duration::from_secs(1),
+            max_queue: 10_000,
+            max_wait: Duration::from_secs(60),
+            concurrency: ConcurrencyConfig::default(),
+            state: StateBackend::Local,
+        }
+    }
+}
+
+/// What admission knows about one scope.
+#[derive(Debug)]
+struct Scope {
+    limits: Limits,
+    /// Until the limits are known, one request at a time finds them out.
+    probe: Arc<Semaphore>,
+    learned: bool,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Local,
+    Redis {
+        url: String,
+        prefix: String,
+        on_error: OnStateError,
+        conn: OnceCell<RedisState>,
+    },
+}
+
+/// The admission stage for one upstream.
+#[derive(Debug)]
+pub struct Admission {
+    cfg: AdmissionConfig,
+    backend: Backend,
+    local: LocalState,
+    scopes: Mutex<HashMap<String, Scope>>,
+    concurrency: Arc<Concurrency>,
+    waiting: AtomicUsize,
+}
+
+/// An admitted attempt: its reservation, its concurrency slot, and (while limits are being
+/// learned) the probe slot. Lives as long as the response body.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+    scope: String,
+    specs: Vec<Spec>,
+    reserved_tokens: u64,
+    settled: bool,
+    permit: Option<Permit>,
+    _probe: Option<OwnedSemaphorePermit>,
+    started: Instant,
+}
+
+impl Ticket {
+    /// Settle the token reservation to what was really used.
+    pub fn settle(&mut self, used_tokens: u64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let delta = used_tokens as i64 - self.reserved_tokens as i64;
+        if delta != 0 && !self.specs.is_empty() {
+            self.admission.adjust(&self.scope, &self.specs, delta);
+        }
+    }
+
+    /// The attempt ended; tell the concurrency limiter how.
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(p) = self.permit.take() {
+            p.finish(outcome);
+        }
+    }
+
+    /// Time since admission.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    pub fn new(cfg: AdmissionConfig) -> Arc<Self> {
+        let backend = match &cfg.state {
+            StateBackend::Local => Backend::Local,
+            StateBackend::Redis {
+                url,
+                prefix,
+                on_error,
+            } => Backend::Redis {
+                url: url.clone(),
+                prefix: prefix.clone(),
+                on_error: *on_error,
+                conn: OnceCell::new(),
+            },
+        };
+        Arc::new(Admission {
+            concurrency: Concurrency::new(cfg.concurrency),
+            backend,
+            local: LocalState::default(),
+            scopes: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &AdmissionConfig {
+        &self.cfg
+    }
+
+    /// The concurrency limit now, and requests in flight.
+    pub fn concurrency(&self) -> (usize, usize) {
+        self.concurrency.snapshot()
+    }
+
+    /// Requests waiting for admission now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The limits in force for a scope (configured or learned).
+    pub fn limits(&self, scope: &str) -> Option<Limits> {
+        let scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        scopes.get(scope).map(|s| s.limits)
+    }
+
+    fn configured(&self, model: &str) -> Limits {
+        self.cfg
+            .model_limits
+            .get(model)
+            .copied()
+            .unwrap_or(self.cfg.limits)
+    }
+
+    fn specs(&self, l: &Limits) -> Vec<Spec> {
+        let tau = self.cfg.burst.as_secs_f64().max(0.001);
+        let mut v = Vec::with_capacity(4);
+        let mut add = |name, unit, per: Option<u64>, secs: f64, tau: f64| {
+            if let Some(n) = per.filter(|n| *n > 0) {
+                v.push(Spec {
+                    name,
+                    unit,
+                    rate: n as f64 / secs,
+                    tau,
+                });
+            }
+        };
+        add("rpm", Unit::Requests, l.rpm, 60.0, tau);
+        add("tpm", Unit::Tokens, l.tpm, 60.0, tau);
+        // Daily budgets may be spent in any pattern over the day.
+        add("rpd", Unit::Requests, l.rpd, 86_400.0, 86_400.0);
+        add("tpd", Unit::Tokens, l.tpd, 86_400.0, 86_400.0);
+        v
+    }
+
+    /// Admit one attempt, waiting for its turn; `Err(Overloaded)` if that would take too long.
+    pub async fn admit(
+        self: &Arc<Self>,
+        scope: &str,
+        model: &str,
+        est: Estimate,
+        deadline: Instant,
+    ) -> Result<Ticket, Error> {
+        let started = Instant::now();
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            counter!("sluice_admission_rejected_total", "reason" => "queue_full").increment(1);
+            return Err(Error::new(
+                ErrorKind::Overloaded,
+                format!("admission queue full ({} waiting)", self.cfg.max_queue),
+            )
+            .with_retry_after(Some(Duration::from_secs(1))));
+        }
+        let _waiting = WaitingGuard(&self.waiting);
+
+        let (limits, probe) = {
+            let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            let configured = self.configured(model);
+            let s = scopes.entry(scope.to_string()).or_insert_with(|| {
+                let probe = Arc::new(Semaphore::new(1));
+                let learned = !configured.is_empty() || !self.cfg.learn_from_headers;
+                if learned {
+                    probe.close();
+                }
+                Scope {
+                    limits: configured,
+                    probe,
+                    learned,
+                }
+            });
+            (s.limits, s.probe.clone())
+        };
+        // Limits unknown: one request at a time until a response teaches them.
+        let probe_permit = match tokio::time::timeout_at(deadline, probe.acquire_owned()).await {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(_closed)) => None,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Overloaded,
+                    "waiting to learn the upstream's limits took past the deadline",
+                ))
+            }
+        };
+        let specs = self.specs(&limits);
+        let tokens = est.total();
+        if let Some(tpm) = limits.tpm {
+            if tokens > tpm {
+                counter!("sluice_admission_rejected_total", "reason" => "too_large").increment(1);
+                return Err(Error::new(
+                    ErrorKind::RateLimitedTokens,
+                    format!("the request needs about {tokens} tokens, more than the whole per-minute budget of {tpm}: it can never be accepted"),
+                )
+                .with_retryable(false));
+            }
+        }
+        if !specs.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let max_wait = self.cfg.max_wait.min(left);
+            match self.reserve(scope, &specs, tokens, max_wait).await? {
+                Reservation::Granted { wait } => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Reservation::Refused { wait } => {
+                    counter!("sluice_admission_rejected_total", "reason" => "wait_too_long")
+                        .increment(1);
+                    let past_deadline = wait >= left;
+                    return Err(Error::new(
+                        ErrorKind::Overloaded,
+                        format!(
+                            "admission would wait {:.3}s, longer than {}",
+                            wait.as_secs_f64(),
+                            if past_deadline {
+                                "the request's deadline allows"
+                            } else {
+                                "max_wait"
+                            }
+                        ),
+                    )
+                    .with_retry_after(Some(wait)));
+                }
+            }
+        }
+        let permit = self.concurrency.acquire(deadline).await?;
+        let (limit, _) = self.concurrency.snapshot();
+        gauge!("sluice_concurrency_limit").set(limit as f64);
+        histogram!("sluice_admission_wait_seconds").record(started.elapsed().as_secs_f64());
+        Ok(Ticket {
+            admission: self.clone(),
+            scope: scope.to_string(),
+            specs,
+            reserved_tokens: tokens,
+            settled: false,
+            permit: Some(permit),
+            _probe: probe_permit,
+            started: Instant::now(),
+        })
+    }
+
+    async fn redis(&self) -> Option<Result<&RedisState, Error>> {
+        match &self.backend {
+            Backend::Local => None,
+            Backend::Redis {
+                url, prefix, conn, ..
+            } => Some(
+                conn.get_or_try_init(|| RedisState::connect(url, prefix))
+                    .await,
+            ),
+        }
+    }
+
+    fn on_state_error(&self, e: &Error) -> OnStateError {
+        counter!("sluice_admission_state_errors_total").increment(1);
+        tracing::warn!(error = %e, "admission: shared state unavailable");
+        match &self.backend {
+            Backend::Redis { on_error, .. } => *on_error,
+            Backend::Local => OnStateError::FallbackLocal,
+        }
+    }
+
+    async fn reserve(
+        &self,
+        scope: &str,
+        specs: &[Spec],
+        tokens: u64,
+        max_wait: Duration,
+    ) -> Result<Reservation, Error> {
+        match self.redis().await {
+            None => Ok(self.local.reserve(scope, specs, tokens, max_wait)),
+            Some(conn) => {
+                let res = match conn {
+                    Ok(r) => r.reserve(scope, specs, tokens, max_wait).await,
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(r) => Ok(r),
+                    Err(e) => match self.on_state_error(&e) {
+                        OnStateError::FailClosed => Err(e),
+                        OnStateError::FallbackLocal => {
+                            Ok(self.local.reserve(scope, specs, tokens, max_wait))
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    fn adjust(self: &Arc<Self>, scope: &str, specs: &[Spec], delta: i64) {
+        match &self.backend {
+            Backend::Local => self.local.adjust(scope, specs, delta),
+            Backend::Redis { .. } => {
+                // Settling happens where a body ends (possibly inside a poll): do it off-path.
+                let this = self.clone();
+                let scope = scope.to_string();
+                let specs = specs.to_vec();
+                tokio::spawn(async move {
+                    if let Some(Ok(r)) = this.redis().await {
+                        if let Err(e) = r.adjust(&scope, &specs, delta).await {
+                            this.on_state_error(&e);
+                        }
+                    }
+                    this.local.adjust(&scope, &specs, delta);
+                });
+            }
+        }
+    }
+
+    async fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
+        self.local.raise(scope, spec, ahead);
+        if let Some(Ok(r)) = self.redis().await {
+            if let Err(e) = r.raise(scope, spec, ahead).await {
+                self.on_state_error(&e);
+            }
+        }
+    }
+
+    /// Learn from a response: limits, remaining budget, and a 429's pause.
+    pub async fn observe(
+        &self,
+        scope: &str,
+        model: &str,
+        rl: &RateLimits,
+        rate_limited: Option<(ErrorKind, Option<Duration>)>,
+    ) {
+        let limits = {
+            let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(s) = scopes.get_mut(scope) else {
+                return;
+            };
+            if self.cfg.learn_from_headers {
+                let configured = self.configured(model);
+                let mut l = s.limits;
+                // Configured limits are kept unless the server's are lower.
+                let pick = |cfg: Option<u64>, server: Option<u64>| match (cfg, server) {
+                    (Some(c), Some(sv)) => Some(c.min(sv)),
+                    (c, sv) => c.or(sv),
+                };
+                l.rpm = pick(configured.rpm, rl.requests.limit);
+                l.tpm = pick(configured.tpm, rl.tokens.limit);
+                if l != s.limits {
+                    tracing::info!(
+                        scope,
+                        rpm = l.rpm,
+                        tpm = l.tpm,
+                        "admission: limits learned from the server"
+                    );
+                    s.limits = l;
+                }
+                if !s.learned {
+                    s.learned = true;
+                    s.probe.close();
+                }
+            }
+            s.limits
+        };
+        let specs = self.specs(&limits);
+        if self.cfg.learn_from_headers {
+            for spec in &specs {
+                let remaining = match (spec.name, spec.unit) {
+                    ("rpm", _) => rl.requests.remaining,
+                    ("tpm", _) => rl.tokens.remaining,
+                    _ => None,
+                };
+                if let Some(r) = remaining {
+                    // Never believe in more budget than the server says is left.
+                    let ahead = spec.tau - r as f64 / spec.rate;
+                    if ahead > 0.0 {
+                        self.raise(scope, spec, ahead).await;
+                    }
+                }
+            }
+        }
+        if let Some((kind, wait)) = rate_limited {
+            let wait = wait
+                .or(match kind {
+                    ErrorKind::RateLimitedTokens => rl.tokens.reset,
+                    _ => rl.requests.reset,
+                })
+                .unwrap_or(Duration::from_secs(1));
+            let jittered = wait.mul_f64(1.0 + rand::rng().random::<f64>() * 0.1);
+            counter!("sluice_admission_paused_total").increment(1);
+            tracing::warn!(
+                scope,
+                wait_ms = jittered.as_millis() as u64,
+                kind = kind.as_str(),
+                "admission: 429 from upstream, pausing the scope"
+            );
+            if let Some(spec) = specs.iter().find(|s| s.name == "rpm") {
+                let ahead = jittered.as_secs_f64() + spec.tau - 1.0 / spec.rate;
+                self.raise(scope, spec, ahead).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est(tokens: u64) -> Estimate {
+        Estimate {
+            prompt: tokens,
+            output: 0,
+        }
+    }
+
+    fn cfg(rpm: u64, tpm: u64) -> AdmissionConfig {
+        AdmissionConfig {
+            limits: Limits {
+                rpm: Some(rpm),
+                tpm: Some(tpm),
+                ..Limits::default()
+            },
+            concurrency: ConcurrencyConfig {
+                initial: 10_000,
+                max: 10_000,
+                adaptive: false,
+                ..Default::default()
+            },
+            ..AdmissionConfig::default()
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_admitted_per_window_match_the_limit() {
+        // 600 rpm = 10/s. Over 60 s of continuous demand, admissions stay within 1% of 600
+        // (plus the one-second burst).
+        let a = Admission::new(cfg(600, 100_000_000));
+        let t0 = Instant::now();
+        let mut admitted = 0;
+        while t0.elapsed() < Duration::from_secs(60) {
+            let t = a.admit("s", "m", est(1), far()).await.unwrap();
+            t.finish(Outcome::Neutral);
+            admitted += 1;
+        }
+        let expected = 600 + 10; // a minute's rate plus the burst
+        assert!(
+            (admitted as i64 - expected as i64).abs() <= 6,
+            "{admitted} admitted in 60 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_rate_holds_and_refunds_free_capacity() {
+        // 6000 tpm = 100 tokens/s; each request reserves 100 → 1/s.
+        let a = Admission::new(cfg(1_000_000, 6000));
+        let t0 = Instant::now();
+        for _ in 0..11 {
+            let t = a.admit("s", "m", est(100), far()).await.unwrap();
+            t.finish(Outcome::Neutral);
+        }
+        // 1 s of burst (100 tokens) goes at once, then one per second.
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        // Reconciliation: a request that used only 10 of its 100 gives 90 back, so the next
+        // 100-token request waits 0.1 s instead of 1 s.
+        let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+        let t1 = Instant::now();
+        t.settle(10);
+        t.finish(Outcome::Neutral);
+        a.admit("s", "m", est(100), far()).await.unwrap();
+        assert_eq!(t1.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifo_and_bounded_wait() {
+        let mut c = cfg(60, 100_000_000); // 1/s, burst 1
+        c.max_wait = Duration::from_secs(5);
+        let a = Admission::new(c);
+        // Six requests fit within 5 s of waiting; the seventh is refused with its wait.
+        let mut order = Vec::new();
+        let mut handles = Vec::new();
+        for i in 0..6 {
+            let a = a.clone();
+            handles.push(tokio::spawn(async move {
+                let t = a.admit("s", "m", est(1), far()).await.unwrap();
+                (i, t.started)
+            }));
+            tokio::task::yield_now().await;
+        }
+        let e = a.admit("s", "m", est(1), far()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overloaded);
+        assert!(e.retry_after().unwrap() > Duration::from_secs(5));
+        for h in handles {
+            order.push(h.await.unwrap());
+        }
+        // Admitted in the order they asked, one per second.
+        for w in order.windows(2) {
+            assert!(w[1].1 > w[0].1);
+            assert_eq!(w[1].1 - w[0].1, Duration::from_secs(1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queue_length_is_bounded() {
+        let mut c = cfg(60, 100_000_000);
+        c.max_queue = 2;
+        let a = Admission::new(c);
+        let _first = a.admit("s", "m", est(1), far()).await.unwrap();
+        let a1 = a.clone();
+        let w1 = tokio::spawn(async move { a1.admit("s", "m", est(1), far()).await.map(|_| ()) });
+        let a2 = a.clone();
+        let w2 = tokio::spawn(async move { a2.admit("s", "m", est(1), far()).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        let e = a.admit("s", "m", est(1), far()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overloaded);
+        assert!(e.message().contains("queue full"));
+        w1.await.unwrap().unwrap();
+        w2.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_headers_correct_and_teach() {
+        // Nothing configured: the first request probes alone, the headers teach the limits.
+        let a = Admission::new(AdmissionConfig::default());
+        let t = a.admit("s", "m", est(10), far()).await.unwrap();
+        assert_eq!(a.limits("s"), Some(Limits::default()));
+        // A second request waits for the probe's answer.
+        let a2 = a.clone();
+        let waiter =
+            tokio::spawn(async move { a2.admit("s", "m", est(10), far()).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let mut rl = RateLimits::default();
+        rl.requests.limit = Some(600);
+        rl.requests.remaining = Some(0);
+        rl.tokens.limit = Some(60_000);
+        rl.tokens.remaining = Some(59_990);
+        a.observe("s", "m", &rl, None).await;
+        drop(t);
+        waiter.await.unwrap().unwrap();
+        let l = a.limits("s").unwrap();
+        assert_eq!((l.rpm, l.tpm), (Some(600), Some(60_000)));
+        // The server said no request is left: no burst is available, so ten more requests go
+        // at the learned steady rate of 10/s.
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            a.admit("s", "m", est(10), far()).await.unwrap();
+        }
+        assert!(
+            t0.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_the_scope_until_the_reset() {
+        let a = Admission::new(cfg(6000, 100_000_000));
+        a.admit("s", "m", est(1), far()).await.unwrap();
+        let rl = RateLimits::default();
+        a.observe(
+            "s",
+            "m",
+            &rl,
+            Some((ErrorKind::RateLimitedRequests, Some(Duration::from_secs(2)))),
+        )
+        .await;
+        let t0 = Instant::now();
+        a.admit("s", "m", est(1), far()).await.unwrap();
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited <= Duration::from_millis(2210),
+            "{waited:?}"
+        );
+        // Another scope is not paused.
+        let t0 = Instant::now();
+        a.admit("other", "m", est(1), far()).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn impossible_requests_fail_fast() {
+        let a = Admission::new(cfg(600, 1000));
+        let e = a.admit("s", "m", est(5000), far()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RateLimitedTokens);
+        assert!(!e.is_retryable());
+    }
+}
