@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::admission::estimate::{self, Estimate};
+use crate::admission::AdmissionConfig;
 use crate::chat_stream::ChatStream;
 use crate::config::{RetryPolicy, Timeouts};
 use crate::credentials::KeySource;
@@ -119,14 +121,18 @@ impl Client {
             .and_then(|b| b.get("model"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        let body = match body {
-            Some(b) => Some(encode(&b)?),
-            None => None,
-        };
         let path = if path.starts_with('/') {
             path.to_string()
         } else {
             format!("/{path}")
+        };
+        let est = match (&body, self.engine.admission()) {
+            (Some(b), Some(_)) => Some(estimate::estimate(&path, b)),
+            _ => None,
+        };
+        let body = match body {
+            Some(b) => Some(encode(&b)?),
+            None => None,
         };
         let call = Call {
             method,
@@ -134,6 +140,7 @@ impl Client {
             body,
             endpoint: "other",
             model,
+            estimate: est,
             options: RequestOptions::default(),
         };
         let reply = self.engine.send(call).await?;
@@ -175,6 +182,21 @@ impl Client {
                 "chat request without an output limit: applying the default (set max_tokens to silence this)"
             );
         }
+    }
+}
+
+impl Client {
+    /// The request body, and its token estimate when admission needs one.
+    fn body<T: Serialize>(&self, path: &str, v: &T) -> Result<(Bytes, Option<Estimate>), Error> {
+        if self.engine.admission().is_none() {
+            return Ok((encode(v)?, None));
+        }
+        let value = serde_json::to_value(v).map_err(|e| {
+            Error::new(ErrorKind::Config, format!("cannot encode the request: {e}"))
+                .with_retryable(false)
+        })?;
+        let est = estimate::estimate(path, &value);
+        Ok((encode(&value)?, Some(est)))
     }
 }
 
@@ -225,10 +247,12 @@ impl Chat<'_> {
         req.stream = None;
         req.stream_options = None;
         let model = req.model.clone();
+        let (body, est) = self.client.body("/chat/completions", &req)?;
         let call = Call {
             method: Method::POST,
             path: "/chat/completions".into(),
-            body: Some(encode(&req)?),
+            body: Some(body),
+            estimate: est,
             endpoint: "chat",
             model: Some(model.clone()),
             options,
@@ -268,10 +292,12 @@ impl Chat<'_> {
             opts.include_usage = Some(true);
         }
         let model = req.model.clone();
+        let (body, est) = self.client.body("/chat/completions", &req)?;
         let call = Call {
             method: Method::POST,
             path: "/chat/completions".into(),
-            body: Some(encode(&req)?),
+            body: Some(body),
+            estimate: est,
             endpoint: "chat",
             model: Some(model.clone()),
             options,
@@ -293,10 +319,12 @@ impl Embeddings<'_> {
         req: EmbeddingRequest,
     ) -> Result<Response<EmbeddingResponse>, Error> {
         let model = req.model.clone();
+        let (body, est) = self.client.body("/embeddings", &req)?;
         let call = Call {
             method: Method::POST,
             path: "/embeddings".into(),
-            body: Some(encode(&req)?),
+            body: Some(body),
+            estimate: est,
             endpoint: "embeddings",
             model: Some(model.clone()),
             options: RequestOptions::default(),
@@ -319,10 +347,12 @@ impl Completions<'_> {
     pub async fn create(&self, mut req: CompletionRequest) -> Result<Response<Completion>, Error> {
         req.stream = None;
         let model = req.model.clone();
+        let (body, est) = self.client.body("/completions", &req)?;
         let call = Call {
             method: Method::POST,
             path: "/completions".into(),
-            body: Some(encode(&req)?),
+            body: Some(body),
+            estimate: est,
             endpoint: "completions",
             model: Some(model.clone()),
             options: RequestOptions::default(),
@@ -355,6 +385,7 @@ impl Models<'_> {
             method: Method::GET,
             path: "/models".into(),
             body: None,
+            estimate: None,
             endpoint: "models",
             model: None,
             options: RequestOptions::default(),
@@ -367,6 +398,7 @@ impl Models<'_> {
             method: Method::GET,
             path: format!("/models/{id}"),
             body: None,
+            estimate: None,
             endpoint: "models",
             model: Some(id.to_string()),
             options: RequestOptions::default(),
@@ -387,6 +419,7 @@ pub struct ClientBuilder {
     pool_max_idle_per_host: Option<usize>,
     default_max_tokens: Option<Option<u32>>,
     headers: Vec<(String, String)>,
+    admission: Option<Option<AdmissionConfig>>,
 }
 
 impl ClientBuilder {
@@ -477,6 +510,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Client-side admission: RPM/TPM budgets, FIFO waiting and adaptive concurrency. On by
+    /// default, learning the limits from the server's headers.
+    pub fn admission(mut self, cfg: AdmissionConfig) -> Self {
+        self.admission = Some(Some(cfg));
+        self
+    }
+
+    /// Send without admission control (retries, timeouts and the retry budget still apply).
+    pub fn no_admission(mut self) -> Self {
+        self.admission = Some(None);
+        self
+    }
+
     /// An extra header on every request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -533,6 +579,9 @@ impl ClientBuilder {
             transport,
             retry: self.retry,
             headers,
+            admission: self
+                .admission
+                .unwrap_or_else(|| Some(AdmissionConfig::default())),
         })?;
         Ok(Client {
             engine,

@@ -20,6 +20,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
+use crate::admission::{AttemptOutcome, Ticket};
 use crate::error::{ApiError, Error, ErrorKind};
 
 type ByteStream = BoxStream<'static, Result<Bytes, reqwest::Error>>;
@@ -33,6 +34,9 @@ pub struct EventStream {
     peeked: Option<String>,
     done: bool,
     received: Arc<AtomicU64>,
+    /// The admission ticket of the attempt: settled when the usage event arrives, released
+    /// when the stream ends or is dropped.
+    ticket: Option<Ticket>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -74,6 +78,23 @@ impl EventStream {
             peeked: None,
             done: false,
             received,
+            ticket: None,
+        }
+    }
+
+    /// Hold an admission ticket for the life of the stream.
+    pub fn attach(&mut self, ticket: Ticket) {
+        self.ticket = Some(ticket);
+    }
+
+    fn end(&mut self, outcome: Option<&Error>) {
+        self.done = true;
+        if let Some(t) = self.ticket.take() {
+            let o = match outcome {
+                None => AttemptOutcome::Success(t.elapsed()),
+                Some(e) => crate::stack::outcome_of(e),
+            };
+            t.finish(o);
         }
     }
 
@@ -124,24 +145,31 @@ impl Stream for EventStream {
                 let next = (Instant::now() + this.idle).min(this.deadline);
                 this.idle_timer.as_mut().reset(next);
                 if ev.data == "[DONE]" {
-                    this.done = true;
+                    this.end(None);
                     return Poll::Ready(None);
                 }
                 if ev.event == "error" {
-                    this.done = true;
                     let e = error_event(&ev.data).unwrap_or_else(|| {
                         Error::new(ErrorKind::StreamInterrupted, "error event in stream")
                     });
+                    this.end(Some(&e));
                     return Poll::Ready(Some(Err(e)));
                 }
                 if let Some(e) = error_event(&ev.data) {
-                    this.done = true;
+                    this.end(Some(&e));
                     return Poll::Ready(Some(Err(e)));
+                }
+                if this.ticket.is_some() && ev.data.contains("\"usage\":{") {
+                    if let (Some(t), Some(used)) = (
+                        this.ticket.as_mut(),
+                        crate::stack::usage_tokens(ev.data.as_bytes()),
+                    ) {
+                        t.settle(used);
+                    }
                 }
                 Poll::Ready(Some(Ok(ev.data)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.done = true;
                 let err = match e {
                     EventStreamError::Transport(t) => {
                         Error::new(ErrorKind::StreamInterrupted, format!("stream cut: {t}"))
@@ -154,27 +182,27 @@ impl Stream for EventStream {
                         Error::new(ErrorKind::Decode, format!("malformed event stream: {p}"))
                     }
                 };
+                this.end(Some(&err));
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(Some(Err(Error::new(
-                    ErrorKind::StreamInterrupted,
-                    "stream ended without [DONE]",
-                ))))
+                let e = Error::new(ErrorKind::StreamInterrupted, "stream ended without [DONE]");
+                this.end(Some(&e));
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => {
                 if this.idle_timer.as_mut().poll(cx).is_ready() {
-                    this.done = true;
                     let kind = if Instant::now() >= this.deadline {
                         ErrorKind::TimeoutTotal
                     } else {
                         ErrorKind::TimeoutIdle
                     };
-                    return Poll::Ready(Some(Err(Error::new(
+                    let e = Error::new(
                         kind,
                         format!("no stream data for {:.3}s", this.idle.as_secs_f64()),
-                    ))));
+                    );
+                    this.end(Some(&e));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Pending
             }

@@ -4,11 +4,14 @@
 //!
 //! ```text
 //! metrics(request) -> deadline(total) -> retry(classify, backoff + jitter, retry budget)
-//!   -> metrics(attempt) -> credentials(key in force) -> transport(pool; connect/first-byte/idle)
+//!   -> metrics(attempt) -> credentials(key in force)
+//!   -> admission(RPM + TPM reservation, FIFO wait, adaptive concurrency)
+//!   -> transport(pool; connect/first-byte/idle)
+//!   -> after the response: rate-limit headers back into admission, reservation settled to usage
 //! ```
 //!
-//! The budget guard, model policy, key pool, admission and reconciliation stages of the design
-//! handbook slot in here, in that order, as their issues land; nothing else decides the order.
+//! The budget guard, model policy and key pool stages of the design handbook slot in here, in
+//! that order, as their issues land; nothing else decides the order.
 //!
 //! Why plain composition and not tower layers: a streamed response's permits, deadline and
 //! metrics must live until the last chunk or the drop, not until the headers. Holding them in
@@ -25,6 +28,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::admission::estimate::Estimate;
+use crate::admission::{Admission, AdmissionConfig, AttemptOutcome, Ticket};
 use crate::config::RetryPolicy;
 use crate::credentials::KeySource;
 use crate::error::{Error, ErrorKind};
@@ -46,6 +51,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Sent on every request (organization, project, custom headers). Never the key.
     pub headers: HeaderMap,
+    /// Client-side rate limits and concurrency; `None` sends without admission.
+    pub admission: Option<AdmissionConfig>,
 }
 
 /// One logical request, as the engine sees it.
@@ -58,6 +65,8 @@ pub struct Call {
     /// Metric label: `chat`, `embeddings`, `completions`, `models`, `other`.
     pub endpoint: &'static str,
     pub model: Option<String>,
+    /// Tokens the upstream will charge for this request (see `admission::estimate`).
+    pub estimate: Option<Estimate>,
     pub options: RequestOptions,
 }
 
@@ -120,6 +129,7 @@ struct Inner {
     retry: RetryPolicy,
     budget: RetryBudget,
     headers: HeaderMap,
+    admission: Option<Arc<Admission>>,
 }
 
 struct Ctx<'a> {
@@ -142,12 +152,18 @@ impl Engine {
                 budget: RetryBudget::new(&cfg.retry),
                 retry: cfg.retry,
                 headers: cfg.headers,
+                admission: cfg.admission.filter(|a| a.enabled).map(Admission::new),
             }),
         })
     }
 
     pub fn base_url(&self) -> &str {
         self.inner.transport.base_url()
+    }
+
+    /// The admission stage, when enabled.
+    pub fn admission(&self) -> Option<&Arc<Admission>> {
+        self.inner.admission.as_ref()
     }
 
     /// The retry budget's balance (diagnostics).
@@ -315,8 +331,12 @@ impl Engine {
         }
     }
 
-    fn attempt_headers(&self, ctx: &Ctx<'_>, stream: bool) -> Result<HeaderMap, Error> {
-        let key = self.inner.keys.current()?;
+    fn attempt_headers(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &crate::secret::SecretString,
+        stream: bool,
+    ) -> Result<HeaderMap, Error> {
         let mut h = self.inner.headers.clone();
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
@@ -348,9 +368,57 @@ impl Engine {
         Ok(h)
     }
 
-    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<reqwest::Response, Error> {
-        let headers = self.attempt_headers(ctx, stream)?;
-        let resp = self
+    /// The admission scope of a key and model: a hash of the upstream and key (never the key
+    /// itself), and the model when limits are per model.
+    fn scope(&self, key: &crate::secret::SecretString, model: &str) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self
+            .inner
+            .transport
+            .base_url()
+            .bytes()
+            .chain([0u8])
+            .chain(key.expose().bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let per_model = self
+            .inner
+            .admission
+            .as_ref()
+            .is_some_and(|a| a.config().per_model);
+        if per_model {
+            format!("{h:016x}:{model}")
+        } else {
+            format!("{h:016x}")
+        }
+    }
+
+    /// Admission, then the request until its headers; error statuses become errors here.
+    /// Returns the response and the admission ticket that must live as long as its body.
+    async fn open(
+        &self,
+        ctx: &Ctx<'_>,
+        stream: bool,
+    ) -> Result<(reqwest::Response, Option<Admitted>), Error> {
+        let key = self.inner.keys.current()?;
+        let headers = self.attempt_headers(ctx, &key, stream)?;
+        let model = ctx.call.model.as_deref().unwrap_or("");
+        let admitted = match &self.inner.admission {
+            Some(a) => {
+                let scope = self.scope(&key, model);
+                let est = ctx.call.estimate.unwrap_or_default();
+                let ticket = a.admit(&scope, model, est, ctx.deadline).await?;
+                Some(Admitted {
+                    admission: a.clone(),
+                    scope,
+                    ticket,
+                })
+            }
+            None => None,
+        };
+        let sent = self
             .inner
             .transport
             .send(
@@ -361,26 +429,61 @@ impl Engine {
                 self.inner.timeouts.first_byte,
                 ctx.deadline,
             )
-            .await?;
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(a) = admitted {
+                    a.fail(&e);
+                }
+                return Err(e);
+            }
+        };
         let status = resp.status().as_u16();
+        let rl = RateLimits::from_headers(resp.headers());
         if (200..300).contains(&status) {
-            return Ok(resp);
+            if let Some(a) = &admitted {
+                a.admission.observe(&a.scope, model, &rl, None).await;
+            }
+            return Ok((resp, admitted));
         }
         let headers = resp.headers().clone();
         let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
-        Err(Error::from_response(status, &headers, &body))
+        let err = Error::from_response(status, &headers, &body);
+        if let Some(a) = admitted {
+            let limited = err
+                .kind()
+                .is_rate_limited()
+                .then(|| (err.kind(), err.retry_after()));
+            a.admission.observe(&a.scope, model, &rl, limited).await;
+            a.fail(&err);
+        }
+        Err(err)
     }
 
     async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<Reply, Error> {
-        let resp = self.open(ctx, false).await?;
+        let (resp, admitted) = self.open(ctx, false).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
-        let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_BODY)
-            .await
-            .map_err(|e| e.with_request_id(request_id.clone()))?;
+        let body = match read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(a) = admitted {
+                    a.fail(&e);
+                }
+                return Err(e.with_request_id(request_id));
+            }
+        };
+        if let Some(mut a) = admitted {
+            if let Some(used) = usage_tokens(&body) {
+                a.ticket.settle(used);
+            }
+            let latency = a.ticket.elapsed();
+            a.ticket.finish(AttemptOutcome::Success(latency));
+        }
         Ok(Reply {
             body,
             meta: Meta {
@@ -397,11 +500,14 @@ impl Engine {
     }
 
     async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
-        let resp = self.open(ctx, true).await?;
+        let (resp, admitted) = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
         let mut events = EventStream::new(resp, self.inner.timeouts.idle, ctx.deadline);
+        if let Some(a) = admitted {
+            events.attach(a.ticket);
+        }
         // Wait for the first event inside the attempt, so a failure before any content is
         // retried like a failed request.
         match events.next().await {
@@ -425,6 +531,57 @@ impl Engine {
             span: tracing::Span::none(),
         })
     }
+}
+
+/// An admitted attempt in progress.
+struct Admitted {
+    admission: Arc<Admission>,
+    scope: String,
+    ticket: Ticket,
+}
+
+impl Admitted {
+    /// The attempt failed: nothing was generated, so the token reservation is given back, and
+    /// the concurrency limiter hears whether it looked like overload.
+    fn fail(mut self, e: &Error) {
+        self.ticket.settle(0);
+        self.ticket.finish(outcome_of(e));
+    }
+}
+
+/// How an attempt's failure reads to the concurrency limiter.
+pub(crate) fn outcome_of(e: &Error) -> AttemptOutcome {
+    match e.kind() {
+        ErrorKind::RateLimitedRequests
+        | ErrorKind::RateLimitedTokens
+        | ErrorKind::TimeoutConnect
+        | ErrorKind::TimeoutFirstByte
+        | ErrorKind::TimeoutIdle => AttemptOutcome::Overload,
+        ErrorKind::ServerError if e.status() == Some(503) => AttemptOutcome::Overload,
+        _ => AttemptOutcome::Neutral,
+    }
+}
+
+/// Tokens a response body reports as used (`usage.total_tokens`, or prompt + completion).
+pub(crate) fn usage_tokens(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct U {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        #[serde(default)]
+        total_tokens: Option<u64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Env {
+        usage: Option<U>,
+    }
+    let u = serde_json::from_slice::<Env>(body).ok()?.usage?;
+    Some(
+        u.total_tokens
+            .unwrap_or(u.prompt_tokens + u.completion_tokens),
+    )
 }
 
 fn request_id(h: &HeaderMap) -> Option<String> {

@@ -38,6 +38,18 @@ fn client(m: &MockServer) -> Client {
         .unwrap()
 }
 
+/// Without admission: for tests of the retry layer itself (admission would pace the requests
+/// so that the server never answers 429).
+fn client_without_admission(m: &MockServer) -> Client {
+    Client::builder()
+        .base_url(m.base_url())
+        .api_key(KEY)
+        .retry_policy(fast_retry())
+        .no_admission()
+        .build()
+        .unwrap()
+}
+
 fn hello() -> ChatRequest {
     ChatRequest::new("gpt-4o-mini", vec![ChatMessage::user("hello")])
 }
@@ -372,7 +384,7 @@ async fn first_byte_and_total_timeouts() {
 async fn retry_after_is_honoured() {
     // 60 rpm with a one-second burst: one request per second.
     let m = mock("[limits]\nrpm = 60\nburst = \"1s\"\n").await;
-    let c = client(&m);
+    let c = client_without_admission(&m);
     c.chat().create(hello()).await.unwrap();
     let t0 = Instant::now();
     let r = c.chat().create(hello()).await.unwrap();
@@ -392,6 +404,7 @@ async fn never_sleeps_past_the_deadline() {
         .base_url(m.base_url())
         .api_key(KEY)
         .total_timeout(Duration::from_secs(5))
+        .no_admission()
         .build()
         .unwrap();
     c.chat().create(hello()).await.unwrap();

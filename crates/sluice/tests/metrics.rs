@@ -30,6 +30,8 @@ fn requests_retries_tokens_and_finish_reasons_are_counted() {
                 .base_url(m.base_url())
                 .api_key(KEY)
                 .retry_policy(RetryPolicy::default())
+                // Without admission the second request meets the server's 429 (and a retry).
+                .no_admission()
                 .build()
                 .unwrap();
             let req = ChatRequest::new("gpt-4o-mini", vec![ChatMessage::user("x")]).max_tokens(5);
