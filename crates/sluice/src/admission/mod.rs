@@ -133,6 +133,9 @@ struct Scope {
     /// Until the limits are known, one request at a time finds them out.
     probe: Arc<Semaphore>,
     learned: bool,
+    /// After a 429: nothing from this process goes before this instant (shared state also
+    /// carries the pause when the limits are known).
+    paused_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -312,6 +315,7 @@ impl Admission {
                     limits: configured,
                     probe,
                     learned,
+                    paused_until: None,
                 }
             });
             (s.limits, s.probe.clone())
@@ -327,6 +331,29 @@ impl Admission {
                 ))
             }
         };
+        // Read again after the probe: its answer may have taught the limits.
+        let (limits, paused_until) = {
+            let scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+            scopes
+                .get(scope)
+                .map_or((limits, None), |s| (s.limits, s.paused_until))
+        };
+        if let Some(until) = paused_until.filter(|u| *u > Instant::now()) {
+            let wait = until - Instant::now();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if wait > self.cfg.max_wait.min(left) {
+                counter!("sluice_admission_rejected_total", "reason" => "paused").increment(1);
+                return Err(Error::new(
+                    ErrorKind::Overloaded,
+                    format!(
+                        "the upstream asked for a pause of {:.3}s",
+                        wait.as_secs_f64()
+                    ),
+                )
+                .with_retry_after(Some(wait)));
+            }
+            tokio::time::sleep_until(until).await;
+        }
         let specs = self.specs(&limits);
         let tokens = est.total();
         if let Some(tpm) = limits.tpm {
@@ -526,6 +553,13 @@ impl Admission {
                 .unwrap_or(Duration::from_secs(1));
             let jittered = wait.mul_f64(1.0 + rand::rng().random::<f64>() * 0.1);
             counter!("sluice_admission_paused_total").increment(1);
+            {
+                let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = scopes.get_mut(scope) {
+                    let until = Instant::now() + jittered;
+                    s.paused_until = Some(s.paused_until.map_or(until, |u| u.max(until)));
+                }
+            }
             tracing::warn!(
                 scope,
                 wait_ms = jittered.as_millis() as u64,
