@@ -366,6 +366,9 @@ impl Admission {
                 .with_retryable(false));
             }
         }
+        // The concurrency slot comes first: a request that had to wait for one would otherwise
+        // be sent later than its rate slot, in a clump with the requests scheduled after it.
+        let permit = self.concurrency.acquire(deadline).await?;
         if !specs.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             let max_wait = self.cfg.max_wait.min(left);
@@ -395,7 +398,6 @@ impl Admission {
                 }
             }
         }
-        let permit = self.concurrency.acquire(deadline).await?;
         let (limit, _) = self.concurrency.snapshot();
         gauge!("sluice_concurrency_limit").set(limit as f64);
         histogram!("sluice_admission_wait_seconds").record(started.elapsed().as_secs_f64());
