@@ -194,6 +194,38 @@ async fn storm_429s_pause_the_scope_instead_of_hammering() {
     assert_eq!(s.by_status["200"], 50);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_slowing_upstream_gets_fewer_connections() {
+    let m = mock("[latency]\nttft = \"100ms\"\n").await;
+    let c = Client::builder()
+        .base_url(m.base_url())
+        .api_key(KEY)
+        .build()
+        .unwrap();
+    let run = |n: usize| {
+        let c = c.clone();
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let c = c.clone();
+                    tokio::spawn(async move { c.chat().create(req(i)).await.map(|_| ()) })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+        }
+    };
+    run(200).await;
+    let (before, _) = c.engine().admission().unwrap().concurrency();
+    // The upstream slows down tenfold.
+    m.set_scenario(Scenario::from_toml("[latency]\nttft = \"1s\"\n").unwrap());
+    run(100).await;
+    let (after, _) = c.engine().admission().unwrap().concurrency();
+    assert!(after < before, "limit {before} -> {after}");
+    assert!(m.stats().peak_in_flight <= before as u64 + 1);
+}
+
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }

@@ -756,6 +756,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn daily_budget_applies_on_top_of_the_minute() {
+        let a = Admission::new(AdmissionConfig {
+            limits: Limits {
+                rpm: Some(6000),
+                rpd: Some(5),
+                ..Limits::default()
+            },
+            max_wait: Duration::from_secs(60),
+            concurrency: ConcurrencyConfig {
+                initial: 100,
+                adaptive: false,
+                ..Default::default()
+            },
+            ..AdmissionConfig::default()
+        });
+        for _ in 0..5 {
+            a.admit("s", "m", est(1), far()).await.unwrap();
+        }
+        // The day's five are spent: the next would wait hours, far past max_wait.
+        let e = a.admit("s", "m", est(1), far()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Overloaded);
+        assert!(e.retry_after().unwrap() > Duration::from_secs(3600));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn impossible_requests_fail_fast() {
         let a = Admission::new(cfg(600, 1000));
         let e = a.admit("s", "m", est(5000), far()).await.unwrap_err();
