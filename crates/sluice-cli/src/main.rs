@@ -5,15 +5,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "A traffic controller for OpenAI-compatible LLM APIs"
-)]
+#[command(name = "sluice", version, about = "A traffic controller for OpenAI-compatible LLM APIs")]
 struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, global = true, default_value = "text")]
@@ -36,11 +33,106 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Run a file of requests (OpenAI Batch format) durably: resumable, never duplicated.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchCommand {
+    /// Run (or resume) a job.
+    Run(RunArgs),
+    /// Show how far a job got.
+    Status {
+        input: PathBuf,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        errors: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Upstream {
+    /// The built-in simulator with a realistic paid tier: no key needed.
+    Mock,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Bar,
+    Log,
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Input file: one `{"custom_id","method","url","body"}` request per line.
+    input: PathBuf,
+    /// Output file (default: INPUT.out.jsonl).
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Errors file (default: INPUT.errors.jsonl).
+    #[arg(long)]
+    errors: Option<PathBuf>,
+    /// Journal directory (default: .sluice/ beside the input).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// API base URL (default: OPENAI_BASE_URL, else the public API).
+    #[arg(long, conflicts_with = "upstream")]
+    base_url: Option<String>,
+    /// Run against a built-in upstream instead of a URL.
+    #[arg(long, value_enum)]
+    upstream: Option<Upstream>,
+    /// Environment variable holding the API key (default OPENAI_API_KEY).
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// File holding the API key, re-read when it changes.
+    #[arg(long, conflicts_with = "api_key_env")]
+    keys_file: Option<PathBuf>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Requests per minute allowed (default: learned from the upstream's headers).
+    #[arg(long)]
+    rpm: Option<u64>,
+    /// Tokens per minute allowed (default: learned from the upstream's headers).
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Stop before spending more than this many US dollars (the whole job, across runs).
+    #[arg(long)]
+    budget_usd: Option<String>,
+    /// Attempts per request.
+    #[arg(long, default_value_t = 10)]
+    max_attempts: u32,
+    /// Also write the final summary as JSON here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Share rate limits with other processes through Redis (redis://host:port).
+    #[arg(long)]
+    state_url: Option<String>,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+}
+
+/// Exit codes, documented in the README.
+mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const BUDGET: u8 = 3;
+    pub const INTERRUPTED: u8 = 4;
+    pub const STOPPED: u8 = 5;
 }
 
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -65,14 +157,180 @@ fn load_scenario(path: Option<&PathBuf>) -> Result<sluice_mock::Scenario, String
     parsed.map_err(|e| format!("{}: {e}", path.display()))
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// An error with the exit code it should produce.
+struct Fail(u8, String);
+
+impl From<String> for Fail {
+    fn from(s: String) -> Self {
+        Fail(exit::FAILURE, s)
+    }
+}
+
+/// Stop signals: the first flips the watch (stop admitting, drain); the second exits at once
+/// (the files and the journal are consistent at every moment, so that is safe).
+fn stop_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_signal().await;
+            count += 1;
+            if count == 1 {
+                eprintln!("\nsluice: stopping — finishing requests in flight (press Ctrl-C again to exit now)");
+                let _ = tx.send(true);
+            } else {
+                eprintln!("sluice: exiting now; run the same command again to resume");
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn batch_run(a: RunArgs) -> Result<(), Fail> {
+    use sluice::admission::{AdmissionConfig, Limits, OnStateError, StateBackend};
+
+    // The built-in simulator, when asked for, lives as long as the job.
+    let mut _mock = None;
+    let mut builder = sluice::Client::builder();
+    match (a.upstream, &a.base_url) {
+        (Some(Upstream::Mock), _) => {
+            let scenario = sluice_mock::Scenario::from_toml(include_str!(
+                "../../../examples/mock/realistic-tier.toml"
+            ))
+            .map_err(|e| format!("built-in scenario: {e}"))?;
+            let mock = sluice_mock::MockServer::start(scenario)
+                .await
+                .map_err(|e| format!("cannot start the simulator: {e}"))?;
+            eprintln!("sluice: using the built-in simulator at {}", mock.base_url());
+            builder = builder.base_url(mock.base_url()).api_key("sk-sluice-mock-local");
+            _mock = Some(mock);
+        }
+        (None, Some(url)) => builder = builder.base_url(url.clone()),
+        (None, None) => {}
+    }
+    if a.upstream.is_none() {
+        if let Some(path) = &a.keys_file {
+            builder = builder.api_key_file(path);
+        } else {
+            builder = builder.api_key_env(a.api_key_env.clone().unwrap_or_else(|| "OPENAI_API_KEY".into()));
+        }
+    }
+    let window = a.concurrency.max(1);
+    let mut admission = AdmissionConfig {
+        limits: Limits {
+            rpm: a.rpm,
+            tpm: a.tpm,
+            ..Limits::default()
+        },
+        // A batch would rather wait than fail: long admission waits, a queue the window fits in.
+        max_wait: Duration::from_secs(3600),
+        max_queue: window * 2 + 16,
+        ..AdmissionConfig::default()
+    };
+    admission.concurrency.max = window;
+    // Start at half the window: the upstream's limits are learned and 429s still back off.
+    admission.concurrency.initial = (window / 2).max(1);
+    if let Some(url) = &a.state_url {
+        admission.state = StateBackend::Redis {
+            url: url.clone(),
+            prefix: "sluice:batch".into(),
+            on_error: OnStateError::FailClosed,
+        };
+    }
+    let client = builder
+        .admission(admission)
+        .max_attempts(a.max_attempts.max(1))
+        .total_timeout(Duration::from_secs(1800))
+        .pool_max_idle_per_host(window)
+        .build()
+        .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+    let budget = match &a.budget_usd {
+        Some(s) => Some(sluice::pricing::parse_dollars(s).ok_or_else(|| {
+            Fail(exit::USAGE, format!("--budget-usd: {s:?} is not an amount of dollars"))
+        })?),
+        None => None,
+    };
+    let mut cfg = sluice_batch::BatchConfig::new(&a.input);
+    cfg.output = a.output.clone();
+    cfg.errors = a.errors.clone();
+    cfg.state_dir = a.state_dir.clone();
+    cfg.window = window;
+    cfg.budget = budget;
+    cfg.max_attempts = a.max_attempts.max(1);
+    cfg.summary_json = a.summary_json.clone();
+    cfg.progress = match a.progress {
+        ProgressArg::Auto => sluice_batch::ProgressMode::Auto,
+        ProgressArg::Bar => sluice_batch::ProgressMode::Bar,
+        ProgressArg::Log => sluice_batch::ProgressMode::Log,
+        ProgressArg::Off => sluice_batch::ProgressMode::Off,
+    };
+    let stop = stop_signals();
+    let report = sluice_batch::run(
+        client.engine().clone(),
+        sluice::pricing::Prices::builtin(),
+        cfg,
+        stop,
+    )
+    .await
+    .map_err(|e| match e {
+        sluice_batch::BatchError::Duplicates(m) | sluice_batch::BatchError::Config(m) => {
+            Fail(exit::USAGE, m)
+        }
+        other => Fail(exit::FAILURE, other.to_string()),
+    })?;
+    print!("{}", report.summary.table());
+    match report.outcome {
+        sluice_batch::Outcome::Completed => Ok(()),
+        sluice_batch::Outcome::BudgetReached => Err(Fail(
+            exit::BUDGET,
+            format!(
+                "budget reached: {} spent of {}; raise --budget-usd and run the same command again to continue",
+                sluice::pricing::dollars(report.summary.job_cost_nanos),
+                a.budget_usd.as_deref().unwrap_or("?")
+            ),
+        )),
+        sluice_batch::Outcome::Interrupted => Err(Fail(
+            exit::INTERRUPTED,
+            "interrupted: run the same command again to resume where it stopped".into(),
+        )),
+        sluice_batch::Outcome::Stopped(reason) => Err(Fail(
+            exit::STOPPED,
+            format!("{reason}\nfix it and run the same command again to continue"),
+        )),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Fail> {
     match cli.command {
         Command::Mock {
             listen,
             config,
             demo,
         } => {
-            let scenario = load_scenario(config.as_ref())?;
+            let scenario = load_scenario(config.as_ref()).map_err(|e| Fail(exit::USAGE, e))?;
             if demo {
                 let listen = SocketAddr::from(([127, 0, 0, 1], 0));
                 let mock = sluice_mock::MockServer::bind(listen, scenario)
@@ -90,20 +348,34 @@ async fn run(cli: Cli) -> Result<(), String> {
             // First line of stdout, so scripts can read the address when port 0 was asked for.
             println!("sluice mock listening on {}", mock.base_url());
             tracing::info!(base_url = %mock.base_url(), "mock ready; Ctrl-C to stop");
-            let _ = tokio::signal::ctrl_c().await;
+            wait_signal().await;
             mock.shutdown();
             Ok(())
         }
+        Command::Batch { command } => match command {
+            BatchCommand::Run(a) => batch_run(a).await,
+            BatchCommand::Status {
+                input,
+                state_dir,
+                output,
+                errors,
+            } => {
+                let mut cfg = sluice_batch::BatchConfig::new(input);
+                cfg.state_dir = state_dir;
+                cfg.output = output;
+                cfg.errors = errors;
+                let text = sluice_batch::status(&cfg).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+                print!("{text}");
+                Ok(())
+            }
+        },
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
@@ -112,9 +384,9 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sluice: {e}");
-            ExitCode::from(2)
+        Err(Fail(code, msg)) => {
+            eprintln!("sluice: {msg}");
+            ExitCode::from(code)
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod credentials;
 mod error;
 pub mod headers;
 pub mod observe;
+pub mod pricing;
 pub mod retry;
 mod secret;
 pub mod sse;

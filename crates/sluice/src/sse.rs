@@ -160,11 +160,11 @@ impl Stream for EventStream {
                     return Poll::Ready(Some(Err(e)));
                 }
                 if this.ticket.is_some() && ev.data.contains("\"usage\":{") {
-                    if let (Some(t), Some(used)) = (
+                    if let (Some(t), Some((used, output))) = (
                         this.ticket.as_mut(),
                         crate::stack::usage_tokens(ev.data.as_bytes()),
                     ) {
-                        t.settle(used);
+                        t.settle(used, output);
                     }
                 }
                 Poll::Ready(Some(Ok(ev.data)))

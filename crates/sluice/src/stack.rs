@@ -478,8 +478,8 @@ impl Engine {
             }
         };
         if let Some(mut a) = admitted {
-            if let Some(used) = usage_tokens(&body) {
-                a.ticket.settle(used);
+            if let Some((used, output)) = usage_tokens(&body) {
+                a.ticket.settle(used, output);
             }
             let latency = a.ticket.elapsed();
             a.ticket.finish(AttemptOutcome::Success(latency));
@@ -544,7 +544,7 @@ impl Admitted {
     /// The attempt failed: nothing was generated, so the token reservation is given back, and
     /// the concurrency limiter hears whether it looked like overload.
     fn fail(mut self, e: &Error) {
-        self.ticket.settle(0);
+        self.ticket.settle(0, 0);
         self.ticket.finish(outcome_of(e));
     }
 }
@@ -562,8 +562,9 @@ pub(crate) fn outcome_of(e: &Error) -> AttemptOutcome {
     }
 }
 
-/// Tokens a response body reports as used (`usage.total_tokens`, or prompt + completion).
-pub(crate) fn usage_tokens(body: &[u8]) -> Option<u64> {
+/// Tokens a response body reports as used (`usage.total_tokens`, or prompt + completion), and
+/// the output part.
+pub(crate) fn usage_tokens(body: &[u8]) -> Option<(u64, u64)> {
     #[derive(serde::Deserialize)]
     struct U {
         #[serde(default)]
@@ -578,10 +579,11 @@ pub(crate) fn usage_tokens(body: &[u8]) -> Option<u64> {
         usage: Option<U>,
     }
     let u = serde_json::from_slice::<Env>(body).ok()?.usage?;
-    Some(
+    Some((
         u.total_tokens
             .unwrap_or(u.prompt_tokens + u.completion_tokens),
-    )
+        u.completion_tokens,
+    ))
 }
 
 fn request_id(h: &HeaderMap) -> Option<String> {

@@ -1,7 +1,10 @@
 //! Adaptive concurrency: how many requests may be in flight to one upstream at once, adjusted
 //! by AIMD. Each success adds `1/limit` (about one per round trip); a sign of overload — a 429,
-//! a 503, a timeout, or latency running at twice its long-run average — cuts the limit by a
-//! quarter, at most once per `decrease_every`. An upstream that slows down therefore gets fewer
+//! a 503, a timeout, or latency running at three times its long-run average — cuts the limit by
+//! a quarter, at most once per `decrease_every`. The latency compared is per generated token
+//! (see `Ticket::finish`): LLM latency varies tenfold with the answer's length, and only a
+//! change in time per unit of work says the upstream slowed down. The long-run average is
+//! trusted only after a warm-up of 50 samples. An upstream that slows down therefore gets fewer
 //! connections instead of a pile of them, and recovers gradually.
 
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,9 @@ impl Default for ConcurrencyConfig {
     }
 }
 
+/// Latency samples before the long-run average is trusted.
+const WARMUP: u64 = 50;
+
 /// How an attempt ended, as far as congestion is concerned.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
@@ -54,6 +60,7 @@ struct State {
     last_decrease: Option<Instant>,
     fast_latency: f64,
     slow_latency: f64,
+    samples: u64,
 }
 
 /// The limiter for one upstream.
@@ -96,6 +103,7 @@ impl Concurrency {
                 last_decrease: None,
                 fast_latency: 0.0,
                 slow_latency: 0.0,
+                samples: 0,
             }),
             cfg,
             notify: Notify::new(),
@@ -143,13 +151,17 @@ impl Concurrency {
             let mut overloaded = outcome == Outcome::Overload;
             if let Outcome::Success(lat) = outcome {
                 let l = lat.as_secs_f64();
-                if s.slow_latency == 0.0 {
-                    s.slow_latency = l;
-                    s.fast_latency = l;
+                s.samples += 1;
+                if s.samples <= WARMUP {
+                    // Running mean until the averages are worth comparing.
+                    let n = s.samples as f64;
+                    s.slow_latency += (l - s.slow_latency) / n;
+                    s.fast_latency = s.slow_latency;
+                } else {
+                    s.fast_latency = 0.9 * s.fast_latency + 0.1 * l;
+                    s.slow_latency = 0.99 * s.slow_latency + 0.01 * l;
                 }
-                s.fast_latency = 0.8 * s.fast_latency + 0.2 * l;
-                s.slow_latency = 0.99 * s.slow_latency + 0.01 * l;
-                if s.fast_latency > 2.0 * s.slow_latency && s.slow_latency > 0.0 {
+                if s.samples > WARMUP && s.fast_latency > 3.0 * s.slow_latency {
                     overloaded = true;
                 } else {
                     s.limit = (s.limit + 1.0 / s.limit).min(self.cfg.max as f64);
@@ -233,14 +245,22 @@ mod tests {
         tokio::time::advance(Duration::from_millis(300)).await;
         c.acquire(far).await.unwrap().finish(Outcome::Overload);
         assert_eq!(c.snapshot().0, 6);
-        // Latency twice the long-run average also counts as overload.
+        // Latency (per token) far above its long-run average also counts as overload, once
+        // the average has warmed up.
+        for _ in 0..40 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Success(Duration::from_millis(100)));
+        }
+        let before = c.snapshot().0;
         tokio::time::advance(Duration::from_millis(300)).await;
-        for _ in 0..10 {
+        for _ in 0..20 {
             c.acquire(far)
                 .await
                 .unwrap()
                 .finish(Outcome::Success(Duration::from_secs(2)));
         }
-        assert!(c.snapshot().0 < 6);
+        assert!(c.snapshot().0 < before, "{} -> {}", before, c.snapshot().0);
     }
 }

@@ -169,26 +169,33 @@ pub struct Ticket {
     specs: Vec<Spec>,
     reserved_tokens: u64,
     settled: bool,
+    output_tokens: Option<u64>,
     permit: Option<Permit>,
     _probe: Option<OwnedSemaphorePermit>,
     started: Instant,
 }
 
 impl Ticket {
-    /// Settle the token reservation to what was really used.
-    pub fn settle(&mut self, used_tokens: u64) {
+    /// Settle the token reservation to what was really used (`output` of it generated).
+    pub fn settle(&mut self, used_tokens: u64, output: u64) {
         if self.settled {
             return;
         }
         self.settled = true;
+        self.output_tokens = Some(output);
         let delta = used_tokens as i64 - self.reserved_tokens as i64;
         if delta != 0 && !self.specs.is_empty() {
             self.admission.adjust(&self.scope, &self.specs, delta);
         }
     }
 
-    /// The attempt ended; tell the concurrency limiter how.
+    /// The attempt ended; tell the concurrency limiter how. A success's latency is divided by
+    /// the tokens it generated (plus one), so a long answer is not mistaken for a slow upstream.
     pub fn finish(mut self, outcome: Outcome) {
+        let outcome = match (outcome, self.output_tokens) {
+            (Outcome::Success(lat), Some(out)) => Outcome::Success(lat / (1 + out.min(1_000_000) as u32)),
+            (o, _) => o,
+        };
         if let Some(p) = self.permit.take() {
             p.finish(outcome);
         }
@@ -407,6 +414,7 @@ impl Admission {
             specs,
             reserved_tokens: tokens,
             settled: false,
+            output_tokens: None,
             permit: Some(permit),
             _probe: probe_permit,
             started: Instant::now(),
@@ -642,7 +650,7 @@ mod tests {
         // 100-token request waits 0.1 s instead of 1 s.
         let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
         let t1 = Instant::now();
-        t.settle(10);
+        t.settle(10, 5);
         t.finish(Outcome::Neutral);
         a.admit("s", "m", est(100), far()).await.unwrap();
         assert_eq!(t1.elapsed(), Duration::from_millis(100));

@@ -1,0 +1,274 @@
+//! Reading an OpenAI Batch-format input file: one request a line,
+//! `{"custom_id": "...", "method": "POST", "url": "/v1/chat/completions", "body": {...}}`.
+//!
+//! The file is streamed, never loaded whole. A bad line never stops the job: it becomes an error
+//! record naming its line and the reason, and every other line goes on. Duplicate `custom_id`s
+//! are the exception: they are found in a first pass and the job is refused before anything is
+//! sent, because there would be no way to write each id exactly once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+
+/// Endpoints a batch may call (the Batch API's list).
+pub const URLS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/moderations",
+];
+
+/// A 128-bit hash of a custom_id: 16 bytes per id in memory instead of the id itself, with a
+/// collision chance far below anything that matters (~1e-27 for a million ids).
+pub type IdHash = u128;
+
+pub fn id_hash(custom_id: &str) -> IdHash {
+    xxh3_128(custom_id.as_bytes())
+}
+
+/// One input line, checked.
+#[derive(Debug)]
+pub enum Line {
+    /// A request to send.
+    Request {
+        line: u32,
+        custom_id: String,
+        url: &'static str,
+        body: Box<RawValue>,
+    },
+    /// A line that cannot be sent; `custom_id` when it could be read.
+    Invalid {
+        line: u32,
+        custom_id: Option<String>,
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl Line {
+    pub fn number(&self) -> u32 {
+        match self {
+            Line::Request { line, .. } | Line::Invalid { line, .. } => *line,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawLine {
+    custom_id: Option<serde_json::Value>,
+    method: Option<serde_json::Value>,
+    url: Option<serde_json::Value>,
+    body: Option<Box<RawValue>>,
+}
+
+/// Check one line's text (without its newline).
+pub fn parse_line(line: u32, text: &[u8]) -> Line {
+    let invalid = |custom_id: Option<String>, code, message: String| Line::Invalid {
+        line,
+        custom_id,
+        code,
+        message: format!("line {line}: {message}"),
+    };
+    let raw: RawLine = match serde_json::from_slice(text) {
+        Ok(r) => r,
+        Err(e) => return invalid(None, "invalid_json", format!("not a JSON object: {e}")),
+    };
+    let custom_id = match raw.custom_id {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+        Some(serde_json::Value::String(_)) => {
+            return invalid(None, "missing_custom_id", "custom_id is empty".into())
+        }
+        Some(_) => return invalid(None, "missing_custom_id", "custom_id must be a string".into()),
+        None => return invalid(None, "missing_custom_id", "custom_id is missing".into()),
+    };
+    match raw.method.as_ref().and_then(|m| m.as_str()) {
+        Some("POST") => {}
+        Some(other) => {
+            return invalid(
+                Some(custom_id),
+                "unsupported_method",
+                format!("method {other:?} is not supported (only POST)"),
+            )
+        }
+        None => return invalid(Some(custom_id), "missing_method", "method is missing".into()),
+    }
+    let url = match raw.url.as_ref().and_then(|u| u.as_str()) {
+        Some(u) => match URLS.iter().find(|k| **k == u) {
+            Some(k) => *k,
+            None => {
+                return invalid(
+                    Some(custom_id),
+                    "unsupported_url",
+                    format!("url {u:?} is not supported (one of {})", URLS.join(", ")),
+                )
+            }
+        },
+        None => return invalid(Some(custom_id), "missing_url", "url is missing".into()),
+    };
+    match raw.body {
+        Some(b) if b.get().trim_start().starts_with('{') => Line::Request {
+            line,
+            custom_id,
+            url,
+            body: b,
+        },
+        Some(_) => invalid(Some(custom_id), "invalid_body", "body must be a JSON object".into()),
+        None => invalid(Some(custom_id), "missing_body", "body is missing".into()),
+    }
+}
+
+/// Streams the lines of a file, numbered from 1, without their line endings. Blank lines are
+/// skipped (they are not requests).
+#[derive(Debug)]
+pub struct Lines<R> {
+    reader: BufReader<R>,
+    buf: Vec<u8>,
+    number: u32,
+}
+
+impl Lines<File> {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        Ok(Lines::new(File::open(path)?))
+    }
+}
+
+impl<R: Read> Lines<R> {
+    pub fn new(r: R) -> Self {
+        Lines {
+            reader: BufReader::with_capacity(256 * 1024, r),
+            buf: Vec::with_capacity(4096),
+            number: 0,
+        }
+    }
+
+    /// The next non-blank line and its number.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(u32, &[u8])>> {
+        loop {
+            self.buf.clear();
+            let n = self.reader.read_until(b'\n', &mut self.buf)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.number += 1;
+            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+                self.buf.pop();
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some((self.number, &self.buf)));
+        }
+    }
+}
+
+/// What the first pass learns about the input.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// custom_id hash → line number, for every line with a readable custom_id.
+    pub ids: HashMap<IdHash, u32>,
+    /// Highest line number.
+    pub lines: u32,
+    /// Lines that will be sent (valid requests).
+    pub requests: u32,
+    /// Lines that are invalid.
+    pub invalid: u32,
+    /// Duplicate custom_ids: (id, every line it is on).
+    pub duplicates: Vec<(String, Vec<u32>)>,
+    /// A hash of the file's bytes: the job's identity.
+    pub content_hash: u128,
+}
+
+/// First pass: hash the content, index custom_ids, find duplicates.
+pub fn index(path: &Path) -> std::io::Result<Index> {
+    let mut idx = Index::default();
+    let mut hasher = Xxh3::new();
+    let mut dups: HashMap<IdHash, Vec<u32>> = HashMap::new();
+    let mut dup_names: HashMap<IdHash, String> = HashMap::new();
+    let mut lines = Lines::open(path)?;
+    while let Some((n, text)) = lines.next_line()? {
+        hasher.update(text);
+        hasher.update(b"\n");
+        idx.lines = n;
+        let custom_id = match parse_line(n, text) {
+            Line::Request { custom_id, .. } => {
+                idx.requests += 1;
+                Some(custom_id)
+            }
+            Line::Invalid { custom_id, .. } => {
+                idx.invalid += 1;
+                custom_id
+            }
+        };
+        if let Some(id) = custom_id {
+            let h = id_hash(&id);
+            if let Some(first) = idx.ids.get(&h) {
+                let entry = dups.entry(h).or_insert_with(|| vec![*first]);
+                entry.push(n);
+                dup_names.entry(h).or_insert(id);
+            } else {
+                idx.ids.insert(h, n);
+            }
+        }
+    }
+    idx.content_hash = hasher.digest128();
+    let mut d: Vec<(String, Vec<u32>)> = dups
+        .into_iter()
+        .map(|(h, lines)| (dup_names.remove(&h).unwrap_or_default(), lines))
+        .collect();
+    d.sort_by_key(|(_, l)| l.first().copied().unwrap_or(0));
+    idx.duplicates = d;
+    Ok(idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(l: &Line) -> &'static str {
+        match l {
+            Line::Request { .. } => "ok",
+            Line::Invalid { code, .. } => code,
+        }
+    }
+
+    #[test]
+    fn checks_every_field() {
+        let good = br#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#;
+        assert_eq!(kind(&parse_line(1, good)), "ok");
+        let cases: &[(&[u8], &str)] = &[
+            (b"{not json", "invalid_json"),
+            (b"[1,2]", "invalid_json"),
+            (br#"{"method":"POST","url":"/v1/embeddings","body":{}}"#, "missing_custom_id"),
+            (br#"{"custom_id":7,"method":"POST","url":"/v1/embeddings","body":{}}"#, "missing_custom_id"),
+            (br#"{"custom_id":"a","method":"GET","url":"/v1/embeddings","body":{}}"#, "unsupported_method"),
+            (br#"{"custom_id":"a","url":"/v1/embeddings","body":{}}"#, "missing_method"),
+            (br#"{"custom_id":"a","method":"POST","url":"/v1/images","body":{}}"#, "unsupported_url"),
+            (br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":[1]}"#, "invalid_body"),
+            (br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings"}"#, "missing_body"),
+        ];
+        for (text, want) in cases {
+            let l = parse_line(9, text);
+            assert_eq!(kind(&l), *want, "{}", String::from_utf8_lossy(text));
+            if let Line::Invalid { message, .. } = l {
+                assert!(message.starts_with("line 9: "), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn lines_skip_blanks_and_strip_crlf() {
+        let data = b"a\r\n\n  \nb\nc";
+        let mut l = Lines::new(&data[..]);
+        let mut got = Vec::new();
+        while let Some((n, t)) = l.next_line().unwrap() {
+            got.push((n, String::from_utf8_lossy(t).into_owned()));
+        }
+        assert_eq!(got, vec![(1, "a".into()), (4, "b".into()), (5, "c".into())]);
+    }
+}

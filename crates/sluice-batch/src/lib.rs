@@ -1,0 +1,688 @@
+//! `sluice batch`: push a large file of requests (OpenAI Batch format) through an LLM API
+//! without losing or duplicating one, even when killed.
+//!
+//! The guarantee, precisely:
+//! - A request is *done* when its line is in the output file (success) or the errors file
+//!   (failed for good, or an invalid input line). Each is written as one whole line; a line torn
+//!   by a kill is cut off on the next run.
+//! - A run first reads both files back and skips every done request, so a request already in
+//!   the output is never sent again.
+//! - Every other request is sent, with an `Idempotency-Key` derived from the input's content
+//!   and the line, the same in every run. A request in flight when the process died is sent
+//!   again with that same key (an upstream that honours idempotency keys answers it once).
+//! - When a run completes, every custom_id of the input appears exactly once across the output
+//!   and errors files.
+//!
+//! Requests go through the sluice engine (admission, retries, timeouts), so rate limits are
+//! respected rather than discovered.
+
+#![forbid(unsafe_code)]
+
+pub mod input;
+pub mod journal;
+pub mod output;
+mod progress;
+pub mod summary;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use sluice::admission::estimate;
+use sluice::pricing::{dollars, Nanos, Prices};
+use sluice::stack::{Call, Engine, RequestOptions};
+use sluice::{ErrorKind, Usage};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use input::{id_hash, Line, Lines};
+use journal::{Event, Journal, State};
+pub use summary::Summary;
+use summary::{Tally, Totals};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    /// A bar on a terminal, log lines otherwise.
+    #[default]
+    Auto,
+    Bar,
+    Log,
+    Off,
+}
+
+/// A job's settings.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub input: PathBuf,
+    /// Default: `INPUT.out.jsonl` beside the input.
+    pub output: Option<PathBuf>,
+    /// Default: `INPUT.errors.jsonl` beside the input.
+    pub errors: Option<PathBuf>,
+    /// Default: `.sluice/` beside the input.
+    pub state_dir: Option<PathBuf>,
+    /// Requests in flight at most. Default 256.
+    pub window: usize,
+    /// Stop admitting before spending more than this (nano-dollars).
+    pub budget: Option<Nanos>,
+    /// Attempts per request (the engine's retries). Default 10.
+    pub max_attempts: u32,
+    pub summary_json: Option<PathBuf>,
+    pub progress: ProgressMode,
+    /// After a stop signal, how long in-flight requests may take to finish.
+    pub grace: Duration,
+}
+
+impl BatchConfig {
+    pub fn new(input: impl Into<PathBuf>) -> Self {
+        BatchConfig {
+            input: input.into(),
+            output: None,
+            errors: None,
+            state_dir: None,
+            window: 256,
+            budget: None,
+            max_attempts: 10,
+            summary_json: None,
+            progress: ProgressMode::Auto,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let stem = self
+            .input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "batch".into());
+        self.input.with_file_name(format!("{stem}.{suffix}.jsonl"))
+    }
+
+    pub fn output_path(&self) -> PathBuf {
+        self.output.clone().unwrap_or_else(|| self.sibling("out"))
+    }
+
+    pub fn errors_path(&self) -> PathBuf {
+        self.errors.clone().unwrap_or_else(|| self.sibling("errors"))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            self.input
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(".sluice")
+        })
+    }
+}
+
+/// Why a job could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Duplicates(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BatchError + '_ {
+    move |source| BatchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line is in the output or errors file.
+    Completed,
+    /// The budget would have been crossed; raise it and run again to continue.
+    BudgetReached,
+    /// Stopped by a signal; run again to continue.
+    Interrupted,
+    /// The upstream refused the job (quota, key, permission); fix it and run again.
+    Stopped(String),
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::BudgetReached => "budget_reached",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Stopped(_) => "stopped",
+        }
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub summary: Summary,
+}
+
+/// A record for the writer.
+enum Write {
+    /// The request was sent (journal only).
+    Sent(u32),
+    Output { line: u32, record: Vec<u8>, cost: Nanos, attempts: u32 },
+    Error { line: u32, record: Vec<u8>, attempts: u32 },
+}
+
+/// Errors that mean every other request would fail the same way: stop instead of filling the
+/// errors file.
+fn job_fatal(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::QuotaExhausted | ErrorKind::Authentication | ErrorKind::PermissionDenied
+    )
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn record_id(content_hash: u128, line: u32) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(&[&content_hash.to_le_bytes()[..], &line.to_le_bytes()].concat());
+    format!("batch_req_{h:016x}")
+}
+
+/// The output record, with the upstream body spliced in as it came (less raw line breaks,
+/// which JSON allows only as whitespace).
+fn output_record(id: &str, custom_id: &str, status: u16, request_id: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + 160);
+    let rid = request_id.map_or("null".to_string(), json_str);
+    let _ = write!(
+        v,
+        "{{\"id\":\"{id}\",\"custom_id\":{},\"response\":{{\"status_code\":{status},\"request_id\":{rid},\"body\":",
+        json_str(custom_id)
+    );
+    v.extend(body.iter().filter(|b| **b != b'\n' && **b != b'\r'));
+    v.extend_from_slice(b"},\"error\":null}");
+    v
+}
+
+fn error_record(
+    id: &str,
+    custom_id: Option<&str>,
+    line: u32,
+    code: &str,
+    message: &str,
+    response: Option<(u16, Option<&str>, serde_json::Value)>,
+) -> Vec<u8> {
+    let response = response.map(|(status, rid, body)| {
+        serde_json::json!({"status_code": status, "request_id": rid, "body": body})
+    });
+    let v = serde_json::json!({
+        "id": id,
+        "custom_id": custom_id,
+        "line": line,
+        "response": response,
+        "error": {"code": code, "message": message},
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// What is read from a successful body (the rest is passed through untouched).
+#[derive(Deserialize)]
+struct BodyFacts {
+    usage: Option<Usage>,
+    #[serde(default)]
+    choices: Vec<ChoiceFacts>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceFacts {
+    finish_reason: Option<String>,
+}
+
+/// A bitset of line numbers.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u32) -> Self {
+        Bits(vec![0; n as usize / 64 + 1])
+    }
+    fn set(&mut self, i: u32) {
+        if let Some(w) = self.0.get_mut(i as usize / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+    fn get(&self, i: u32) -> bool {
+        self.0
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+/// Run (or resume) a job. `stop` turning true stops admission; in-flight requests then get
+/// `cfg.grace` to finish.
+pub async fn run(
+    engine: Engine,
+    prices: Prices,
+    cfg: BatchConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Report, BatchError> {
+    let started = Instant::now();
+    let input = cfg.input.clone();
+    let out_path = cfg.output_path();
+    let err_path = cfg.errors_path();
+
+    // Pass 1: identity, index, duplicates.
+    let idx = {
+        let path = input.clone();
+        tokio::task::spawn_blocking(move || input::index(&path))
+            .await
+            .map_err(|e| BatchError::Config(format!("indexing failed: {e}")))?
+            .map_err(io_err(&input))?
+    };
+    if !idx.duplicates.is_empty() {
+        let mut msg = format!(
+            "{}: {} custom_id(s) appear more than once; nothing was sent. Each custom_id must be unique:\n",
+            input.display(),
+            idx.duplicates.len()
+        );
+        for (id, lines) in idx.duplicates.iter().take(20) {
+            let l: Vec<String> = lines.iter().map(u32::to_string).collect();
+            msg.push_str(&format!("  {id:?} on lines {}\n", l.join(", ")));
+        }
+        if idx.duplicates.len() > 20 {
+            msg.push_str(&format!("  … and {} more\n", idx.duplicates.len() - 20));
+        }
+        return Err(BatchError::Duplicates(msg));
+    }
+
+    // The journal, keyed by the input's content.
+    let state_dir = cfg.state_dir();
+    let jpath = Journal::path_for(&state_dir, idx.content_hash);
+    let journal = Journal::open(&jpath).map_err(io_err(&jpath))?;
+    journal
+        .set_meta("input", &input.display().to_string())
+        .map_err(io_err(&jpath))?;
+    journal
+        .set_meta("output", &out_path.display().to_string())
+        .map_err(io_err(&jpath))?;
+    journal
+        .set_meta("errors", &err_path.display().to_string())
+        .map_err(io_err(&jpath))?;
+
+    // What is already done: whatever the output and errors files hold.
+    let mut done = Bits::new(idx.lines + 1);
+    let mut already_done = 0u64;
+    let mut prior_spent: Nanos = 0;
+    for path in [&out_path, &err_path] {
+        output::repair(path).map_err(io_err(path))?;
+        output::scan(path, |rec| {
+            let line = rec
+                .line
+                .or_else(|| rec.custom_id.as_deref().and_then(|c| idx.ids.get(&id_hash(c)).copied()));
+            if let Some(l) = line {
+                if !done.get(l) {
+                    done.set(l);
+                    already_done += 1;
+                }
+            }
+            if let Some(body) = rec.response.as_ref().and_then(|r| r.body.as_ref()) {
+                if let (Some(model), Some(u)) = (&body.model, &body.usage) {
+                    if let Some(p) = prices.get(model) {
+                        prior_spent += p.cost(u);
+                    }
+                }
+            }
+        })
+        .map_err(io_err(path))?;
+    }
+    let total_lines = u64::from(idx.requests + idx.invalid);
+    let content_hash = idx.content_hash;
+    drop(idx);
+
+    // The writer: one blocking thread owns the files and the journal.
+    let mut out = output::Appender::open(&out_path).map_err(io_err(&out_path))?;
+    let mut errs = output::Appender::open(&err_path).map_err(io_err(&err_path))?;
+    let (tx, mut rx) = mpsc::channel::<Write>(4096);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut journal = journal;
+        let mut pending: Vec<Event> = Vec::with_capacity(1024);
+        let mut last_flush = Instant::now();
+        while let Some(w) = rx.blocking_recv() {
+            match w {
+                Write::Sent(line) => pending.push(Event {
+                    line,
+                    state: State::InFlight,
+                    cost_nanos: 0,
+                    attempts: 0,
+                }),
+                Write::Output { line, record, cost, attempts } => {
+                    out.append(&record)?;
+                    pending.push(Event { line, state: State::Done, cost_nanos: cost, attempts });
+                }
+                Write::Error { line, record, attempts } => {
+                    errs.append(&record)?;
+                    pending.push(Event { line, state: State::Failed, cost_nanos: 0, attempts });
+                }
+            }
+            if pending.len() >= 2000 || last_flush.elapsed() >= Duration::from_millis(200) {
+                journal.record(&pending)?;
+                pending.clear();
+                last_flush = Instant::now();
+            }
+        }
+        journal.record(&pending)?;
+        out.sync()?;
+        errs.sync()?;
+        Ok(())
+    });
+
+    let tally = Arc::new(Tally::default());
+    let reserved = Arc::new(AtomicU64::new(0));
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let fatal_flag = Arc::new(AtomicBool::new(false));
+    let progress = progress::start(
+        cfg.progress,
+        total_lines.saturating_sub(already_done),
+        tally.clone(),
+    );
+
+    // Pass 2: send what is not done.
+    let permits = Arc::new(Semaphore::new(cfg.window.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut budget_reached = false;
+    let mut interrupted = false;
+    let mut lines = Lines::open(&input).map_err(io_err(&input))?;
+    loop {
+        if *stop.borrow() {
+            interrupted = true;
+            break;
+        }
+        if fatal_flag.load(Ordering::Acquire) {
+            break;
+        }
+        let (n, text) = match lines.next_line().map_err(io_err(&input))? {
+            Some(l) => l,
+            None => break,
+        };
+        if done.get(n) {
+            continue;
+        }
+        match input::parse_line(n, text) {
+            Line::Invalid { line, custom_id, code, message } => {
+                let rec = error_record(
+                    &record_id(content_hash, line),
+                    custom_id.as_deref(),
+                    line,
+                    code,
+                    &message,
+                    None,
+                );
+                tally.fail(code);
+                progress.tick();
+                if tx.send(Write::Error { line, record: rec, attempts: 0 }).await.is_err() {
+                    break;
+                }
+            }
+            Line::Request { line, custom_id, url, body } => {
+                let value: serde_json::Value = match serde_json::from_str(body.get()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // parse_line already checked it is an object; keep the guard anyway.
+                        let rec = error_record(&record_id(content_hash, line), Some(&custom_id), line, "invalid_body", &e.to_string(), None);
+                        tally.fail("invalid_body");
+                        let _ = tx.send(Write::Error { line, record: rec, attempts: 0 }).await;
+                        continue;
+                    }
+                };
+                let model = value.get("model").and_then(|m| m.as_str()).unwrap_or("").to_string();
+                let path = url.trim_start_matches("/v1");
+                let est = estimate::estimate(path, &value);
+                // Money: reserve the worst case before sending.
+                let price = prices.get(&model);
+                let worst = price.map(|p| p.worst_case(est.prompt, est.output));
+                if let Some(budget) = cfg.budget {
+                    let Some(worst) = worst else {
+                        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                            "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to a model registry file or run without --budget-usd"
+                        ));
+                        fatal_flag.store(true, Ordering::Release);
+                        break;
+                    };
+                    let spent = prior_spent + tally.spent_nanos.load(Ordering::Acquire);
+                    let held = reserved.load(Ordering::Acquire);
+                    if spent + held + worst > budget {
+                        budget_reached = true;
+                        break;
+                    }
+                }
+                let worst = worst.unwrap_or(0);
+                reserved.fetch_add(worst, Ordering::AcqRel);
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = stop.changed() => {
+                        reserved.fetch_sub(worst, Ordering::AcqRel);
+                        interrupted = true;
+                        break;
+                    }
+                };
+                let _ = tx.send(Write::Sent(line)).await;
+                let call = Call {
+                    method: http::Method::POST,
+                    path: path.to_string(),
+                    body: Some(Bytes::copy_from_slice(body.get().as_bytes())),
+                    endpoint: endpoint_label(path),
+                    model: Some(model.clone()),
+                    estimate: Some(est),
+                    options: RequestOptions {
+                        idempotency_key: Some(format!(
+                            "sluice-batch-{:016x}-{line}",
+                            content_hash as u64
+                        )),
+                        timeout: None,
+                        max_attempts: Some(cfg.max_attempts),
+                    },
+                };
+                let engine = engine.clone();
+                let tx = tx.clone();
+                let tally = tally.clone();
+                let reserved = reserved.clone();
+                let fatal = fatal.clone();
+                let fatal_flag = fatal_flag.clone();
+                let progress = progress.clone();
+                let rid = record_id(content_hash, line);
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let t0 = Instant::now();
+                    let result = send_patiently(&engine, call, &fatal_flag).await;
+                    reserved.fetch_sub(worst, Ordering::AcqRel);
+                    let msg = match result {
+                        Ok(reply) => {
+                            tally.latency(t0.elapsed());
+                            tally.retries.fetch_add(u64::from(reply.meta.attempts.saturating_sub(1)), Ordering::Relaxed);
+                            match serde_json::from_slice::<BodyFacts>(&reply.body) {
+                                Ok(facts) => {
+                                    let mut cost = 0;
+                                    if let Some(u) = &facts.usage {
+                                        tally.tokens(u.prompt_tokens, u.cached_tokens(), u.completion_tokens);
+                                        if let Some(p) = price {
+                                            cost = p.cost(u);
+                                        }
+                                    }
+                                    tally.spent_nanos.fetch_add(cost, Ordering::AcqRel);
+                                    for c in &facts.choices {
+                                        if let Some(r) = &c.finish_reason {
+                                            tally.finish_reason(r);
+                                        }
+                                    }
+                                    tally.succeeded.fetch_add(1, Ordering::Relaxed);
+                                    let record = output_record(&rid, &custom_id, reply.meta.status, reply.meta.request_id.as_deref(), &reply.body);
+                                    Some(Write::Output { line, record, cost, attempts: reply.meta.attempts })
+                                }
+                                Err(e) => {
+                                    tally.fail("decode");
+                                    let record = error_record(&rid, Some(&custom_id), line, "decode", &format!("the response body is not JSON: {e}"), None);
+                                    Some(Write::Error { line, record, attempts: reply.meta.attempts })
+                                }
+                            }
+                        }
+                        Err(e) if job_fatal(e.kind()) => {
+                            let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
+                            if f.is_none() {
+                                *f = Some(format!("the upstream refused the job: {e}"));
+                            }
+                            fatal_flag.store(true, Ordering::Release);
+                            None
+                        }
+                        Err(e) if e.kind() == ErrorKind::Overloaded && fatal_flag.load(Ordering::Acquire) => None,
+                        Err(e) => {
+                            tally.fail(e.kind().as_str());
+                            tally.retries.fetch_add(u64::from(e.attempts().saturating_sub(1)), Ordering::Relaxed);
+                            let response = e.status().map(|s| {
+                                let body = e.api_error().map_or(serde_json::Value::Null, |a| serde_json::json!({"error": a}));
+                                (s, e.request_id(), body)
+                            });
+                            let record = error_record(&rid, Some(&custom_id), line, e.kind().as_str(), e.message(), response);
+                            Some(Write::Error { line, record, attempts: e.attempts() })
+                        }
+                    };
+                    progress.tick();
+                    if let Some(m) = msg {
+                        let _ = tx.send(m).await;
+                    }
+                });
+                // Reap finished tasks as we go, so the set stays the size of the window.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    drop(lines);
+
+    // Let in-flight requests finish (within the grace period once stopping).
+    let stopping = interrupted || *stop.borrow();
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+    };
+    if stopping {
+        let mut stop2 = stop.clone();
+        tokio::select! {
+            _ = drain => {},
+            _ = tokio::time::sleep(cfg.grace) => {
+                tracing::warn!("grace period over: abandoning requests still in flight (they are resent on resume)");
+                tasks.abort_all();
+            }
+            _ = async { let _ = stop2.changed().await; std::future::pending::<()>().await } => {}
+        }
+    } else {
+        drain.await;
+    }
+    drop(tx);
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(io_err(&out_path)(e)),
+        Err(e) => return Err(BatchError::Config(format!("writer failed: {e}"))),
+    }
+    progress.finish();
+
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let outcome = if let Some(reason) = fatal {
+        Outcome::Stopped(reason)
+    } else if budget_reached {
+        Outcome::BudgetReached
+    } else if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Completed
+    };
+    let finished = tally.succeeded.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
+    let totals = Totals {
+        lines: total_lines,
+        already_done,
+        not_done: total_lines.saturating_sub(already_done + finished),
+        prior_spent,
+        output: out_path.display().to_string(),
+        errors: err_path.display().to_string(),
+    };
+    let summary = tally.summary(outcome.as_str(), totals, started.elapsed());
+    if let Some(p) = &cfg.summary_json {
+        let text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+        std::fs::write(p, text).map_err(io_err(p))?;
+    }
+    if let Some(b) = cfg.budget {
+        tracing::info!(budget = %dollars(b), spent = %dollars(summary.job_cost_nanos), "budget");
+    }
+    Ok(Report { outcome, summary })
+}
+
+/// Send, waiting out admission's "not now" (`Overloaded`) instead of failing the line: in a
+/// batch, waiting is always better than losing work.
+async fn send_patiently(
+    engine: &Engine,
+    call: Call,
+    fatal: &AtomicBool,
+) -> Result<sluice::stack::Reply, sluice::Error> {
+    loop {
+        match engine.send(call.clone()).await {
+            Err(e) if e.kind() == ErrorKind::Overloaded && !fatal.load(Ordering::Acquire) => {
+                let wait = e.retry_after().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(30));
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/chat/completions" => "chat",
+        "/embeddings" => "embeddings",
+        "/completions" => "completions",
+        "/responses" => "responses",
+        "/moderations" => "moderations",
+        _ => "other",
+    }
+}
+
+/// `sluice batch status`: what the journal and the files say about a job.
+pub fn status(cfg: &BatchConfig) -> Result<String, BatchError> {
+    let idx = input::index(&cfg.input).map_err(io_err(&cfg.input))?;
+    let jpath = Journal::path_for(&cfg.state_dir(), idx.content_hash);
+    let mut out = String::new();
+    let total = idx.requests + idx.invalid;
+    let mut succeeded = 0u64;
+    let mut failed = 0u64;
+    let out_path = cfg.output_path();
+    let err_path = cfg.errors_path();
+    output::scan(&out_path, |_| succeeded += 1).map_err(io_err(&out_path))?;
+    output::scan(&err_path, |_| failed += 1).map_err(io_err(&err_path))?;
+    out.push_str(&format!("input      {} ({} lines, {} invalid)\n", cfg.input.display(), total, idx.invalid));
+    out.push_str(&format!("output     {} ({} done)\n", out_path.display(), succeeded));
+    out.push_str(&format!("errors     {} ({} failed)\n", err_path.display(), failed));
+    out.push_str(&format!(
+        "remaining  {}\n",
+        u64::from(total).saturating_sub(succeeded + failed)
+    ));
+    if jpath.exists() {
+        let j = Journal::open(&jpath).map_err(io_err(&jpath))?;
+        let c = j.counts().map_err(io_err(&jpath))?;
+        out.push_str(&format!(
+            "journal    {} (in flight at last stop: {}, spent {})\n",
+            jpath.display(),
+            c.in_flight,
+            dollars(c.spent_nanos)
+        ));
+    } else {
+        out.push_str("journal    none yet (the job has not been run)\n");
+    }
+    Ok(out)
+}
