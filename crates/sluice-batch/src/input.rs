@@ -84,7 +84,13 @@ pub fn parse_line(line: u32, text: &[u8]) -> Line {
         Some(serde_json::Value::String(_)) => {
             return invalid(None, "missing_custom_id", "custom_id is empty".into())
         }
-        Some(_) => return invalid(None, "missing_custom_id", "custom_id must be a string".into()),
+        Some(_) => {
+            return invalid(
+                None,
+                "missing_custom_id",
+                "custom_id must be a string".into(),
+            )
+        }
         None => return invalid(None, "missing_custom_id", "custom_id is missing".into()),
     };
     match raw.method.as_ref().and_then(|m| m.as_str()) {
@@ -96,7 +102,13 @@ pub fn parse_line(line: u32, text: &[u8]) -> Line {
                 format!("method {other:?} is not supported (only POST)"),
             )
         }
-        None => return invalid(Some(custom_id), "missing_method", "method is missing".into()),
+        None => {
+            return invalid(
+                Some(custom_id),
+                "missing_method",
+                "method is missing".into(),
+            )
+        }
     }
     let url = match raw.url.as_ref().and_then(|u| u.as_str()) {
         Some(u) => match URLS.iter().find(|k| **k == u) {
@@ -118,7 +130,11 @@ pub fn parse_line(line: u32, text: &[u8]) -> Line {
             url,
             body: b,
         },
-        Some(_) => invalid(Some(custom_id), "invalid_body", "body must be a JSON object".into()),
+        Some(_) => invalid(
+            Some(custom_id),
+            "invalid_body",
+            "body must be a JSON object".into(),
+        ),
         None => invalid(Some(custom_id), "missing_body", "body is missing".into()),
     }
 }
@@ -244,13 +260,34 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"{not json", "invalid_json"),
             (b"[1,2]", "invalid_json"),
-            (br#"{"method":"POST","url":"/v1/embeddings","body":{}}"#, "missing_custom_id"),
-            (br#"{"custom_id":7,"method":"POST","url":"/v1/embeddings","body":{}}"#, "missing_custom_id"),
-            (br#"{"custom_id":"a","method":"GET","url":"/v1/embeddings","body":{}}"#, "unsupported_method"),
-            (br#"{"custom_id":"a","url":"/v1/embeddings","body":{}}"#, "missing_method"),
-            (br#"{"custom_id":"a","method":"POST","url":"/v1/images","body":{}}"#, "unsupported_url"),
-            (br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":[1]}"#, "invalid_body"),
-            (br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings"}"#, "missing_body"),
+            (
+                br#"{"method":"POST","url":"/v1/embeddings","body":{}}"#,
+                "missing_custom_id",
+            ),
+            (
+                br#"{"custom_id":7,"method":"POST","url":"/v1/embeddings","body":{}}"#,
+                "missing_custom_id",
+            ),
+            (
+                br#"{"custom_id":"a","method":"GET","url":"/v1/embeddings","body":{}}"#,
+                "unsupported_method",
+            ),
+            (
+                br#"{"custom_id":"a","url":"/v1/embeddings","body":{}}"#,
+                "missing_method",
+            ),
+            (
+                br#"{"custom_id":"a","method":"POST","url":"/v1/images","body":{}}"#,
+                "unsupported_url",
+            ),
+            (
+                br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":[1]}"#,
+                "invalid_body",
+            ),
+            (
+                br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings"}"#,
+                "missing_body",
+            ),
         ];
         for (text, want) in cases {
             let l = parse_line(9, text);

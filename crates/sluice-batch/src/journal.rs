@@ -112,8 +112,13 @@ impl Journal {
                 )
                 .map_err(db_err)?;
             for e in events {
-                st.execute(params![e.line, e.state as i64, e.cost_nanos as i64, e.attempts])
-                    .map_err(db_err)?;
+                st.execute(params![
+                    e.line,
+                    e.state as i64,
+                    e.cost_nanos as i64,
+                    e.attempts
+                ])
+                .map_err(db_err)?;
             }
         }
         tx.commit().map_err(db_err)
@@ -123,11 +128,17 @@ impl Journal {
         let mut c = Counts::default();
         let mut st = self
             .conn
-            .prepare("SELECT state, COUNT(*), COALESCE(SUM(cost_nanos), 0) FROM lines GROUP BY state")
+            .prepare(
+                "SELECT state, COUNT(*), COALESCE(SUM(cost_nanos), 0) FROM lines GROUP BY state",
+            )
             .map_err(db_err)?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(db_err)?;
         for row in rows {
@@ -156,20 +167,45 @@ mod tests {
         let mut j = Journal::open(&path).unwrap();
         j.set_meta("input", "x.jsonl").unwrap();
         j.record(&[
-            Event { line: 1, state: State::InFlight, cost_nanos: 0, attempts: 0 },
-            Event { line: 2, state: State::InFlight, cost_nanos: 0, attempts: 0 },
+            Event {
+                line: 1,
+                state: State::InFlight,
+                cost_nanos: 0,
+                attempts: 0,
+            },
+            Event {
+                line: 2,
+                state: State::InFlight,
+                cost_nanos: 0,
+                attempts: 0,
+            },
         ])
         .unwrap();
         j.record(&[
-            Event { line: 1, state: State::Done, cost_nanos: 500, attempts: 2 },
-            Event { line: 3, state: State::Failed, cost_nanos: 0, attempts: 1 },
+            Event {
+                line: 1,
+                state: State::Done,
+                cost_nanos: 500,
+                attempts: 2,
+            },
+            Event {
+                line: 3,
+                state: State::Failed,
+                cost_nanos: 0,
+                attempts: 1,
+            },
         ])
         .unwrap();
         drop(j);
         let j = Journal::open(&path).unwrap();
         assert_eq!(
             j.counts().unwrap(),
-            Counts { in_flight: 1, done: 1, failed: 1, spent_nanos: 500 }
+            Counts {
+                in_flight: 1,
+                done: 1,
+                failed: 1,
+                spent_nanos: 500
+            }
         );
         assert_eq!(j.meta("input").unwrap().as_deref(), Some("x.jsonl"));
         std::fs::remove_dir_all(&dir).unwrap();

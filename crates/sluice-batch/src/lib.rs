@@ -106,7 +106,9 @@ impl BatchConfig {
     }
 
     pub fn errors_path(&self) -> PathBuf {
-        self.errors.clone().unwrap_or_else(|| self.sibling("errors"))
+        self.errors
+            .clone()
+            .unwrap_or_else(|| self.sibling("errors"))
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -176,8 +178,17 @@ pub struct Report {
 enum Write {
     /// The request was sent (journal only).
     Sent(u32),
-    Output { line: u32, record: Vec<u8>, cost: Nanos, attempts: u32 },
-    Error { line: u32, record: Vec<u8>, attempts: u32 },
+    Output {
+        line: u32,
+        record: Vec<u8>,
+        cost: Nanos,
+        attempts: u32,
+    },
+    Error {
+        line: u32,
+        record: Vec<u8>,
+        attempts: u32,
+    },
 }
 
 /// Errors that mean every other request would fail the same way: stop instead of filling the
@@ -194,13 +205,21 @@ fn json_str(s: &str) -> String {
 }
 
 fn record_id(content_hash: u128, line: u32) -> String {
-    let h = xxhash_rust::xxh3::xxh3_64(&[&content_hash.to_le_bytes()[..], &line.to_le_bytes()].concat());
+    let h = xxhash_rust::xxh3::xxh3_64(
+        &[&content_hash.to_le_bytes()[..], &line.to_le_bytes()].concat(),
+    );
     format!("batch_req_{h:016x}")
 }
 
 /// The output record, with the upstream body spliced in as it came (less raw line breaks,
 /// which JSON allows only as whitespace).
-fn output_record(id: &str, custom_id: &str, status: u16, request_id: Option<&str>, body: &[u8]) -> Vec<u8> {
+fn output_record(
+    id: &str,
+    custom_id: &str,
+    status: u16,
+    request_id: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
     let mut v = Vec::with_capacity(body.len() + 160);
     let rid = request_id.map_or("null".to_string(), json_str);
     let _ = write!(
@@ -324,9 +343,11 @@ pub async fn run(
     for path in [&out_path, &err_path] {
         output::repair(path).map_err(io_err(path))?;
         output::scan(path, |rec| {
-            let line = rec
-                .line
-                .or_else(|| rec.custom_id.as_deref().and_then(|c| idx.ids.get(&id_hash(c)).copied()));
+            let line = rec.line.or_else(|| {
+                rec.custom_id
+                    .as_deref()
+                    .and_then(|c| idx.ids.get(&id_hash(c)).copied())
+            });
             if let Some(l) = line {
                 if !done.get(l) {
                     done.set(l);
@@ -363,13 +384,32 @@ pub async fn run(
                     cost_nanos: 0,
                     attempts: 0,
                 }),
-                Write::Output { line, record, cost, attempts } => {
+                Write::Output {
+                    line,
+                    record,
+                    cost,
+                    attempts,
+                } => {
                     out.append(&record)?;
-                    pending.push(Event { line, state: State::Done, cost_nanos: cost, attempts });
+                    pending.push(Event {
+                        line,
+                        state: State::Done,
+                        cost_nanos: cost,
+                        attempts,
+                    });
                 }
-                Write::Error { line, record, attempts } => {
+                Write::Error {
+                    line,
+                    record,
+                    attempts,
+                } => {
                     errs.append(&record)?;
-                    pending.push(Event { line, state: State::Failed, cost_nanos: 0, attempts });
+                    pending.push(Event {
+                        line,
+                        state: State::Failed,
+                        cost_nanos: 0,
+                        attempts,
+                    });
                 }
             }
             if pending.len() >= 2000 || last_flush.elapsed() >= Duration::from_millis(200) {
@@ -416,7 +456,12 @@ pub async fn run(
             continue;
         }
         match input::parse_line(n, text) {
-            Line::Invalid { line, custom_id, code, message } => {
+            Line::Invalid {
+                line,
+                custom_id,
+                code,
+                message,
+            } => {
                 let rec = error_record(
                     &record_id(content_hash, line),
                     custom_id.as_deref(),
@@ -427,22 +472,52 @@ pub async fn run(
                 );
                 tally.fail(code);
                 progress.tick();
-                if tx.send(Write::Error { line, record: rec, attempts: 0 }).await.is_err() {
+                if tx
+                    .send(Write::Error {
+                        line,
+                        record: rec,
+                        attempts: 0,
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
-            Line::Request { line, custom_id, url, body } => {
+            Line::Request {
+                line,
+                custom_id,
+                url,
+                body,
+            } => {
                 let value: serde_json::Value = match serde_json::from_str(body.get()) {
                     Ok(v) => v,
                     Err(e) => {
                         // parse_line already checked it is an object; keep the guard anyway.
-                        let rec = error_record(&record_id(content_hash, line), Some(&custom_id), line, "invalid_body", &e.to_string(), None);
+                        let rec = error_record(
+                            &record_id(content_hash, line),
+                            Some(&custom_id),
+                            line,
+                            "invalid_body",
+                            &e.to_string(),
+                            None,
+                        );
                         tally.fail("invalid_body");
-                        let _ = tx.send(Write::Error { line, record: rec, attempts: 0 }).await;
+                        let _ = tx
+                            .send(Write::Error {
+                                line,
+                                record: rec,
+                                attempts: 0,
+                            })
+                            .await;
                         continue;
                     }
                 };
-                let model = value.get("model").and_then(|m| m.as_str()).unwrap_or("").to_string();
+                let model = value
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string();
                 let path = url.trim_start_matches("/v1");
                 let est = estimate::estimate(path, &value);
                 // Money: reserve the worst case before sending.
@@ -509,12 +584,19 @@ pub async fn run(
                     let msg = match result {
                         Ok(reply) => {
                             tally.latency(t0.elapsed());
-                            tally.retries.fetch_add(u64::from(reply.meta.attempts.saturating_sub(1)), Ordering::Relaxed);
+                            tally.retries.fetch_add(
+                                u64::from(reply.meta.attempts.saturating_sub(1)),
+                                Ordering::Relaxed,
+                            );
                             match serde_json::from_slice::<BodyFacts>(&reply.body) {
                                 Ok(facts) => {
                                     let mut cost = 0;
                                     if let Some(u) = &facts.usage {
-                                        tally.tokens(u.prompt_tokens, u.cached_tokens(), u.completion_tokens);
+                                        tally.tokens(
+                                            u.prompt_tokens,
+                                            u.cached_tokens(),
+                                            u.completion_tokens,
+                                        );
                                         if let Some(p) = price {
                                             cost = p.cost(u);
                                         }
@@ -526,13 +608,35 @@ pub async fn run(
                                         }
                                     }
                                     tally.succeeded.fetch_add(1, Ordering::Relaxed);
-                                    let record = output_record(&rid, &custom_id, reply.meta.status, reply.meta.request_id.as_deref(), &reply.body);
-                                    Some(Write::Output { line, record, cost, attempts: reply.meta.attempts })
+                                    let record = output_record(
+                                        &rid,
+                                        &custom_id,
+                                        reply.meta.status,
+                                        reply.meta.request_id.as_deref(),
+                                        &reply.body,
+                                    );
+                                    Some(Write::Output {
+                                        line,
+                                        record,
+                                        cost,
+                                        attempts: reply.meta.attempts,
+                                    })
                                 }
                                 Err(e) => {
                                     tally.fail("decode");
-                                    let record = error_record(&rid, Some(&custom_id), line, "decode", &format!("the response body is not JSON: {e}"), None);
-                                    Some(Write::Error { line, record, attempts: reply.meta.attempts })
+                                    let record = error_record(
+                                        &rid,
+                                        Some(&custom_id),
+                                        line,
+                                        "decode",
+                                        &format!("the response body is not JSON: {e}"),
+                                        None,
+                                    );
+                                    Some(Write::Error {
+                                        line,
+                                        record,
+                                        attempts: reply.meta.attempts,
+                                    })
                                 }
                             }
                         }
@@ -544,16 +648,38 @@ pub async fn run(
                             fatal_flag.store(true, Ordering::Release);
                             None
                         }
-                        Err(e) if e.kind() == ErrorKind::Overloaded && fatal_flag.load(Ordering::Acquire) => None,
+                        Err(e)
+                            if e.kind() == ErrorKind::Overloaded
+                                && fatal_flag.load(Ordering::Acquire) =>
+                        {
+                            None
+                        }
                         Err(e) => {
                             tally.fail(e.kind().as_str());
-                            tally.retries.fetch_add(u64::from(e.attempts().saturating_sub(1)), Ordering::Relaxed);
+                            tally.retries.fetch_add(
+                                u64::from(e.attempts().saturating_sub(1)),
+                                Ordering::Relaxed,
+                            );
                             let response = e.status().map(|s| {
-                                let body = e.api_error().map_or(serde_json::Value::Null, |a| serde_json::json!({"error": a}));
+                                let body = e.api_error().map_or(
+                                    serde_json::Value::Null,
+                                    |a| serde_json::json!({"error": a}),
+                                );
                                 (s, e.request_id(), body)
                             });
-                            let record = error_record(&rid, Some(&custom_id), line, e.kind().as_str(), e.message(), response);
-                            Some(Write::Error { line, record, attempts: e.attempts() })
+                            let record = error_record(
+                                &rid,
+                                Some(&custom_id),
+                                line,
+                                e.kind().as_str(),
+                                e.message(),
+                                response,
+                            );
+                            Some(Write::Error {
+                                line,
+                                record,
+                                attempts: e.attempts(),
+                            })
                         }
                     };
                     progress.tick();
@@ -570,9 +696,7 @@ pub async fn run(
 
     // Let in-flight requests finish (within the grace period once stopping).
     let stopping = interrupted || *stop.borrow();
-    let drain = async {
-        while tasks.join_next().await.is_some() {}
-    };
+    let drain = async { while tasks.join_next().await.is_some() {} };
     if stopping {
         let mut stop2 = stop.clone();
         tokio::select! {
@@ -634,7 +758,10 @@ async fn send_patiently(
     loop {
         match engine.send(call.clone()).await {
             Err(e) if e.kind() == ErrorKind::Overloaded && !fatal.load(Ordering::Acquire) => {
-                let wait = e.retry_after().unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(30));
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(30));
                 tokio::time::sleep(wait).await;
             }
             other => return other,
@@ -665,9 +792,22 @@ pub fn status(cfg: &BatchConfig) -> Result<String, BatchError> {
     let err_path = cfg.errors_path();
     output::scan(&out_path, |_| succeeded += 1).map_err(io_err(&out_path))?;
     output::scan(&err_path, |_| failed += 1).map_err(io_err(&err_path))?;
-    out.push_str(&format!("input      {} ({} lines, {} invalid)\n", cfg.input.display(), total, idx.invalid));
-    out.push_str(&format!("output     {} ({} done)\n", out_path.display(), succeeded));
-    out.push_str(&format!("errors     {} ({} failed)\n", err_path.display(), failed));
+    out.push_str(&format!(
+        "input      {} ({} lines, {} invalid)\n",
+        cfg.input.display(),
+        total,
+        idx.invalid
+    ));
+    out.push_str(&format!(
+        "output     {} ({} done)\n",
+        out_path.display(),
+        succeeded
+    ));
+    out.push_str(&format!(
+        "errors     {} ({} failed)\n",
+        err_path.display(),
+        failed
+    ));
     out.push_str(&format!(
         "remaining  {}\n",
         u64::from(total).saturating_sub(succeeded + failed)

@@ -54,7 +54,8 @@ impl Tally {
     pub fn tokens(&self, prompt: u64, cached: u64, completion: u64) {
         self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
         self.cached_tokens.fetch_add(cached, Ordering::Relaxed);
-        self.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
     }
 
     pub fn summary(&self, outcome: &str, totals: Totals, wall: Duration) -> Summary {
@@ -169,7 +170,10 @@ impl Summary {
         let row = |out: &mut String, k: &str, v: String| {
             out.push_str(&format!("  {k:<22} {v}\n"));
         };
-        out.push_str(&format!("sluice batch: {}\n", self.outcome.replace('_', " ")));
+        out.push_str(&format!(
+            "sluice batch: {}\n",
+            self.outcome.replace('_', " ")
+        ));
         row(&mut out, "lines", self.lines.to_string());
         if self.already_done > 0 {
             row(&mut out, "already done", self.already_done.to_string());

@@ -93,12 +93,15 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
     let lines = vec![
         chat_line("a", "one"),
         "{this is not json".to_string(),
-        json!({"custom_id": "b", "method": "POST", "url": "/v1/images/generations", "body": {}}).to_string(),
-        json!({"custom_id": "c", "method": "GET", "url": "/v1/chat/completions", "body": {}}).to_string(),
+        json!({"custom_id": "b", "method": "POST", "url": "/v1/images/generations", "body": {}})
+            .to_string(),
+        json!({"custom_id": "c", "method": "GET", "url": "/v1/chat/completions", "body": {}})
+            .to_string(),
         json!({"method": "POST", "url": "/v1/chat/completions", "body": {}}).to_string(),
         chat_line("d", "two"),
         json!({"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
-               "body": {"model": "text-embedding-3-small", "input": "x"}}).to_string(),
+               "body": {"model": "text-embedding-3-small", "input": "x"}})
+        .to_string(),
     ];
     let input = write_input(&d, &lines);
     let m = mock("").await;
@@ -119,7 +122,10 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
     assert!(by_line[&2]["custom_id"].is_null());
     assert_eq!(by_line[&3]["error"]["code"], "unsupported_url");
     assert_eq!(by_line[&3]["custom_id"], "b");
-    assert!(by_line[&3]["error"]["message"].as_str().unwrap().starts_with("line 3:"));
+    assert!(by_line[&3]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("line 3:"));
     assert_eq!(by_line[&4]["error"]["code"], "unsupported_method");
     assert_eq!(by_line[&5]["error"]["code"], "missing_custom_id");
     // The output is in the Batch API's format.
@@ -128,7 +134,10 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
         let v: Value = serde_json::from_str(l).unwrap();
         assert!(v["id"].as_str().unwrap().starts_with("batch_req_"));
         assert_eq!(v["response"]["status_code"], 200);
-        assert!(v["response"]["request_id"].as_str().unwrap().starts_with("req_"));
+        assert!(v["response"]["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req_"));
         assert!(v["response"]["body"]["usage"].is_object());
         assert!(v["error"].is_null());
     }
@@ -173,7 +182,9 @@ async fn duplicate_ids_are_refused_before_sending() {
 #[tokio::test]
 async fn budget_stops_and_raising_it_continues() {
     let d = dir("budget");
-    let lines: Vec<String> = (0..40).map(|i| chat_line(&format!("r{i}"), &format!("question {i}"))).collect();
+    let lines: Vec<String> = (0..40)
+        .map(|i| chat_line(&format!("r{i}"), &format!("question {i}")))
+        .collect();
     let input = write_input(&d, &lines);
     let m = mock("[output]\nmin_tokens = 20\nmax_tokens = 20\n").await;
     // Each request's worst case: ~11 prompt tokens × $0.15/M + 20 × $0.60/M ≈ $0.0000137.
@@ -186,7 +197,11 @@ async fn budget_stops_and_raising_it_continues() {
     assert_eq!(r.outcome, Outcome::BudgetReached);
     let first = r.summary.succeeded;
     assert!(first > 0 && first < 40, "{first}");
-    assert!(r.summary.job_cost_nanos <= 150_000, "never over budget: {}", r.summary.job_cost_nanos);
+    assert!(
+        r.summary.job_cost_nanos <= 150_000,
+        "never over budget: {}",
+        r.summary.job_cost_nanos
+    );
     // Raise the budget: the job continues where it stopped.
     c.budget = Some(10_000_000);
     let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
@@ -204,7 +219,9 @@ async fn budget_stops_and_raising_it_continues() {
 #[tokio::test]
 async fn stop_signal_then_resume() {
     let d = dir("stop");
-    let lines: Vec<String> = (0..60).map(|i| chat_line(&format!("s{i}"), &format!("q{i}"))).collect();
+    let lines: Vec<String> = (0..60)
+        .map(|i| chat_line(&format!("s{i}"), &format!("q{i}")))
+        .collect();
     let input = write_input(&d, &lines);
     let m = mock("[latency]\nttft = \"50ms\"\n").await;
     let mut c = cfg(&input);
@@ -231,7 +248,9 @@ async fn stop_signal_then_resume() {
 #[tokio::test]
 async fn torn_last_line_is_repaired_on_resume() {
     let d = dir("torn");
-    let lines: Vec<String> = (0..10).map(|i| chat_line(&format!("t{i}"), &format!("q{i}"))).collect();
+    let lines: Vec<String> = (0..10)
+        .map(|i| chat_line(&format!("t{i}"), &format!("q{i}")))
+        .collect();
     let input = write_input(&d, &lines);
     let m = mock("").await;
     let c = cfg(&input);
@@ -248,19 +267,29 @@ async fn torn_last_line_is_repaired_on_resume() {
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
-    assert_eq!(r.summary.succeeded, 1, "only the torn request is sent again");
+    assert_eq!(
+        r.summary.succeeded, 1,
+        "only the torn request is sent again"
+    );
     let seen = appearances(&c);
     assert_eq!(seen.len(), 10);
     assert!(seen.values().all(|n| *n == 1));
     // The resent request carried the same idempotency key as the first time.
-    let twice = m.stats().idempotency_keys.values().filter(|k| k.seen == 2).count();
+    let twice = m
+        .stats()
+        .idempotency_keys
+        .values()
+        .filter(|k| k.seen == 2)
+        .count();
     assert_eq!(twice, 1);
 }
 
 #[tokio::test]
 async fn quota_errors_stop_the_job_without_failing_lines() {
     let d = dir("quota");
-    let lines: Vec<String> = (0..20).map(|i| chat_line(&format!("q{i}"), &format!("q{i}"))).collect();
+    let lines: Vec<String> = (0..20)
+        .map(|i| chat_line(&format!("q{i}"), &format!("q{i}")))
+        .collect();
     let input = write_input(&d, &lines);
     let m = mock("[[keys]]\nkey = \"sk-batch-test-00001\"\nquota_exhausted = true\n").await;
     let c = cfg(&input);
@@ -271,7 +300,10 @@ async fn quota_errors_stop_the_job_without_failing_lines() {
         panic!("expected a stop, got {:?}", r.outcome);
     };
     assert!(reason.contains("quota"), "{reason}");
-    assert_eq!(r.summary.failed, 0, "no line is written off for a billing problem");
+    assert_eq!(
+        r.summary.failed, 0,
+        "no line is written off for a billing problem"
+    );
     // Fix the billing: the same command completes the job.
     m.set_scenario(Scenario::from_toml("").unwrap());
     let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
@@ -284,7 +316,9 @@ async fn quota_errors_stop_the_job_without_failing_lines() {
 #[tokio::test]
 async fn faults_are_retried_and_summary_is_written() {
     let d = dir("faults");
-    let lines: Vec<String> = (0..50).map(|i| chat_line(&format!("f{i}"), &format!("q{i}"))).collect();
+    let lines: Vec<String> = (0..50)
+        .map(|i| chat_line(&format!("f{i}"), &format!("q{i}")))
+        .collect();
     let input = write_input(&d, &lines);
     let m = mock("seed = 9\n[faults]\nerror_500 = 0.2\nerror_503 = 0.1\nreset = 0.05\n").await;
     let mut c = cfg(&input);
@@ -295,7 +329,8 @@ async fn faults_are_retried_and_summary_is_written() {
     assert_eq!(r.outcome, Outcome::Completed);
     assert_eq!(r.summary.succeeded + r.summary.failed, 50);
     assert!(r.summary.retries > 0);
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap();
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["outcome"], "completed");
     assert!(s["latency_ms"]["p50"].is_u64());
     assert!(s["tokens"]["prompt"].as_u64().unwrap() > 0);

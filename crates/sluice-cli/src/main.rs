@@ -10,7 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A traffic controller for OpenAI-compatible LLM APIs")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A traffic controller for OpenAI-compatible LLM APIs"
+)]
 struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, global = true, default_value = "text")]
@@ -224,8 +228,13 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
             let mock = sluice_mock::MockServer::start(scenario)
                 .await
                 .map_err(|e| format!("cannot start the simulator: {e}"))?;
-            eprintln!("sluice: using the built-in simulator at {}", mock.base_url());
-            builder = builder.base_url(mock.base_url()).api_key("sk-sluice-mock-local");
+            eprintln!(
+                "sluice: using the built-in simulator at {}",
+                mock.base_url()
+            );
+            builder = builder
+                .base_url(mock.base_url())
+                .api_key("sk-sluice-mock-local");
             _mock = Some(mock);
         }
         (None, Some(url)) => builder = builder.base_url(url.clone()),
@@ -235,7 +244,11 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         if let Some(path) = &a.keys_file {
             builder = builder.api_key_file(path);
         } else {
-            builder = builder.api_key_env(a.api_key_env.clone().unwrap_or_else(|| "OPENAI_API_KEY".into()));
+            builder = builder.api_key_env(
+                a.api_key_env
+                    .clone()
+                    .unwrap_or_else(|| "OPENAI_API_KEY".into()),
+            );
         }
     }
     let window = a.concurrency.max(1);
@@ -269,7 +282,10 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     let budget = match &a.budget_usd {
         Some(s) => Some(sluice::pricing::parse_dollars(s).ok_or_else(|| {
-            Fail(exit::USAGE, format!("--budget-usd: {s:?} is not an amount of dollars"))
+            Fail(
+                exit::USAGE,
+                format!("--budget-usd: {s:?} is not an amount of dollars"),
+            )
         })?),
         None => None,
     };
@@ -364,7 +380,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 cfg.state_dir = state_dir;
                 cfg.output = output;
                 cfg.errors = errors;
-                let text = sluice_batch::status(&cfg).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+                let text =
+                    sluice_batch::status(&cfg).map_err(|e| Fail(exit::USAGE, e.to_string()))?;
                 print!("{text}");
                 Ok(())
             }
@@ -375,7 +392,10 @@ async fn run(cli: Cli) -> Result<(), Fail> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");

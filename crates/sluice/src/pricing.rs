@@ -44,8 +44,7 @@ impl Price {
     pub fn cost(&self, u: &Usage) -> Nanos {
         let cached = u.cached_tokens().min(u.prompt_tokens);
         let fresh = u.prompt_tokens - cached;
-        (fresh * self.input + cached * self.cached_input + u.completion_tokens * self.output)
-            / 1000
+        (fresh * self.input + cached * self.cached_input + u.completion_tokens * self.output) / 1000
     }
 
     /// Worst case before sending: every prompt token uncached, every output token used.
@@ -141,7 +140,9 @@ impl Prices {
         if let Some(p) = self.by_id.get(model) {
             return Some(*p);
         }
-        let base = model.strip_prefix("ft:").map_or(model, |m| m.split(':').next().unwrap_or(m));
+        let base = model
+            .strip_prefix("ft:")
+            .map_or(model, |m| m.split(':').next().unwrap_or(m));
         if let Some(p) = self.by_id.get(base) {
             return Some(*p);
         }
@@ -212,8 +213,9 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named() {
-        let e = Prices::from_toml("[[model]]\nid = \"x\"\ninput_per_mtok = -1\noutput_per_mtok = 1\n")
-            .unwrap_err();
+        let e =
+            Prices::from_toml("[[model]]\nid = \"x\"\ninput_per_mtok = -1\noutput_per_mtok = 1\n")
+                .unwrap_err();
         assert!(e.to_string().contains("model x: input_per_mtok"), "{e}");
         let e = Prices::from_toml("[[model]]\nid = \"x\"\ncolour = 1\n").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");

@@ -193,7 +193,9 @@ impl Ticket {
     /// the tokens it generated (plus one), so a long answer is not mistaken for a slow upstream.
     pub fn finish(mut self, outcome: Outcome) {
         let outcome = match (outcome, self.output_tokens) {
-            (Outcome::Success(lat), Some(out)) => Outcome::Success(lat / (1 + out.min(1_000_000) as u32)),
+            (Outcome::Success(lat), Some(out)) => {
+                Outcome::Success(lat / (1 + out.min(1_000_000) as u32))
+            }
             (o, _) => o,
         };
         if let Some(p) = self.permit.take() {
