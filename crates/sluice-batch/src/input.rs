@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use xxhash_rust::xxh3::Xxh3;
 
 /// Endpoints a batch may call (the Batch API's list).
 pub const URLS: &[&str] = &[
@@ -24,12 +24,13 @@ pub const URLS: &[&str] = &[
     "/v1/moderations",
 ];
 
-/// A 128-bit hash of a custom_id: 16 bytes per id in memory instead of the id itself, with a
-/// collision chance far below anything that matters (~1e-27 for a million ids).
-pub type IdHash = u128;
+/// A 64-bit hash of a custom_id: the index keeps 16 bytes per line (hash and line) instead of
+/// the ids themselves, so a million-line job stays small. Hashes that collide are resolved
+/// exactly (see [`Index::line_of`]), so a collision can never mark the wrong line done.
+pub type IdHash = u64;
 
 pub fn id_hash(custom_id: &str) -> IdHash {
-    xxh3_128(custom_id.as_bytes())
+    xxhash_rust::xxh3::xxh3_64(custom_id.as_bytes())
 }
 
 /// One input line, checked.
@@ -188,6 +189,8 @@ impl<R: Read> Lines<R> {
 pub struct Index {
     /// custom_id hash → line number, for every line with a readable custom_id.
     pub ids: HashMap<IdHash, u32>,
+    /// For the rare hashes shared by different ids: the ids themselves.
+    pub exact: HashMap<String, u32>,
     /// Highest line number.
     pub lines: u32,
     /// Lines that will be sent (valid requests).
@@ -200,12 +203,27 @@ pub struct Index {
     pub content_hash: u128,
 }
 
+impl Index {
+    /// The input line of a custom_id, if it is in the input.
+    pub fn line_of(&self, custom_id: &str) -> Option<u32> {
+        if !self.exact.is_empty() {
+            if let Some(l) = self.exact.get(custom_id) {
+                return Some(*l);
+            }
+        }
+        let h = id_hash(custom_id);
+        let line = *self.ids.get(&h)?;
+        // A hash shared by several ids has line 0 in `ids`: only `exact` answers for it.
+        (line != 0).then_some(line)
+    }
+}
+
 /// First pass: hash the content, index custom_ids, find duplicates.
 pub fn index(path: &Path) -> std::io::Result<Index> {
     let mut idx = Index::default();
     let mut hasher = Xxh3::new();
-    let mut dups: HashMap<IdHash, Vec<u32>> = HashMap::new();
-    let mut dup_names: HashMap<IdHash, String> = HashMap::new();
+    // Lines whose hash was seen before: duplicates or (rarely) hash collisions.
+    let mut clashes: HashMap<IdHash, Vec<u32>> = HashMap::new();
     let mut lines = Lines::open(path)?;
     while let Some((n, text)) = lines.next_line()? {
         hasher.update(text);
@@ -223,22 +241,51 @@ pub fn index(path: &Path) -> std::io::Result<Index> {
         };
         if let Some(id) = custom_id {
             let h = id_hash(&id);
-            if let Some(first) = idx.ids.get(&h) {
-                let entry = dups.entry(h).or_insert_with(|| vec![*first]);
-                entry.push(n);
-                dup_names.entry(h).or_insert(id);
-            } else {
-                idx.ids.insert(h, n);
+            match idx.ids.get(&h) {
+                Some(first) => clashes.entry(h).or_insert_with(|| vec![*first]).push(n),
+                None => {
+                    idx.ids.insert(h, n);
+                }
             }
         }
     }
     idx.content_hash = hasher.digest128();
-    let mut d: Vec<(String, Vec<u32>)> = dups
-        .into_iter()
-        .map(|(h, lines)| (dup_names.remove(&h).unwrap_or_default(), lines))
+    if clashes.is_empty() {
+        return Ok(idx);
+    }
+    // Second look at the clashing lines: same id (a duplicate) or different ids (a collision).
+    let wanted: HashMap<u32, IdHash> = clashes
+        .iter()
+        .flat_map(|(h, ls)| ls.iter().map(move |l| (*l, *h)))
         .collect();
-    d.sort_by_key(|(_, l)| l.first().copied().unwrap_or(0));
-    idx.duplicates = d;
+    let mut by_id: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut lines = Lines::open(path)?;
+    while let Some((n, text)) = lines.next_line()? {
+        if !wanted.contains_key(&n) {
+            continue;
+        }
+        let id = match parse_line(n, text) {
+            Line::Request { custom_id, .. } => Some(custom_id),
+            Line::Invalid { custom_id, .. } => custom_id,
+        };
+        if let Some(id) = id {
+            by_id.entry(id).or_default().push(n);
+        }
+    }
+    for h in clashes.keys() {
+        idx.ids.insert(*h, 0);
+    }
+    let mut dups = Vec::new();
+    for (id, ls) in by_id {
+        if ls.len() > 1 {
+            dups.push((id.clone(), ls.clone()));
+        }
+        if let Some(first) = ls.first() {
+            idx.exact.insert(id, *first);
+        }
+    }
+    dups.sort_by_key(|(_, l)| l.first().copied().unwrap_or(0));
+    idx.duplicates = dups;
     Ok(idx)
 }
 

@@ -38,7 +38,7 @@ use sluice::stack::{Call, Engine, RequestOptions};
 use sluice::{ErrorKind, Usage};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use input::{id_hash, Line, Lines};
+use input::{Line, Lines};
 use journal::{Event, Journal, State};
 pub use summary::Summary;
 use summary::{Tally, Totals};
@@ -343,11 +343,9 @@ pub async fn run(
     for path in [&out_path, &err_path] {
         output::repair(path).map_err(io_err(path))?;
         output::scan(path, |rec| {
-            let line = rec.line.or_else(|| {
-                rec.custom_id
-                    .as_deref()
-                    .and_then(|c| idx.ids.get(&id_hash(c)).copied())
-            });
+            let line = rec
+                .line
+                .or_else(|| rec.custom_id.as_deref().and_then(|c| idx.line_of(c)));
             if let Some(l) = line {
                 if !done.get(l) {
                     done.set(l);

@@ -103,6 +103,17 @@ impl KeySource {
                     )
                 })?;
                 let key = text.trim();
+                let lines = key.lines().filter(|l| !l.trim().is_empty()).count();
+                if lines > 1 {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "API key file {} holds {lines} keys; a key source takes one (spreading a job over several keys needs the key pool)",
+                            path.display()
+                        ),
+                    )
+                    .with_retryable(false));
+                }
                 if key.is_empty() {
                     return Err(Error::new(
                         ErrorKind::Authentication,
@@ -138,6 +149,10 @@ mod tests {
         assert_eq!(src.current().unwrap().expose(), "sk-first-key-000001");
         std::fs::write(&path, "sk-second-key-0000002\n").unwrap();
         assert_eq!(src.current().unwrap().expose(), "sk-second-key-0000002");
+        std::fs::write(&path, "sk-a-key-000000001\nsk-b-key-000000002\n").unwrap();
+        let err = src.current().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("holds 2 keys"), "{err}");
         std::fs::write(&path, "  \n").unwrap();
         let err = src.current().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Authentication);
