@@ -336,3 +336,39 @@ async fn faults_are_retried_and_summary_is_written() {
     assert!(s["tokens"]["prompt"].as_u64().unwrap() > 0);
     assert!(appearances(&c).values().all(|n| *n == 1));
 }
+
+#[tokio::test]
+async fn one_job_spreads_over_several_keys_and_survives_a_revoked_one() {
+    use sluice::credentials::KeySource;
+    use sluice::keypool::PoolSource;
+    let d = dir("keys");
+    let lines: Vec<String> = (0..40)
+        .map(|i| chat_line(&format!("k{i}"), &format!("q{i}")))
+        .collect();
+    let input = write_input(&d, &lines);
+    let m = mock(
+        "auth = \"listed\"\n[[keys]]\nkey = \"sk-batch-key-one-0001\"\nname = \"one\"\n[[keys]]\nkey = \"sk-batch-key-two-0002\"\nname = \"two\"\n[[keys]]\nkey = \"sk-batch-key-bad-0003\"\nname = \"bad\"\nrevoked = true\n",
+    )
+    .await;
+    let engine = sluice::Client::builder()
+        .base_url(m.base_url())
+        .key_pool(vec![
+            PoolSource::One(KeySource::fixed("sk-batch-key-bad-0003")),
+            PoolSource::One(KeySource::fixed("sk-batch-key-one-0001")),
+            PoolSource::One(KeySource::fixed("sk-batch-key-two-0002")),
+        ])
+        .build()
+        .unwrap()
+        .engine()
+        .clone();
+    let c = cfg(&input);
+    let r = sluice_batch::run(engine, Prices::builtin(), c.clone(), never())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert_eq!(r.summary.succeeded, 40);
+    let s = m.stats();
+    assert!(s.by_key["one"] > 0 && s.by_key["two"] > 0);
+    // Only requests already on their way when the first 401 came back used the bad key.
+    assert!(s.by_key.get("bad").copied().unwrap_or(0) <= c.window as u64);
+}

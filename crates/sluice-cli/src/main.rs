@@ -93,11 +93,12 @@ struct RunArgs {
     /// Run against a built-in upstream instead of a URL.
     #[arg(long, value_enum)]
     upstream: Option<Upstream>,
-    /// Environment variable holding the API key (default OPENAI_API_KEY).
+    /// Environment variable holding an API key (default OPENAI_API_KEY). Repeat it to spread
+    /// the job over several keys.
     #[arg(long)]
-    api_key_env: Option<String>,
-    /// File holding the API key, re-read when it changes.
-    #[arg(long, conflicts_with = "api_key_env")]
+    api_key_env: Vec<String>,
+    /// File with one API key per line, re-read when it changes (a rotated secret).
+    #[arg(long)]
     keys_file: Option<PathBuf>,
     /// Requests in flight at most.
     #[arg(long, default_value_t = 256)]
@@ -241,15 +242,20 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         (None, None) => {}
     }
     if a.upstream.is_none() {
+        use sluice::credentials::KeySource;
+        use sluice::keypool::PoolSource;
+        let mut sources: Vec<PoolSource> = a
+            .api_key_env
+            .iter()
+            .map(|v| PoolSource::One(KeySource::env(v.clone())))
+            .collect();
         if let Some(path) = &a.keys_file {
-            builder = builder.api_key_file(path);
-        } else {
-            builder = builder.api_key_env(
-                a.api_key_env
-                    .clone()
-                    .unwrap_or_else(|| "OPENAI_API_KEY".into()),
-            );
+            sources.push(PoolSource::lines(path));
         }
+        if sources.is_empty() {
+            sources.push(PoolSource::One(KeySource::env("OPENAI_API_KEY")));
+        }
+        builder = builder.key_pool(sources);
     }
     let window = a.concurrency.max(1);
     let mut admission = AdmissionConfig {

@@ -20,6 +20,7 @@ use crate::chat_stream::ChatStream;
 use crate::config::{RetryPolicy, Timeouts};
 use crate::credentials::KeySource;
 use crate::error::{Error, ErrorKind};
+use crate::keypool::{KeyPool, PoolSource};
 use crate::observe;
 use crate::secret::SecretString;
 use crate::stack::{Call, Engine, EngineConfig, Meta, Reply, RequestOptions};
@@ -412,6 +413,7 @@ impl Models<'_> {
 pub struct ClientBuilder {
     base_url: Option<String>,
     key: Option<KeySource>,
+    pool: Vec<PoolSource>,
     organization: Option<String>,
     project: Option<String>,
     timeouts: Timeouts,
@@ -449,6 +451,14 @@ impl ClientBuilder {
 
     pub fn key_source(mut self, source: KeySource) -> Self {
         self.key = Some(source);
+        self
+    }
+
+    /// Several keys: each attempt takes the healthy key with the most capacity left; a key the
+    /// upstream rejects (401/403) is quarantined, one that gets a 429 cools down. Replaces any
+    /// single key set with the other methods.
+    pub fn key_pool(mut self, sources: Vec<PoolSource>) -> Self {
+        self.pool = sources;
         self
     }
 
@@ -535,7 +545,11 @@ impl ClientBuilder {
             .base_url
             .or_else(|| env("OPENAI_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let keys = self.key.unwrap_or_else(|| KeySource::env("OPENAI_API_KEY"));
+        let keys = if self.pool.is_empty() {
+            KeyPool::single(self.key.unwrap_or_else(|| KeySource::env("OPENAI_API_KEY")))
+        } else {
+            KeyPool::new(self.pool)
+        };
         let mut headers = HeaderMap::new();
         let mut put = |name: &str, value: &str| -> Result<(), Error> {
             let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {

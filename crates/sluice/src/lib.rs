@@ -27,6 +27,7 @@ pub mod config;
 pub mod credentials;
 mod error;
 pub mod headers;
+pub mod keypool;
 pub mod observe;
 pub mod pricing;
 pub mod retry;

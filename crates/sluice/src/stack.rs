@@ -31,9 +31,9 @@ use tracing::Instrument;
 use crate::admission::estimate::Estimate;
 use crate::admission::{Admission, AdmissionConfig, AttemptOutcome, Ticket};
 use crate::config::RetryPolicy;
-use crate::credentials::KeySource;
 use crate::error::{Error, ErrorKind};
 use crate::headers::RateLimits;
+use crate::keypool::{Chosen, KeyPool, Report};
 use crate::observe;
 use crate::retry::{self, RetryBudget, Wait};
 use crate::sse::EventStream;
@@ -46,7 +46,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct EngineConfig {
     pub base_url: String,
-    pub keys: KeySource,
+    pub keys: KeyPool,
     pub transport: TransportConfig,
     pub retry: RetryPolicy,
     /// Sent on every request (organization, project, custom headers). Never the key.
@@ -124,7 +124,7 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     transport: Transport,
-    keys: KeySource,
+    keys: KeyPool,
     timeouts: crate::config::Timeouts,
     retry: RetryPolicy,
     budget: RetryBudget,
@@ -368,6 +368,51 @@ impl Engine {
         Ok(h)
     }
 
+    /// A key from the pool; when every usable key is cooling down, wait for the first one back
+    /// (within the deadline).
+    async fn choose_key(&self, ctx: &Ctx<'_>) -> Result<Chosen, Error> {
+        loop {
+            match self.inner.keys.choose()? {
+                Ok(c) => return Ok(c),
+                Err(wait) => {
+                    let left = ctx.deadline.saturating_duration_since(Instant::now());
+                    if wait >= left {
+                        return Err(Error::new(
+                            ErrorKind::RateLimitedRequests,
+                            format!(
+                                "every API key is cooling down after 429s for {:.3}s more",
+                                wait.as_secs_f64()
+                            ),
+                        )
+                        .with_retry_after(Some(wait)));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Tell the key pool how the upstream treated the key; with another key available, a
+    /// rejected or rate-limited attempt is retried at once on it.
+    fn report_key(&self, chosen: &Chosen, err: Error) -> Error {
+        let kind = err.kind();
+        let what = match kind {
+            ErrorKind::Authentication | ErrorKind::PermissionDenied | ErrorKind::QuotaExhausted => {
+                Report::Rejected
+            }
+            k if k.is_rate_limited() => Report::RateLimited(err.retry_after()),
+            _ => return err,
+        };
+        self.inner.keys.report(chosen, what);
+        if self.inner.keys.is_pool() && self.inner.keys.another_available(chosen.id) {
+            tracing::info!(key = %chosen.label, kind = kind.as_str(), "moving the request to another key");
+            err.with_retryable(true)
+                .with_retry_after(Some(Duration::ZERO))
+        } else {
+            err
+        }
+    }
+
     /// The admission scope of a key and model: a hash of the upstream and key (never the key
     /// itself), and the model when limits are per model.
     fn scope(&self, key: &crate::secret::SecretString, model: &str) -> String {
@@ -402,7 +447,8 @@ impl Engine {
         ctx: &Ctx<'_>,
         stream: bool,
     ) -> Result<(reqwest::Response, Option<Admitted>), Error> {
-        let key = self.inner.keys.current()?;
+        let chosen = self.choose_key(ctx).await?;
+        let key = chosen.key.clone();
         let headers = self.attempt_headers(ctx, &key, stream)?;
         let model = ctx.call.model.as_deref().unwrap_or("");
         let admitted = match &self.inner.admission {
@@ -442,6 +488,7 @@ impl Engine {
         let status = resp.status().as_u16();
         let rl = RateLimits::from_headers(resp.headers());
         if (200..300).contains(&status) {
+            self.inner.keys.report(&chosen, Report::Answered(&rl));
             if let Some(a) = &admitted {
                 a.admission.observe(&a.scope, model, &rl, None).await;
             }
@@ -451,7 +498,8 @@ impl Engine {
         let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
-        let err = Error::from_response(status, &headers, &body);
+        let mut err = Error::from_response(status, &headers, &body);
+        err = self.report_key(&chosen, err);
         if let Some(a) = admitted {
             let limited = err
                 .kind()

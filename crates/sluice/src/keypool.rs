@@ -1,0 +1,351 @@
+//! A pool of upstream API keys, built on the key sources of `credentials.rs`: each attempt takes
+//! the healthy key with the most remaining capacity (as the upstream's rate-limit headers last
+//! reported it). A 401 or 403 quarantines a key — until its source yields a different value, so
+//! rotating a bad key in its file or variable brings the slot back without a restart. A 429
+//! cools a key down until the reset the upstream named, and the request moves to another key.
+//!
+//! Keys are told apart by a hash of their value, never the value; logs and metrics name a key
+//! by its slot (`key-1`, …) or its fingerprint (`…a1b2`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use metrics::counter;
+use tokio::time::Instant;
+
+use crate::credentials::KeySource;
+use crate::error::{Error, ErrorKind};
+use crate::headers::RateLimits;
+use crate::secret::SecretString;
+
+/// The keys of a keys file as last read: its modification time, its size, its keys.
+type FileKeys = (Option<SystemTime>, u64, Vec<SecretString>);
+
+/// Where the pool's keys come from.
+#[derive(Debug)]
+pub enum PoolSource {
+    /// One key (static, environment variable, or single-key file).
+    One(KeySource),
+    /// A file with one key per line, re-read when it changes.
+    Lines {
+        path: PathBuf,
+        cache: Mutex<Option<FileKeys>>,
+    },
+}
+
+impl PoolSource {
+    pub fn lines(path: impl Into<PathBuf>) -> Self {
+        PoolSource::Lines {
+            path: path.into(),
+            cache: Mutex::new(None),
+        }
+    }
+
+    fn keys(&self, out: &mut Vec<SecretString>) -> Result<(), Error> {
+        match self {
+            PoolSource::One(s) => {
+                out.push(s.current()?);
+                Ok(())
+            }
+            PoolSource::Lines { path, cache } => {
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Authentication,
+                        format!("cannot read keys file {}: {e}", path.display()),
+                    )
+                })?;
+                let stamp = (meta.modified().ok(), meta.len());
+                let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((m, l, keys)) = c.as_ref() {
+                    if (*m, *l) == stamp {
+                        out.extend(keys.iter().cloned());
+                        return Ok(());
+                    }
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Authentication,
+                        format!("cannot read keys file {}: {e}", path.display()),
+                    )
+                })?;
+                let keys: Vec<SecretString> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(SecretString::new)
+                    .collect();
+                if c.is_some() {
+                    tracing::info!(file = %path.display(), keys = keys.len(), "keys file changed; using its new keys");
+                }
+                out.extend(keys.iter().cloned());
+                *c = Some((stamp.0, stamp.1, keys));
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    quarantined: bool,
+    cooldown_until: Option<Instant>,
+    /// Remaining fraction of the tightest budget, from the last headers (1.0 when unknown).
+    remaining: Option<f64>,
+}
+
+/// A key chosen for an attempt.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub key: SecretString,
+    /// Stable identity of the key value (a hash, never the key).
+    pub id: u64,
+    /// `key-N` (its position in the pool) for logs and metrics.
+    pub label: String,
+}
+
+/// What became of an attempt with a key.
+#[derive(Debug, Clone, Copy)]
+pub enum Report<'a> {
+    Answered(&'a RateLimits),
+    Rejected, // 401 or 403
+    RateLimited(Option<Duration>),
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct KeyPool {
+    sources: Vec<PoolSource>,
+    health: Mutex<HashMap<u64, Health>>,
+    next: AtomicUsize,
+}
+
+fn key_id(k: &SecretString) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in k.expose().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl KeyPool {
+    pub fn new(sources: Vec<PoolSource>) -> Self {
+        KeyPool {
+            sources,
+            health: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A pool of one source.
+    pub fn single(source: KeySource) -> Self {
+        Self::new(vec![PoolSource::One(source)])
+    }
+
+    fn all_keys(&self) -> Result<Vec<SecretString>, Error> {
+        let mut keys = Vec::new();
+        let mut last_err = None;
+        for s in &self.sources {
+            if let Err(e) = s.keys(&mut keys) {
+                last_err = Some(e);
+            }
+        }
+        match (keys.is_empty(), last_err) {
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(
+                Error::new(ErrorKind::Authentication, "no API key configured")
+                    .with_retryable(false),
+            ),
+            (false, _) => Ok(keys),
+        }
+    }
+
+    /// Whether several keys exist (a failure on one may succeed on another).
+    pub fn is_pool(&self) -> bool {
+        self.sources.len() > 1 || matches!(self.sources.first(), Some(PoolSource::Lines { .. }))
+    }
+
+    /// Pick a key: healthy, not cooling down, with the most remaining capacity (round robin
+    /// among equals). `Err(wait)` when every healthy key is cooling down.
+    pub fn choose(&self) -> Result<Result<Chosen, Duration>, Error> {
+        let keys = self.all_keys()?;
+        let now = Instant::now();
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = keys.len();
+        let mut best: Option<(usize, f64)> = None;
+        let mut soonest: Option<Instant> = None;
+        let mut quarantined = 0;
+        for off in 0..n {
+            let i = (start + off) % n;
+            let h = health.get(&key_id(&keys[i])).copied().unwrap_or_default();
+            if h.quarantined {
+                quarantined += 1;
+                continue;
+            }
+            if let Some(until) = h.cooldown_until.filter(|u| *u > now) {
+                soonest = Some(soonest.map_or(until, |s| s.min(until)));
+                continue;
+            }
+            let r = h.remaining.unwrap_or(1.0);
+            if best.is_none_or(|(_, b)| r > b) {
+                best = Some((i, r));
+            }
+        }
+        if let Some((i, _)) = best {
+            let key = keys[i].clone();
+            return Ok(Ok(Chosen {
+                id: key_id(&key),
+                key,
+                label: format!("key-{}", i + 1),
+            }));
+        }
+        if quarantined == n {
+            return Err(Error::new(
+                ErrorKind::Authentication,
+                format!("every API key ({n}) was rejected by the upstream and is quarantined; rotate them"),
+            )
+            .with_retryable(false));
+        }
+        Ok(Err(soonest.map_or(Duration::from_millis(100), |s| s - now)))
+    }
+
+    /// Learn from an attempt's outcome.
+    pub fn report(&self, chosen: &Chosen, what: Report<'_>) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = health.entry(chosen.id).or_default();
+        match what {
+            Report::Answered(rl) => {
+                let fr = [
+                    rl.requests.remaining_fraction(),
+                    rl.tokens.remaining_fraction(),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(None, |acc: Option<f64>, f| {
+                    Some(acc.map_or(f, |a| a.min(f)))
+                });
+                if fr.is_some() {
+                    h.remaining = fr;
+                }
+            }
+            Report::Rejected => {
+                if !h.quarantined {
+                    h.quarantined = true;
+                    counter!("sluice_key_quarantined_total", "key" => chosen.label.clone())
+                        .increment(1);
+                    tracing::error!(key = %chosen.label, fingerprint = %chosen.key.fingerprint(), "API key rejected by the upstream (401/403): quarantined until its source changes");
+                }
+            }
+            Report::RateLimited(wait) => {
+                let until = Instant::now() + wait.unwrap_or(Duration::from_secs(1));
+                h.cooldown_until = Some(h.cooldown_until.map_or(until, |u| u.max(until)));
+                h.remaining = Some(0.0);
+                counter!("sluice_key_cooldowns_total", "key" => chosen.label.clone()).increment(1);
+            }
+        }
+    }
+
+    /// Whether a key other than `except` could take a request now.
+    pub fn another_available(&self, except: u64) -> bool {
+        let Ok(keys) = self.all_keys() else {
+            return false;
+        };
+        let now = Instant::now();
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().any(|k| {
+            let id = key_id(k);
+            let h = health.get(&id).copied().unwrap_or_default();
+            id != except && !h.quarantined && h.cooldown_until.is_none_or(|u| u <= now)
+        })
+    }
+
+    /// A description of the sources, for messages.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                PoolSource::One(k) => k.describe(),
+                PoolSource::Lines { path, .. } => format!("keys file {}", path.display()),
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(keys: &[&str]) -> KeyPool {
+        KeyPool::new(
+            keys.iter()
+                .map(|k| PoolSource::One(KeySource::fixed(*k)))
+                .collect(),
+        )
+    }
+
+    fn take(p: &KeyPool) -> Chosen {
+        p.choose().unwrap().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefers_capacity_skips_cooling_and_quarantined() {
+        let p = pool(&["sk-key-aaaaaaaaaaaa1", "sk-key-bbbbbbbbbbbb2"]);
+        let a = take(&p);
+        let b = take(&p);
+        assert_ne!(a.id, b.id, "round robin among equals");
+        let mut low = RateLimits::default();
+        low.tokens.limit = Some(100);
+        low.tokens.remaining = Some(10);
+        p.report(&a, Report::Answered(&low));
+        for _ in 0..5 {
+            assert_eq!(take(&p).id, b.id, "the key with more capacity");
+        }
+        p.report(&b, Report::RateLimited(Some(Duration::from_secs(5))));
+        assert_eq!(take(&p).id, a.id, "b cools down");
+        p.report(&a, Report::Rejected);
+        match p.choose().unwrap() {
+            Err(wait) => assert_eq!(wait, Duration::from_secs(5)),
+            Ok(c) => panic!("nothing should be available, got {}", c.label),
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(take(&p).id, b.id);
+        p.report(&b, Report::Rejected);
+        let e = p.choose().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert!(!e.to_string().contains("sk-key"));
+    }
+
+    #[test]
+    fn keys_file_with_many_keys_and_rotation() {
+        let dir = std::env::temp_dir().join(format!("sluice-pool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys");
+        std::fs::write(
+            &path,
+            "# team keys\nsk-one-000000000001\n\nsk-two-000000000002\n",
+        )
+        .unwrap();
+        let p = KeyPool::new(vec![PoolSource::lines(&path)]);
+        assert!(p.is_pool());
+        let a = take(&p);
+        p.report(&a, Report::Rejected);
+        for _ in 0..4 {
+            assert_ne!(take(&p).id, a.id);
+        }
+        // Rotate the bad key in the file: a fresh value is healthy.
+        let bad = a.key.expose().to_string();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&bad, "sk-three-0000000003x");
+        std::fs::write(&path, text).unwrap();
+        let seen: std::collections::HashSet<u64> = (0..4).map(|_| take(&p).id).collect();
+        assert_eq!(seen.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
