@@ -31,11 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Deserialize;
 use sluice::admission::estimate;
 use sluice::pricing::{dollars, Nanos, Prices};
 use sluice::stack::{Call, Engine, RequestOptions};
-use sluice::{ErrorKind, Usage};
+use sluice::ErrorKind;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use input::{Line, Lines};
@@ -251,19 +250,6 @@ fn error_record(
         "error": {"code": code, "message": message},
     });
     serde_json::to_vec(&v).unwrap_or_default()
-}
-
-/// What is read from a successful body (the rest is passed through untouched).
-#[derive(Deserialize)]
-struct BodyFacts {
-    usage: Option<Usage>,
-    #[serde(default)]
-    choices: Vec<ChoiceFacts>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceFacts {
-    finish_reason: Option<String>,
 }
 
 /// A bitset of line numbers.
@@ -586,56 +572,58 @@ pub async fn run(
                                 u64::from(reply.meta.attempts.saturating_sub(1)),
                                 Ordering::Relaxed,
                             );
-                            match serde_json::from_slice::<BodyFacts>(&reply.body) {
-                                Ok(facts) => {
-                                    let mut cost = 0;
-                                    if let Some(u) = &facts.usage {
-                                        tally.tokens(
-                                            u.prompt_tokens,
-                                            u.cached_tokens(),
-                                            u.completion_tokens,
-                                        );
-                                        if let Some(p) = price {
-                                            cost = p.cost(u);
-                                        }
-                                    }
-                                    tally.spent_nanos.fetch_add(cost, Ordering::AcqRel);
-                                    for c in &facts.choices {
-                                        if let Some(r) = &c.finish_reason {
-                                            tally.finish_reason(r);
-                                        }
-                                    }
-                                    tally.succeeded.fetch_add(1, Ordering::Relaxed);
-                                    let record = output_record(
-                                        &rid,
-                                        &custom_id,
-                                        reply.meta.status,
-                                        reply.meta.request_id.as_deref(),
-                                        &reply.body,
+                            // The engine has read usage and finish reasons already; a body it
+                            // could not read as JSON has neither and is checked here.
+                            if reply.facts.usage.is_none()
+                                && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body)
+                                    .is_err()
+                            {
+                                tally.fail("decode");
+                                let record = error_record(
+                                    &rid,
+                                    Some(&custom_id),
+                                    line,
+                                    "decode",
+                                    "the response body is not JSON",
+                                    None,
+                                );
+                                Some(Write::Error {
+                                    line,
+                                    record,
+                                    attempts: reply.meta.attempts,
+                                })
+                            } else {
+                                let mut cost = 0;
+                                if let Some(u) = &reply.facts.usage {
+                                    tally.tokens(
+                                        u.prompt_tokens,
+                                        u.cached_tokens(),
+                                        u.completion_tokens,
                                     );
-                                    Some(Write::Output {
-                                        line,
-                                        record,
-                                        cost,
-                                        attempts: reply.meta.attempts,
-                                    })
+                                    if let Some(p) = price {
+                                        cost = p.cost(u);
+                                    }
                                 }
-                                Err(e) => {
-                                    tally.fail("decode");
-                                    let record = error_record(
-                                        &rid,
-                                        Some(&custom_id),
-                                        line,
-                                        "decode",
-                                        &format!("the response body is not JSON: {e}"),
-                                        None,
-                                    );
-                                    Some(Write::Error {
-                                        line,
-                                        record,
-                                        attempts: reply.meta.attempts,
-                                    })
+                                tally.spent_nanos.fetch_add(cost, Ordering::AcqRel);
+                                for c in &reply.facts.choices {
+                                    if let Some(r) = &c.finish_reason {
+                                        tally.finish_reason(r);
+                                    }
                                 }
+                                tally.succeeded.fetch_add(1, Ordering::Relaxed);
+                                let record = output_record(
+                                    &rid,
+                                    &custom_id,
+                                    reply.meta.status,
+                                    reply.meta.request_id.as_deref(),
+                                    &reply.body,
+                                );
+                                Some(Write::Output {
+                                    line,
+                                    record,
+                                    cost,
+                                    attempts: reply.meta.attempts,
+                                })
                             }
                         }
                         Err(e) if job_fatal(e.kind()) => {

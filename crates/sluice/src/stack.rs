@@ -103,6 +103,23 @@ pub struct Reply {
     pub body: Bytes,
     pub headers: HeaderMap,
     pub meta: Meta,
+    /// Usage and finish reasons read from the body (once, for admission and for callers).
+    pub facts: BodyFacts,
+}
+
+/// What the engine reads from a JSON answer: the rest is passed through untouched.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct BodyFacts {
+    #[serde(default)]
+    pub usage: Option<crate::wire::Usage>,
+    #[serde(default)]
+    pub choices: Vec<ChoiceFacts>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct ChoiceFacts {
+    #[serde(default)]
+    pub finish_reason: Option<String>,
 }
 
 /// A streaming answer whose first event has arrived.
@@ -525,9 +542,15 @@ impl Engine {
                 return Err(e.with_request_id(request_id));
             }
         };
+        let facts = serde_json::from_slice::<BodyFacts>(&body).unwrap_or_default();
         if let Some(mut a) = admitted {
-            if let Some((used, output)) = usage_tokens(&body) {
-                a.ticket.settle(used, output);
+            if let Some(u) = &facts.usage {
+                let used = if u.total_tokens > 0 {
+                    u.total_tokens
+                } else {
+                    u.prompt_tokens + u.completion_tokens
+                };
+                a.ticket.settle(used, u.completion_tokens);
             }
             let latency = a.ticket.elapsed();
             a.ticket.finish(AttemptOutcome::Success(latency));
@@ -544,6 +567,7 @@ impl Engine {
                 idempotency_key: ctx.idempotency_key.clone(),
             },
             headers,
+            facts,
         })
     }
 

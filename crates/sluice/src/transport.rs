@@ -44,6 +44,9 @@ impl Default for TransportConfig {
 pub struct Transport {
     http: reqwest::Client,
     base_url: String,
+    /// Parsed URLs by path: parsing a URL costs more than the rest of building a request, and
+    /// a client calls few distinct paths.
+    urls: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
 }
 
 impl Transport {
@@ -63,6 +66,8 @@ impl Transport {
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .tcp_nodelay(true)
+            // An API does not redirect; following one would carry the key to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
                 Error::new(ErrorKind::Config, "cannot build the HTTP client").with_source(e)
@@ -70,11 +75,36 @@ impl Transport {
         Ok(Transport {
             http,
             base_url: base.to_string(),
+            urls: Default::default(),
         })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
+        if let Some(u) = self
+            .urls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return Ok(u.clone());
+        }
+        let u = reqwest::Url::parse(&format!("{}{}", self.base_url, path)).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("invalid request path {path:?}: {e}"),
+            )
+            .with_retryable(false)
+        })?;
+        let mut urls = self.urls.write().unwrap_or_else(|p| p.into_inner());
+        // Paths come from code and configuration, but `client.request` takes any: bound it.
+        if urls.len() < 256 {
+            urls.insert(path.to_string(), u.clone());
+        }
+        Ok(u)
     }
 
     /// Send one attempt and wait for the response headers, within `first_byte` and the
@@ -88,7 +118,7 @@ impl Transport {
         first_byte: Duration,
         deadline: Instant,
     ) -> Result<reqwest::Response, Error> {
-        let url = format!("{}{}", self.base_url, path);
+        let url = self.url(path)?;
         let mut req = self.http.request(method, url).headers(headers);
         if let Some(b) = body {
             req = req.body(b);
