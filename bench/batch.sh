@@ -11,12 +11,8 @@ BIG=${BIG:-1000000}
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --quiet -p sluice-cli
 
-out=$(mktemp -d)
-./target/release/sluice mock --listen 127.0.0.1:0 --config examples/mock/throughput.toml >"$out/mock.out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/mock.out" 2>/dev/null && break; sleep 0.1; done
-base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/mock.out")
+source bench/lib.sh
+start_mock examples/mock/throughput.toml
 
 gen() { # N FILE
   python3 - "$1" "$2" <<'PY'

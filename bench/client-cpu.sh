@@ -12,18 +12,9 @@ N=${N:-10000}
 C=${C:-64}
 
 cargo build --release --quiet -p sluice-cli -p sluice-bench
-venv=tests/e2e/.venv
-if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
-
-out=$(mktemp -d)
-./target/release/sluice mock --listen 127.0.0.1:0 --config examples/mock/throughput.toml \
-  >"$out/mock.out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/mock.out" 2>/dev/null && break; sleep 0.1; done
-base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/mock.out")
-[ -n "$base" ] || { echo "mock did not start" >&2; exit 1; }
+source bench/lib.sh
+ensure_venv
+start_mock examples/mock/throughput.toml
 
 ./target/release/client-cpu "$base" "$N" "$C" | tee "$out/rust.json"
 "$venv/bin/python" bench/python/client_cpu.py "$base" "$N" "$C" | tee "$out/python.json"

@@ -11,17 +11,9 @@ cd "$(dirname "$0")/.."
 N=${N:-400}
 
 cargo build --release --quiet -p sluice-cli -p sluice-bench
-venv=tests/e2e/.venv
-if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
-
-out=$(mktemp -d)
-./target/release/sluice mock --listen 127.0.0.1:0 --config bench/goodput.toml >"$out/mock.out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/mock.out" 2>/dev/null && break; sleep 0.1; done
-base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/mock.out")
-root=${base%/v1}
+source bench/lib.sh
+ensure_venv
+start_mock bench/goodput.toml
 "$venv/bin/python" bench/python/make_workload.py "$N" "$out/workload.jsonl"
 
 fresh() { # new limiter state and zeroed counters

@@ -15,17 +15,8 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --quiet -p sluice-cli
 
-out=$(mktemp -d)
-./target/release/sluice mock --listen 127.0.0.1:0 --config examples/mock/throughput.toml \
-  >"$out/mock.out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 100); do
-  grep -q "listening on" "$out/mock.out" 2>/dev/null && break
-  sleep 0.1
-done
-addr=$(sed -n 's#.*listening on http://\([^/]*\)/v1#\1#p' "$out/mock.out")
-[ -n "$addr" ] || { echo "mock did not start" >&2; exit 1; }
+source bench/lib.sh
+start_mock examples/mock/throughput.toml
 
 run() { # name url script
   wrk -t1 -c"$CONNS" -d"$DURATION" -s "$3" "$2" >"$out/$1.txt"

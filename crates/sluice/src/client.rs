@@ -187,6 +187,27 @@ impl Client {
 }
 
 impl Client {
+    /// A POST of a typed request to one of the typed endpoints.
+    fn post_call<T: Serialize>(
+        &self,
+        path: &'static str,
+        endpoint: &'static str,
+        model: &str,
+        req: &T,
+        options: RequestOptions,
+    ) -> Result<Call, Error> {
+        let (body, estimate) = self.body(path, req)?;
+        Ok(Call {
+            method: Method::POST,
+            path: path.into(),
+            body: Some(body),
+            endpoint,
+            model: Some(model.to_string()),
+            estimate,
+            options,
+        })
+    }
+
     /// The request body, and its token estimate when admission needs one.
     fn body<T: Serialize>(&self, path: &str, v: &T) -> Result<(Bytes, Option<Estimate>), Error> {
         if self.engine.admission().is_none() {
@@ -248,16 +269,9 @@ impl Chat<'_> {
         req.stream = None;
         req.stream_options = None;
         let model = req.model.clone();
-        let (body, est) = self.client.body("/chat/completions", &req)?;
-        let call = Call {
-            method: Method::POST,
-            path: "/chat/completions".into(),
-            body: Some(body),
-            estimate: est,
-            endpoint: "chat",
-            model: Some(model.clone()),
-            options,
-        };
+        let call = self
+            .client
+            .post_call("/chat/completions", "chat", &model, &req, options)?;
         let resp: Response<ChatCompletion> = decode(self.client.engine.send(call).await?)?;
         if let Some(u) = &resp.body.usage {
             observe::usage(&model, u);
@@ -293,16 +307,9 @@ impl Chat<'_> {
             opts.include_usage = Some(true);
         }
         let model = req.model.clone();
-        let (body, est) = self.client.body("/chat/completions", &req)?;
-        let call = Call {
-            method: Method::POST,
-            path: "/chat/completions".into(),
-            body: Some(body),
-            estimate: est,
-            endpoint: "chat",
-            model: Some(model.clone()),
-            options,
-        };
+        let call = self
+            .client
+            .post_call("/chat/completions", "chat", &model, &req, options)?;
         let reply = self.client.engine.send_stream(call).await?;
         Ok(ChatStream::new(reply, model))
     }
@@ -320,16 +327,13 @@ impl Embeddings<'_> {
         req: EmbeddingRequest,
     ) -> Result<Response<EmbeddingResponse>, Error> {
         let model = req.model.clone();
-        let (body, est) = self.client.body("/embeddings", &req)?;
-        let call = Call {
-            method: Method::POST,
-            path: "/embeddings".into(),
-            body: Some(body),
-            estimate: est,
-            endpoint: "embeddings",
-            model: Some(model.clone()),
-            options: RequestOptions::default(),
-        };
+        let call = self.client.post_call(
+            "/embeddings",
+            "embeddings",
+            &model,
+            &req,
+            RequestOptions::default(),
+        )?;
         let resp: Response<EmbeddingResponse> = decode(self.client.engine.send(call).await?)?;
         if let Some(u) = &resp.body.usage {
             observe::usage(&model, u);
@@ -348,16 +352,13 @@ impl Completions<'_> {
     pub async fn create(&self, mut req: CompletionRequest) -> Result<Response<Completion>, Error> {
         req.stream = None;
         let model = req.model.clone();
-        let (body, est) = self.client.body("/completions", &req)?;
-        let call = Call {
-            method: Method::POST,
-            path: "/completions".into(),
-            body: Some(body),
-            estimate: est,
-            endpoint: "completions",
-            model: Some(model.clone()),
-            options: RequestOptions::default(),
-        };
+        let call = self.client.post_call(
+            "/completions",
+            "completions",
+            &model,
+            &req,
+            RequestOptions::default(),
+        )?;
         let resp: Response<Completion> = decode(self.client.engine.send(call).await?)?;
         if let Some(u) = &resp.body.usage {
             observe::usage(&model, u);

@@ -97,6 +97,26 @@ pub struct Meta {
     pub idempotency_key: String,
 }
 
+impl Meta {
+    /// What an attempt's response headers say; attempts and latency are filled in later.
+    fn answered(
+        status: u16,
+        request_id: Option<String>,
+        headers: &HeaderMap,
+        ctx: &Ctx<'_>,
+    ) -> Self {
+        Meta {
+            status,
+            request_id,
+            rate_limits: RateLimits::from_headers(headers),
+            attempts: 0,
+            latency: Duration::ZERO,
+            ttft: None,
+            idempotency_key: ctx.idempotency_key.clone(),
+        }
+    }
+}
+
 /// A complete answer.
 #[derive(Debug)]
 pub struct Reply {
@@ -557,15 +577,7 @@ impl Engine {
         }
         Ok(Reply {
             body,
-            meta: Meta {
-                status,
-                request_id,
-                rate_limits: RateLimits::from_headers(&headers),
-                attempts: 0,
-                latency: Duration::ZERO,
-                ttft: None,
-                idempotency_key: ctx.idempotency_key.clone(),
-            },
+            meta: Meta::answered(status, request_id, &headers, ctx),
             headers,
             facts,
         })
@@ -589,15 +601,7 @@ impl Engine {
         }
         Ok(StreamReply {
             events,
-            meta: Meta {
-                status,
-                request_id,
-                rate_limits: RateLimits::from_headers(&headers),
-                attempts: 0,
-                latency: Duration::ZERO,
-                ttft: None,
-                idempotency_key: ctx.idempotency_key.clone(),
-            },
+            meta: Meta::answered(status, request_id, &headers, ctx),
             headers,
             started: ctx.started,
             span: tracing::Span::none(),

@@ -1,0 +1,26 @@
+# Shared by the benchmark scripts: build, a temp dir, and a `sluice mock` in its own process.
+# Source it from a script that has cd'ed to the repository root.
+
+# The official SDK, in the same virtualenv the tests use.
+ensure_venv() {
+  venv=tests/e2e/.venv
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+}
+
+# start_mock SCENARIO: sets $out (temp dir), $base (http://ADDR/v1), $addr, $root (http://ADDR);
+# the mock and the temp dir go away when the script exits.
+start_mock() {
+  out=$(mktemp -d)
+  ./target/release/sluice mock --listen 127.0.0.1:0 --config "$1" >"$out/mock.out" 2>/dev/null &
+  mock_pid=$!
+  trap 'kill $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
+  for _ in $(seq 100); do
+    grep -q "listening on" "$out/mock.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/mock.out")
+  [ -n "$base" ] || { echo "mock did not start" >&2; exit 1; }
+  root=${base%/v1}
+  addr=${root#http://}
+}
