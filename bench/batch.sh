@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
 BIG=${BIG:-1000000}
+# In flight: with latency off, 64 saturate the mock; more only add contention (the default 256
+# is for real upstreams, whose latency is seconds).
+CONC=${CONC:-64}
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --quiet -p sluice-cli
 
@@ -28,7 +31,7 @@ PY
 
 job() { # FILE LABEL
   /usr/bin/time -f "%e %M" -o "$out/time.txt" ./target/release/sluice batch run "$1" \
-    --base-url "$base" --api-key-env BENCH_KEY --concurrency 256 --progress off >"$out/$2.txt" 2>/dev/null
+    --base-url "$base" --api-key-env BENCH_KEY --concurrency "$CONC" --progress off >"$out/$2.txt" 2>/dev/null
   read -r wall rss_kb <"$out/time.txt"
   lines=$(wc -l <"$1")
   echo "$2: $lines requests in ${wall}s = $(python3 -c "print(round($lines/$wall))") req/s; peak RSS $((rss_kb / 1024)) MB"

@@ -187,8 +187,9 @@ impl<R: Read> Lines<R> {
 /// What the first pass learns about the input.
 #[derive(Debug, Default)]
 pub struct Index {
-    /// custom_id hash → line number, for every line with a readable custom_id.
-    pub ids: HashMap<IdHash, u32>,
+    /// (custom_id hash, line), sorted by hash, for every line with a readable custom_id: 16
+    /// bytes a line, no hash-table slack.
+    pub ids: Vec<(IdHash, u32)>,
     /// For the rare hashes shared by different ids: the ids themselves.
     pub exact: HashMap<String, u32>,
     /// Highest line number.
@@ -212,7 +213,8 @@ impl Index {
             }
         }
         let h = id_hash(custom_id);
-        let line = *self.ids.get(&h)?;
+        let i = self.ids.binary_search_by_key(&h, |(k, _)| *k).ok()?;
+        let line = self.ids[i].1;
         // A hash shared by several ids has line 0 in `ids`: only `exact` answers for it.
         (line != 0).then_some(line)
     }
@@ -222,8 +224,10 @@ impl Index {
 pub fn index(path: &Path) -> std::io::Result<Index> {
     let mut idx = Index::default();
     let mut hasher = Xxh3::new();
-    // Lines whose hash was seen before: duplicates or (rarely) hash collisions.
-    let mut clashes: HashMap<IdHash, Vec<u32>> = HashMap::new();
+    // Room for the lines this file probably has (about 150 bytes each), so the vector does not
+    // double its way up to a million entries.
+    let guess = std::fs::metadata(path).map_or(0, |m| m.len() / 150) as usize;
+    idx.ids.reserve(guess.min(50_000_000));
     let mut lines = Lines::open(path)?;
     while let Some((n, text)) = lines.next_line()? {
         hasher.update(text);
@@ -240,16 +244,22 @@ pub fn index(path: &Path) -> std::io::Result<Index> {
             }
         };
         if let Some(id) = custom_id {
-            let h = id_hash(&id);
-            match idx.ids.get(&h) {
-                Some(first) => clashes.entry(h).or_insert_with(|| vec![*first]).push(n),
-                None => {
-                    idx.ids.insert(h, n);
-                }
-            }
+            idx.ids.push((id_hash(&id), n));
         }
     }
     idx.content_hash = hasher.digest128();
+    idx.ids.sort_unstable();
+    // Equal neighbours: duplicates or (rarely) hash collisions.
+    let mut clashes: HashMap<IdHash, Vec<u32>> = HashMap::new();
+    for w in idx.ids.windows(2) {
+        if w[0].0 == w[1].0 {
+            let e = clashes.entry(w[0].0).or_default();
+            if e.last() != Some(&w[0].1) {
+                e.push(w[0].1);
+            }
+            e.push(w[1].1);
+        }
+    }
     if clashes.is_empty() {
         return Ok(idx);
     }
@@ -272,9 +282,10 @@ pub fn index(path: &Path) -> std::io::Result<Index> {
             by_id.entry(id).or_default().push(n);
         }
     }
-    for h in clashes.keys() {
-        idx.ids.insert(*h, 0);
-    }
+    // Clashing hashes answer through `exact` only: one entry, line 0.
+    idx.ids.retain(|(h, _)| !clashes.contains_key(h));
+    idx.ids.extend(clashes.keys().map(|h| (*h, 0)));
+    idx.ids.sort_unstable();
     let mut dups = Vec::new();
     for (id, ls) in by_id {
         if ls.len() > 1 {

@@ -360,42 +360,57 @@ pub async fn run(
         let mut journal = journal;
         let mut pending: Vec<Event> = Vec::with_capacity(1024);
         let mut last_flush = Instant::now();
-        while let Some(w) = rx.blocking_recv() {
-            match w {
-                Write::Sent(line) => pending.push(Event {
-                    line,
-                    state: State::InFlight,
-                    cost_nanos: 0,
-                    attempts: 0,
-                }),
-                Write::Output {
-                    line,
-                    record,
-                    cost,
-                    attempts,
-                } => {
-                    out.append(&record)?;
-                    pending.push(Event {
-                        line,
-                        state: State::Done,
-                        cost_nanos: cost,
-                        attempts,
-                    });
-                }
-                Write::Error {
-                    line,
-                    record,
-                    attempts,
-                } => {
-                    errs.append(&record)?;
-                    pending.push(Event {
-                        line,
-                        state: State::Failed,
-                        cost_nanos: 0,
-                        attempts,
-                    });
+        // Take whatever is queued in one go: one write per file and one journal transaction
+        // for many records, instead of a wake-up and a syscall per record.
+        let mut batch: Vec<Write> = Vec::with_capacity(1024);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
                 }
             }
+            for w in batch.drain(..) {
+                match w {
+                    Write::Sent(line) => pending.push(Event {
+                        line,
+                        state: State::InFlight,
+                        cost_nanos: 0,
+                        attempts: 0,
+                    }),
+                    Write::Output {
+                        line,
+                        record,
+                        cost,
+                        attempts,
+                    } => {
+                        out.append(&record)?;
+                        pending.push(Event {
+                            line,
+                            state: State::Done,
+                            cost_nanos: cost,
+                            attempts,
+                        });
+                    }
+                    Write::Error {
+                        line,
+                        record,
+                        attempts,
+                    } => {
+                        errs.append(&record)?;
+                        pending.push(Event {
+                            line,
+                            state: State::Failed,
+                            cost_nanos: 0,
+                            attempts,
+                        });
+                    }
+                }
+            }
+            // The records reach the OS before the journal may say they are done.
+            out.flush()?;
+            errs.flush()?;
             if pending.len() >= 2000 || last_flush.elapsed() >= Duration::from_millis(200) {
                 journal.record(&pending)?;
                 pending.clear();

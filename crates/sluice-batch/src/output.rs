@@ -30,20 +30,36 @@ impl Appender {
         Ok(Appender {
             file,
             path: path.to_path_buf(),
-            buf: Vec::with_capacity(8192),
+            buf: Vec::with_capacity(256 * 1024 + 8192),
         })
     }
 
-    /// Append one record (a single line; the newline is added) with one write.
+    /// Queue one record (a single line; the newline is added). Records reach the file in
+    /// whole lines at the next [`Appender::flush`] (or when 256 KiB are queued): one write for
+    /// many records. A kill can lose queued records (they are sent again on resume) or tear the
+    /// last line of a write (cut off on resume); it can never leave half a record mid-file.
     pub fn append(&mut self, record: &[u8]) -> io::Result<()> {
-        self.buf.clear();
         self.buf.extend_from_slice(record);
         self.buf.push(b'\n');
-        self.file.write_all(&self.buf)
+        if self.buf.len() >= 256 * 1024 {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    /// Push everything to the disk (the OS already has it: a kill loses nothing written).
+    /// Hand the queued records to the operating system (a killed process loses nothing
+    /// flushed).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Flush, then push everything to the disk.
     pub fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
         self.file.sync_data()
     }
 
@@ -158,6 +174,7 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"");
         let mut a = Appender::open(&p).unwrap();
         a.append(b"{\"custom_id\":\"x\"}").unwrap();
+        a.flush().unwrap();
         let mut seen = Vec::new();
         scan(&p, |s| seen.push(s.custom_id)).unwrap();
         assert_eq!(seen, vec![Some("x".to_string())]);

@@ -40,7 +40,14 @@ impl LocalState {
     ) -> Reservation {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let tats = scopes.entry(scope.to_string()).or_default();
+        if !scopes.contains_key(scope) {
+            scopes.insert(scope.to_string(), HashMap::new());
+        }
+        let Some(tats) = scopes.get_mut(scope) else {
+            return Reservation::Granted {
+                wait: Duration::ZERO,
+            };
+        };
         let mut at = now;
         for s in specs {
             let tat = tats.get(s.name).copied().unwrap_or(0.0);
@@ -74,8 +81,12 @@ impl LocalState {
     pub fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let tats = scopes.entry(scope.to_string()).or_default();
-        let tat = tats.get(spec.name).copied().unwrap_or(0.0);
-        tats.insert(spec.name, tat.max(now + ahead));
+        if !scopes.contains_key(scope) {
+            scopes.insert(scope.to_string(), HashMap::new());
+        }
+        if let Some(tats) = scopes.get_mut(scope) {
+            let tat = tats.get(spec.name).copied().unwrap_or(0.0);
+            tats.insert(spec.name, tat.max(now + ahead));
+        }
     }
 }

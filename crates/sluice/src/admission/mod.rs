@@ -262,6 +262,21 @@ impl Admission {
         scopes.get(scope).map(|s| s.limits)
     }
 
+    fn new_scope(&self, model: &str) -> Scope {
+        let configured = self.configured(model);
+        let probe = Arc::new(Semaphore::new(1));
+        let learned = !configured.is_empty() || !self.cfg.learn_from_headers;
+        if learned {
+            probe.close();
+        }
+        Scope {
+            limits: configured,
+            probe,
+            learned,
+            paused_until: None,
+        }
+    }
+
     fn configured(&self, model: &str) -> Limits {
         self.cfg
             .model_limits
@@ -313,20 +328,12 @@ impl Admission {
 
         let (limits, probe) = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-            let configured = self.configured(model);
-            let s = scopes.entry(scope.to_string()).or_insert_with(|| {
-                let probe = Arc::new(Semaphore::new(1));
-                let learned = !configured.is_empty() || !self.cfg.learn_from_headers;
-                if learned {
-                    probe.close();
-                }
-                Scope {
-                    limits: configured,
-                    probe,
-                    learned,
-                    paused_until: None,
-                }
-            });
+            if !scopes.contains_key(scope) {
+                scopes.insert(scope.to_string(), self.new_scope(model));
+            }
+            let Some(s) = scopes.get(scope) else {
+                return Err(Error::new(ErrorKind::Config, "admission scope vanished"));
+            };
             (s.limits, s.probe.clone())
         };
         // Limits unknown: one request at a time until a response teaches them.
