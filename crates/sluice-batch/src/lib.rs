@@ -431,6 +431,7 @@ pub async fn run(
         cfg.progress,
         total_lines.saturating_sub(already_done),
         tally.clone(),
+        engine.clone(),
     );
 
     // Pass 2: send what is not done.
@@ -583,10 +584,6 @@ pub async fn run(
                     let msg = match result {
                         Ok(reply) => {
                             tally.latency(t0.elapsed());
-                            tally.retries.fetch_add(
-                                u64::from(reply.meta.attempts.saturating_sub(1)),
-                                Ordering::Relaxed,
-                            );
                             // The engine has read usage and finish reasons already; a body it
                             // could not read as JSON has neither and is checked here.
                             if reply.facts.usage.is_none()
@@ -657,10 +654,6 @@ pub async fn run(
                         }
                         Err(e) => {
                             tally.fail(e.kind().as_str());
-                            tally.retries.fetch_add(
-                                u64::from(e.attempts().saturating_sub(1)),
-                                Ordering::Relaxed,
-                            );
                             let response = e.status().map(|s| {
                                 let body = e.api_error().map_or(
                                     serde_json::Value::Null,
@@ -738,7 +731,9 @@ pub async fn run(
         output: out_path.display().to_string(),
         errors: err_path.display().to_string(),
     };
-    let summary = tally.summary(outcome.as_str(), totals, started.elapsed());
+    let mut summary = tally.summary(outcome.as_str(), totals, started.elapsed());
+    summary.rate_limited = engine.counters().rate_limited.load(Ordering::Relaxed);
+    summary.retries = engine.counters().retries.load(Ordering::Relaxed);
     if let Some(p) = &cfg.summary_json {
         let text = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         std::fs::write(p, text).map_err(io_err(p))?;

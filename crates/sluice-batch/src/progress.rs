@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice::pricing::dollars;
+use sluice::stack::Engine;
 use tokio::task::JoinHandle;
 
 use crate::summary::Tally;
@@ -24,23 +25,25 @@ struct Inner {
     ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-fn line(tally: &Tally, started: Instant) -> (u64, String) {
+fn line(tally: &Tally, engine: &Engine, started: Instant) -> (u64, String) {
     let done = tally.succeeded.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64().max(0.001);
     let tokens = tally.prompt_tokens.load(Ordering::Relaxed)
         + tally.completion_tokens.load(Ordering::Relaxed);
+    let c = engine.counters();
     let msg = format!(
-        "{:.0} req/s, {:.0} tok/s, {} spent, {} failed, {} retries",
+        "{:.0} req/s, {:.0} tok/s, {} spent, {} failed, {} 429s, {} retries",
         done as f64 / secs,
         tokens as f64 / secs,
         dollars(tally.spent_nanos.load(Ordering::Relaxed)),
         tally.failed.load(Ordering::Relaxed),
-        tally.retries.load(Ordering::Relaxed),
+        c.rate_limited.load(Ordering::Relaxed),
+        c.retries.load(Ordering::Relaxed),
     );
     (done, msg)
 }
 
-pub fn start(mode: ProgressMode, total: u64, tally: Arc<Tally>) -> Progress {
+pub fn start(mode: ProgressMode, total: u64, tally: Arc<Tally>, engine: Engine) -> Progress {
     let terminal = std::io::stderr().is_terminal();
     let use_bar = match mode {
         ProgressMode::Off => return Progress { inner: None },
@@ -68,7 +71,7 @@ pub fn start(mode: ProgressMode, total: u64, tally: Arc<Tally>) -> Progress {
             };
             loop {
                 tokio::time::sleep(every).await;
-                let (done, msg) = line(&tally, started);
+                let (done, msg) = line(&tally, &engine, started);
                 match &bar {
                     Some(b) => {
                         b.set_position(done);

@@ -17,8 +17,6 @@ pub struct Tally {
     pub cached_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub spent_nanos: AtomicU64,
-    pub retries: AtomicU64,
-    pub rate_limited: AtomicU64,
     failed_by_kind: Mutex<BTreeMap<String, u64>>,
     finish_reasons: Mutex<BTreeMap<String, u64>>,
     latencies_ms: Mutex<Vec<u32>>,
@@ -102,7 +100,8 @@ impl Tally {
                 p95: pct(0.95),
                 p99: pct(0.99),
             },
-            retries: self.retries.load(Ordering::Relaxed),
+            rate_limited: 0,
+            retries: 0,
             wall_seconds: wall.as_secs_f64(),
             output: totals.output,
             errors: totals.errors,
@@ -156,6 +155,8 @@ pub struct Summary {
     /// Cost of the whole job so far, earlier runs included.
     pub job_cost_nanos: u64,
     pub latency_ms: LatencySummary,
+    /// 429 responses met (admission keeps these rare).
+    pub rate_limited: u64,
     pub retries: u64,
     pub wall_seconds: f64,
     pub output: String,
@@ -237,6 +238,7 @@ impl Summary {
                 ms(self.latency_ms.p99)
             ),
         );
+        row(&mut out, "429s", self.rate_limited.to_string());
         row(&mut out, "retries", self.retries.to_string());
         row(&mut out, "wall time", format!("{:.1} s", self.wall_seconds));
         row(&mut out, "output", self.output.clone());

@@ -167,6 +167,16 @@ struct Inner {
     budget: RetryBudget,
     headers: HeaderMap,
     admission: Option<Arc<Admission>>,
+    counters: Counters,
+}
+
+/// Running totals a face can show a person (progress lines, summaries).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// 429 responses received from the upstream.
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    /// Attempts after the first.
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 struct Ctx<'a> {
@@ -190,12 +200,18 @@ impl Engine {
                 retry: cfg.retry,
                 headers: cfg.headers,
                 admission: cfg.admission.filter(|a| a.enabled).map(Admission::new),
+                counters: Counters::default(),
             }),
         })
     }
 
     pub fn base_url(&self) -> &str {
         self.inner.transport.base_url()
+    }
+
+    /// 429s seen and retries made so far.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
     }
 
     /// The admission stage, when enabled.
@@ -357,6 +373,10 @@ impl Engine {
                 return Err(err);
             }
             observe::retry(endpoint, err.kind().as_str());
+            self.inner
+                .counters
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 attempt = n,
                 kind = err.kind().as_str(),
@@ -536,6 +556,12 @@ impl Engine {
             .await
             .unwrap_or_default();
         let mut err = Error::from_response(status, &headers, &body);
+        if status == 429 {
+            self.inner
+                .counters
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         err = self.report_key(&chosen, err);
         if let Some(a) = admitted {
             let limited = err
