@@ -1,0 +1,326 @@
+//! `sluice serve`'s configuration file (TOML). Two stages as everywhere in sluice: `Raw*` with
+//! `deny_unknown_fields` (a typo is an error naming the field and line), then checked values.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! max_body_bytes = 33554432
+//!
+//! [upstream]
+//! base_url = "https://api.openai.com/v1"
+//! keys = [{ env = "OPENAI_API_KEY" }, { file = "/run/secrets/openai" }, { keys_file = "/run/secrets/pool" }]
+//! rpm = 5000          # optional: otherwise learned from the upstream's headers
+//! tpm = 800000
+//! per_model = true
+//! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
+//!
+//! [[virtual_keys]]
+//! name = "team-a"
+//! key = "sk-team-a-..."            # or sha256 = "<hex digest of the key>"
+//! models = ["gpt-4o-mini"]         # allowed models (empty or absent: all)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A bad configuration: the field and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: `{field}`: {reason}")]
+    Invalid {
+        path: String,
+        field: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<SocketAddr>,
+    max_body_bytes: Option<usize>,
+    upstream: Option<RawUpstream>,
+    #[serde(default)]
+    virtual_keys: Vec<RawVirtualKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    base_url: Option<String>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    per_model: Option<bool>,
+    timeouts: Option<RawTimeouts>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    env: Option<String>,
+    file: Option<PathBuf>,
+    keys_file: Option<PathBuf>,
+    value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    first_byte: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    total: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVirtualKey {
+    name: String,
+    key: Option<String>,
+    sha256: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+/// Where an upstream key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    Env(String),
+    File(PathBuf),
+    KeysFile(PathBuf),
+    Value(String),
+}
+
+/// A caller's key: its name (logged), the SHA-256 of its secret (compared in constant time),
+/// and the models it may use.
+#[derive(Clone)]
+pub struct VirtualKey {
+    pub name: String,
+    pub digest: [u8; 32],
+    pub models: Vec<String>,
+}
+
+impl std::fmt::Debug for VirtualKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtualKey")
+            .field("name", &self.name)
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// `None`: `OPENAI_BASE_URL`, else the public API.
+    pub base_url: Option<String>,
+    /// Empty: `OPENAI_API_KEY`.
+    pub keys: Vec<KeySpec>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub per_model: bool,
+    pub timeouts: sluice::Timeouts,
+    pub max_attempts: u32,
+    /// Empty: any caller, but only from loopback.
+    pub virtual_keys: Vec<VirtualKey>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 32 * 1024 * 1024,
+            base_url: None,
+            keys: Vec::new(),
+            rpm: None,
+            tpm: None,
+            per_model: true,
+            timeouts: sluice::Timeouts::default(),
+            max_attempts: 5,
+            virtual_keys: Vec::new(),
+        }
+    }
+}
+
+/// SHA-256 of a caller's key.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl GatewayConfig {
+    /// Parse `text` (from `path`, for messages).
+    pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |field: String, reason: &str| ConfigError::Invalid {
+            path: path.to_string(),
+            field,
+            reason: reason.to_string(),
+        };
+        let mut c = GatewayConfig::default();
+        if let Some(l) = raw.listen {
+            c.listen = l;
+        }
+        if let Some(m) = raw.max_body_bytes {
+            if m == 0 {
+                return Err(invalid("max_body_bytes".into(), "must be at least 1"));
+            }
+            c.max_body_bytes = m;
+        }
+        let up = raw.upstream.unwrap_or_default();
+        c.base_url = up.base_url;
+        for (i, k) in up.keys.into_iter().enumerate() {
+            let set = [
+                k.env.is_some(),
+                k.file.is_some(),
+                k.keys_file.is_some(),
+                k.value.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if set != 1 {
+                return Err(invalid(
+                    format!("upstream.keys[{i}]"),
+                    "give exactly one of env, file, keys_file, value",
+                ));
+            }
+            c.keys.push(match (k.env, k.file, k.keys_file, k.value) {
+                (Some(e), ..) => KeySpec::Env(e),
+                (_, Some(f), ..) => KeySpec::File(f),
+                (_, _, Some(f), _) => KeySpec::KeysFile(f),
+                (.., Some(v)) => KeySpec::Value(v),
+                _ => return Err(invalid(format!("upstream.keys[{i}]"), "empty")),
+            });
+        }
+        c.rpm = up.rpm;
+        c.tpm = up.tpm;
+        c.per_model = up.per_model.unwrap_or(true);
+        if let Some(n) = up.max_attempts {
+            if n == 0 {
+                return Err(invalid(
+                    "upstream.max_attempts".into(),
+                    "must be at least 1",
+                ));
+            }
+            c.max_attempts = n;
+        }
+        if let Some(t) = up.timeouts {
+            let d = sluice::Timeouts::default();
+            c.timeouts = sluice::Timeouts {
+                connect: t.connect.unwrap_or(d.connect),
+                first_byte: t.first_byte.unwrap_or(d.first_byte),
+                idle: t.idle.unwrap_or(d.idle),
+                total: t.total.unwrap_or(d.total),
+            };
+        }
+        for (i, v) in raw.virtual_keys.into_iter().enumerate() {
+            let digest = match (v.key, v.sha256) {
+                (Some(k), None) if !k.is_empty() => digest(&k),
+                (None, Some(h)) => parse_hex(&h).ok_or_else(|| {
+                    invalid(
+                        format!("virtual_keys[{i}].sha256"),
+                        "must be 64 hex digits (the SHA-256 of the key)",
+                    )
+                })?,
+                _ => {
+                    return Err(invalid(
+                        format!("virtual_keys[{i}]"),
+                        "give exactly one of key or sha256",
+                    ))
+                }
+            };
+            if v.name.is_empty() {
+                return Err(invalid(
+                    format!("virtual_keys[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            c.virtual_keys.push(VirtualKey {
+                name: v.name,
+                digest,
+                models: v.models,
+            });
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file() {
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            r#"
+listen = "127.0.0.1:9999"
+[upstream]
+base_url = "http://127.0.0.1:1/v1"
+keys = [{ env = "A" }, { keys_file = "/tmp/k" }]
+rpm = 10
+timeouts = { idle = "5s" }
+[[virtual_keys]]
+name = "team-a"
+key = "sk-team-a-secret"
+models = ["gpt-4o-mini"]
+[[virtual_keys]]
+name = "team-b"
+sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.timeouts.idle, Duration::from_secs(5));
+        assert_eq!(c.virtual_keys[0].digest, digest("sk-team-a-secret"));
+        assert_eq!(c.virtual_keys[1].digest, digest(""));
+        assert!(!format!("{:?}", c.virtual_keys[0]).contains("digest"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = GatewayConfig::from_toml("g.toml", "[upstream]\nrpmm = 3\n").unwrap_err();
+        assert!(e.to_string().contains("rpmm"), "{e}");
+        let e = GatewayConfig::from_toml("g.toml", "[upstream]\nkeys = [{}]\n").unwrap_err();
+        assert!(e.to_string().contains("upstream.keys[0]"), "{e}");
+        let e = GatewayConfig::from_toml(
+            "g.toml",
+            "[[virtual_keys]]\nname = \"x\"\nsha256 = \"zz\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("virtual_keys[0].sha256"), "{e}");
+        let e = GatewayConfig::from_toml("g.toml", "[upstream.timeouts]\nidle = \"soon\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("idle"), "{e}");
+    }
+}

@@ -1,0 +1,601 @@
+//! `sluice serve`: an OpenAI-compatible HTTP gateway. Any app that points its SDK's `base_url`
+//! here gets the engine's admission, retries, timeouts, key pool and metrics, without changing
+//! anything else. Callers authenticate with virtual keys; they never see the upstream keys.
+//!
+//! Every `/v1/*` request goes through the same engine stack: the typed routes (chat,
+//! completions, embeddings, responses, moderations) with a token estimate for admission, every
+//! other path forwarded as it is. Streams are passed through event by event; a caller that
+//! disconnects drops the upstream request at once.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{json, Value};
+use sluice::admission::{estimate, AdmissionConfig, Limits};
+use sluice::credentials::KeySource;
+use sluice::keypool::PoolSource;
+use sluice::stack::{Call, Engine, RequestOptions};
+use sluice::{Client, Error, ErrorKind};
+
+pub use config::{ConfigError, GatewayConfig, KeySpec, VirtualKey};
+
+/// Build the engine a gateway forwards through.
+pub fn engine(cfg: &GatewayConfig) -> Result<Engine, Error> {
+    let mut b = Client::builder();
+    if let Some(url) = &cfg.base_url {
+        b = b.base_url(url.clone());
+    }
+    let sources: Vec<PoolSource> = if cfg.keys.is_empty() {
+        vec![PoolSource::One(KeySource::env("OPENAI_API_KEY"))]
+    } else {
+        cfg.keys
+            .iter()
+            .map(|k| match k {
+                KeySpec::Env(v) => PoolSource::One(KeySource::env(v.clone())),
+                KeySpec::File(p) => PoolSource::One(KeySource::file(p.clone())),
+                KeySpec::KeysFile(p) => PoolSource::lines(p.clone()),
+                KeySpec::Value(v) => PoolSource::One(KeySource::fixed(v.as_str())),
+            })
+            .collect()
+    };
+    let client = b
+        .key_pool(sources)
+        .timeouts(cfg.timeouts)
+        .max_attempts(cfg.max_attempts)
+        // The caller's own request decides the output limit; the gateway does not add one.
+        .default_max_tokens(None)
+        .admission(AdmissionConfig {
+            limits: Limits {
+                rpm: cfg.rpm,
+                tpm: cfg.tpm,
+                ..Limits::default()
+            },
+            per_model: cfg.per_model,
+            // Callers wait at most this long in admission before a 429 with Retry-After.
+            max_wait: std::time::Duration::from_secs(30),
+            ..AdmissionConfig::default()
+        })
+        .build()?;
+    Ok(client.engine().clone())
+}
+
+/// The Prometheus recorder, installed once per process.
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+#[derive(Debug)]
+struct AppState {
+    engine: Engine,
+    cfg: GatewayConfig,
+}
+
+/// The gateway's routes.
+pub fn router(engine: Engine, cfg: GatewayConfig) -> axum::Router {
+    use axum::routing::get;
+    let state = Arc::new(AppState { engine, cfg });
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .fallback(api)
+        .with_state(state)
+}
+
+async fn metrics_text() -> Response {
+    match prometheus() {
+        Some(h) => h.render().into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable",
+        )
+            .into_response(),
+    }
+}
+
+/// A running gateway (for tests and embedding).
+#[derive(Debug)]
+pub struct Gateway {
+    addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Bind `cfg.listen` and serve until [`Gateway::shutdown`].
+    pub async fn start(cfg: GatewayConfig) -> Result<Gateway, Error> {
+        let _ = prometheus();
+        let engine = engine(&cfg)?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cannot listen on {}: {e}", cfg.listen),
+                )
+            })?;
+        let addr = listener.local_addr().map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot read the bound address: {e}"),
+            )
+        })?;
+        let app = router(engine, cfg);
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+        Ok(Gateway {
+            addr,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/v1`, what an SDK takes as its base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Stop accepting, let requests in flight finish, then return.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// An error in OpenAI's shape, with the status an SDK maps to the right exception.
+fn openai_error(
+    status: StatusCode,
+    message: &str,
+    ty: &str,
+    code: Option<&str>,
+    param: Option<&str>,
+) -> Response {
+    let body = json!({"error": {"message": message, "type": ty, "param": param, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// An engine error as the caller's SDK should see it.
+fn error_response(e: &Error) -> Response {
+    let mut resp = match (e.status(), e.api_error()) {
+        // The upstream answered: its status and error body, as they were.
+        (Some(s), Some(api)) => {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, axum::Json(json!({"error": api}))).into_response()
+        }
+        (Some(s), None) => {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
+            openai_error(status, e.message(), "upstream_error", None, None)
+        }
+        (None, _) => {
+            let (status, ty) = match e.kind() {
+                ErrorKind::Overloaded
+                | ErrorKind::RateLimitedRequests
+                | ErrorKind::RateLimitedTokens => {
+                    (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded")
+                }
+                ErrorKind::BudgetExceeded | ErrorKind::QuotaExhausted => {
+                    (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota")
+                }
+                ErrorKind::TimeoutConnect
+                | ErrorKind::TimeoutFirstByte
+                | ErrorKind::TimeoutIdle
+                | ErrorKind::TimeoutTotal => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                ErrorKind::Connection | ErrorKind::StreamInterrupted | ErrorKind::Decode => {
+                    (StatusCode::BAD_GATEWAY, "upstream_error")
+                }
+                ErrorKind::Authentication => (StatusCode::BAD_GATEWAY, "upstream_auth_error"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            };
+            openai_error(status, e.message(), ty, Some(e.kind().as_str()), None)
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(w) = e.retry_after() {
+        set(
+            h,
+            "retry-after",
+            &w.as_secs_f64().ceil().max(1.0).to_string(),
+        );
+        set(h, "retry-after-ms", &w.as_millis().to_string());
+    }
+    let never = matches!(
+        e.kind(),
+        ErrorKind::BudgetExceeded | ErrorKind::QuotaExhausted
+    );
+    set(
+        h,
+        "x-should-retry",
+        if e.is_retryable() && !never {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    if let Some(id) = e.request_id() {
+        set(h, "x-request-id", id);
+    }
+    resp
+}
+
+/// Who is calling: a virtual key's name, or `loopback` when none are configured.
+fn authenticate(
+    cfg: &GatewayConfig,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Option<VirtualKey>, Response> {
+    if cfg.virtual_keys.is_empty() {
+        if peer.ip().is_loopback() {
+            return Ok(None);
+        }
+        return Err(openai_error(
+            StatusCode::UNAUTHORIZED,
+            "This gateway has no virtual keys configured and accepts callers on loopback only.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            None,
+        ));
+    }
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    let d = config::digest(presented);
+    // Compare against every key, without stopping early: the time taken says nothing about
+    // which key (or how much of one) matched.
+    let mut found: Option<&VirtualKey> = None;
+    for vk in &cfg.virtual_keys {
+        let diff = vk
+            .digest
+            .iter()
+            .zip(d.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 && !presented.is_empty() {
+            found = Some(vk);
+        }
+    }
+    match found {
+        Some(vk) => Ok(Some(vk.clone())),
+        None => Err(openai_error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            None,
+        )),
+    }
+}
+
+/// Routes whose body is a model request: estimated for admission, model checked.
+fn typed(path: &str) -> Option<&'static str> {
+    match path {
+        "/chat/completions" => Some("chat"),
+        "/completions" => Some("completions"),
+        "/embeddings" => Some("embeddings"),
+        "/responses" => Some("responses"),
+        "/moderations" => Some("moderations"),
+        _ => None,
+    }
+}
+
+/// Every `/v1/*` request.
+async fn api(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some(path) = uri
+        .path()
+        .strip_prefix("/v1")
+        .filter(|p| p.starts_with('/'))
+    else {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {})", uri.path()),
+            "invalid_request_error",
+            None,
+            None,
+        );
+    };
+    let caller = match authenticate(&st.cfg, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let caller_name = caller
+        .as_ref()
+        .map_or("loopback", |c| c.name.as_str())
+        .to_string();
+    let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return openai_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "Request body too large: the limit is {} bytes.",
+                    st.cfg.max_body_bytes
+                ),
+                "invalid_request_error",
+                None,
+                None,
+            )
+        }
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut call = Call {
+        method: method.clone(),
+        path: path_and_query,
+        body: (!bytes.is_empty()).then(|| bytes.clone()),
+        endpoint: "other",
+        model: None,
+        estimate: None,
+        options: RequestOptions {
+            idempotency_key: headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            ..RequestOptions::default()
+        },
+    };
+    let mut stream = false;
+    let mut strip_usage = false;
+    if let (Some(endpoint), true) = (typed(path), method == Method::POST) {
+        let mut value: Value = match serde_json::from_slice(&bytes) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid body: expected a JSON object.",
+                    "invalid_request_error",
+                    None,
+                    None,
+                )
+            }
+            Err(e) => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("We could not parse the JSON body of your request: {e}"),
+                    "invalid_request_error",
+                    None,
+                    None,
+                )
+            }
+        };
+        let model = match value.get("model") {
+            Some(Value::String(m)) => Some(m.clone()),
+            None if endpoint == "moderations" => None,
+            None => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Missing required parameter: 'model'.",
+                    "invalid_request_error",
+                    Some("missing_required_parameter"),
+                    Some("model"),
+                )
+            }
+            Some(_) => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid type for 'model': expected a string.",
+                    "invalid_request_error",
+                    Some("invalid_type"),
+                    Some("model"),
+                )
+            }
+        };
+        if let (Some(vk), Some(m)) = (&caller, &model) {
+            if !vk.models.is_empty() && !vk.models.iter().any(|a| a == m) {
+                return openai_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("The key '{}' may not use the model `{m}`.", vk.name),
+                    "invalid_request_error",
+                    Some("model_not_allowed"),
+                    Some("model"),
+                );
+            }
+        }
+        stream = value.get("stream").and_then(Value::as_bool) == Some(true);
+        if stream && matches!(endpoint, "chat" | "completions") {
+            // Ask for usage so the gateway can account tokens; hide it again if the caller
+            // did not ask.
+            let asked = value
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true);
+            if !asked {
+                strip_usage = true;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("stream_options".into(), json!({"include_usage": true}));
+                }
+                call.body = serde_json::to_vec(&value).ok().map(Bytes::from);
+            }
+        }
+        call.endpoint = endpoint;
+        call.estimate = Some(estimate::estimate(path, &value));
+        call.model = model;
+    }
+    let model = call.model.clone().unwrap_or_default();
+    if stream {
+        return match st.engine.send_stream(call).await {
+            Ok(reply) => {
+                log_line(
+                    &caller_name,
+                    &model,
+                    reply.meta.status,
+                    None,
+                    reply.meta.attempts,
+                    started,
+                );
+                stream_response(reply, strip_usage)
+            }
+            Err(e) => {
+                log_line(
+                    &caller_name,
+                    &model,
+                    e.status().unwrap_or(0),
+                    Some(&e),
+                    e.attempts(),
+                    started,
+                );
+                error_response(&e)
+            }
+        };
+    }
+    match st.engine.send(call).await {
+        Ok(reply) => {
+            log_line(
+                &caller_name,
+                &model,
+                reply.meta.status,
+                None,
+                reply.meta.attempts,
+                started,
+            );
+            let mut resp = Response::new(Body::from(reply.body));
+            *resp.status_mut() = StatusCode::from_u16(reply.meta.status).unwrap_or(StatusCode::OK);
+            let h = resp.headers_mut();
+            for name in ["content-type", "x-request-id", "openai-processing-ms"] {
+                if let Some(v) = reply.headers.get(name) {
+                    h.insert(HeaderName::from_static(name), v.clone());
+                }
+            }
+            resp
+        }
+        Err(e) => {
+            log_line(
+                &caller_name,
+                &model,
+                e.status().unwrap_or(0),
+                Some(&e),
+                e.attempts(),
+                started,
+            );
+            error_response(&e)
+        }
+    }
+}
+
+/// One structured line per request (never a secret).
+fn log_line(
+    caller: &str,
+    model: &str,
+    status: u16,
+    err: Option<&Error>,
+    attempts: u32,
+    started: Instant,
+) {
+    tracing::info!(
+        target: "sluice::gateway",
+        virtual_key = caller,
+        model,
+        status,
+        error_kind = err.map(|e| e.kind().as_str()),
+        attempts,
+        latency_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+}
+
+/// A usage-only chunk (`choices: []` with a usage object), which the gateway asked for on the
+/// caller's behalf.
+fn is_usage_chunk(data: &str) -> bool {
+    if !data.contains("\"usage\":{") {
+        return false;
+    }
+    serde_json::from_str::<Value>(data).is_ok_and(|v| {
+        v.get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+            && v.get("usage").is_some_and(Value::is_object)
+    })
+}
+
+/// Pass a stream through, event by event, with `[DONE]` at the end. An upstream failure
+/// mid-stream becomes an SSE error event, which the SDKs raise as an API error.
+fn stream_response(reply: sluice::stack::StreamReply, strip_usage: bool) -> Response {
+    let request_id = reply.meta.request_id.clone();
+    let events = reply.events;
+    let s = futures_util::stream::unfold((events, false), move |(mut ev, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match ev.next().await {
+                Some(Ok(data)) => {
+                    if strip_usage && is_usage_chunk(&data) {
+                        continue;
+                    }
+                    let chunk = Bytes::from(format!("data: {data}\n\n"));
+                    return Some((Ok::<_, std::convert::Infallible>(chunk), (ev, false)));
+                }
+                Some(Err(e)) => {
+                    let body = json!({"error": {"message": e.message(), "type": "server_error",
+                        "param": null, "code": e.kind().as_str()}});
+                    return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), (ev, true)));
+                }
+                None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (ev, true))),
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(s));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    if let Some(id) = request_id {
+        set(h, "x-request-id", &id);
+    }
+    resp
+}

@@ -1,0 +1,213 @@
+//! `sluice serve` in front of `sluice mock`: routes, virtual keys, streaming pass-through with
+//! the usage chunk hidden unless asked for, OpenAI-shaped errors, caller disconnects.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sluice_gateway::{Gateway, GatewayConfig};
+use sluice_mock::{MockServer, Scenario};
+
+async fn setup(mock_toml: &str, extra: &str) -> (MockServer, Gateway) {
+    let m = MockServer::start(Scenario::from_toml(mock_toml).unwrap())
+        .await
+        .unwrap();
+    let cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes = 100000\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-upstream-key-0001\" }}]\n{extra}",
+            m.base_url()
+        ),
+    )
+    .unwrap();
+    let g = Gateway::start(cfg).await.unwrap();
+    (m, g)
+}
+
+const VKEYS: &str = "[[virtual_keys]]\nname = \"team-a\"\nkey = \"sk-team-a-000001\"\nmodels = [\"gpt-4o-mini\", \"text-embedding-3-small\"]\n";
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "gpt-4o-mini", "stream": stream, "max_tokens": 20,
+           "messages": [{"role": "user", "content": "hello gateway"}]})
+}
+
+async fn post(g: &Gateway, key: Option<&str>, path: &str, body: String) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .post(format!("{}{path}", g.base_url()))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn chat_embeddings_models_through_the_gateway() {
+    let (m, g) = setup("", "").await;
+    let r = post(&g, None, "/chat/completions", chat(false).to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    let r = post(
+        &g,
+        None,
+        "/embeddings",
+        json!({"model": "text-embedding-3-small", "input": "x"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let models: Value = reqwest::get(format!("{}/models", g.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models["data"].as_array().unwrap().len() > 5);
+    // The upstream saw the gateway's key, never the caller's.
+    assert!(m.stats().by_key.keys().all(|k| !k.contains("team")));
+    let health = reqwest::get(format!("http://{}/healthz", g.addr()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn virtual_keys_and_allowed_models() {
+    let (_m, g) = setup("", VKEYS).await;
+    let r = post(&g, None, "/chat/completions", chat(false).to_string()).await;
+    assert_eq!(r.status(), 401);
+    let r = post(
+        &g,
+        Some("sk-wrong"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let r = post(
+        &g,
+        Some("sk-team-a-000001"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut other = chat(false);
+    other["model"] = json!("gpt-4o");
+    let r = post(
+        &g,
+        Some("sk-team-a-000001"),
+        "/chat/completions",
+        other.to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_allowed");
+    g.shutdown().await;
+}
+
+fn events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|b| b.strip_prefix("data: ").map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_pass_through_and_hide_the_usage_chunk_unless_asked() {
+    let (_m, g) = setup("", "").await;
+    let r = post(&g, None, "/chat/completions", chat(true).to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let ev = events(&r.text().await.unwrap());
+    assert_eq!(ev.last().unwrap(), "[DONE]");
+    for e in &ev[..ev.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        assert!(
+            !v["choices"].as_array().unwrap().is_empty(),
+            "no usage-only chunk: {e}"
+        );
+    }
+    let mut asked = chat(true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let ev = events(
+        &post(&g, None, "/chat/completions", asked.to_string())
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let usage: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_and_upstream_errors_are_openai_shaped() {
+    let (_m, g) = setup("", "").await;
+    let r = post(&g, None, "/chat/completions", "{not json".into()).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let r = post(
+        &g,
+        None,
+        "/chat/completions",
+        json!({"messages": []}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "model");
+    let r = post(&g, None, "/chat/completions", "x".repeat(200_000)).await;
+    assert_eq!(r.status(), 413);
+    // The upstream's own error comes through with its status and code.
+    let mut retired = chat(false);
+    retired["model"] = json!("gpt-4-32k");
+    let r = post(&g, None, "/chat/completions", retired.to_string()).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-should-retry"], "false");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "model_not_found"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_disconnects_cancels_the_upstream_request() {
+    let (m, g) = setup(
+        "[output]\nmin_tokens = 200\nmax_tokens = 200\n[latency]\nper_token = \"20ms\"\n",
+        "",
+    )
+    .await;
+    let mut body = chat(true);
+    body["max_tokens"] = json!(300);
+    let r = post(&g, None, "/chat/completions", body.to_string()).await;
+    let mut s = r.bytes_stream();
+    s.next().await.unwrap().unwrap();
+    drop(s);
+    let mut seen = false;
+    for _ in 0..100 {
+        if m.stats().streams.client_disconnected == 1 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "upstream saw the cancel: {:?}", m.stats().streams);
+    g.shutdown().await;
+}
