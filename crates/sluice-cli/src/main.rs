@@ -45,6 +45,18 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Run the OpenAI-compatible gateway: point any SDK's base_url here.
+    Serve {
+        /// Gateway configuration (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides the file); port 0 picks a free port.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve against a built-in upstream instead of the configured one.
+        #[arg(long, value_enum)]
+        upstream: Option<Upstream>,
+    },
     /// Run a file of requests (OpenAI Batch format) durably: resumable, never duplicated.
     Batch {
         #[command(subcommand)]
@@ -143,9 +155,9 @@ mod exit {
     pub const STOPPED: u8 = 5;
 }
 
-fn init_logs(format: &str) {
+fn init_logs(format: &str, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -353,6 +365,53 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     }
 }
 
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    upstream: Option<Upstream>,
+) -> Result<(), Fail> {
+    let mut cfg = match &config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Fail(exit::USAGE, format!("cannot read {}: {e}", p.display())))?;
+            sluice_gateway::GatewayConfig::from_toml(&p.display().to_string(), &text)
+                .map_err(|e| Fail(exit::USAGE, e.to_string()))?
+        }
+        None => sluice_gateway::GatewayConfig::default(),
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    let mut _mock = None;
+    if let Some(Upstream::Mock) = upstream {
+        let scenario = sluice_mock::Scenario::from_toml(include_str!(
+            "../../../examples/mock/realistic-tier.toml"
+        ))
+        .map_err(|e| format!("built-in scenario: {e}"))?;
+        let mock = sluice_mock::MockServer::start(scenario)
+            .await
+            .map_err(|e| format!("cannot start the simulator: {e}"))?;
+        eprintln!(
+            "sluice: forwarding to the built-in simulator at {}",
+            mock.base_url()
+        );
+        cfg.base_url = Some(mock.base_url());
+        cfg.keys = vec![sluice_gateway::KeySpec::Value(
+            "sk-sluice-mock-local".into(),
+        )];
+        _mock = Some(mock);
+    }
+    let gateway = sluice_gateway::Gateway::start(cfg)
+        .await
+        .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+    // First line of stdout, so scripts can read the address when port 0 was asked for.
+    println!("sluice serve listening on {}", gateway.base_url());
+    wait_signal().await;
+    eprintln!("sluice: draining requests in flight");
+    gateway.shutdown().await;
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Fail> {
     match cli.command {
         Command::Mock {
@@ -382,6 +441,11 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             mock.shutdown();
             Ok(())
         }
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+        } => serve(config, listen, upstream).await,
         Command::Batch { command } => match command {
             BatchCommand::Run(a) => batch_run(a).await,
             BatchCommand::Status {
@@ -405,7 +469,13 @@ async fn run(cli: Cli) -> Result<(), Fail> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    // The gateway logs a line per request; the other commands only what needs a look.
+    let default = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logs(&cli.log_format, default);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,0 +1,132 @@
+"""The official `openai` Python SDK through `sluice serve` in front of `sluice mock`: only the
+base_url changes, and the SDK behaves as it does against the real service."""
+
+import json
+import pathlib
+import subprocess
+import tempfile
+
+import openai
+import pytest
+
+from conftest import Mock, sluice_bin
+
+UPSTREAM = """
+auth = "listed"
+[[keys]]
+key = "sk-upstream-good-0001"
+[[keys]]
+key = "sk-upstream-broke-002"
+quota_exhausted = true
+"""
+
+
+class Gateway:
+    def __init__(self, upstream_url: str, upstream_key: str):
+        self._dir = tempfile.TemporaryDirectory()
+        cfg = pathlib.Path(self._dir.name) / "gateway.toml"
+        cfg.write_text(f"""
+listen = "127.0.0.1:0"
+[upstream]
+base_url = "{upstream_url}"
+keys = [{{ value = "{upstream_key}" }}]
+[[virtual_keys]]
+name = "app"
+key = "sk-app-virtual-0001"
+""")
+        self.proc = subprocess.Popen([sluice_bin(), "serve", "--config", str(cfg)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("sluice serve listening on "):
+            self.close()
+            raise RuntimeError(f"gateway did not start: {line!r}")
+        self.base_url = line.rsplit(" ", 1)[1]
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._dir.cleanup()
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    m = Mock(UPSTREAM)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream):
+    g = Gateway(upstream.base_url, "sk-upstream-good-0001")
+    yield g
+    g.close()
+
+
+@pytest.fixture(scope="module")
+def broke_gateway(upstream):
+    g = Gateway(upstream.base_url, "sk-upstream-broke-002")
+    yield g
+    g.close()
+
+
+def client(g, key="sk-app-virtual-0001"):
+    return openai.OpenAI(base_url=g.base_url, api_key=key, max_retries=0, timeout=20)
+
+
+def test_chat(gateway):
+    r = client(gateway).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
+    assert r.choices[0].message.content
+    assert r.usage.completion_tokens <= 10
+    assert r._request_id.startswith("req_")
+
+
+def test_stream_without_and_with_usage(gateway):
+    c = client(gateway)
+    chunks = list(c.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "s"}], stream=True))
+    assert all(ch.usage is None for ch in chunks), "no usage chunk unless asked"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    chunks = list(c.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "s"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_tool_call_stream(gateway):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}}}}]
+    args = ""
+    for ch in client(gateway).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}], tools=tools,
+            tool_choice="required", stream=True):
+        for c in ch.choices:
+            for tc in c.delta.tool_calls or []:
+                args += tc.function.arguments or ""
+    assert "a" in json.loads(args)
+
+
+def test_embeddings_and_models(gateway):
+    c = client(gateway)
+    e = c.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert len(e.data) == 2 and len(e.data[0].embedding) == 1536
+    assert "gpt-4o-mini" in [m.id for m in c.models.list()]
+
+
+def test_errors_map_to_sdk_exceptions(gateway, broke_gateway):
+    with pytest.raises(openai.AuthenticationError):
+        client(gateway, key="sk-not-my-key").models.list()
+    with pytest.raises(openai.NotFoundError):
+        client(gateway).chat.completions.create(
+            model="gpt-4-32k", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError):
+        client(gateway).chat.completions.create(
+            model="gpt-4", messages=[{"role": "user", "content": "w " * 9000}])
+    with pytest.raises(openai.RateLimitError) as e:
+        client(broke_gateway).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "insufficient_quota"
+    assert e.value.response.headers["x-should-retry"] == "false"
