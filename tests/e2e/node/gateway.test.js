@@ -1,0 +1,104 @@
+// The official openai Node SDK through `sluice serve` in front of `sluice mock`: only the
+// baseURL and the key change.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import OpenAI from "openai";
+
+const root = resolve(import.meta.dirname, "../../..");
+const bin = process.env.SLUICE_BIN || join(root, "target", "debug", "sluice");
+const dir = mkdtempSync(join(tmpdir(), "sluice-node-"));
+const procs = [];
+
+function start(args) {
+  return new Promise((ok, fail) => {
+    const p = spawn(bin, args, { stdio: ["ignore", "pipe", "ignore"] });
+    procs.push(p);
+    let buf = "";
+    p.stdout.on("data", (d) => {
+      buf += d;
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) ok(buf.slice(0, nl).trim().split(" ").pop());
+    });
+    p.on("exit", (code) => fail(new Error(`${args[0]} exited with ${code}`)));
+  });
+}
+
+let gateway;
+
+before(async () => {
+  assert.ok(existsSync(bin), `sluice binary not found at ${bin}: run cargo build first`);
+  writeFileSync(join(dir, "mock.toml"), 'auth = "listed"\n[[keys]]\nkey = "sk-upstream-good-0001"\n');
+  const upstream = await start(["mock", "--listen", "127.0.0.1:0", "--config", join(dir, "mock.toml")]);
+  writeFileSync(
+    join(dir, "gateway.toml"),
+    `listen = "127.0.0.1:0"\n[upstream]\nbase_url = "${upstream}"\nkeys = [{ value = "sk-upstream-good-0001" }]\n` +
+      `[[virtual_keys]]\nname = "node-app"\nkey = "sk-node-app-0001"\n`,
+  );
+  gateway = await start(["serve", "--config", join(dir, "gateway.toml")]);
+});
+
+after(() => {
+  for (const p of procs) p.kill();
+});
+
+const client = (apiKey = "sk-node-app-0001") =>
+  new OpenAI({ baseURL: gateway, apiKey, maxRetries: 0, timeout: 20000 });
+
+test("chat", async () => {
+  const r = await client().chat.completions.create({
+    model: "gpt-4o-mini",
+    messages: [{ role: "user", content: "hi" }],
+    max_tokens: 8,
+  });
+  assert.ok(r.choices[0].message.content.length > 0);
+  assert.ok(r.usage.completion_tokens <= 8);
+});
+
+test("stream with and without usage", async () => {
+  let text = "";
+  let usage = null;
+  const s = await client().chat.completions.create({
+    model: "gpt-4o-mini",
+    messages: [{ role: "user", content: "s" }],
+    stream: true,
+  });
+  for await (const ch of s) {
+    if (ch.usage) usage = ch.usage;
+    text += ch.choices[0]?.delta?.content ?? "";
+  }
+  assert.ok(text.length > 0);
+  assert.equal(usage, null, "no usage chunk unless asked");
+  const s2 = await client().chat.completions.create({
+    model: "gpt-4o-mini",
+    messages: [{ role: "user", content: "s" }],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  for await (const ch of s2) if (ch.usage) usage = ch.usage;
+  assert.ok(usage.completion_tokens > 0);
+});
+
+test("embeddings and models", async () => {
+  const e = await client().embeddings.create({ model: "text-embedding-3-small", input: ["a", "b"] });
+  assert.equal(e.data.length, 2);
+  assert.equal(e.data[0].embedding.length, 1536);
+  const ids = [];
+  for await (const m of client().models.list()) ids.push(m.id);
+  assert.ok(ids.includes("gpt-4o-mini"));
+});
+
+test("errors map to the SDK's classes", async () => {
+  await assert.rejects(client("sk-wrong").models.list(), OpenAI.AuthenticationError);
+  await assert.rejects(
+    client().chat.completions.create({ model: "gpt-4-32k", messages: [{ role: "user", content: "x" }] }),
+    OpenAI.NotFoundError,
+  );
+  await assert.rejects(
+    client().chat.completions.create({ model: "gpt-4", messages: [{ role: "user", content: "w ".repeat(9000) }] }),
+    OpenAI.BadRequestError,
+  );
+});
