@@ -211,3 +211,70 @@ async fn a_caller_that_disconnects_cancels_the_upstream_request() {
     assert!(seen, "upstream saw the cancel: {:?}", m.stats().streams);
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn rotating_the_upstream_key_file_under_load_loses_nothing() {
+    let m = MockServer::start(
+        Scenario::from_toml(
+            "auth = \"listed\"\n[latency]\nttft = \"20ms\"\n[[keys]]\nkey = \"sk-rotate-old-000001\"\nname = \"old\"\n[[keys]]\nkey = \"sk-rotate-new-000002\"\nname = \"new\"\n",
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("sluice-gw-rot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("openai-key");
+    std::fs::write(&key_file, "sk-rotate-old-000001\n").unwrap();
+    let cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ file = \"{}\" }}]\n",
+            m.base_url(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let g = Gateway::start(cfg).await.unwrap();
+    let url = format!("{}/chat/completions", g.base_url());
+    let client = reqwest::Client::new();
+    let load: Vec<_> = (0..200)
+        .map(|i| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 3)).await;
+                client
+                    .post(url)
+                    .json(&json!({"model": "gpt-4o-mini", "max_tokens": 5,
+                                  "messages": [{"role": "user", "content": format!("q{i}")}]}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // Mid-load: rotate the secret in place, then revoke the old key upstream.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    std::fs::write(&key_file, "sk-rotate-new-000002\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    m.set_scenario(
+        Scenario::from_toml(
+            "auth = \"listed\"\n[latency]\nttft = \"20ms\"\n[[keys]]\nkey = \"sk-rotate-old-000001\"\nname = \"old\"\nrevoked = true\n[[keys]]\nkey = \"sk-rotate-new-000002\"\nname = \"new\"\n",
+        )
+        .unwrap(),
+    );
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in load {
+        *statuses.entry(t.await.unwrap().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses.get(&200),
+        Some(&200),
+        "every request succeeded: {statuses:?}"
+    );
+    let s = m.stats();
+    assert!(s.by_key["old"] > 0 && s.by_key["new"] > 0, "{:?}", s.by_key);
+    g.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -461,7 +461,9 @@ impl Engine {
             _ => return err,
         };
         self.inner.keys.report(chosen, what);
-        if self.inner.keys.is_pool() && self.inner.keys.another_available(chosen.id) {
+        // Another key may be a second one in the pool, or this source's new value after a
+        // rotation that happened while the attempt was on its way.
+        if self.inner.keys.another_available(chosen.id) {
             tracing::info!(key = %chosen.label, kind = kind.as_str(), "moving the request to another key");
             err.with_retryable(true)
                 .with_retry_after(Some(Duration::ZERO))
