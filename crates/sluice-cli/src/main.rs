@@ -401,15 +401,72 @@ async fn serve(
         )];
         _mock = Some(mock);
     }
+    let cfg_listen_port = cfg.listen;
     let gateway = sluice_gateway::Gateway::start(cfg)
         .await
         .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
     // First line of stdout, so scripts can read the address when port 0 was asked for.
     println!("sluice serve listening on {}", gateway.base_url());
+    if let Some(path) = config {
+        tokio::spawn(watch_config(path, gateway.reloader(), cfg_listen_port));
+    }
     wait_signal().await;
     eprintln!("sluice: draining requests in flight");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Reload the gateway's configuration when the file changes (checked every 2 s) or on SIGHUP.
+/// A file that does not parse is reported and the running configuration stays.
+async fn watch_config(path: PathBuf, reloader: sluice_gateway::Reloader, listen: SocketAddr) {
+    let stamp = |p: &PathBuf| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&path);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let forced = tokio::select! {
+            _ = hangup => true,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+        };
+        let now = stamp(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| {
+                sluice_gateway::GatewayConfig::from_toml(&path.display().to_string(), &text)
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(mut cfg) => {
+                cfg.listen = listen;
+                match reloader.reload(cfg) {
+                    Ok(()) => eprintln!("sluice: configuration reloaded from {}", path.display()),
+                    Err(e) => {
+                        eprintln!("sluice: reload refused, keeping the running configuration: {e}")
+                    }
+                }
+            }
+            Err(e) => eprintln!("sluice: reload refused, keeping the running configuration: {e}"),
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Fail> {

@@ -82,16 +82,28 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// The configuration in force and the engine built from it. Replaced whole on reload; a request
+/// keeps the one it started with, so in-flight requests finish on what they began with.
 #[derive(Debug)]
-struct AppState {
+struct Live {
     engine: Engine,
     cfg: GatewayConfig,
 }
 
+#[derive(Debug)]
+struct AppState {
+    live: std::sync::RwLock<Arc<Live>>,
+}
+
+impl AppState {
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The gateway's routes.
-pub fn router(engine: Engine, cfg: GatewayConfig) -> axum::Router {
+fn router(state: Arc<AppState>) -> axum::Router {
     use axum::routing::get;
-    let state = Arc::new(AppState { engine, cfg });
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
@@ -111,10 +123,35 @@ async fn metrics_text() -> Response {
     }
 }
 
+/// Reloads a running gateway's configuration.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    state: Arc<AppState>,
+}
+
+impl Reloader {
+    /// Apply a new configuration to new requests (keys, limits, virtual keys, timeouts);
+    /// requests in flight finish on the old one. The listen address cannot change here. On
+    /// error the old configuration stays.
+    pub fn reload(&self, mut cfg: GatewayConfig) -> Result<(), Error> {
+        let old = self.state.live();
+        if cfg.listen != old.cfg.listen && cfg.listen.port() != 0 {
+            tracing::warn!(old = %old.cfg.listen, new = %cfg.listen, "the listen address does not change on reload; restart to move it");
+        }
+        cfg.listen = old.cfg.listen;
+        let engine = engine(&cfg)?;
+        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Live { engine, cfg });
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
 /// A running gateway (for tests and embedding).
 #[derive(Debug)]
 pub struct Gateway {
     addr: SocketAddr,
+    state: Arc<AppState>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -138,7 +175,10 @@ impl Gateway {
                 format!("cannot read the bound address: {e}"),
             )
         })?;
-        let app = router(engine, cfg);
+        let state = Arc::new(AppState {
+            live: std::sync::RwLock::new(Arc::new(Live { engine, cfg })),
+        });
+        let app = router(state.clone());
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let served = axum::serve(
@@ -155,9 +195,22 @@ impl Gateway {
         });
         Ok(Gateway {
             addr,
+            state,
             shutdown: tx,
             task,
         })
+    }
+
+    /// Apply a new configuration to new requests (see [`Reloader::reload`]).
+    pub fn reload(&self, cfg: GatewayConfig) -> Result<(), Error> {
+        self.reloader().reload(cfg)
+    }
+
+    /// A handle that reloads this gateway's configuration (for a signal or file watcher).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: self.state.clone(),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -324,7 +377,7 @@ fn typed(path: &str) -> Option<&'static str> {
 
 /// Every `/v1/*` request.
 async fn api(
-    State(st): State<Arc<AppState>>,
+    State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
@@ -332,6 +385,7 @@ async fn api(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let st = app.live();
     let Some(path) = uri
         .path()
         .strip_prefix("/v1")

@@ -278,3 +278,71 @@ async fn rotating_the_upstream_key_file_under_load_loses_nothing() {
     g.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn reload_applies_to_new_requests_and_in_flight_ones_finish() {
+    let (m, g) = setup(
+        "[output]\nmin_tokens = 100\nmax_tokens = 100\n[latency]\nper_token = \"3ms\"\n",
+        VKEYS,
+    )
+    .await;
+    let mut long = chat(true);
+    long["max_tokens"] = json!(150);
+    let in_flight = post(
+        &g,
+        Some("sk-team-a-000001"),
+        "/chat/completions",
+        long.to_string(),
+    )
+    .await;
+    assert_eq!(in_flight.status(), 200);
+    // Replace team-a by team-b.
+    let cfg = GatewayConfig::from_toml(
+        "reloaded.toml",
+        &format!(
+            "[upstream]\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-upstream-key-0001\" }}]\n[[virtual_keys]]\nname = \"team-b\"\nkey = \"sk-team-b-000002\"\n",
+            m.base_url()
+        ),
+    )
+    .unwrap();
+    g.reload(cfg).unwrap();
+    // The stream that started before the reload finishes on what it began with.
+    let text = in_flight.text().await.unwrap();
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "{}",
+        &text[text.len().saturating_sub(80)..]
+    );
+    // New requests see the new keys.
+    let old = post(
+        &g,
+        Some("sk-team-a-000001"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(old.status(), 401);
+    let new = post(
+        &g,
+        Some("sk-team-b-000002"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(new.status(), 200);
+    // A bad configuration is refused and the running one stays.
+    let bad = GatewayConfig {
+        base_url: Some("not a url".into()),
+        ..GatewayConfig::default()
+    };
+    assert!(g.reload(bad).is_err());
+    let still = post(
+        &g,
+        Some("sk-team-b-000002"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(still.status(), 200);
+    g.shutdown().await;
+}
