@@ -346,3 +346,68 @@ async fn reload_applies_to_new_requests_and_in_flight_ones_finish() {
     assert_eq!(still.status(), 200);
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_streams_each_arrive_whole() {
+    let (m, g) = setup(
+        "[output]\nmin_tokens = 30\nmax_tokens = 30\n[latency]\nper_token = \"2ms\"\n",
+        "",
+    )
+    .await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let url = format!("{}/chat/completions", g.base_url());
+            tokio::spawn(async move {
+                let mut body = chat(true);
+                body["messages"][0]["content"] = json!(format!("stream {i}"));
+                let text = reqwest::Client::new()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let ev = events(&text);
+                assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+                ev.len()
+            })
+        })
+        .collect();
+    for t in tasks {
+        // role + 20 tokens (max_tokens) + finish + [DONE]
+        assert_eq!(t.await.unwrap(), 23);
+    }
+    assert_eq!(m.stats().streams.completed, 50);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revoked_upstream_key_is_quarantined_while_traffic_continues() {
+    let m = MockServer::start(
+        Scenario::from_toml(
+            "auth = \"listed\"\n[[keys]]\nkey = \"sk-gw-good-000001\"\nname = \"good\"\n[[keys]]\nkey = \"sk-gw-revoked-0002\"\nname = \"revoked\"\nrevoked = true\n",
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-gw-revoked-0002\" }}, {{ value = \"sk-gw-good-000001\" }}]\n",
+            m.base_url()
+        ),
+    )
+    .unwrap();
+    let g = Gateway::start(cfg).await.unwrap();
+    for _ in 0..20 {
+        let r = post(&g, None, "/chat/completions", chat(false).to_string()).await;
+        assert_eq!(r.status(), 200);
+    }
+    let s = m.stats();
+    assert_eq!(s.by_key.get("revoked").copied().unwrap_or(0), 1);
+    assert_eq!(s.by_key["good"], 20);
+    g.shutdown().await;
+}
