@@ -12,6 +12,7 @@
 //! tpm = 800000
 //! per_model = true
 //! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
+//! max_concurrency = 2048 # requests (and streams) in flight upstream at most
 //!
 //! [[virtual_keys]]
 //! name = "team-a"
@@ -60,6 +61,7 @@ struct RawUpstream {
     per_model: Option<bool>,
     timeouts: Option<RawTimeouts>,
     max_attempts: Option<u32>,
+    max_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +137,9 @@ pub struct GatewayConfig {
     pub per_model: bool,
     pub timeouts: sluice::Timeouts,
     pub max_attempts: u32,
+    /// Most requests in flight upstream (the adaptive limit moves below it). A stream holds
+    /// its slot until it ends, so this bounds concurrent streams too. Default 2048.
+    pub max_concurrency: usize,
     /// Empty: any caller, but only from loopback.
     pub virtual_keys: Vec<VirtualKey>,
 }
@@ -151,6 +156,7 @@ impl Default for GatewayConfig {
             per_model: true,
             timeouts: sluice::Timeouts::default(),
             max_attempts: 5,
+            max_concurrency: 2048,
             virtual_keys: Vec::new(),
         }
     }
@@ -232,6 +238,15 @@ impl GatewayConfig {
                 ));
             }
             c.max_attempts = n;
+        }
+        if let Some(n) = up.max_concurrency {
+            if n == 0 {
+                return Err(invalid(
+                    "upstream.max_concurrency".into(),
+                    "must be at least 1",
+                ));
+            }
+            c.max_concurrency = n;
         }
         if let Some(t) = up.timeouts {
             let d = sluice::Timeouts::default();

@@ -59,17 +59,25 @@ pub fn engine(cfg: &GatewayConfig) -> Result<Engine, Error> {
         .max_attempts(cfg.max_attempts)
         // The caller's own request decides the output limit; the gateway does not add one.
         .default_max_tokens(None)
-        .admission(AdmissionConfig {
-            limits: Limits {
-                rpm: cfg.rpm,
-                tpm: cfg.tpm,
-                ..Limits::default()
-            },
-            per_model: cfg.per_model,
-            // Callers wait at most this long in admission before a 429 with Retry-After.
-            max_wait: std::time::Duration::from_secs(30),
-            ..AdmissionConfig::default()
+        .admission({
+            let mut a = AdmissionConfig {
+                limits: Limits {
+                    rpm: cfg.rpm,
+                    tpm: cfg.tpm,
+                    ..Limits::default()
+                },
+                per_model: cfg.per_model,
+                // Callers wait at most this long in admission before a 429 with Retry-After.
+                max_wait: std::time::Duration::from_secs(30),
+                ..AdmissionConfig::default()
+            };
+            // Many callers share one gateway: start wide; 429s and slowdowns still narrow it.
+            a.concurrency.max = cfg.max_concurrency;
+            a.concurrency.initial = (cfg.max_concurrency / 2).max(1);
+            a.max_queue = cfg.max_concurrency * 4;
+            a
         })
+        .pool_max_idle_per_host(cfg.max_concurrency)
         .build()?;
     Ok(client.engine().clone())
 }
