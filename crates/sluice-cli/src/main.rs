@@ -234,6 +234,23 @@ async fn wait_signal() {
     }
 }
 
+/// `--upstream mock`: the simulator in-process with the realistic paid tier of
+/// `examples/mock/`, alive as long as the returned server.
+async fn builtin_mock() -> Result<sluice_mock::MockServer, Fail> {
+    let scenario = sluice_mock::Scenario::from_toml(include_str!(
+        "../../../examples/mock/realistic-tier.toml"
+    ))
+    .map_err(|e| format!("built-in scenario: {e}"))?;
+    let mock = sluice_mock::MockServer::start(scenario)
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    eprintln!(
+        "sluice: using the built-in simulator at {}",
+        mock.base_url()
+    );
+    Ok(mock)
+}
+
 async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     use sluice::admission::{AdmissionConfig, Limits, OnStateError, StateBackend};
 
@@ -242,17 +259,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     let mut builder = sluice::Client::builder();
     match (a.upstream, &a.base_url) {
         (Some(Upstream::Mock), _) => {
-            let scenario = sluice_mock::Scenario::from_toml(include_str!(
-                "../../../examples/mock/realistic-tier.toml"
-            ))
-            .map_err(|e| format!("built-in scenario: {e}"))?;
-            let mock = sluice_mock::MockServer::start(scenario)
-                .await
-                .map_err(|e| format!("cannot start the simulator: {e}"))?;
-            eprintln!(
-                "sluice: using the built-in simulator at {}",
-                mock.base_url()
-            );
+            let mock = builtin_mock().await?;
             builder = builder
                 .base_url(mock.base_url())
                 .api_key("sk-sluice-mock-local");
@@ -384,17 +391,7 @@ async fn serve(
     }
     let mut _mock = None;
     if let Some(Upstream::Mock) = upstream {
-        let scenario = sluice_mock::Scenario::from_toml(include_str!(
-            "../../../examples/mock/realistic-tier.toml"
-        ))
-        .map_err(|e| format!("built-in scenario: {e}"))?;
-        let mock = sluice_mock::MockServer::start(scenario)
-            .await
-            .map_err(|e| format!("cannot start the simulator: {e}"))?;
-        eprintln!(
-            "sluice: forwarding to the built-in simulator at {}",
-            mock.base_url()
-        );
+        let mock = builtin_mock().await?;
         cfg.base_url = Some(mock.base_url());
         cfg.keys = vec![sluice_gateway::KeySpec::Value(
             "sk-sluice-mock-local".into(),

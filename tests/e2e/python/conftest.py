@@ -17,23 +17,24 @@ def sluice_bin() -> str:
     return path
 
 
-class Mock:
-    """A running `sluice mock` with the scenario given as TOML text."""
+class Sluice:
+    """A `sluice` subcommand running with a config file written from text; `base_url` is read
+    from the first line it prints ("sluice ... listening on URL")."""
 
-    def __init__(self, scenario: str):
+    def __init__(self, args: list, config: str, config_flag: str = "--config"):
         self._dir = tempfile.TemporaryDirectory()
-        cfg = pathlib.Path(self._dir.name) / "scenario.toml"
-        cfg.write_text(scenario)
+        cfg = pathlib.Path(self._dir.name) / "config.toml"
+        cfg.write_text(config)
         self.proc = subprocess.Popen(
-            [sluice_bin(), "mock", "--listen", "127.0.0.1:0", "--config", str(cfg)],
+            [sluice_bin(), *args, config_flag, str(cfg)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
         line = self.proc.stdout.readline().strip()
-        if not line.startswith("sluice mock listening on "):
+        if " listening on " not in line:
             self.close()
-            raise RuntimeError(f"mock did not start: {line!r}")
+            raise RuntimeError(f"{args[0]} did not start: {line!r}")
         self.base_url = line.rsplit(" ", 1)[1]
 
     def close(self):
@@ -43,6 +44,13 @@ class Mock:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._dir.cleanup()
+
+
+class Mock(Sluice):
+    """A running `sluice mock` with the scenario given as TOML text."""
+
+    def __init__(self, scenario: str):
+        super().__init__(["mock", "--listen", "127.0.0.1:0"], scenario)
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 base_url changes, and the SDK behaves as it does against the real service."""
 
 import json
-import pathlib
-import subprocess
-import tempfile
 
 import openai
 import pytest
 
-from conftest import Mock, sluice_bin
+from conftest import Mock, Sluice
 
 UPSTREAM = """
 auth = "listed"
@@ -21,11 +18,11 @@ quota_exhausted = true
 """
 
 
-class Gateway:
+class Gateway(Sluice):
+    """`sluice serve` in front of `upstream_url`, with one virtual key for the app."""
+
     def __init__(self, upstream_url: str, upstream_key: str):
-        self._dir = tempfile.TemporaryDirectory()
-        cfg = pathlib.Path(self._dir.name) / "gateway.toml"
-        cfg.write_text(f"""
+        super().__init__(["serve"], f"""
 listen = "127.0.0.1:0"
 [upstream]
 base_url = "{upstream_url}"
@@ -34,21 +31,6 @@ keys = [{{ value = "{upstream_key}" }}]
 name = "app"
 key = "sk-app-virtual-0001"
 """)
-        self.proc = subprocess.Popen([sluice_bin(), "serve", "--config", str(cfg)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("sluice serve listening on "):
-            self.close()
-            raise RuntimeError(f"gateway did not start: {line!r}")
-        self.base_url = line.rsplit(" ", 1)[1]
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._dir.cleanup()
 
 
 @pytest.fixture(scope="module")
