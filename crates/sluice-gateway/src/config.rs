@@ -18,6 +18,8 @@
 //! name = "team-a"
 //! key = "sk-team-a-..."            # or sha256 = "<hex digest of the key>"
 //! models = ["gpt-4o-mini"]         # allowed models (empty or absent: all)
+//! rpm = 600                        # this caller's own limits (optional)
+//! tpm = 100000
 //! ```
 
 use std::net::SocketAddr;
@@ -94,6 +96,8 @@ struct RawVirtualKey {
     sha256: Option<String>,
     #[serde(default)]
     models: Vec<String>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
 }
 
 /// Where an upstream key comes from.
@@ -112,6 +116,9 @@ pub struct VirtualKey {
     pub name: String,
     pub digest: [u8; 32],
     pub models: Vec<String>,
+    /// This caller's own requests and tokens per minute (on top of the upstream's).
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 impl std::fmt::Debug for VirtualKey {
@@ -283,6 +290,8 @@ impl GatewayConfig {
                 name: v.name,
                 digest,
                 models: v.models,
+                rpm: v.rpm.filter(|n| *n > 0),
+                tpm: v.tpm.filter(|n| *n > 0),
             });
         }
         Ok(c)

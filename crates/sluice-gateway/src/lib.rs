@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
-use sluice::admission::{estimate, AdmissionConfig, Limits};
+use sluice::admission::{estimate, Admission, AdmissionConfig, Limits};
 use sluice::credentials::KeySource;
 use sluice::keypool::PoolSource;
 use sluice::stack::{Call, Engine, RequestOptions};
@@ -96,6 +96,38 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
 struct Live {
     engine: Engine,
     cfg: GatewayConfig,
+    /// Per-caller budgets (virtual keys with rpm/tpm): one admission stage, scoped by key name.
+    callers: Arc<Admission>,
+}
+
+/// The admission stage for callers' own limits: budgets only (the upstream stage does the
+/// concurrency), each key's limits set as the limits of its scope, a full minute of burst as
+/// OpenAI gives its own callers, and no waiting: over its limit, a caller gets a 429 at once.
+fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
+    let mut model_limits = std::collections::HashMap::new();
+    for vk in &cfg.virtual_keys {
+        model_limits.insert(
+            vk.name.clone(),
+            Limits {
+                rpm: vk.rpm,
+                tpm: vk.tpm,
+                ..Limits::default()
+            },
+        );
+    }
+    let mut a = AdmissionConfig {
+        model_limits,
+        per_model: false,
+        learn_from_headers: false,
+        burst: std::time::Duration::from_secs(60),
+        max_wait: std::time::Duration::ZERO,
+        max_queue: usize::MAX / 2,
+        ..AdmissionConfig::default()
+    };
+    a.concurrency.adaptive = false;
+    a.concurrency.initial = 1 << 20;
+    a.concurrency.max = 1 << 20;
+    Admission::new(a)
 }
 
 #[derive(Debug)]
@@ -148,8 +180,22 @@ impl Reloader {
         }
         cfg.listen = old.cfg.listen;
         let engine = engine(&cfg)?;
-        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Live { engine, cfg });
+        // Callers keep their spent budget across a reload when their limits did not change.
+        let same = cfg
+            .virtual_keys
+            .iter()
+            .map(|v| (&v.name, v.rpm, v.tpm))
+            .eq(old.cfg.virtual_keys.iter().map(|v| (&v.name, v.rpm, v.tpm)));
+        let callers = if same {
+            old.callers.clone()
+        } else {
+            callers_admission(&cfg)
+        };
+        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+            engine,
+            cfg,
+            callers,
+        });
         tracing::info!("configuration reloaded");
         Ok(())
     }
@@ -183,8 +229,13 @@ impl Gateway {
                 format!("cannot read the bound address: {e}"),
             )
         })?;
+        let callers = callers_admission(&cfg);
         let state = Arc::new(AppState {
-            live: std::sync::RwLock::new(Arc::new(Live { engine, cfg })),
+            live: std::sync::RwLock::new(Arc::new(Live {
+                engine,
+                cfg,
+                callers,
+            })),
         });
         let app = router(state.clone());
         let (tx, mut rx) = tokio::sync::watch::channel(false);
@@ -527,6 +578,22 @@ async fn api(
         call.model = model;
     }
     let model = call.model.clone().unwrap_or_default();
+    // The caller's own limits, before anything goes upstream.
+    let mut caller_ticket = None;
+    if let Some(vk) = caller
+        .as_ref()
+        .filter(|v| v.rpm.is_some() || v.tpm.is_some())
+    {
+        let est = call.estimate.unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + st.cfg.timeouts.total;
+        match st.callers.admit(&vk.name, &vk.name, est, deadline).await {
+            Ok(t) => caller_ticket = Some(t),
+            Err(e) => {
+                log_line(&caller_name, &model, 429, Some(&e), 0, started);
+                return caller_limited(vk, &e);
+            }
+        }
+    }
     if stream {
         return match st.engine.send_stream(call).await {
             Ok(reply) => {
@@ -563,6 +630,9 @@ async fn api(
                 reply.meta.attempts,
                 started,
             );
+            if let (Some(mut t), Some(u)) = (caller_ticket.take(), reply.facts.usage.as_ref()) {
+                t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
+            }
             let mut resp = Response::new(Body::from(reply.body));
             *resp.status_mut() = StatusCode::from_u16(reply.meta.status).unwrap_or(StatusCode::OK);
             let h = resp.headers_mut();
@@ -585,6 +655,42 @@ async fn api(
             error_response(&e)
         }
     }
+}
+
+/// A 429 for a caller over its own limits, with the headers an SDK waits on.
+fn caller_limited(vk: &VirtualKey, e: &Error) -> Response {
+    let wait = e.retry_after().unwrap_or(std::time::Duration::from_secs(1));
+    let mut r = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "Rate limit reached for the key '{}'. Please try again in {:.3}s.",
+            vk.name,
+            wait.as_secs_f64()
+        ),
+        "requests",
+        Some("rate_limit_exceeded"),
+        None,
+    );
+    let h = r.headers_mut();
+    set(
+        h,
+        "retry-after",
+        &wait.as_secs_f64().ceil().max(1.0).to_string(),
+    );
+    set(h, "retry-after-ms", &wait.as_millis().max(1).to_string());
+    set(h, "x-should-retry", "true");
+    if let Some(n) = vk.rpm {
+        set(h, "x-ratelimit-limit-requests", &n.to_string());
+    }
+    if let Some(n) = vk.tpm {
+        set(h, "x-ratelimit-limit-tokens", &n.to_string());
+    }
+    set(
+        h,
+        "x-ratelimit-reset-requests",
+        &format!("{}ms", wait.as_millis().max(1)),
+    );
+    r
 }
 
 /// One structured line per request (never a secret).

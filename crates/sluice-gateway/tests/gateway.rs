@@ -411,3 +411,48 @@ async fn a_revoked_upstream_key_is_quarantined_while_traffic_continues() {
     assert_eq!(s.by_key["good"], 20);
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_caller_over_its_own_limit_gets_a_429_the_sdk_can_wait_on() {
+    let (m, g) = setup(
+        "",
+        "[[virtual_keys]]\nname = \"small\"\nkey = \"sk-small-000001\"\nrpm = 2\n[[virtual_keys]]\nname = \"big\"\nkey = \"sk-big-0000002\"\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let r = post(
+            &g,
+            Some("sk-small-000001"),
+            "/chat/completions",
+            chat(false).to_string(),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = post(
+        &g,
+        Some("sk-small-000001"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    let h = r.headers().clone();
+    assert_eq!(h["x-ratelimit-limit-requests"], "2");
+    assert_eq!(h["x-should-retry"], "true");
+    let wait: f64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((25.0..=31.0).contains(&wait), "{wait}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    // The refused request never reached the upstream; another caller is not affected.
+    assert_eq!(m.stats().requests, 2);
+    let r = post(
+        &g,
+        Some("sk-big-0000002"),
+        "/chat/completions",
+        chat(false).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    g.shutdown().await;
+}
