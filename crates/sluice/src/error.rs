@@ -167,6 +167,9 @@ struct Inner {
     attempts: u32,
     partial: Option<Box<ChatCompletion>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// The next attempt can go at once (another key is available): no backoff, whatever the
+    /// server asked of the key that failed.
+    retry_now: bool,
 }
 
 impl Error {
@@ -184,6 +187,7 @@ impl Error {
             attempts: 0,
             partial: None,
             source: None,
+            retry_now: false,
         }))
     }
 
@@ -193,6 +197,18 @@ impl Error {
     ) -> Self {
         self.0.source = Some(Box::new(source));
         self
+    }
+
+    /// Mark the error as worth an immediate retry elsewhere (another key), keeping what the
+    /// server said (its wait still applies to the key that failed).
+    pub(crate) fn with_retry_now(mut self) -> Self {
+        self.0.retryable = true;
+        self.0.retry_now = true;
+        self
+    }
+
+    pub(crate) fn retry_now(&self) -> bool {
+        self.0.retry_now
     }
 
     pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
@@ -290,6 +306,7 @@ impl Error {
             attempts: 0,
             partial: None,
             source: None,
+            retry_now: false,
         }))
     }
 

@@ -100,6 +100,9 @@ impl Wait {
 
 /// The wait before attempt `attempts + 1`, after `attempts` attempts failed with `err`.
 pub fn wait_after(policy: &RetryPolicy, err: &Error, attempts: u32) -> Wait {
+    if err.retry_now() {
+        return Wait::Backoff(Duration::ZERO);
+    }
     let mut rng = rand::rng();
     if let Some(server) = err.retry_after() {
         let clamped = server.clamp(

@@ -465,8 +465,7 @@ impl Engine {
         // rotation that happened while the attempt was on its way.
         if self.inner.keys.another_available(chosen.id) {
             tracing::info!(key = %chosen.label, kind = kind.as_str(), "moving the request to another key");
-            err.with_retryable(true)
-                .with_retry_after(Some(Duration::ZERO))
+            err.with_retry_now()
         } else {
             err
         }
