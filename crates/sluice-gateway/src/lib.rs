@@ -607,17 +607,7 @@ async fn api(
                 );
                 stream_response(reply, strip_usage)
             }
-            Err(e) => {
-                log_line(
-                    &caller_name,
-                    &model,
-                    e.status().unwrap_or(0),
-                    Some(&e),
-                    e.attempts(),
-                    started,
-                );
-                error_response(&e)
-            }
+            Err(e) => failed(&caller_name, &model, &e, started),
         };
     }
     match st.engine.send(call).await {
@@ -643,17 +633,7 @@ async fn api(
             }
             resp
         }
-        Err(e) => {
-            log_line(
-                &caller_name,
-                &model,
-                e.status().unwrap_or(0),
-                Some(&e),
-                e.attempts(),
-                started,
-            );
-            error_response(&e)
-        }
+        Err(e) => failed(&caller_name, &model, &e, started),
     }
 }
 
@@ -691,6 +671,19 @@ fn caller_limited(vk: &VirtualKey, e: &Error) -> Response {
         &format!("{}ms", wait.as_millis().max(1)),
     );
     r
+}
+
+/// A failed request: logged, and answered in OpenAI's shape.
+fn failed(caller: &str, model: &str, e: &Error, started: Instant) -> Response {
+    log_line(
+        caller,
+        model,
+        e.status().unwrap_or(0),
+        Some(e),
+        e.attempts(),
+        started,
+    );
+    error_response(e)
 }
 
 /// One structured line per request (never a secret).
