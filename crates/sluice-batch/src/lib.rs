@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice::admission::estimate;
-use sluice::pricing::{dollars, Nanos, Prices};
+use sluice::models::Registry;
+use sluice::pricing::{dollars, Nanos};
 use sluice::stack::{Call, Engine, RequestOptions};
 use sluice::ErrorKind;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -73,12 +74,21 @@ pub struct BatchConfig {
     pub progress: ProgressMode,
     /// After a stop signal, how long in-flight requests may take to finish.
     pub grace: Duration,
+    /// The job's name for the cost ledger and job budgets (`job:NAME`). Default: the input
+    /// file's stem.
+    pub job: String,
 }
 
 impl BatchConfig {
     pub fn new(input: impl Into<PathBuf>) -> Self {
+        let input: PathBuf = input.into();
+        let job = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "batch".into());
         BatchConfig {
-            input: input.into(),
+            job,
+            input,
             output: None,
             errors: None,
             state_dir: None,
@@ -275,7 +285,7 @@ impl Bits {
 /// `cfg.grace` to finish.
 pub async fn run(
     engine: Engine,
-    prices: Prices,
+    prices: Registry,
     cfg: BatchConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Report, BatchError> {
@@ -340,7 +350,7 @@ pub async fn run(
             }
             if let Some(body) = rec.response.as_ref().and_then(|r| r.body.as_ref()) {
                 if let (Some(model), Some(u)) = (&body.model, &body.usage) {
-                    if let Some(p) = prices.get(model) {
+                    if let Some(p) = prices.price(model) {
                         prior_spent += p.cost(u);
                     }
                 }
@@ -521,7 +531,7 @@ pub async fn run(
                 let path = url.trim_start_matches("/v1");
                 let est = estimate::estimate(path, &value);
                 // Money: reserve the worst case before sending.
-                let price = prices.get(&model);
+                let price = prices.price(&model);
                 let worst = price.map(|p| p.worst_case(est.prompt, est.output));
                 if let Some(budget) = cfg.budget {
                     let Some(worst) = worst else {
@@ -566,6 +576,10 @@ pub async fn run(
                         )),
                         timeout: None,
                         max_attempts: Some(cfg.max_attempts),
+                        spend: sluice::spend::SpendTags {
+                            key: None,
+                            job: Some(cfg.job.clone()),
+                        },
                     },
                 };
                 let engine = engine.clone();

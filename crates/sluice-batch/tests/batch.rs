@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice::pricing::Prices;
+use sluice::models::Registry;
 use sluice_batch::{BatchConfig, BatchError, Outcome, ProgressMode};
 use sluice_mock::{MockServer, Scenario};
 use tokio::sync::watch;
@@ -106,7 +106,7 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
     let input = write_input(&d, &lines);
     let m = mock("").await;
     let c = cfg(&input);
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -146,7 +146,7 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
     assert!(seen.values().all(|n| *n == 1));
     // Running again sends nothing and writes nothing.
     let before = m.stats().requests;
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.summary.already_done, 7);
@@ -168,7 +168,7 @@ async fn duplicate_ids_are_refused_before_sending() {
         ],
     );
     let m = mock("").await;
-    let e = sluice_batch::run(engine(&m), Prices::builtin(), cfg(&input), never())
+    let e = sluice_batch::run(engine(&m), Registry::builtin(), cfg(&input), never())
         .await
         .unwrap_err();
     let BatchError::Duplicates(msg) = e else {
@@ -191,7 +191,7 @@ async fn budget_stops_and_raising_it_continues() {
     let mut c = cfg(&input);
     c.window = 4;
     c.budget = Some(150_000); // $0.00015: about ten requests
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::BudgetReached);
@@ -204,7 +204,7 @@ async fn budget_stops_and_raising_it_continues() {
     );
     // Raise the budget: the job continues where it stopped.
     c.budget = Some(10_000_000);
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -228,7 +228,7 @@ async fn stop_signal_then_resume() {
     c.window = 4;
     let (tx, rx) = watch::channel(false);
     let e = engine(&m);
-    let job = tokio::spawn(sluice_batch::run(e, Prices::builtin(), c.clone(), rx));
+    let job = tokio::spawn(sluice_batch::run(e, Registry::builtin(), c.clone(), rx));
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx.send(true).unwrap();
     let r = job.await.unwrap().unwrap();
@@ -236,7 +236,7 @@ async fn stop_signal_then_resume() {
     assert!(r.summary.not_done > 0);
     // In-flight requests were allowed to finish: nothing half-written, nothing in flight.
     assert_eq!(m.stats().in_flight, 0);
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -254,7 +254,7 @@ async fn torn_last_line_is_repaired_on_resume() {
     let input = write_input(&d, &lines);
     let m = mock("").await;
     let c = cfg(&input);
-    sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     // Simulate a kill in the middle of writing the last record.
@@ -263,7 +263,7 @@ async fn torn_last_line_is_repaired_on_resume() {
     let last = kept.pop().unwrap();
     let torn = format!("{}\n{}", kept.join("\n"), &last[..last.len() / 2]);
     std::fs::write(c.output_path(), torn).unwrap();
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -293,7 +293,7 @@ async fn quota_errors_stop_the_job_without_failing_lines() {
     let input = write_input(&d, &lines);
     let m = mock("[[keys]]\nkey = \"sk-batch-test-00001\"\nquota_exhausted = true\n").await;
     let c = cfg(&input);
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     let Outcome::Stopped(reason) = &r.outcome else {
@@ -306,7 +306,7 @@ async fn quota_errors_stop_the_job_without_failing_lines() {
     );
     // Fix the billing: the same command completes the job.
     m.set_scenario(Scenario::from_toml("").unwrap());
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -323,7 +323,7 @@ async fn faults_are_retried_and_summary_is_written() {
     let m = mock("seed = 9\n[faults]\nerror_500 = 0.2\nerror_503 = 0.1\nreset = 0.05\n").await;
     let mut c = cfg(&input);
     c.summary_json = Some(d.join("summary.json"));
-    let r = sluice_batch::run(engine(&m), Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -362,7 +362,7 @@ async fn one_job_spreads_over_several_keys_and_survives_a_revoked_one() {
         .engine()
         .clone();
     let c = cfg(&input);
-    let r = sluice_batch::run(engine, Prices::builtin(), c.clone(), never())
+    let r = sluice_batch::run(engine, Registry::builtin(), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);

@@ -339,7 +339,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     let stop = stop_signals();
     let report = sluice_batch::run(
         client.engine().clone(),
-        sluice::pricing::Prices::builtin(),
+        sluice::models::Registry::builtin(),
         cfg,
         stop,
     )

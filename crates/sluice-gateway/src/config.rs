@@ -20,14 +20,33 @@
 //! models = ["gpt-4o-mini"]         # allowed models (empty or absent: all)
 //! rpm = 600                        # this caller's own limits (optional)
 //! tpm = 100000
+//! budget = { day = "5.00", month = "100" }   # USD; refused past it (x-should-retry: false)
+//!
+//! [models]
+//! registry = "my-models.toml"      # extends the shipped model registry
+//! on_retired = "reject"            # or "substitute" (send to the replacement) or "allow"
+//! aliases = { fast = "gpt-4o-mini" }
+//! fallbacks = { "gpt-4.1" = ["gpt-4o"] }   # on model_not_found, try these in order
+//!
+//! [spend]
+//! ledger = "/var/lib/sluice/ledger.db"    # SQLite; "off" for none (default: see README)
+//! redis_url = "redis://127.0.0.1:6379"    # budgets (and the ledger) shared by replicas
+//! redis_prefix = "sluice"
+//! budget = { day = "50", month = "1000" } # global, USD
+//! allow_unpriced = false                  # refuse unpriced models while a budget applies
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use sluice::model_policy::OnRetired;
+use sluice::pricing::{parse_dollars, Nanos};
+use sluice::spend::Period;
 
 /// A bad configuration: the field and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +69,44 @@ struct RawConfig {
     upstream: Option<RawUpstream>,
     #[serde(default)]
     virtual_keys: Vec<RawVirtualKey>,
+    models: Option<RawModels>,
+    spend: Option<RawSpend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    registry: Option<PathBuf>,
+    on_retired: Option<String>,
+    #[serde(default)]
+    aliases: HashMap<String, String>,
+    #[serde(default)]
+    fallbacks: HashMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpend {
+    ledger: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    budget: Option<RawBudget>,
+    allow_unpriced: Option<bool>,
+}
+
+/// USD amounts, written as strings (`"5.00"`) or numbers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Dollars {
+    Text(String),
+    Number(f64),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    day: Option<Dollars>,
+    month: Option<Dollars>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +155,7 @@ struct RawVirtualKey {
     models: Vec<String>,
     rpm: Option<u64>,
     tpm: Option<u64>,
+    budget: Option<RawBudget>,
 }
 
 /// Where an upstream key comes from.
@@ -119,6 +177,8 @@ pub struct VirtualKey {
     /// This caller's own requests and tokens per minute (on top of the upstream's).
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// Spending limits per period (nano-dollars).
+    pub budgets: Vec<(Period, Nanos)>,
 }
 
 impl std::fmt::Debug for VirtualKey {
@@ -126,8 +186,60 @@ impl std::fmt::Debug for VirtualKey {
         f.debug_struct("VirtualKey")
             .field("name", &self.name)
             .field("models", &self.models)
+            .field("budgets", &self.budgets)
             .finish()
     }
+}
+
+/// Where the cost ledger goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LedgerSetting {
+    /// `SLUICE_LEDGER` if set, else `$XDG_DATA_HOME/sluice/ledger.db`, else
+    /// `~/.local/share/sluice/ledger.db`.
+    #[default]
+    Default,
+    Off,
+    Path(PathBuf),
+}
+
+impl LedgerSetting {
+    /// The file to open, if any.
+    pub fn resolve(&self) -> Option<PathBuf> {
+        match self {
+            LedgerSetting::Off => None,
+            LedgerSetting::Path(p) => Some(p.clone()),
+            LedgerSetting::Default => match std::env::var("SLUICE_LEDGER") {
+                Ok(v) if v == "off" => None,
+                Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
+                _ => std::env::var_os("XDG_DATA_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
+                    })
+                    .map(|d| d.join("sluice").join("ledger.db")),
+            },
+        }
+    }
+}
+
+/// Model policy settings.
+#[derive(Debug, Clone, Default)]
+pub struct ModelsSettings {
+    pub registry: Option<PathBuf>,
+    pub on_retired: OnRetired,
+    pub aliases: HashMap<String, String>,
+    pub fallbacks: HashMap<String, Vec<String>>,
+}
+
+/// Money settings.
+#[derive(Debug, Clone, Default)]
+pub struct SpendSettings {
+    pub ledger: LedgerSetting,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    /// Global budgets (nano-dollars per period).
+    pub budgets: Vec<(Period, Nanos)>,
+    pub allow_unpriced: bool,
 }
 
 /// A checked configuration.
@@ -149,6 +261,8 @@ pub struct GatewayConfig {
     pub max_concurrency: usize,
     /// Empty: any caller, but only from loopback.
     pub virtual_keys: Vec<VirtualKey>,
+    pub models: ModelsSettings,
+    pub spend: SpendSettings,
 }
 
 impl Default for GatewayConfig {
@@ -165,6 +279,11 @@ impl Default for GatewayConfig {
             max_attempts: 5,
             max_concurrency: 2048,
             virtual_keys: Vec::new(),
+            models: ModelsSettings::default(),
+            spend: SpendSettings {
+                redis_prefix: "sluice".into(),
+                ..SpendSettings::default()
+            },
         }
     }
 }
@@ -184,6 +303,33 @@ fn parse_hex(s: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// Budgets per period from `{ day = "5", month = 100 }`.
+fn budgets(
+    raw: Option<RawBudget>,
+    field: &str,
+    invalid: &dyn Fn(String, &str) -> ConfigError,
+) -> Result<Vec<(Period, Nanos)>, ConfigError> {
+    let Some(b) = raw else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for (period, v) in [(Period::Day, b.day), (Period::Month, b.month)] {
+        let Some(v) = v else { continue };
+        let n = match v {
+            Dollars::Text(t) => parse_dollars(&t),
+            Dollars::Number(f) => parse_dollars(&f.to_string()),
+        };
+        match n {
+            Some(n) => out.push((period, n)),
+            None => {
+                return Err(invalid(
+                    format!("{field}.{}", period.as_str()),
+                    "must be a non-negative amount in USD, like \"5.00\"",
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl GatewayConfig {
@@ -292,8 +438,52 @@ impl GatewayConfig {
                 models: v.models,
                 rpm: v.rpm.filter(|n| *n > 0),
                 tpm: v.tpm.filter(|n| *n > 0),
+                budgets: budgets(v.budget, &format!("virtual_keys[{i}].budget"), &invalid)?,
             });
         }
+        let models = raw.models.unwrap_or_default();
+        c.models.registry = models.registry;
+        if let Some(p) = models.on_retired {
+            c.models.on_retired = p
+                .parse()
+                .map_err(|e: String| invalid("models.on_retired".into(), &e))?;
+        }
+        for (name, target) in &models.aliases {
+            if target.is_empty() {
+                return Err(invalid(
+                    format!("models.aliases.{name}"),
+                    "must name a model",
+                ));
+            }
+        }
+        for (name, chain) in &models.fallbacks {
+            if chain.is_empty() || chain.iter().any(|m| m.is_empty() || m == name) {
+                return Err(invalid(
+                    format!("models.fallbacks.{name}"),
+                    "must list other models to try, in order",
+                ));
+            }
+        }
+        c.models.aliases = models.aliases;
+        c.models.fallbacks = models.fallbacks;
+        let spend = raw.spend.unwrap_or_default();
+        c.spend.ledger = match spend.ledger.as_deref() {
+            None => LedgerSetting::Default,
+            Some("off") => LedgerSetting::Off,
+            Some("") => {
+                return Err(invalid(
+                    "spend.ledger".into(),
+                    "give a file path or \"off\"",
+                ))
+            }
+            Some(p) => LedgerSetting::Path(PathBuf::from(p)),
+        };
+        c.spend.redis_url = spend.redis_url;
+        if let Some(p) = spend.redis_prefix {
+            c.spend.redis_prefix = p;
+        }
+        c.spend.budgets = budgets(spend.budget, "spend.budget", &invalid)?;
+        c.spend.allow_unpriced = spend.allow_unpriced.unwrap_or(false);
         Ok(c)
     }
 }

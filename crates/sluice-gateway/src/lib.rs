@@ -29,14 +29,88 @@ use serde_json::{json, Value};
 use sluice::admission::{estimate, Admission, AdmissionConfig, Limits};
 use sluice::credentials::KeySource;
 use sluice::keypool::PoolSource;
-use sluice::stack::{Call, Engine, RequestOptions};
+use sluice::model_policy::{ModelPolicy, PolicyConfig};
+use sluice::models::Registry;
+use sluice::pricing::Nanos;
+use sluice::spend::{Budget, BudgetScope, Ledger, RedisBudgets, SpendConfig, SpendTags};
+use sluice::stack::{Call, Engine, Meta, RequestOptions};
 use sluice::{Client, Error, ErrorKind};
 
-pub use config::{ConfigError, GatewayConfig, KeySpec, VirtualKey};
+pub use config::{ConfigError, GatewayConfig, KeySpec, LedgerSetting, VirtualKey};
 
-/// Build the engine a gateway forwards through.
-pub fn engine(cfg: &GatewayConfig) -> Result<Engine, Error> {
-    let mut b = Client::builder();
+/// Where spend is kept: opened once per process (a reload keeps them; moving the ledger or
+/// the Redis server needs a restart).
+#[derive(Debug, Clone, Default)]
+pub struct SpendBackends {
+    pub ledger: Option<Ledger>,
+    pub redis: Option<RedisBudgets>,
+}
+
+impl SpendBackends {
+    /// Open what `cfg.spend` names: Redis (budgets and ledger) when a URL is set, else the
+    /// SQLite ledger file.
+    pub async fn open(cfg: &GatewayConfig) -> Result<Self, Error> {
+        if let Some(url) = &cfg.spend.redis_url {
+            let prefix = &cfg.spend.redis_prefix;
+            return Ok(SpendBackends {
+                ledger: Some(Ledger::redis(url, prefix).await?),
+                redis: Some(RedisBudgets::connect(url, prefix).await?),
+            });
+        }
+        let ledger = match cfg.spend.ledger.resolve() {
+            Some(p) => Some(Ledger::sqlite(p)?),
+            None => None,
+        };
+        Ok(SpendBackends {
+            ledger,
+            redis: None,
+        })
+    }
+}
+
+/// Build the engine a gateway forwards through. `prev` is the engine it replaces on a reload:
+/// its budget counters carry over, so requests in flight keep their reservations.
+pub fn engine(
+    cfg: &GatewayConfig,
+    backends: &SpendBackends,
+    prev: Option<&Engine>,
+) -> Result<Engine, Error> {
+    let registry = Arc::new(Registry::builtin_with(cfg.models.registry.as_deref())?);
+    let policy = ModelPolicy::new(
+        registry,
+        PolicyConfig {
+            on_retired: cfg.models.on_retired,
+            aliases: cfg.models.aliases.clone(),
+            fallbacks: cfg.models.fallbacks.clone(),
+            today: None,
+        },
+    );
+    let mut budgets: Vec<Budget> = cfg
+        .spend
+        .budgets
+        .iter()
+        .map(|&(period, limit)| Budget {
+            scope: BudgetScope::Global,
+            period,
+            limit,
+        })
+        .collect();
+    for vk in &cfg.virtual_keys {
+        budgets.extend(vk.budgets.iter().map(|&(period, limit)| Budget {
+            scope: BudgetScope::Key(vk.name.clone()),
+            period,
+            limit,
+        }));
+    }
+    let spend = SpendConfig {
+        budgets,
+        ledger: backends.ledger.clone(),
+        redis: backends.redis.clone(),
+        allow_unpriced: cfg.spend.allow_unpriced,
+        today: None,
+        counters: prev.map(|e| e.spend().counters()),
+    };
+    let mut b = Client::builder().model_policy(policy).spend(spend);
     if let Some(url) = &cfg.base_url {
         b = b.base_url(url.clone());
     }
@@ -133,6 +207,7 @@ fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
 #[derive(Debug)]
 struct AppState {
     live: std::sync::RwLock<Arc<Live>>,
+    backends: SpendBackends,
 }
 
 impl AppState {
@@ -179,7 +254,12 @@ impl Reloader {
             tracing::warn!(old = %old.cfg.listen, new = %cfg.listen, "the listen address does not change on reload; restart to move it");
         }
         cfg.listen = old.cfg.listen;
-        let engine = engine(&cfg)?;
+        if cfg.spend.redis_url != old.cfg.spend.redis_url
+            || cfg.spend.ledger.resolve() != old.cfg.spend.ledger.resolve()
+        {
+            tracing::warn!("the ledger and the Redis server for budgets do not change on reload; restart to move them");
+        }
+        let engine = engine(&cfg, &self.state.backends, Some(&old.engine))?;
         // Callers keep their spent budget across a reload when their limits did not change.
         let same = cfg
             .virtual_keys
@@ -214,7 +294,8 @@ impl Gateway {
     /// Bind `cfg.listen` and serve until [`Gateway::shutdown`].
     pub async fn start(cfg: GatewayConfig) -> Result<Gateway, Error> {
         let _ = prometheus();
-        let engine = engine(&cfg)?;
+        let backends = SpendBackends::open(&cfg).await?;
+        let engine = engine(&cfg, &backends, None)?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| {
@@ -236,6 +317,7 @@ impl Gateway {
                 cfg,
                 callers,
             })),
+            backends,
         });
         let app = router(state.clone());
         let (tx, mut rx) = tokio::sync::watch::channel(false);
@@ -336,9 +418,14 @@ fn error_response(e: &Error) -> Response {
                     (StatusCode::BAD_GATEWAY, "upstream_error")
                 }
                 ErrorKind::Authentication => (StatusCode::BAD_GATEWAY, "upstream_auth_error"),
+                // A retired model (model registry): a 404 like the upstream's, so the SDK
+                // raises NotFoundError, with the replacement named in the message.
+                ErrorKind::ModelRetired => (StatusCode::NOT_FOUND, "invalid_request_error"),
+                ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             };
-            openai_error(status, e.message(), ty, Some(e.kind().as_str()), None)
+            let param = (e.kind() == ErrorKind::ModelRetired).then_some("model");
+            openai_error(status, e.message(), ty, Some(e.kind().as_str()), param)
         }
     };
     let h = resp.headers_mut();
@@ -578,6 +665,16 @@ async fn api(
         call.model = model;
     }
     let model = call.model.clone().unwrap_or_default();
+    call.options.spend = SpendTags {
+        key: caller.as_ref().map(|c| c.name.clone()),
+        job: None,
+    };
+    let mut log = RequestLog {
+        caller: caller_name,
+        model,
+        started: Some(started),
+        ..RequestLog::default()
+    };
     // The caller's own limits, before anything goes upstream.
     let mut caller_ticket = None;
     if let Some(vk) = caller
@@ -589,7 +686,8 @@ async fn api(
         match st.callers.admit(&vk.name, &vk.name, est, deadline).await {
             Ok(t) => caller_ticket = Some(t),
             Err(e) => {
-                log_line(&caller_name, &model, 429, Some(&e), 0, started);
+                log.status = 429;
+                log.failed(&e);
                 return caller_limited(vk, &e);
             }
         }
@@ -597,32 +695,23 @@ async fn api(
     if stream {
         return match st.engine.send_stream(call).await {
             Ok(reply) => {
-                log_line(
-                    &caller_name,
-                    &model,
-                    reply.meta.status,
-                    None,
-                    reply.meta.attempts,
-                    started,
-                );
-                stream_response(reply, strip_usage)
+                log.answered(&reply.meta);
+                stream_response(reply, strip_usage, log, caller_ticket)
             }
-            Err(e) => failed(&caller_name, &model, &e, started),
+            Err(e) => log.failed(&e),
         };
     }
     match st.engine.send(call).await {
         Ok(reply) => {
-            log_line(
-                &caller_name,
-                &model,
-                reply.meta.status,
-                None,
-                reply.meta.attempts,
-                started,
-            );
-            if let (Some(mut t), Some(u)) = (caller_ticket.take(), reply.facts.usage.as_ref()) {
-                t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
+            log.answered(&reply.meta);
+            if let Some(u) = reply.facts.usage.as_ref() {
+                if let Some(mut t) = caller_ticket.take() {
+                    t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
+                }
+                log.usage(u);
             }
+            log.cost = reply.meta.cost_nanos;
+            log.emit(None);
             let mut resp = Response::new(Body::from(reply.body));
             *resp.status_mut() = StatusCode::from_u16(reply.meta.status).unwrap_or(StatusCode::OK);
             let h = resp.headers_mut();
@@ -631,9 +720,107 @@ async fn api(
                     h.insert(HeaderName::from_static(name), v.clone());
                 }
             }
+            sluice_headers(h, &reply.meta);
+            if let Some(c) = reply.meta.cost_nanos {
+                set(h, "x-sluice-cost-usd", &usd(c));
+            }
             resp
         }
-        Err(e) => failed(&caller_name, &model, &e, started),
+        Err(e) => log.failed(&e),
+    }
+}
+
+/// Dollars with nine decimals (exact nano-dollars): `0.000001950`.
+fn usd(n: Nanos) -> String {
+    format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
+}
+
+/// What the model policy did, for the caller to see: `x-sluice-model-deprecated` (model;
+/// shutdown; replacement), `x-sluice-model-substituted` and `x-sluice-model-fallback`
+/// (requested -> sent).
+fn sluice_headers(h: &mut HeaderMap, meta: &Meta) {
+    if let Some(n) = &meta.deprecation {
+        set(h, "x-sluice-model-deprecated", &n.header_value());
+    }
+    let sent = meta.model.as_deref().unwrap_or("");
+    if meta.substituted {
+        let from = meta.requested_model.as_deref().unwrap_or("");
+        set(
+            h,
+            "x-sluice-model-substituted",
+            &format!("{from} -> {sent}"),
+        );
+    }
+    if let Some(from) = &meta.fallback_from {
+        set(h, "x-sluice-model-fallback", &format!("{from} -> {sent}"));
+    }
+}
+
+/// One structured log line per request, never a secret: emitted when a unary answer is sent,
+/// when a stream ends (or its caller leaves), or when the request fails.
+#[derive(Debug, Default)]
+struct RequestLog {
+    caller: String,
+    model: String,
+    model_sent: Option<String>,
+    status: u16,
+    attempts: u32,
+    request_id: Option<String>,
+    upstream_key: Option<String>,
+    ttft: Option<std::time::Duration>,
+    prompt_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    cost: Option<Nanos>,
+    started: Option<Instant>,
+}
+
+impl RequestLog {
+    fn answered(&mut self, meta: &Meta) {
+        self.status = meta.status;
+        self.attempts = meta.attempts;
+        self.request_id = meta.request_id.clone();
+        self.upstream_key = meta.upstream_key.clone();
+        self.ttft = meta.ttft;
+        self.model_sent = meta.model.clone().filter(|m| *m != self.model);
+    }
+
+    fn usage(&mut self, u: &sluice::Usage) {
+        self.prompt_tokens = Some(u.prompt_tokens);
+        self.cached_tokens = Some(u.cached_tokens());
+        self.completion_tokens = Some(u.completion_tokens);
+    }
+
+    /// Log the failure and answer it in OpenAI's shape.
+    fn failed(&mut self, e: &Error) -> Response {
+        if self.status == 0 {
+            self.status = e.status().unwrap_or(0);
+        }
+        self.attempts = e.attempts();
+        self.request_id = e.request_id().map(str::to_string);
+        self.emit(Some(e));
+        error_response(e)
+    }
+
+    fn emit(&self, err: Option<&Error>) {
+        tracing::info!(
+            target: "sluice::gateway",
+            request_id = self.request_id.as_deref(),
+            virtual_key = %self.caller,
+            model = %self.model,
+            model_sent = self.model_sent.as_deref(),
+            status = self.status,
+            error_kind = err.map(|e| e.kind().as_str()),
+            attempts = self.attempts,
+            latency_ms = self.started.map_or(0, |s| s.elapsed().as_millis() as u64),
+            ttft_ms = self.ttft.map(|d| d.as_millis() as u64),
+            prompt_tokens = self.prompt_tokens,
+            cached_tokens = self.cached_tokens,
+            completion_tokens = self.completion_tokens,
+            cost_usd = self.cost.map(usd).as_deref(),
+            upstream_key = self.upstream_key.as_deref(),
+            "request"
+        );
     }
 }
 
@@ -673,40 +860,6 @@ fn caller_limited(vk: &VirtualKey, e: &Error) -> Response {
     r
 }
 
-/// A failed request: logged, and answered in OpenAI's shape.
-fn failed(caller: &str, model: &str, e: &Error, started: Instant) -> Response {
-    log_line(
-        caller,
-        model,
-        e.status().unwrap_or(0),
-        Some(e),
-        e.attempts(),
-        started,
-    );
-    error_response(e)
-}
-
-/// One structured line per request (never a secret).
-fn log_line(
-    caller: &str,
-    model: &str,
-    status: u16,
-    err: Option<&Error>,
-    attempts: u32,
-    started: Instant,
-) {
-    tracing::info!(
-        target: "sluice::gateway",
-        virtual_key = caller,
-        model,
-        status,
-        error_kind = err.map(|e| e.kind().as_str()),
-        attempts,
-        latency_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-}
-
 /// A usage-only chunk (`choices: []` with a usage object), which the gateway asked for on the
 /// caller's behalf.
 fn is_usage_chunk(data: &str) -> bool {
@@ -721,30 +874,86 @@ fn is_usage_chunk(data: &str) -> bool {
     })
 }
 
+/// A stream being passed through, with what is logged when it ends — or when the caller
+/// leaves and the stream is dropped (which drops the upstream request too).
+struct Passing {
+    events: sluice::sse::EventStream,
+    log: RequestLog,
+    caller_ticket: Option<sluice::admission::Ticket>,
+    logged: bool,
+}
+
+impl Passing {
+    fn finish(&mut self, err: Option<&Error>) {
+        if self.logged {
+            return;
+        }
+        self.logged = true;
+        if let Some(u) = self.events.usage().cloned() {
+            if let Some(mut t) = self.caller_ticket.take() {
+                t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
+            }
+            self.log.usage(&u);
+        }
+        self.log.cost = self.events.cost_nanos();
+        self.log.emit(err);
+    }
+}
+
+impl Drop for Passing {
+    fn drop(&mut self) {
+        if !self.logged {
+            // The caller went away mid-stream; dropping `events` cancels the upstream request
+            // and settles its cost from what was seen.
+            self.events.abandon();
+            self.log.status = 499;
+            self.logged = true;
+            self.log.cost = self.events.cost_nanos();
+            tracing::info!(target: "sluice::gateway", virtual_key = %self.log.caller, model = %self.log.model, "caller disconnected mid-stream");
+            self.log.emit(None);
+        }
+    }
+}
+
 /// Pass a stream through, event by event, with `[DONE]` at the end. An upstream failure
 /// mid-stream becomes an SSE error event, which the SDKs raise as an API error.
-fn stream_response(reply: sluice::stack::StreamReply, strip_usage: bool) -> Response {
+fn stream_response(
+    reply: sluice::stack::StreamReply,
+    strip_usage: bool,
+    log: RequestLog,
+    caller_ticket: Option<sluice::admission::Ticket>,
+) -> Response {
     let request_id = reply.meta.request_id.clone();
-    let events = reply.events;
-    let s = futures_util::stream::unfold((events, false), move |(mut ev, done)| async move {
+    let meta = reply.meta;
+    let state = Passing {
+        events: reply.events,
+        log,
+        caller_ticket,
+        logged: false,
+    };
+    let s = futures_util::stream::unfold((state, false), move |(mut p, done)| async move {
         if done {
             return None;
         }
         loop {
-            match ev.next().await {
+            match p.events.next().await {
                 Some(Ok(data)) => {
                     if strip_usage && is_usage_chunk(&data) {
                         continue;
                     }
                     let chunk = Bytes::from(format!("data: {data}\n\n"));
-                    return Some((Ok::<_, std::convert::Infallible>(chunk), (ev, false)));
+                    return Some((Ok::<_, std::convert::Infallible>(chunk), (p, false)));
                 }
                 Some(Err(e)) => {
+                    p.finish(Some(&e));
                     let body = json!({"error": {"message": e.message(), "type": "server_error",
                         "param": null, "code": e.kind().as_str()}});
-                    return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), (ev, true)));
+                    return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), (p, true)));
                 }
-                None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (ev, true))),
+                None => {
+                    p.finish(None);
+                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (p, true)));
+                }
             }
         }
     });
@@ -761,5 +970,6 @@ fn stream_response(reply: sluice::stack::StreamReply, strip_usage: bool) -> Resp
     if let Some(id) = request_id {
         set(h, "x-request-id", &id);
     }
+    sluice_headers(h, &meta);
     resp
 }

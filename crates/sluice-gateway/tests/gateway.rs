@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sluice_gateway::{Gateway, GatewayConfig};
+use sluice_gateway::{Gateway, GatewayConfig, LedgerSetting};
 use sluice_mock::{MockServer, Scenario};
 
 async fn setup(mock_toml: &str, extra: &str) -> (MockServer, Gateway) {
     let m = MockServer::start(Scenario::from_toml(mock_toml).unwrap())
         .await
         .unwrap();
-    let cfg = GatewayConfig::from_toml(
+    let mut cfg = GatewayConfig::from_toml(
         "test.toml",
         &format!(
             "listen = \"127.0.0.1:0\"\nmax_body_bytes = 100000\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-upstream-key-0001\" }}]\n{extra}",
@@ -21,6 +21,10 @@ async fn setup(mock_toml: &str, extra: &str) -> (MockServer, Gateway) {
         ),
     )
     .unwrap();
+    // Tests write no ledger to the home directory unless they name one.
+    if cfg.spend.ledger == LedgerSetting::Default {
+        cfg.spend.ledger = LedgerSetting::Off;
+    }
     let g = Gateway::start(cfg).await.unwrap();
     (m, g)
 }
@@ -175,15 +179,28 @@ async fn bad_requests_and_upstream_errors_are_openai_shaped() {
     let r = post(&g, None, "/chat/completions", "x".repeat(200_000)).await;
     assert_eq!(r.status(), 413);
     // The upstream's own error comes through with its status and code.
-    let mut retired = chat(false);
-    retired["model"] = json!("gpt-4-32k");
-    let r = post(&g, None, "/chat/completions", retired.to_string()).await;
+    let mut unknown = chat(false);
+    unknown["model"] = json!("acme-unknown");
+    let r = post(&g, None, "/chat/completions", unknown.to_string()).await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-should-retry"], "false");
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["code"],
         "model_not_found"
     );
+    // A model the registry knows is retired is refused here, naming the replacement.
+    let mut retired = chat(false);
+    retired["model"] = json!("gpt-4-32k");
+    let r = post(&g, None, "/chat/completions", retired.to_string()).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-should-retry"], "false");
+    let v = r.json::<Value>().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_retired");
+    assert_eq!(v["error"]["param"], "model");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("use gpt-4o instead"));
     g.shutdown().await;
 }
 
@@ -455,4 +472,141 @@ async fn a_caller_over_its_own_limit_gets_a_429_the_sdk_can_wait_on() {
     .await;
     assert_eq!(r.status(), 200);
     g.shutdown().await;
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sluice-gw-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn model_policy_is_visible_in_headers() {
+    let dir = temp_dir();
+    let registry = dir.join("models.toml");
+    std::fs::write(
+        &registry,
+        "[[model]]\nid = \"gpt-4.1-mini\"\ndeprecated = \"2026-01-01\"\nshutdown = \"2099-01-01\"\nreplacement = \"gpt-4.1\"\n",
+    )
+    .unwrap();
+    let extra = format!(
+        "[models]\nregistry = \"{}\"\non_retired = \"substitute\"\naliases = {{ fast = \"gpt-4o-mini\" }}\nfallbacks = {{ \"acme-x\" = [\"acme-y\", \"gpt-4o-mini\"] }}\n",
+        registry.display()
+    );
+    let (m, g) = setup("", &extra).await;
+    let with_model = |model: &str, stream: bool| {
+        let mut b = chat(stream);
+        b["model"] = json!(model);
+        b.to_string()
+    };
+    // Deprecated: answered, with the notice.
+    let r = post(
+        &g,
+        None,
+        "/chat/completions",
+        with_model("gpt-4.1-mini", false),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-sluice-model-deprecated"],
+        "gpt-4.1-mini; shutdown=2099-01-01; replacement=gpt-4.1"
+    );
+    assert!(r.headers().contains_key("x-sluice-cost-usd"));
+    // Retired with policy substitute: sent to the replacement, for streams too.
+    for stream in [false, true] {
+        let r = post(
+            &g,
+            None,
+            "/chat/completions",
+            with_model("gpt-4-32k", stream),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["x-sluice-model-substituted"],
+            "gpt-4-32k -> gpt-4o"
+        );
+        assert!(r.headers()["x-sluice-model-deprecated"]
+            .to_str()
+            .unwrap()
+            .starts_with("gpt-4-32k; shutdown=2025-06-06"));
+        let _ = r.bytes().await.unwrap();
+    }
+    // An alias is resolved before sending.
+    let r = post(&g, None, "/chat/completions", with_model("fast", false)).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["model"], "gpt-4o-mini");
+    // model_not_found follows the fallback chain.
+    let r = post(&g, None, "/chat/completions", with_model("acme-x", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-sluice-model-fallback"],
+        "acme-x -> gpt-4o-mini"
+    );
+    let st = m.stats();
+    assert_eq!(st.by_model.get("gpt-4o"), Some(&2));
+    assert_eq!(st.by_model.get("acme-y"), Some(&1));
+    assert!(!st.by_model.contains_key("fast"));
+    g.shutdown().await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_virtual_key_budget_refuses_without_retry_and_the_ledger_records_spend() {
+    let dir = temp_dir();
+    let ledger = dir.join("ledger.db");
+    // gpt-4o-mini at max_tokens 20: worst case ≈ 20 × 600 + prompt × 150 ≈ 14,000 nanos; a
+    // $0.00005 day budget holds three or so.
+    let extra = format!(
+        "[spend]\nledger = \"{}\"\n[[virtual_keys]]\nname = \"team-a\"\nkey = \"sk-team-a-000001\"\nbudget = {{ day = \"0.00005\" }}\n[[virtual_keys]]\nname = \"team-b\"\nkey = \"sk-team-b-000001\"\n",
+        ledger.display()
+    );
+    let (_m, g) = setup("", &extra).await;
+    let mut refused = None;
+    let mut ok = 0;
+    for _ in 0..20 {
+        let r = post(
+            &g,
+            Some("sk-team-a-000001"),
+            "/chat/completions",
+            chat(false).to_string(),
+        )
+        .await;
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        ok += 1;
+    }
+    let r = refused.expect("the budget refused a request");
+    assert!(ok >= 1, "some requests fit the budget");
+    assert_eq!(r.headers()["x-should-retry"], "false");
+    let v = r.json::<Value>().await.unwrap();
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    assert_eq!(v["error"]["code"], "budget_exceeded");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("key:team-a"));
+    // Another key has no budget and is not affected; streams are accounted too.
+    let r = post(
+        &g,
+        Some("sk-team-b-000001"),
+        "/chat/completions",
+        chat(true).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    g.shutdown().await;
+    let l = sluice::spend::Ledger::sqlite(&ledger).unwrap();
+    let rows = l.rows(sluice::spend::Filter::default()).await.unwrap();
+    let a: Vec<_> = rows.iter().filter(|r| r.scope == "key:team-a").collect();
+    assert_eq!(a.iter().map(|r| r.requests).sum::<u64>(), ok);
+    assert!(a.iter().map(|r| r.cost_nanos).sum::<u64>() <= 50_000);
+    let b: Vec<_> = rows.iter().filter(|r| r.scope == "key:team-b").collect();
+    assert_eq!(b.len(), 1);
+    assert!(b[0].cost_nanos > 0 && b[0].completion_tokens > 0);
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -21,8 +21,10 @@ use crate::config::{RetryPolicy, Timeouts};
 use crate::credentials::KeySource;
 use crate::error::{Error, ErrorKind};
 use crate::keypool::{KeyPool, PoolSource};
+use crate::model_policy::ModelPolicy;
 use crate::observe;
 use crate::secret::SecretString;
+use crate::spend::SpendConfig;
 use crate::stack::{Call, Engine, EngineConfig, Meta, Reply, RequestOptions};
 use crate::transport::TransportConfig;
 use crate::wire::{
@@ -423,6 +425,8 @@ pub struct ClientBuilder {
     default_max_tokens: Option<Option<u32>>,
     headers: Vec<(String, String)>,
     admission: Option<Option<AdmissionConfig>>,
+    models: Option<Arc<ModelPolicy>>,
+    spend: SpendConfig,
 }
 
 impl ClientBuilder {
@@ -534,6 +538,20 @@ impl ClientBuilder {
         self
     }
 
+    /// The model policy: registry, aliases, what to do with retired models, fallback chains.
+    /// Default: the shipped registry, retired models refused with their replacement named.
+    pub fn model_policy(mut self, policy: ModelPolicy) -> Self {
+        self.models = Some(Arc::new(policy));
+        self
+    }
+
+    /// Budgets and the cost ledger. Default: costs computed (in [`Meta::cost_nanos`] and the
+    /// cost metric), nothing stored, no budget.
+    pub fn spend(mut self, cfg: SpendConfig) -> Self {
+        self.spend = cfg;
+        self
+    }
+
     /// An extra header on every request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -597,6 +615,8 @@ impl ClientBuilder {
             admission: self
                 .admission
                 .unwrap_or_else(|| Some(AdmissionConfig::default())),
+            models: self.models.unwrap_or_default(),
+            spend: self.spend,
         })?;
         Ok(Client {
             engine,

@@ -38,6 +38,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// 404 `model_not_found`.
     ModelNotFound,
+    /// The model is past its shutdown date (model registry) and the policy is to reject.
+    ModelRetired,
     /// Any other 404.
     NotFound,
     /// 400 and other client errors that a retry cannot fix.
@@ -77,6 +79,7 @@ impl ErrorKind {
             ErrorKind::Authentication => "authentication",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::ModelRetired => "model_retired",
             ErrorKind::NotFound => "not_found",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::ContextTooLong => "context_too_long",

@@ -18,6 +18,11 @@ pub const TIME_TO_FIRST_TOKEN: &str = "sluice_time_to_first_token_seconds";
 pub const TOKENS: &str = "sluice_tokens_total";
 pub const FINISH_REASONS: &str = "sluice_finish_reasons_total";
 pub const DEFAULT_MAX_TOKENS: &str = "sluice_default_max_tokens_applied_total";
+pub const MODEL_LIFECYCLE: &str = "sluice_model_lifecycle_requests_total";
+pub const MODEL_SUBSTITUTIONS: &str = "sluice_model_substitutions_total";
+pub const MODEL_FALLBACKS: &str = "sluice_model_fallbacks_total";
+pub const COST: &str = "sluice_cost_nanodollars_total";
+pub const BUDGET_REFUSALS: &str = "sluice_budget_refusals_total";
 
 /// Register descriptions with whatever recorder is installed (harmless to call repeatedly).
 pub fn describe() {
@@ -47,6 +52,47 @@ pub fn describe() {
         DEFAULT_MAX_TOKENS,
         "Chat requests that had no output limit and got the default."
     );
+    describe_counter!(
+        MODEL_LIFECYCLE,
+        "Requests that named a deprecated or retired model, by model and status."
+    );
+    describe_counter!(
+        MODEL_SUBSTITUTIONS,
+        "Requests for a retired model sent to its replacement (policy substitute)."
+    );
+    describe_counter!(
+        MODEL_FALLBACKS,
+        "Requests moved to the next model of a fallback chain after model_not_found."
+    );
+    describe_counter!(
+        COST,
+        "Spend in nano-dollars (1e-9 USD; exact as an integer up to $9M) by model, from each answer's usage and the registry's prices."
+    );
+    describe_counter!(
+        BUDGET_REFUSALS,
+        "Requests refused because a spending budget would be crossed, by scope kind and period."
+    );
+}
+
+pub fn model_lifecycle(model: &str, status: &'static str) {
+    counter!(MODEL_LIFECYCLE, "model" => model.to_string(), "status" => status).increment(1);
+}
+
+pub fn model_substituted(from: &str, to: &str) {
+    counter!(MODEL_SUBSTITUTIONS, "from" => from.to_string(), "to" => to.to_string()).increment(1);
+}
+
+pub fn model_fallback(from: &str, to: &str) {
+    counter!(MODEL_FALLBACKS, "from" => from.to_string(), "to" => to.to_string()).increment(1);
+}
+
+/// Spend in nano-dollars, the ledger's unit, so the metric and `sluice spend` agree exactly.
+pub fn cost(model: &str, nanos: u64) {
+    counter!(COST, "model" => model.to_string()).increment(nanos);
+}
+
+pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
+    counter!(BUDGET_REFUSALS, "scope" => scope_kind, "period" => period).increment(1);
 }
 
 /// The end of a logical request.

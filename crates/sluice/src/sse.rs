@@ -22,6 +22,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::admission::{AttemptOutcome, Ticket};
 use crate::error::{ApiError, Error, ErrorKind};
+use crate::pricing::Nanos;
+use crate::spend::Charge;
+use crate::wire::Usage;
 
 type ByteStream = BoxStream<'static, Result<Bytes, reqwest::Error>>;
 
@@ -37,6 +40,13 @@ pub struct EventStream {
     /// The admission ticket of the attempt: settled when the usage event arrives, released
     /// when the stream ends or is dropped.
     ticket: Option<Ticket>,
+    /// The budget reservation: settled from the usage event, or, when the stream ends without
+    /// one, from the prompt estimate and the events seen (one token each, an upper bound for
+    /// chat streams).
+    charge: Option<(Charge, u64)>,
+    events_seen: u64,
+    usage: Option<Usage>,
+    cost: Option<Nanos>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -79,6 +89,10 @@ impl EventStream {
             done: false,
             received,
             ticket: None,
+            charge: None,
+            events_seen: 0,
+            usage: None,
+            cost: None,
         }
     }
 
@@ -87,8 +101,45 @@ impl EventStream {
         self.ticket = Some(ticket);
     }
 
+    /// Hold a budget reservation until the usage event or the end; `prompt` is the estimate
+    /// used when no usage arrives.
+    pub fn attach_charge(&mut self, charge: Charge, prompt: u64) {
+        self.charge = Some((charge, prompt));
+    }
+
+    /// The usage event's counts, once it has arrived.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// What the stream cost, once settled (usage event, end or drop) and priced.
+    pub fn cost_nanos(&self) -> Option<Nanos> {
+        self.cost
+    }
+
+    /// The consumer is leaving before the end: settle the cost from what was seen (the
+    /// connection closes when the stream is dropped).
+    pub fn abandon(&mut self) {
+        self.settle_charge();
+    }
+
+    fn settle_charge(&mut self) {
+        if let Some((charge, prompt)) = self.charge.take() {
+            let priced = charge.price().is_some();
+            let u = self.usage.clone().unwrap_or_else(|| Usage {
+                prompt_tokens: prompt,
+                completion_tokens: self.events_seen,
+                total_tokens: prompt + self.events_seen,
+                ..Usage::default()
+            });
+            let cost = charge.settle(&u);
+            self.cost = priced.then_some(cost);
+        }
+    }
+
     fn end(&mut self, outcome: Option<&Error>) {
         self.done = true;
+        self.settle_charge();
         if let Some(t) = self.ticket.take() {
             let o = match outcome {
                 None => AttemptOutcome::Success(t.elapsed()),
@@ -106,6 +157,35 @@ impl EventStream {
     /// Put an event back to be yielded first (used after peeking at the first event).
     pub fn unread(&mut self, data: String) {
         self.peeked = Some(data);
+    }
+}
+
+impl EventStream {
+    /// A usage event settles the admission ticket and the budget reservation.
+    fn read_usage(&mut self, data: &str) {
+        #[derive(serde::Deserialize)]
+        struct Env {
+            usage: Option<Usage>,
+        }
+        let Some(u) = serde_json::from_str::<Env>(data).ok().and_then(|e| e.usage) else {
+            return;
+        };
+        if let Some(t) = self.ticket.as_mut() {
+            let used = if u.total_tokens > 0 {
+                u.total_tokens
+            } else {
+                u.prompt_tokens + u.completion_tokens
+            };
+            t.settle(used, u.completion_tokens);
+        }
+        self.usage = Some(u);
+        self.settle_charge();
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.settle_charge();
     }
 }
 
@@ -159,13 +239,9 @@ impl Stream for EventStream {
                     this.end(Some(&e));
                     return Poll::Ready(Some(Err(e)));
                 }
-                if this.ticket.is_some() && ev.data.contains("\"usage\":{") {
-                    if let (Some(t), Some((used, output))) = (
-                        this.ticket.as_mut(),
-                        crate::stack::usage_tokens(ev.data.as_bytes()),
-                    ) {
-                        t.settle(used, output);
-                    }
+                this.events_seen += 1;
+                if ev.data.contains("\"usage\":{") {
+                    this.read_usage(&ev.data);
                 }
                 Poll::Ready(Some(Ok(ev.data)))
             }

@@ -3,15 +3,17 @@
 //! [`Engine::send_stream`], outer to inner:
 //!
 //! ```text
-//! metrics(request) -> deadline(total) -> retry(classify, backoff + jitter, retry budget)
-//!   -> metrics(attempt) -> credentials(key in force)
+//! metrics(request) -> deadline(total) -> model policy(alias, lifecycle, fallback chain)
+//!   -> retry(classify, backoff + jitter, retry budget)
+//!   -> metrics(attempt) -> key pool(choose by capacity, quarantine, cooldown)
 //!   -> admission(RPM + TPM reservation, FIFO wait, adaptive concurrency)
 //!   -> transport(pool; connect/first-byte/idle)
 //!   -> after the response: rate-limit headers back into admission, reservation settled to usage
 //! ```
 //!
-//! The budget guard, model policy and key pool stages of the design handbook slot in here, in
-//! that order, as their issues land; nothing else decides the order.
+//! The model policy sits outside the retry loop (unlike the handbook's sketch) because a
+//! fallback is a new request for another model with its own retries, not one more attempt of
+//! the same. Nothing else decides the order.
 //!
 //! Why plain composition and not tower layers: a streamed response's permits, deadline and
 //! metrics must live until the last chunk or the drop, not until the headers. Holding them in
@@ -34,8 +36,11 @@ use crate::config::RetryPolicy;
 use crate::error::{Error, ErrorKind};
 use crate::headers::RateLimits;
 use crate::keypool::{Chosen, KeyPool, Report};
+use crate::model_policy::{rewrite_model, ModelPolicy, Notice};
 use crate::observe;
+use crate::pricing::Nanos;
 use crate::retry::{self, RetryBudget, Wait};
+use crate::spend::{Accountant, Charge, SpendConfig, SpendTags};
 use crate::sse::EventStream;
 use crate::transport::{read_body, Transport, TransportConfig, MAX_BODY};
 
@@ -53,6 +58,11 @@ pub struct EngineConfig {
     pub headers: HeaderMap,
     /// Client-side rate limits and concurrency; `None` sends without admission.
     pub admission: Option<AdmissionConfig>,
+    /// Aliases, lifecycle and fallbacks (default: the shipped registry, retired models
+    /// rejected).
+    pub models: Arc<ModelPolicy>,
+    /// Budgets and the ledger (default: costs computed and counted, no budget, no ledger).
+    pub spend: SpendConfig,
 }
 
 /// One logical request, as the engine sees it.
@@ -79,6 +89,8 @@ pub struct RequestOptions {
     pub timeout: Option<Duration>,
     /// Attempts for this request, instead of the client's.
     pub max_attempts: Option<u32>,
+    /// Whose spend this is (budgets and the ledger's scope).
+    pub spend: SpendTags,
 }
 
 /// What is known about a request once it has an answer.
@@ -95,6 +107,21 @@ pub struct Meta {
     /// Time to first streamed event (streams only).
     pub ttft: Option<Duration>,
     pub idempotency_key: String,
+    /// The model sent (after alias, substitution or fallback).
+    pub model: Option<String>,
+    /// The model the caller named, when a different one was sent.
+    pub requested_model: Option<String>,
+    /// A retired model's replacement was sent instead (policy `substitute`).
+    pub substituted: bool,
+    /// The model that answered `model_not_found` before a fallback answered.
+    pub fallback_from: Option<String>,
+    /// The named model is deprecated or retired.
+    pub deprecation: Option<Notice>,
+    /// What the answer cost (unary answers with usage and a known price; a stream reports
+    /// its cost when it ends).
+    pub cost_nanos: Option<Nanos>,
+    /// The pool position of the upstream key that answered (`key-2`), never the key.
+    pub upstream_key: Option<String>,
 }
 
 impl Meta {
@@ -113,7 +140,45 @@ impl Meta {
             latency: Duration::ZERO,
             ttft: None,
             idempotency_key: ctx.idempotency_key.clone(),
+            model: ctx.call.model.clone(),
+            requested_model: None,
+            substituted: false,
+            fallback_from: None,
+            deprecation: None,
+            cost_nanos: None,
+            upstream_key: None,
         }
+    }
+
+    fn routed(&mut self, r: Routed) {
+        self.attempts = r.attempts;
+        if let Some(route) = r.route {
+            if route.requested != route.model || r.fallback_from.is_some() {
+                self.requested_model = Some(route.requested);
+            }
+            self.substituted = route.substituted;
+            self.deprecation = route.notice;
+        }
+        self.fallback_from = r.fallback_from;
+    }
+}
+
+/// How the model policy routed a request that got an answer.
+struct Routed {
+    attempts: u32,
+    route: Option<crate::model_policy::Route>,
+    fallback_from: Option<String>,
+}
+
+impl Call {
+    /// The same request for another model.
+    fn with_model(&self, model: &str) -> Result<Call, Error> {
+        let mut c = self.clone();
+        if let Some(b) = &self.body {
+            c.body = Some(rewrite_model(b, model)?);
+        }
+        c.model = Some(model.to_string());
+        Ok(c)
     }
 }
 
@@ -167,6 +232,8 @@ struct Inner {
     budget: RetryBudget,
     headers: HeaderMap,
     admission: Option<Arc<Admission>>,
+    models: Arc<ModelPolicy>,
+    spend: Arc<Accountant>,
     counters: Counters,
 }
 
@@ -185,6 +252,8 @@ struct Ctx<'a> {
     started: Instant,
     idempotency_key: String,
     max_attempts: u32,
+    /// The budget reservation of this request, taken by the attempt that succeeds.
+    charge: std::sync::Mutex<Option<Charge>>,
 }
 
 impl Engine {
@@ -200,6 +269,8 @@ impl Engine {
                 retry: cfg.retry,
                 headers: cfg.headers,
                 admission: cfg.admission.filter(|a| a.enabled).map(Admission::new),
+                spend: Arc::new(Accountant::new(cfg.models.registry().clone(), cfg.spend)),
+                models: cfg.models,
                 counters: Counters::default(),
             }),
         })
@@ -217,6 +288,16 @@ impl Engine {
     /// The admission stage, when enabled.
     pub fn admission(&self) -> Option<&Arc<Admission>> {
         self.inner.admission.as_ref()
+    }
+
+    /// The model policy (registry, aliases, fallbacks).
+    pub fn models(&self) -> &Arc<ModelPolicy> {
+        &self.inner.models
+    }
+
+    /// Budgets, ledger and prices.
+    pub fn spend(&self) -> &Arc<Accountant> {
+        &self.inner.spend
     }
 
     /// The retry budget's balance (diagnostics).
@@ -241,6 +322,7 @@ impl Engine {
                 .max_attempts
                 .unwrap_or(self.inner.retry.max_attempts)
                 .max(1),
+            charge: std::sync::Mutex::new(None),
         }
     }
 
@@ -267,13 +349,11 @@ impl Engine {
         let span = Self::span(&call, &ctx);
         let result = async {
             self.inner.budget.deposit();
-            self.with_retries(&ctx, || self.attempt_unary(&ctx))
-                .await
-                .map(|(mut reply, attempts)| {
-                    reply.meta.attempts = attempts;
-                    reply.meta.latency = ctx.started.elapsed();
-                    reply
-                })
+            self.routed(&ctx, Unary).await.map(|(mut reply, routed)| {
+                reply.meta.routed(routed);
+                reply.meta.latency = ctx.started.elapsed();
+                reply
+            })
         }
         .instrument(span.clone())
         .await;
@@ -289,10 +369,10 @@ impl Engine {
         let span = Self::span(&call, &ctx);
         let result = async {
             self.inner.budget.deposit();
-            self.with_retries(&ctx, || self.attempt_stream(&ctx))
+            self.routed(&ctx, Streamed)
                 .await
-                .map(|(mut reply, attempts)| {
-                    reply.meta.attempts = attempts;
+                .map(|(mut reply, routed)| {
+                    reply.meta.routed(routed);
                     reply
                 })
         }
@@ -319,6 +399,93 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// The model policy around the retry loop: resolve the alias, apply the lifecycle policy,
+    /// and on `model_not_found` move along the fallback chain (each model its own retries,
+    /// all within the one deadline).
+    async fn routed<A: AttemptKind>(
+        &self,
+        ctx: &Ctx<'_>,
+        _kind: A,
+    ) -> Result<(A::Out, Routed), Error> {
+        let Some(requested) = ctx.call.model.as_deref() else {
+            let (v, attempts) = self.with_retries(ctx, || A::run(self, ctx)).await?;
+            let routed = Routed {
+                attempts,
+                route: None,
+                fallback_from: None,
+            };
+            return Ok((v, routed));
+        };
+        let policy = &self.inner.models;
+        let route = policy.route(requested)?;
+        let mut call = if route.model == requested {
+            std::borrow::Cow::Borrowed(ctx.call)
+        } else {
+            std::borrow::Cow::Owned(ctx.call.with_model(&route.model)?)
+        };
+        let chain = policy.fallbacks(&route.model);
+        let mut attempts = 0;
+        let mut fallback_from = None;
+        // 0: the routed model; n: the n-th model of its fallback chain.
+        let mut pos = 0usize;
+        loop {
+            let here = Ctx {
+                call: &call,
+                deadline: ctx.deadline,
+                started: ctx.started,
+                // A fallback is another request body: it gets its own idempotency key.
+                idempotency_key: match pos {
+                    0 => ctx.idempotency_key.clone(),
+                    n => format!("{}-fallback{n}", ctx.idempotency_key),
+                },
+                max_attempts: ctx.max_attempts,
+                charge: std::sync::Mutex::new(Some(self.reserve(&call, ctx.deadline).await?)),
+            };
+            let outcome = self.with_retries(&here, || A::run(self, &here)).await;
+            drop(here);
+            match outcome {
+                Ok((v, n)) => {
+                    let routed = Routed {
+                        attempts: attempts + n,
+                        route: Some(route),
+                        fallback_from,
+                    };
+                    return Ok((v, routed));
+                }
+                Err(mut e) => {
+                    attempts += e.attempts();
+                    e.set_attempts(attempts);
+                    let next = match chain.get(pos) {
+                        Some(next) if e.kind() == ErrorKind::ModelNotFound => next,
+                        _ => return Err(e),
+                    };
+                    let from = call.model.clone().unwrap_or_default();
+                    tracing::warn!(model = %from, fallback = %next, "model_not_found: trying the next model of the fallback chain");
+                    observe::model_fallback(&from, next);
+                    fallback_from.get_or_insert(from);
+                    call = std::borrow::Cow::Owned(ctx.call.with_model(next)?);
+                    pos += 1;
+                }
+            }
+        }
+    }
+
+    /// The worst case of `call`, reserved against the budgets that apply to it.
+    async fn reserve(&self, call: &Call, deadline: Instant) -> Result<Charge, Error> {
+        let est = call.estimate.unwrap_or_default();
+        let hold = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
+        self.inner
+            .spend
+            .reserve(
+                call.model.as_deref().unwrap_or(""),
+                &call.options.spend,
+                est.prompt,
+                est.output,
+                hold,
+            )
+            .await
     }
 
     /// The retry loop: attempt, classify, wait (server's wait or full jitter), within the
@@ -504,7 +671,7 @@ impl Engine {
         &self,
         ctx: &Ctx<'_>,
         stream: bool,
-    ) -> Result<(reqwest::Response, Option<Admitted>), Error> {
+    ) -> Result<(reqwest::Response, Option<Admitted>, String), Error> {
         let chosen = self.choose_key(ctx).await?;
         let key = chosen.key.clone();
         let headers = self.attempt_headers(ctx, &key, stream)?;
@@ -550,7 +717,7 @@ impl Engine {
             if let Some(a) = &admitted {
                 a.admission.observe(&a.scope, model, &rl, None).await;
             }
-            return Ok((resp, admitted));
+            return Ok((resp, admitted, chosen.label));
         }
         let headers = resp.headers().clone();
         let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
@@ -576,7 +743,7 @@ impl Engine {
     }
 
     async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<Reply, Error> {
-        let (resp, admitted) = self.open(ctx, false).await?;
+        let (resp, admitted, key_label) = self.open(ctx, false).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
@@ -602,16 +769,23 @@ impl Engine {
             let latency = a.ticket.elapsed();
             a.ticket.finish(AttemptOutcome::Success(latency));
         }
+        let mut meta = Meta::answered(status, request_id, &headers, ctx);
+        meta.upstream_key = Some(key_label);
+        if let Some(charge) = ctx.take_charge() {
+            let priced = charge.price().is_some();
+            let cost = charge.settle(&facts.usage.clone().unwrap_or_default());
+            meta.cost_nanos = priced.then_some(cost);
+        }
         Ok(Reply {
             body,
-            meta: Meta::answered(status, request_id, &headers, ctx),
+            meta,
             headers,
             facts,
         })
     }
 
     async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
-        let (resp, admitted) = self.open(ctx, true).await?;
+        let (resp, admitted, key_label) = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
@@ -619,6 +793,7 @@ impl Engine {
         if let Some(a) = admitted {
             events.attach(a.ticket);
         }
+
         // Wait for the first event inside the attempt, so a failure before any content is
         // retried like a failed request.
         match events.next().await {
@@ -626,13 +801,59 @@ impl Engine {
             Some(Err(e)) => return Err(e.with_request_id(request_id)),
             None => {}
         }
+        // Only now is the stream the caller's: a failed first event leaves the reservation to
+        // the next attempt.
+        if let Some(charge) = ctx.take_charge() {
+            let prompt = ctx.call.estimate.map_or(0, |e| e.prompt);
+            events.attach_charge(charge, prompt);
+        }
+        let mut meta = Meta::answered(status, request_id, &headers, ctx);
+        meta.upstream_key = Some(key_label);
         Ok(StreamReply {
             events,
-            meta: Meta::answered(status, request_id, &headers, ctx),
+            meta,
             headers,
             started: ctx.started,
             span: tracing::Span::none(),
         })
+    }
+}
+
+impl Ctx<'_> {
+    fn take_charge(&self) -> Option<Charge> {
+        self.charge.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// One attempt of a unary or a streamed request (what the retry loop repeats).
+trait AttemptKind {
+    type Out;
+    fn run<'a>(
+        engine: &'a Engine,
+        ctx: &'a Ctx<'a>,
+    ) -> impl Future<Output = Result<Self::Out, Error>> + Send + 'a;
+}
+
+struct Unary;
+struct Streamed;
+
+impl AttemptKind for Unary {
+    type Out = Reply;
+    fn run<'a>(
+        engine: &'a Engine,
+        ctx: &'a Ctx<'a>,
+    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'a {
+        engine.attempt_unary(ctx)
+    }
+}
+
+impl AttemptKind for Streamed {
+    type Out = StreamReply;
+    fn run<'a>(
+        engine: &'a Engine,
+        ctx: &'a Ctx<'a>,
+    ) -> impl Future<Output = Result<StreamReply, Error>> + Send + 'a {
+        engine.attempt_stream(ctx)
     }
 }
 
@@ -663,30 +884,6 @@ pub(crate) fn outcome_of(e: &Error) -> AttemptOutcome {
         ErrorKind::ServerError if e.status() == Some(503) => AttemptOutcome::Overload,
         _ => AttemptOutcome::Neutral,
     }
-}
-
-/// Tokens a response body reports as used (`usage.total_tokens`, or prompt + completion), and
-/// the output part.
-pub(crate) fn usage_tokens(body: &[u8]) -> Option<(u64, u64)> {
-    #[derive(serde::Deserialize)]
-    struct U {
-        #[serde(default)]
-        prompt_tokens: u64,
-        #[serde(default)]
-        completion_tokens: u64,
-        #[serde(default)]
-        total_tokens: Option<u64>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Env {
-        usage: Option<U>,
-    }
-    let u = serde_json::from_slice::<Env>(body).ok()?.usage?;
-    Some((
-        u.total_tokens
-            .unwrap_or(u.prompt_tokens + u.completion_tokens),
-        u.completion_tokens,
-    ))
 }
 
 fn request_id(h: &HeaderMap) -> Option<String> {

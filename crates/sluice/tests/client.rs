@@ -194,10 +194,16 @@ forbidden = true
         (ErrorKind::QuotaExhausted, 1, false),
         "quota errors are never retried"
     );
+    let unknown = ChatRequest::new("acme-no-such-model", vec![ChatMessage::user("x")]);
+    assert_eq!(
+        kind(c.chat().create(unknown).await),
+        (ErrorKind::ModelNotFound, 1, false)
+    );
+    // A model the registry knows is retired is refused before anything is sent.
     let retired = ChatRequest::new("gpt-4-32k", vec![ChatMessage::user("x")]);
     assert_eq!(
         kind(c.chat().create(retired).await),
-        (ErrorKind::ModelNotFound, 1, false)
+        (ErrorKind::ModelRetired, 0, false)
     );
     let long = ChatRequest::new("gpt-4", vec![ChatMessage::user("word ".repeat(9000))]);
     assert_eq!(
