@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod doctor_cmd;
+mod models_cmd;
+mod spend_cmd;
+
 /// mimalloc instead of the system allocator: requests allocate many small objects (headers,
 /// JSON values, strings), and the profile of a batch run spent a fifth of its instructions in
 /// glibc malloc/free.
@@ -62,8 +66,86 @@ enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
+    /// The model registry: status, days to shutdown, replacement, prices.
+    Models {
+        /// Your registry file, extending or overriding the shipped one.
+        #[arg(long, global = true)]
+        registry: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
+    },
+    /// Spend from the cost ledger, by key, model or day.
+    Spend {
+        /// How to group the totals.
+        #[arg(long, value_enum, default_value = "key")]
+        by: ByArg,
+        /// Ledger file (default: SLUICE_LEDGER, else ~/.local/share/sluice/ledger.db).
+        #[arg(long, conflicts_with = "redis_url")]
+        ledger: Option<PathBuf>,
+        /// Read the ledger shared in Redis instead.
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[arg(long, default_value = "sluice")]
+        redis_prefix: String,
+        /// Only days on or after this one (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this key (`alice`, `key:alice`, `job:nightly`).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Diagnose an endpoint and key: DNS, TCP, TLS, first byte, key, limits, model.
+    /// Exit code: 0 healthy, 1 degraded, 2 broken.
+    Doctor {
+        /// API base URL (default: OPENAI_BASE_URL, else the public API).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Environment variable holding the API key.
+        #[arg(long, default_value = "OPENAI_API_KEY")]
+        api_key_env: String,
+        /// A model to check (exists for this key; lifecycle).
+        #[arg(long)]
+        model: Option<String>,
+        /// Send one smallest completion (costs a few tokens) to read the key's limits and quota.
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        json: bool,
+        /// Time allowed per network step.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Your model registry file.
+        #[arg(long)]
+        registry: Option<PathBuf>,
+    },
 }
 
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Scan JSONL request files and configs for models; exit 1 when one is retired or shuts
+    /// down within the warning window.
+    Check {
+        files: Vec<PathBuf>,
+        /// Fail for models shutting down within this many days.
+        #[arg(long, default_value_t = 30)]
+        warn_days: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ByArg {
+    Key,
+    Model,
+    Day,
+}
+
+// Parsed once per process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum BatchCommand {
     /// Run (or resume) a job.
@@ -144,10 +226,28 @@ struct RunArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
+    /// Your model registry file (prices, lifecycle), extending the shipped one.
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Requests for a model past its shutdown date: refuse them (to the errors file), send
+    /// them to the registry's replacement, or send them as written.
+    #[arg(long, value_enum, default_value = "reject")]
+    on_retired: OnRetiredArg,
+    /// Cost ledger file, or `off` (default: SLUICE_LEDGER, else ~/.local/share/sluice/ledger.db);
+    /// the job's spend is recorded as `job:NAME` (the input's file stem).
+    #[arg(long)]
+    ledger: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnRetiredArg {
+    Reject,
+    Substitute,
+    Allow,
 }
 
 /// Exit codes, documented in the README.
-mod exit {
+pub(crate) mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const BUDGET: u8 = 3;
@@ -183,7 +283,7 @@ fn load_scenario(path: Option<&PathBuf>) -> Result<sluice_mock::Scenario, String
 }
 
 /// An error with the exit code it should produce.
-struct Fail(u8, String);
+pub(crate) struct Fail(pub u8, pub String);
 
 impl From<String> for Fail {
     fn from(s: String) -> Self {
@@ -306,7 +406,35 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
             on_error: OnStateError::FailClosed,
         };
     }
+    let registry = std::sync::Arc::new(models_cmd::registry(a.registry.as_ref())?);
+    let policy = sluice::model_policy::ModelPolicy::new(
+        registry.clone(),
+        sluice::model_policy::PolicyConfig {
+            on_retired: match a.on_retired {
+                OnRetiredArg::Reject => sluice::model_policy::OnRetired::Reject,
+                OnRetiredArg::Substitute => sluice::model_policy::OnRetired::Substitute,
+                OnRetiredArg::Allow => sluice::model_policy::OnRetired::Allow,
+            },
+            ..Default::default()
+        },
+    );
+    let ledger_path = match a.ledger.as_deref() {
+        Some("off") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => sluice::spend::ledger::default_path(),
+    };
+    let ledger = match ledger_path {
+        Some(p) => {
+            Some(sluice::spend::Ledger::sqlite(p).map_err(|e| Fail(exit::USAGE, e.to_string()))?)
+        }
+        None => None,
+    };
     let client = builder
+        .model_policy(policy)
+        .spend(sluice::spend::SpendConfig {
+            ledger: ledger.clone(),
+            ..Default::default()
+        })
         .admission(admission)
         .max_attempts(a.max_attempts.max(1))
         .total_timeout(Duration::from_secs(1800))
@@ -337,19 +465,17 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         ProgressArg::Off => sluice_batch::ProgressMode::Off,
     };
     let stop = stop_signals();
-    let report = sluice_batch::run(
-        client.engine().clone(),
-        sluice::models::Registry::builtin(),
-        cfg,
-        stop,
-    )
-    .await
-    .map_err(|e| match e {
-        sluice_batch::BatchError::Duplicates(m) | sluice_batch::BatchError::Config(m) => {
-            Fail(exit::USAGE, m)
-        }
-        other => Fail(exit::FAILURE, other.to_string()),
-    })?;
+    let report = sluice_batch::run(client.engine().clone(), (*registry).clone(), cfg, stop)
+        .await
+        .map_err(|e| match e {
+            sluice_batch::BatchError::Duplicates(m) | sluice_batch::BatchError::Config(m) => {
+                Fail(exit::USAGE, m)
+            }
+            other => Fail(exit::FAILURE, other.to_string()),
+        })?;
+    if let Some(l) = &ledger {
+        l.flush().await;
+    }
     print!("{}", report.summary.table());
     match report.outcome {
         sluice_batch::Outcome::Completed => Ok(()),
@@ -500,6 +626,65 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             listen,
             upstream,
         } => serve(config, listen, upstream).await,
+        Command::Models {
+            registry,
+            json,
+            command,
+        } => match command {
+            None => models_cmd::list(registry.as_ref(), json),
+            Some(ModelsCommand::Check { files, warn_days }) => {
+                models_cmd::check(&files, registry.as_ref(), warn_days, json)
+            }
+        },
+        Command::Spend {
+            by,
+            ledger,
+            redis_url,
+            redis_prefix,
+            since,
+            key,
+            json,
+        } => {
+            spend_cmd::spend(spend_cmd::SpendArgs {
+                by: match by {
+                    ByArg::Key => sluice::spend::By::Key,
+                    ByArg::Model => sluice::spend::By::Model,
+                    ByArg::Day => sluice::spend::By::Day,
+                },
+                ledger,
+                redis_url,
+                redis_prefix,
+                since,
+                key,
+                json,
+            })
+            .await
+        }
+        Command::Doctor {
+            base_url,
+            api_key_env,
+            model,
+            probe,
+            json,
+            timeout,
+            registry,
+        } => {
+            let code = doctor_cmd::doctor(doctor_cmd::DoctorArgs {
+                base_url,
+                api_key_env,
+                model,
+                probe,
+                json,
+                timeout,
+                registry,
+            })
+            .await?;
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(Fail(code, String::new()))
+            }
+        }
         Command::Batch { command } => match command {
             BatchCommand::Run(a) => batch_run(a).await,
             BatchCommand::Status {
@@ -543,7 +728,9 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            eprintln!("sluice: {msg}");
+            if !msg.is_empty() {
+                eprintln!("sluice: {msg}");
+            }
             ExitCode::from(code)
         }
     }

@@ -80,7 +80,8 @@ fn input(dir: &Path, n: usize) -> PathBuf {
 
 fn batch(m: &Mock, input: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.args(["batch", "run"])
+    c.env("SLUICE_LEDGER", "off")
+        .args(["batch", "run"])
         .arg(input)
         .args([
             "--base-url",

@@ -21,6 +21,7 @@ impl Drop for Proc {
 
 fn start(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
+        .env("SLUICE_LEDGER", "off")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -208,16 +208,7 @@ impl LedgerSetting {
         match self {
             LedgerSetting::Off => None,
             LedgerSetting::Path(p) => Some(p.clone()),
-            LedgerSetting::Default => match std::env::var("SLUICE_LEDGER") {
-                Ok(v) if v == "off" => None,
-                Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
-                _ => std::env::var_os("XDG_DATA_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
-                    })
-                    .map(|d| d.join("sluice").join("ledger.db")),
-            },
+            LedgerSetting::Default => sluice::spend::ledger::default_path(),
         }
     }
 }

@@ -15,7 +15,7 @@ const procs = [];
 
 function start(args) {
   return new Promise((ok, fail) => {
-    const p = spawn(bin, args, { stdio: ["ignore", "pipe", "ignore"] });
+    const p = spawn(bin, args, { stdio: ["ignore", "pipe", "ignore"], env: { ...process.env, SLUICE_LEDGER: "off" } });
     procs.push(p);
     let buf = "";
     p.stdout.on("data", (d) => {

@@ -1,9 +1,11 @@
 """Fixtures: start the `sluice` binary as a subprocess on a free loopback port."""
 
+import json
 import os
 import pathlib
 import subprocess
 import tempfile
+import urllib.request
 
 import pytest
 
@@ -30,6 +32,8 @@ class Sluice:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            # The gateway's cost ledger goes to this run's temporary folder, not the home one.
+            env={**os.environ, "SLUICE_LEDGER": str(pathlib.Path(self._dir.name) / "ledger.db")},
         )
         line = self.proc.stdout.readline().strip()
         if " listening on " not in line:
@@ -51,6 +55,12 @@ class Mock(Sluice):
 
     def __init__(self, scenario: str):
         super().__init__(["mock", "--listen", "127.0.0.1:0"], scenario)
+
+    def stats(self) -> dict:
+        """The simulator's counters (`GET /_mock/stats`)."""
+        root = self.base_url.removesuffix("/v1")
+        with urllib.request.urlopen(f"{root}/_mock/stats", timeout=10) as r:
+            return json.loads(r.read())
 
 
 @pytest.fixture

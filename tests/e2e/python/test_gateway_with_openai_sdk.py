@@ -112,3 +112,40 @@ def test_errors_map_to_sdk_exceptions(gateway, broke_gateway):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert e.value.code == "insufficient_quota"
     assert e.value.response.headers["x-should-retry"] == "false"
+
+
+def test_budget_refusal_is_not_retried_by_the_sdk(upstream):
+    """A virtual key over its budget gets 429 insufficient_quota with x-should-retry: false:
+    the SDK raises RateLimitError at once even with retries on, instead of hammering."""
+    g = Sluice(["serve"], f"""
+listen = "127.0.0.1:0"
+[upstream]
+base_url = "{upstream.base_url}"
+keys = [{{ value = "sk-upstream-good-0001" }}]
+[models]
+on_retired = "substitute"
+[[virtual_keys]]
+name = "capped"
+key = "sk-app-capped-0001"
+budget = {{ day = "0.0003" }}
+""")
+    try:
+        c = openai.OpenAI(base_url=g.base_url, api_key="sk-app-capped-0001", max_retries=3, timeout=20)
+        # A retired model is sent to its replacement, and the SDK sees the headers.
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-4-32k", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        assert raw.headers["x-sluice-model-substituted"] == "gpt-4-32k -> gpt-4o"
+        assert raw.headers["x-sluice-model-deprecated"].startswith("gpt-4-32k; shutdown=2025-06-06")
+        assert raw.parse().model == "gpt-4o"
+        before = upstream.stats()["requests"]
+        with pytest.raises(openai.RateLimitError) as e:
+            for _ in range(50):
+                c.chat.completions.create(
+                    model="gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+        assert e.value.code == "budget_exceeded"
+        assert e.value.response.headers["x-should-retry"] == "false"
+        # The refusal itself reached no upstream: every upstream request was an answered one.
+        sent = upstream.stats()["requests"] - before
+        assert sent < 50
+    finally:
+        g.close()

@@ -40,6 +40,20 @@ impl Row {
     }
 }
 
+/// Where the ledger lives when nothing says otherwise: `SLUICE_LEDGER` (a path, or `off` for
+/// none), else `$XDG_DATA_HOME/sluice/ledger.db`, else `~/.local/share/sluice/ledger.db`.
+pub fn default_path() -> Option<PathBuf> {
+    match std::env::var("SLUICE_LEDGER") {
+        Ok(v) if v == "off" => None,
+        Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .map(|d| d.join("sluice").join("ledger.db")),
+    }
+}
+
 /// How `sluice spend` groups totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
