@@ -34,6 +34,18 @@
 //! redis_prefix = "sluice"
 //! budget = { day = "50", month = "1000" } # global, USD
 //! allow_unpriced = false                  # refuse unpriced models while a budget applies
+//!
+//! [alerts]                                # log event + metric each; webhook optional
+//! webhook = "https://hooks.example.com/sluice"
+//! dedup = "10m"                           # the same alert at most once per period
+//! max_per_minute = 10
+//! remaining_below = 0.2                   # upstream requests/tokens left
+//! budget_thresholds = [0.8]
+//! error_rate_above = 0.1                  # judged per window (1m) over min_requests (20)
+//! error_kind_above = { timeout_first_byte = 0.05 }
+//! p99_above = "20s"
+//! completion_tokens_above = 1000
+//! finish_reason_above = { length = 0.1, content_filter = 0.01 }
 //! ```
 
 use std::net::SocketAddr;
@@ -71,6 +83,30 @@ struct RawConfig {
     virtual_keys: Vec<RawVirtualKey>,
     models: Option<RawModels>,
     spend: Option<RawSpend>,
+    alerts: Option<RawAlerts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    webhook: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    dedup: Option<Duration>,
+    max_per_minute: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+    min_requests: Option<u64>,
+    remaining_below: Option<f64>,
+    budget_thresholds: Option<Vec<f64>>,
+    deprecated_model: Option<bool>,
+    key_quarantined: Option<bool>,
+    error_rate_above: Option<f64>,
+    #[serde(default)]
+    error_kind_above: HashMap<String, f64>,
+    #[serde(default, with = "humantime_serde")]
+    p99_above: Option<Duration>,
+    completion_tokens_above: Option<u64>,
+    finish_reason_above: Option<HashMap<String, f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +290,7 @@ pub struct GatewayConfig {
     pub virtual_keys: Vec<VirtualKey>,
     pub models: ModelsSettings,
     pub spend: SpendSettings,
+    pub alerts: sluice::alerts::AlertRules,
 }
 
 impl Default for GatewayConfig {
@@ -275,6 +312,7 @@ impl Default for GatewayConfig {
                 redis_prefix: "sluice".into(),
                 ..SpendSettings::default()
             },
+            alerts: sluice::alerts::AlertRules::default(),
         }
     }
 }
@@ -475,6 +513,74 @@ impl GatewayConfig {
         }
         c.spend.budgets = budgets(spend.budget, "spend.budget", &invalid)?;
         c.spend.allow_unpriced = spend.allow_unpriced.unwrap_or(false);
+        if let Some(a) = raw.alerts {
+            let frac = |field: &str, v: f64| {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(invalid(
+                        format!("alerts.{field}"),
+                        "must be a fraction between 0 and 1",
+                    ))
+                }
+            };
+            let r = &mut c.alerts;
+            if let Some(w) = a.webhook {
+                if !(w.starts_with("http://") || w.starts_with("https://")) {
+                    return Err(invalid("alerts.webhook".into(), "must be an http(s) URL"));
+                }
+                r.webhook = Some(w);
+            }
+            if let Some(d) = a.dedup {
+                r.dedup = d;
+            }
+            if let Some(n) = a.max_per_minute {
+                r.max_per_minute = n;
+            }
+            if let Some(w) = a.window {
+                if w.is_zero() {
+                    return Err(invalid("alerts.window".into(), "must be longer than zero"));
+                }
+                r.window = w;
+            }
+            if let Some(n) = a.min_requests {
+                r.min_requests = n;
+            }
+            if let Some(v) = a.remaining_below {
+                r.remaining_below = Some(frac("remaining_below", v)?).filter(|v| *v > 0.0);
+            }
+            if let Some(v) = a.budget_thresholds {
+                for t in &v {
+                    frac("budget_thresholds", *t)?;
+                }
+                r.budget_thresholds = v;
+            }
+            if let Some(v) = a.deprecated_model {
+                r.deprecated_model = v;
+            }
+            if let Some(v) = a.key_quarantined {
+                r.key_quarantined = v;
+            }
+            if let Some(v) = a.error_rate_above {
+                r.error_rate_above = Some(frac("error_rate_above", v)?);
+            }
+            for (k, v) in a.error_kind_above {
+                frac(&format!("error_kind_above.{k}"), v)?;
+                r.error_kind_above.insert(k, v);
+            }
+            if a.p99_above.is_some() {
+                r.p99_above = a.p99_above;
+            }
+            if let Some(n) = a.completion_tokens_above {
+                r.completion_tokens_above = Some(n).filter(|n| *n > 0);
+            }
+            if let Some(m) = a.finish_reason_above {
+                for (k, v) in &m {
+                    frac(&format!("finish_reason_above.{k}"), *v)?;
+                }
+                r.finish_reason_above = m;
+            }
+        }
         Ok(c)
     }
 }
@@ -527,5 +633,64 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         let e = GatewayConfig::from_toml("g.toml", "[upstream.timeouts]\nidle = \"soon\"\n")
             .unwrap_err();
         assert!(e.to_string().contains("idle"), "{e}");
+        for (text, field) in [
+            ("[models]\non_retired = \"maybe\"\n", "models.on_retired"),
+            ("[models]\nfallbacks = { a = [] }\n", "models.fallbacks.a"),
+            ("[spend]\nbudget = { day = \"lots\" }\n", "spend.budget.day"),
+            (
+                "[[virtual_keys]]\nname = \"x\"\nkey = \"k\"\nbudget = { month = -1 }\n",
+                "virtual_keys[0].budget.month",
+            ),
+            ("[alerts]\nremaining_below = 2\n", "alerts.remaining_below"),
+            ("[alerts]\nwebhook = \"ftp://x\"\n", "alerts.webhook"),
+            (
+                "[alerts]\nfinish_reason_above = { length = 5 }\n",
+                "alerts.finish_reason_above.length",
+            ),
+        ] {
+            let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
+            assert!(e.to_string().contains(field), "{e} should name {field}");
+        }
+    }
+
+    #[test]
+    fn models_spend_and_alerts() {
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            r#"
+[models]
+on_retired = "substitute"
+aliases = { fast = "gpt-4o-mini" }
+fallbacks = { "gpt-4.1" = ["gpt-4o"] }
+[spend]
+ledger = "off"
+budget = { day = "50", month = 1000 }
+[alerts]
+webhook = "http://127.0.0.1:9/hook"
+dedup = "1m"
+p99_above = "20s"
+[[virtual_keys]]
+name = "a"
+key = "k"
+budget = { day = "5.25" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.models.on_retired, OnRetired::Substitute);
+        assert_eq!(c.models.fallbacks["gpt-4.1"], vec!["gpt-4o".to_string()]);
+        assert_eq!(c.spend.ledger, LedgerSetting::Off);
+        assert_eq!(
+            c.spend.budgets,
+            vec![
+                (Period::Day, 50_000_000_000),
+                (Period::Month, 1_000_000_000_000)
+            ]
+        );
+        assert_eq!(
+            c.virtual_keys[0].budgets,
+            vec![(Period::Day, 5_250_000_000)]
+        );
+        assert_eq!(c.alerts.dedup, Duration::from_secs(60));
+        assert_eq!(c.alerts.p99_above, Some(Duration::from_secs(20)));
     }
 }

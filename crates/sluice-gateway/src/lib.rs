@@ -110,7 +110,10 @@ pub fn engine(
         today: None,
         counters: prev.map(|e| e.spend().counters()),
     };
-    let mut b = Client::builder().model_policy(policy).spend(spend);
+    let mut b = Client::builder()
+        .model_policy(policy)
+        .spend(spend)
+        .alerts(cfg.alerts.clone());
     if let Some(url) = &cfg.base_url {
         b = b.base_url(url.clone());
     }

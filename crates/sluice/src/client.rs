@@ -427,6 +427,7 @@ pub struct ClientBuilder {
     admission: Option<Option<AdmissionConfig>>,
     models: Option<Arc<ModelPolicy>>,
     spend: SpendConfig,
+    alerts: Option<crate::alerts::AlertRules>,
 }
 
 impl ClientBuilder {
@@ -552,6 +553,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Alert rules (default: [`crate::alerts::AlertRules::default`]: log events and metrics).
+    pub fn alerts(mut self, rules: crate::alerts::AlertRules) -> Self {
+        self.alerts = Some(rules);
+        self
+    }
+
     /// An extra header on every request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -617,6 +624,7 @@ impl ClientBuilder {
                 .unwrap_or_else(|| Some(AdmissionConfig::default())),
             models: self.models.unwrap_or_default(),
             spend: self.spend,
+            alerts: self.alerts.unwrap_or_default(),
         })?;
         Ok(Client {
             engine,

@@ -21,6 +21,7 @@
 
 mod accumulate;
 pub mod admission;
+pub mod alerts;
 mod chat_stream;
 mod client;
 pub mod config;

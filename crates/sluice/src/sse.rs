@@ -21,6 +21,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::admission::{AttemptOutcome, Ticket};
+use crate::alerts::Alerter;
 use crate::error::{ApiError, Error, ErrorKind};
 use crate::pricing::Nanos;
 use crate::spend::Charge;
@@ -47,6 +48,9 @@ pub struct EventStream {
     events_seen: u64,
     usage: Option<Usage>,
     cost: Option<Nanos>,
+    /// The alerting stage hears how the stream ended (outcome, latency, finish reasons).
+    watch: Option<(Arc<Alerter>, Instant)>,
+    finish_reasons: Vec<String>,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -93,6 +97,8 @@ impl EventStream {
             events_seen: 0,
             usage: None,
             cost: None,
+            watch: None,
+            finish_reasons: Vec::new(),
         }
     }
 
@@ -105,6 +111,11 @@ impl EventStream {
     /// used when no usage arrives.
     pub fn attach_charge(&mut self, charge: Charge, prompt: u64) {
         self.charge = Some((charge, prompt));
+    }
+
+    /// Report the stream's end to the alerting stage; `started` is the logical request's start.
+    pub fn watch(&mut self, alerts: Arc<Alerter>, started: Instant) {
+        self.watch = Some((alerts, started));
     }
 
     /// The usage event's counts, once it has arrived.
@@ -140,6 +151,14 @@ impl EventStream {
     fn end(&mut self, outcome: Option<&Error>) {
         self.done = true;
         self.settle_charge();
+        if let Some((alerts, started)) = self.watch.take() {
+            let reasons: Vec<&str> = self.finish_reasons.iter().map(String::as_str).collect();
+            alerts.request(
+                outcome.map(|e| e.kind().as_str()),
+                started.elapsed(),
+                &reasons,
+            );
+        }
         if let Some(t) = self.ticket.take() {
             let o = match outcome {
                 None => AttemptOutcome::Success(t.elapsed()),
@@ -187,6 +206,13 @@ impl Drop for EventStream {
     fn drop(&mut self) {
         self.settle_charge();
     }
+}
+
+/// A chunk's non-null `finish_reason`, found without parsing the whole chunk.
+fn finish_reason(data: &str) -> Option<&str> {
+    let at = data.find("\"finish_reason\":\"")? + "\"finish_reason\":\"".len();
+    let rest = &data[at..];
+    rest.find('"').map(|end| &rest[..end])
 }
 
 /// The error an in-stream error event stands for.
@@ -240,6 +266,11 @@ impl Stream for EventStream {
                     return Poll::Ready(Some(Err(e)));
                 }
                 this.events_seen += 1;
+                if this.watch.is_some() {
+                    if let Some(r) = finish_reason(&ev.data) {
+                        this.finish_reasons.push(r.to_string());
+                    }
+                }
                 if ev.data.contains("\"usage\":{") {
                     this.read_usage(&ev.data);
                 }

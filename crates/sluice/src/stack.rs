@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::admission::estimate::Estimate;
 use crate::admission::{Admission, AdmissionConfig, AttemptOutcome, Ticket};
+use crate::alerts::{AlertRules, Alerter};
 use crate::config::RetryPolicy;
 use crate::error::{Error, ErrorKind};
 use crate::headers::RateLimits;
@@ -63,6 +64,8 @@ pub struct EngineConfig {
     pub models: Arc<ModelPolicy>,
     /// Budgets and the ledger (default: costs computed and counted, no budget, no ledger).
     pub spend: SpendConfig,
+    /// Alert rules (default: [`AlertRules::default`], log and metric only).
+    pub alerts: AlertRules,
 }
 
 /// One logical request, as the engine sees it.
@@ -234,6 +237,7 @@ struct Inner {
     admission: Option<Arc<Admission>>,
     models: Arc<ModelPolicy>,
     spend: Arc<Accountant>,
+    alerts: Arc<Alerter>,
     counters: Counters,
 }
 
@@ -260,6 +264,7 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Self, Error> {
         observe::describe();
         let transport = Transport::new(&cfg.base_url, &cfg.transport)?;
+        let alerts = Arc::new(Alerter::new(cfg.alerts));
         Ok(Engine {
             inner: Arc::new(Inner {
                 transport,
@@ -269,7 +274,11 @@ impl Engine {
                 retry: cfg.retry,
                 headers: cfg.headers,
                 admission: cfg.admission.filter(|a| a.enabled).map(Admission::new),
-                spend: Arc::new(Accountant::new(cfg.models.registry().clone(), cfg.spend)),
+                spend: Arc::new(
+                    Accountant::new(cfg.models.registry().clone(), cfg.spend)
+                        .with_alerts(alerts.clone()),
+                ),
+                alerts,
                 models: cfg.models,
                 counters: Counters::default(),
             }),
@@ -293,6 +302,11 @@ impl Engine {
     /// The model policy (registry, aliases, fallbacks).
     pub fn models(&self) -> &Arc<ModelPolicy> {
         &self.inner.models
+    }
+
+    /// The alerting stage.
+    pub fn alerts(&self) -> &Arc<Alerter> {
+        &self.inner.alerts
     }
 
     /// Budgets, ledger and prices.
@@ -358,6 +372,20 @@ impl Engine {
         .instrument(span.clone())
         .await;
         finish(&call, &span, ctx.started, result.as_ref().map(|r| &r.meta));
+        let reasons: Vec<&str> = result
+            .as_ref()
+            .map(|r| {
+                r.facts
+                    .choices
+                    .iter()
+                    .filter_map(|c| c.finish_reason.as_deref())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kind = result.as_ref().err().map(|e| e.kind().as_str());
+        self.inner
+            .alerts
+            .request(kind, ctx.started.elapsed(), &reasons);
         result
     }
 
@@ -392,10 +420,14 @@ impl Engine {
                 observe::ttft(call.model.as_deref().unwrap_or(""), ttft);
                 r.started = ctx.started;
                 r.span = span;
+                r.events.watch(self.inner.alerts.clone(), ctx.started);
                 Ok(r)
             }
             Err(e) => {
                 finish(&call, &span, ctx.started, Err(&e));
+                self.inner
+                    .alerts
+                    .request(Some(e.kind().as_str()), ctx.started.elapsed(), &[]);
                 Err(e)
             }
         }
@@ -420,6 +452,11 @@ impl Engine {
         };
         let policy = &self.inner.models;
         let route = policy.route(requested)?;
+        if let Some(n) = &route.notice {
+            self.inner
+                .alerts
+                .deprecated_model(&n.model, &n.header_value());
+        }
         let mut call = if route.model == requested {
             std::borrow::Cow::Borrowed(ctx.call)
         } else {
@@ -628,6 +665,11 @@ impl Engine {
             _ => return err,
         };
         self.inner.keys.report(chosen, what);
+        if matches!(what, Report::Rejected) {
+            self.inner
+                .alerts
+                .key_quarantined(&chosen.label, kind.as_str());
+        }
         // Another key may be a second one in the pool, or this source's new value after a
         // rotation that happened while the attempt was on its way.
         if self.inner.keys.another_available(chosen.id) {
@@ -714,6 +756,7 @@ impl Engine {
         let rl = RateLimits::from_headers(resp.headers());
         if (200..300).contains(&status) {
             self.inner.keys.report(&chosen, Report::Answered(&rl));
+            self.inner.alerts.remaining(&chosen.label, &rl);
             if let Some(a) = &admitted {
                 a.admission.observe(&a.scope, model, &rl, None).await;
             }

@@ -157,6 +157,7 @@ pub struct Accountant {
     registry: Arc<Registry>,
     cfg: SpendConfig,
     local: BudgetCounters,
+    alerts: Option<Arc<crate::alerts::Alerter>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -193,7 +194,14 @@ impl Accountant {
             registry,
             local: cfg.counters.clone().unwrap_or_default(),
             cfg,
+            alerts: None,
         }
+    }
+
+    /// Budget thresholds and large requests are reported here.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerter>) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// The in-process counters, to hand to the engine that replaces this one.
@@ -373,6 +381,9 @@ impl Charge {
         self.finish(cost);
         let a = &self.accountant;
         crate::observe::cost(&self.model, cost);
+        if let Some(al) = &a.alerts {
+            al.completion_tokens(&self.model, usage.completion_tokens);
+        }
         if let Some(l) = &a.cfg.ledger {
             l.record(Row {
                 day: self.day.to_string(),
@@ -399,13 +410,28 @@ impl Charge {
         }
         let a = &self.accountant;
         match &a.cfg.redis {
-            Some(r) => r.settle(&self.holds, self.reserved, cost, &self.reservation_id),
+            Some(r) => r.settle(
+                &self.holds,
+                self.reserved,
+                cost,
+                &self.reservation_id,
+                a.alerts.clone(),
+            ),
             None => {
-                let mut m = a.local.0.lock().unwrap_or_else(|p| p.into_inner());
-                for h in &self.holds {
-                    let c = m.entry(h.id.clone()).or_default();
-                    c.reserved = c.reserved.saturating_sub(self.reserved);
-                    c.spent += cost;
+                let mut crossed = Vec::new();
+                {
+                    let mut m = a.local.0.lock().unwrap_or_else(|p| p.into_inner());
+                    for h in &self.holds {
+                        let c = m.entry(h.id.clone()).or_default();
+                        c.reserved = c.reserved.saturating_sub(self.reserved);
+                        crossed.push((h, c.spent, c.spent + cost));
+                        c.spent += cost;
+                    }
+                }
+                if let Some(al) = &a.alerts {
+                    for (h, before, after) in crossed {
+                        al.budget(&h.id, before, after, h.budget.limit);
+                    }
                 }
             }
         }
@@ -456,15 +482,16 @@ return {0, 0, 0}
 "#;
 
 const SETTLE: &str = r#"
+local out = {}
 local member = ARGV[1] .. ':' .. ARGV[2]
 for i = 1, #KEYS do
   local h = KEYS[i]
   if redis.call('ZREM', h .. ':res', member) == 1 then
     redis.call('HINCRBY', h, 'reserved', -tonumber(ARGV[2]))
   end
-  redis.call('HINCRBY', h, 'spent', tonumber(ARGV[3]))
+  out[i] = redis.call('HINCRBY', h, 'spent', tonumber(ARGV[3]))
 end
-return 1
+return out
 "#;
 
 /// Budget counters in Redis: one hash (`spent`, `reserved`) per budget and period, and a sorted
@@ -553,8 +580,19 @@ impl RedisBudgets {
         }))
     }
 
-    fn settle(&self, holds: &[Hold], reserved: Nanos, cost: Nanos, rid: &str) {
+    fn settle(
+        &self,
+        holds: &[Hold],
+        reserved: Nanos,
+        cost: Nanos,
+        rid: &str,
+        alerts: Option<Arc<crate::alerts::Alerter>>,
+    ) {
         let mut conn = self.conn.clone();
+        let limits: Vec<(String, Nanos)> = holds
+            .iter()
+            .map(|h| (h.id.clone(), h.budget.limit))
+            .collect();
         let script = self.settle.clone();
         let keys: Vec<String> = holds.iter().map(|h| self.key(&h.id)).collect();
         let rid = rid.to_string();
@@ -570,8 +608,18 @@ impl RedisBudgets {
                 inv.key(k);
             }
             inv.arg(&rid).arg(reserved).arg(cost);
-            if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
-                tracing::error!(error = %e, "budget (Redis): settling a request failed; its hold expires on its own");
+            match inv.invoke_async::<Vec<i64>>(&mut conn).await {
+                Ok(spent) => {
+                    if let Some(al) = alerts {
+                        for ((id, limit), after) in limits.iter().zip(spent) {
+                            let after = after.max(0) as Nanos;
+                            al.budget(id, after.saturating_sub(cost), after, *limit);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "budget (Redis): settling a request failed; its hold expires on its own");
+                }
             }
         });
     }
