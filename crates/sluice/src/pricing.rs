@@ -80,6 +80,27 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_tokens_are_billed_once_as_output() {
+        // o4-mini: $1.10/M input, $4.40/M output. 200 prompt, 500 completion of which 300
+        // reasoning: 200 × 1,100 + 500 × 4,400 nanos = 220,000 + 2,200,000.
+        let o4 = Registry::builtin().price("o4-mini").unwrap();
+        let u: Usage = serde_json::from_value(serde_json::json!({
+            "prompt_tokens": 200, "completion_tokens": 500,
+            "completion_tokens_details": {"reasoning_tokens": 300}
+        }))
+        .unwrap();
+        assert_eq!(u.reasoning_tokens(), 300);
+        assert_eq!(o4.cost(&u), 2_420_000);
+        // The Responses API names the same counts differently.
+        let r: Usage = serde_json::from_value(serde_json::json!({
+            "input_tokens": 200, "output_tokens": 500,
+            "input_tokens_details": {"cached_tokens": 100}
+        }))
+        .unwrap();
+        assert_eq!((r.prompt_tokens, r.cached_tokens()), (200, 100));
+    }
+
+    #[test]
     fn million_requests_sum_exactly() {
         let mini = Registry::builtin().price("gpt-4o-mini").unwrap();
         let one = mini.cost(&usage(13, 0, 7));

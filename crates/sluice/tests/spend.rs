@@ -237,7 +237,8 @@ async fn concurrent_requests_from_two_clients_cannot_overshoot_a_shared_budget_i
     };
     let r2 = redis_budgets(&prefix).await.unwrap();
     let m = mock().await;
-    let (ledger, dir) = tmp_ledger();
+    // The ledger is shared in Redis too.
+    let ledger = Ledger::redis(&redis_url(), &prefix).await.unwrap();
     let mk = |r: RedisBudgets| {
         client(
             &m,
@@ -298,6 +299,23 @@ async fn concurrent_requests_from_two_clients_cannot_overshoot_a_shared_budget_i
         .unwrap();
     assert_eq!(s, spent);
     assert_eq!(held, 0);
+    let rows = ledger.rows(Filter::default()).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.cost_nanos).sum::<u64>(), spent);
+    assert_eq!(
+        rows.iter().map(|r| r.requests).sum::<u64>() as usize,
+        40 - refused
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r.scope == "key:carol" && r.model == "gpt-4o-mini"));
+    let mut keys = keys;
+    keys.extend(
+        redis::cmd("KEYS")
+            .arg(format!("{prefix}:ledger:*"))
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .unwrap(),
+    );
     for k in keys {
         let _: () = redis::cmd("DEL")
             .arg(k)
@@ -305,5 +323,4 @@ async fn concurrent_requests_from_two_clients_cannot_overshoot_a_shared_budget_i
             .await
             .unwrap();
     }
-    std::fs::remove_dir_all(dir).ok();
 }
