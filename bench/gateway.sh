@@ -19,7 +19,7 @@ listen = "127.0.0.1:0"
 base_url = "$1"
 keys = [{ value = "sk-bench-upstream-001" }]
 TOML
-  RUST_LOG=warn ./target/release/sluice serve --config "$out/gw.toml" >"$out/gw.out" 2>/dev/null &
+  SLUICE_LEDGER="$out/ledger.db" RUST_LOG=warn ./target/release/sluice serve --config "$out/gw.toml" >"$out/gw.out" 2>/dev/null &
   gw_pid=$!
   for _ in $(seq 100); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
   gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")

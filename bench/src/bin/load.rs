@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 fn body(stream: bool, i: u64) -> serde_json::Value {
-    serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 16, "stream": stream,
+    serde_json::json!({"model": "gpt-4o-mini", "max_tokens": if stream { 100 } else { 16 }, "stream": stream,
         "messages": [{"role": "user", "content": format!("request {i}")}]})
 }
 
@@ -107,13 +107,16 @@ async fn streams(url: String, count: u64, pid: String) -> serde_json::Value {
             })
         })
         .collect();
+    // Peak RSS while the streams are open, sampled every 20 ms until the last one ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let pid = pid.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut peak = 0;
-            for _ in 0..600 {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 peak = peak.max(rss_kb(&pid));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             peak
         })
@@ -125,10 +128,13 @@ async fn streams(url: String, count: u64, pid: String) -> serde_json::Value {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    sampler.abort();
-    let peak = rss_kb(&pid).max(before);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.unwrap_or(0).max(before);
+    // What the process keeps once every stream has ended (idle pooled connections, caches).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb(&pid);
     serde_json::json!({"mode": "streams", "streams": count, "completed": ok, "wall_s": wall,
-        "rss_before_mb": before / 1024, "rss_after_mb": peak / 1024})
+        "rss_before_mb": before / 1024, "rss_peak_mb": peak / 1024, "rss_after_mb": after / 1024})
 }
 
 fn main() {

@@ -325,6 +325,10 @@ impl Gateway {
         let app = router(state.clone());
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
+            // Small answers and SSE events go out at once, not after Nagle's delay.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let served = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -366,10 +370,13 @@ impl Gateway {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Stop accepting, let requests in flight finish, then return.
+    /// Stop accepting, let requests in flight finish, write what the ledger holds, then return.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(l) = &self.state.backends.ledger {
+            l.flush().await;
+        }
     }
 }
 

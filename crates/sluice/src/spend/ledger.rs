@@ -2,9 +2,12 @@
 //! model. In embedded SQLite by default (one file, nothing to run); in Redis when several
 //! replicas or workers must see one set of totals.
 //!
-//! SQLite writes go through one worker thread fed by a channel: a request never waits on the
-//! disk, writes are batched into one transaction per burst, and a query sent after a write sees
-//! it (the channel is FIFO), which the budget state relies on when it seeds itself from here.
+//! SQLite writes belong to one worker thread: a request never waits on the disk, and never wakes
+//! the thread either — its row is merged in memory by day, scope and model under a short lock,
+//! and the thread writes what has gathered in one transaction every 250 ms (a crash loses at
+//! most that much of the ledger; budget checks are held in memory and lose nothing). Queries go
+//! to the thread over a channel and first write what is pending, so they see every row recorded
+//! before them, which the budget state relies on when it seeds itself from here.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -83,8 +86,10 @@ pub struct Filter {
     pub since: Option<Date>,
 }
 
+/// Rows recorded since the last write, merged by (day, scope, model).
+type Pending = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String, String), Row>>>;
+
 enum Cmd {
-    Record(Row),
     Sum(Filter, mpsc::Sender<Result<Nanos, String>>),
     Rows(Filter, mpsc::Sender<Result<Vec<Row>, String>>),
     Flush(mpsc::Sender<()>),
@@ -100,6 +105,7 @@ enum Backend {
     Sqlite {
         path: PathBuf,
         tx: mpsc::Sender<Cmd>,
+        pending: Pending,
     },
     Redis {
         conn: ConnectionManager,
@@ -164,11 +170,13 @@ impl Ledger {
         conn.execute_batch(SCHEMA).map_err(|e| db_err(&path, e))?;
         let (tx, rx) = mpsc::channel();
         let p = path.clone();
+        let pending = Pending::default();
+        let shared = pending.clone();
         std::thread::Builder::new()
             .name("sluice-ledger".into())
-            .spawn(move || worker(conn, rx, p))
+            .spawn(move || worker(conn, rx, shared, p))
             .map_err(|e| db_err(&path, e))?;
-        Ok(Ledger(Backend::Sqlite { path, tx }))
+        Ok(Ledger(Backend::Sqlite { path, tx, pending }))
     }
 
     /// A ledger in Redis under `PREFIX:ledger:DAY` hashes.
@@ -191,8 +199,17 @@ impl Ledger {
     /// Add one request's row (never waits on the disk or the network).
     pub fn record(&self, row: Row) {
         match &self.0 {
-            Backend::Sqlite { tx, .. } => {
-                let _ = tx.send(Cmd::Record(row));
+            Backend::Sqlite { pending, .. } => {
+                // Merged here, under a short lock: no channel, no wake-up of the writer thread
+                // per request.
+                let k = (row.day.clone(), row.scope.clone(), row.model.clone());
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                match p.get_mut(&k) {
+                    Some(r) => r.add(&row),
+                    None => {
+                        p.insert(k, row);
+                    }
+                }
             }
             Backend::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
@@ -220,7 +237,7 @@ impl Ledger {
     /// Rows matching `filter`, one per day, scope and model.
     pub async fn rows(&self, filter: Filter) -> Result<Vec<Row>, Error> {
         match &self.0 {
-            Backend::Sqlite { tx, path } => {
+            Backend::Sqlite { tx, path, .. } => {
                 let (rtx, rrx) = mpsc::channel();
                 tx.send(Cmd::Rows(filter, rtx))
                     .map_err(|_| db_err(path, "the ledger worker stopped"))?;
@@ -291,7 +308,7 @@ impl Ledger {
     /// counters).
     pub(crate) fn sum_blocking(&self, filter: Filter) -> Result<Nanos, Error> {
         match &self.0 {
-            Backend::Sqlite { tx, path } => {
+            Backend::Sqlite { tx, path, .. } => {
                 let (rtx, rrx) = mpsc::channel();
                 tx.send(Cmd::Sum(filter, rtx))
                     .map_err(|_| db_err(path, "the ledger worker stopped"))?;
@@ -360,9 +377,13 @@ fn where_clause(f: &Filter) -> (String, Vec<String>) {
     }
 }
 
-fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf) {
-    let mut pending: Vec<Row> = Vec::new();
-    let write = |conn: &mut rusqlite::Connection, rows: &mut Vec<Row>| {
+/// How long the worker gathers rows before writing them: one transaction (and one upsert per
+/// day, scope and model) per interval instead of one per request.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Cmd>, shared: Pending, path: PathBuf) {
+    let write = |conn: &mut rusqlite::Connection| {
+        let rows = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
         if rows.is_empty() {
             return;
         }
@@ -370,7 +391,7 @@ fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf
             let t = conn.transaction()?;
             {
                 let mut st = t.prepare_cached(UPSERT)?;
-                for r in rows.iter() {
+                for r in rows.values() {
                     st.execute(rusqlite::params![
                         r.day,
                         r.scope,
@@ -389,63 +410,62 @@ fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Cmd>, path: PathBuf
         if let Err(e) = res {
             tracing::error!(ledger = %path.display(), error = %e, lost_rows = rows.len(), "ledger write failed");
         }
-        rows.clear();
     };
-    while let Ok(cmd) = rx.recv() {
-        let mut next = Some(cmd);
-        // Drain what is queued: a burst of records becomes one transaction.
-        while let Some(cmd) = next.take() {
-            match cmd {
-                Cmd::Record(r) => pending.push(r),
-                Cmd::Flush(done) => {
-                    write(&mut conn, &mut pending);
-                    let _ = done.send(());
-                }
-                Cmd::Sum(f, out) => {
-                    write(&mut conn, &mut pending);
-                    let (w, args) = where_clause(&f);
-                    let sql = format!("SELECT COALESCE(SUM(cost_nanos), 0) FROM spend{w}");
-                    let r = conn
-                        .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
-                            r.get::<_, i64>(0)
-                        })
-                        .map(|v| v.max(0) as Nanos)
-                        .map_err(|e| e.to_string());
-                    let _ = out.send(r);
-                }
-                Cmd::Rows(f, out) => {
-                    write(&mut conn, &mut pending);
-                    let (w, args) = where_clause(&f);
-                    let sql = format!(
-                        "SELECT day, scope, model, requests, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost_nanos FROM spend{w} ORDER BY day, scope, model"
-                    );
-                    let r = (|| -> rusqlite::Result<Vec<Row>> {
-                        let mut st = conn.prepare(&sql)?;
-                        let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
-                            Ok(Row {
-                                day: r.get(0)?,
-                                scope: r.get(1)?,
-                                model: r.get(2)?,
-                                requests: n(3)?,
-                                prompt_tokens: n(4)?,
-                                cached_tokens: n(5)?,
-                                completion_tokens: n(6)?,
-                                reasoning_tokens: n(7)?,
-                                cost_nanos: n(8)?,
-                            })
-                        })?;
-                        rows.collect()
-                    })()
-                    .map_err(|e| e.to_string());
-                    let _ = out.send(r);
-                }
+    loop {
+        let cmd = match rx.recv_timeout(WRITE_EVERY) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                write(&mut conn);
+                continue;
             }
-            next = rx.try_recv().ok();
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        // Every query first writes what is pending, so it sees every row recorded before it.
+        write(&mut conn);
+        match cmd {
+            Cmd::Flush(done) => {
+                let _ = done.send(());
+            }
+            Cmd::Sum(f, out) => {
+                let (w, args) = where_clause(&f);
+                let sql = format!("SELECT COALESCE(SUM(cost_nanos), 0) FROM spend{w}");
+                let r = conn
+                    .query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map(|v| v.max(0) as Nanos)
+                    .map_err(|e| e.to_string());
+                let _ = out.send(r);
+            }
+            Cmd::Rows(f, out) => {
+                let (w, args) = where_clause(&f);
+                let sql = format!(
+                    "SELECT day, scope, model, requests, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost_nanos FROM spend{w} ORDER BY day, scope, model"
+                );
+                let r = (|| -> rusqlite::Result<Vec<Row>> {
+                    let mut st = conn.prepare(&sql)?;
+                    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                        let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                        Ok(Row {
+                            day: r.get(0)?,
+                            scope: r.get(1)?,
+                            model: r.get(2)?,
+                            requests: n(3)?,
+                            prompt_tokens: n(4)?,
+                            cached_tokens: n(5)?,
+                            completion_tokens: n(6)?,
+                            reasoning_tokens: n(7)?,
+                            cost_nanos: n(8)?,
+                        })
+                    })?;
+                    rows.collect()
+                })()
+                .map_err(|e| e.to_string());
+                let _ = out.send(r);
+            }
         }
-        write(&mut conn, &mut pending);
     }
-    write(&mut conn, &mut pending);
+    write(&mut conn);
 }
 
 #[cfg(test)]

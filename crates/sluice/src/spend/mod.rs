@@ -255,7 +255,7 @@ impl Accountant {
             price,
             holds: Vec::new(),
             reserved: 0,
-            reservation_id: format!("{:016x}", rand::random::<u64>()),
+            reservation_id: String::new(),
             day: today,
             settled: false,
         };
@@ -275,6 +275,7 @@ impl Accountant {
                 ))
             }
         };
+        charge.reservation_id = format!("{:016x}", rand::random::<u64>());
         let refused = match &self.cfg.redis {
             Some(r) => {
                 r.reserve(&holds, worst, &charge.reservation_id, hold_for)
