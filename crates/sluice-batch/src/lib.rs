@@ -437,6 +437,9 @@ pub async fn run(
     let reserved = Arc::new(AtomicU64::new(0));
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let fatal_flag = Arc::new(AtomicBool::new(false));
+    // A spending budget of the engine (per job, key or global, per day or month) refused a
+    // request: stop admitting, leave the line pending, end as BudgetReached.
+    let engine_budget = Arc::new(AtomicBool::new(false));
     let progress = progress::start(
         cfg.progress,
         total_lines.saturating_sub(already_done),
@@ -588,6 +591,7 @@ pub async fn run(
                 let reserved = reserved.clone();
                 let fatal = fatal.clone();
                 let fatal_flag = fatal_flag.clone();
+                let engine_budget = engine_budget.clone();
                 let progress = progress.clone();
                 let rid = record_id(content_hash, line);
                 tasks.spawn(async move {
@@ -666,6 +670,13 @@ pub async fn run(
                         {
                             None
                         }
+                        Err(e) if e.kind() == ErrorKind::BudgetExceeded => {
+                            if !engine_budget.swap(true, Ordering::AcqRel) {
+                                tracing::warn!(line, error = %e, "a spending budget is reached: stopping; this line and the rest stay pending for the next run");
+                            }
+                            fatal_flag.store(true, Ordering::Release);
+                            None
+                        }
                         Err(e) => {
                             tally.fail(e.kind().as_str());
                             let response = e.status().map(|s| {
@@ -729,7 +740,7 @@ pub async fn run(
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let outcome = if let Some(reason) = fatal {
         Outcome::Stopped(reason)
-    } else if budget_reached {
+    } else if budget_reached || engine_budget.load(Ordering::Acquire) {
         Outcome::BudgetReached
     } else if interrupted {
         Outcome::Interrupted

@@ -214,6 +214,13 @@ struct RunArgs {
     /// Stop before spending more than this many US dollars (the whole job, across runs).
     #[arg(long)]
     budget_usd: Option<String>,
+    /// Hard limit on this job's spend per UTC day, in USD, counted in the ledger (so it holds
+    /// across runs); the job stops (exit 3) and resumes the next day or with a higher limit.
+    #[arg(long)]
+    budget_per_day: Option<String>,
+    /// The same per UTC month.
+    #[arg(long)]
+    budget_per_month: Option<String>,
     /// Attempts per request.
     #[arg(long, default_value_t = 10)]
     max_attempts: u32,
@@ -429,10 +436,47 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         }
         None => None,
     };
+    let job = sluice_batch::BatchConfig::new(&a.input).job;
+    let mut budgets = Vec::new();
+    for (flag, value, period) in [
+        (
+            "--budget-per-day",
+            &a.budget_per_day,
+            sluice::spend::Period::Day,
+        ),
+        (
+            "--budget-per-month",
+            &a.budget_per_month,
+            sluice::spend::Period::Month,
+        ),
+    ] {
+        if let Some(v) = value {
+            let limit = sluice::pricing::parse_dollars(v).ok_or_else(|| {
+                Fail(
+                    exit::USAGE,
+                    format!("{flag}: {v:?} is not an amount of dollars"),
+                )
+            })?;
+            if ledger.is_none() {
+                return Err(Fail(
+                    exit::USAGE,
+                    format!(
+                        "{flag} counts spend in the ledger: do not combine it with --ledger off"
+                    ),
+                ));
+            }
+            budgets.push(sluice::spend::Budget {
+                scope: sluice::spend::BudgetScope::Job(job.clone()),
+                period,
+                limit,
+            });
+        }
+    }
     let client = builder
         .model_policy(policy)
         .spend(sluice::spend::SpendConfig {
             ledger: ledger.clone(),
+            budgets,
             ..Default::default()
         })
         .admission(admission)
@@ -481,11 +525,16 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         sluice_batch::Outcome::Completed => Ok(()),
         sluice_batch::Outcome::BudgetReached => Err(Fail(
             exit::BUDGET,
-            format!(
-                "budget reached: {} spent of {}; raise --budget-usd and run the same command again to continue",
-                sluice::pricing::dollars(report.summary.job_cost_nanos),
-                a.budget_usd.as_deref().unwrap_or("?")
-            ),
+            match &a.budget_usd {
+                Some(b) => format!(
+                    "budget reached: {} spent of {b} (or a per-day/month budget); raise it and run the same command again to continue",
+                    sluice::pricing::dollars(report.summary.job_cost_nanos),
+                ),
+                None => format!(
+                    "a per-day/month budget is reached ({} spent by this job in all); run the same command again in the next period or with a higher limit",
+                    sluice::pricing::dollars(report.summary.job_cost_nanos),
+                ),
+            },
         )),
         sluice_batch::Outcome::Interrupted => Err(Fail(
             exit::INTERRUPTED,

@@ -257,3 +257,75 @@ fn doctor_exit_codes_tell_healthy_from_broken() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("no API key found"));
 }
+
+#[test]
+fn a_job_budget_per_day_stops_the_job_and_holds_across_runs() {
+    let dir = temp_dir();
+    let input = dir.join("capped.jsonl");
+    let mut lines = String::new();
+    for i in 0..40 {
+        lines.push_str(&format!("{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"gpt-4o-mini\",\"max_tokens\":50,\"messages\":[{{\"role\":\"user\",\"content\":\"hi {i}\"}}]}}}}\n"));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let ledger = dir.join("ledger.db");
+    let run = || {
+        Command::new(BIN)
+            .args([
+                "batch",
+                "run",
+                "--upstream",
+                "mock",
+                "--progress",
+                "off",
+                "--concurrency",
+                "4",
+                "--budget-per-day",
+                "0.0002",
+                "--ledger",
+            ])
+            .arg(&ledger)
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    // Worst case per line ≈ 50 × 600 + prompt ≈ 32,000 nanos: $0.0002 holds a handful.
+    let o = run();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("per-day/month budget"));
+    let done = std::fs::read_to_string(dir.join("capped.out.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(done > 0 && done < 40, "{done}");
+    assert!(
+        !dir.join("capped.errors.jsonl").exists()
+            || std::fs::read_to_string(dir.join("capped.errors.jsonl"))
+                .unwrap()
+                .is_empty(),
+        "refused lines stay pending, they are not failures"
+    );
+    // The ledger holds the day's spend: a second run the same day admits nothing more.
+    let o = run();
+    assert_eq!(o.status.code(), Some(3));
+    let again = std::fs::read_to_string(dir.join("capped.out.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(again <= done + 1, "{done} then {again}");
+    let o = sluice(&[
+        "spend",
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--key",
+        "job:capped",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v[0]["cost_nanos"].as_u64().unwrap() <= 200_000);
+    std::fs::remove_dir_all(dir).ok();
+}

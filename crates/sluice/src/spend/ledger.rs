@@ -87,7 +87,8 @@ pub struct Filter {
 }
 
 /// Rows recorded since the last write, merged by (day, scope, model).
-type Pending = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String, String), Row>>>;
+type Pending =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String, String), Row>>>;
 
 enum Cmd {
     Sum(Filter, mpsc::Sender<Result<Nanos, String>>),
