@@ -8,13 +8,27 @@ use sluice::models::today_utc;
 
 use crate::Fail;
 
+#[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
+    /// API base URL (default: OPENAI_BASE_URL, else the public API).
+    #[arg(long)]
     pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
+    /// A model to check (exists for this key; lifecycle).
+    #[arg(long)]
     pub model: Option<String>,
+    /// Send one smallest completion (costs a few tokens) to read the key's limits and quota.
+    #[arg(long)]
     pub probe: bool,
+    #[arg(long)]
     pub json: bool,
+    /// Time allowed per network step.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Your model registry file.
+    #[arg(long)]
     pub registry: Option<std::path::PathBuf>,
 }
 

@@ -78,51 +78,10 @@ enum Command {
         command: Option<ModelsCommand>,
     },
     /// Spend from the cost ledger, by key, model or day.
-    Spend {
-        /// How to group the totals.
-        #[arg(long, value_enum, default_value = "key")]
-        by: ByArg,
-        /// Ledger file (default: SLUICE_LEDGER, else ~/.local/share/sluice/ledger.db).
-        #[arg(long, conflicts_with = "redis_url")]
-        ledger: Option<PathBuf>,
-        /// Read the ledger shared in Redis instead.
-        #[arg(long)]
-        redis_url: Option<String>,
-        #[arg(long, default_value = "sluice")]
-        redis_prefix: String,
-        /// Only days on or after this one (YYYY-MM-DD).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only this key (`alice`, `key:alice`, `job:nightly`).
-        #[arg(long)]
-        key: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Spend(spend_cmd::SpendArgs),
     /// Diagnose an endpoint and key: DNS, TCP, TLS, first byte, key, limits, model.
     /// Exit code: 0 healthy, 1 degraded, 2 broken.
-    Doctor {
-        /// API base URL (default: OPENAI_BASE_URL, else the public API).
-        #[arg(long)]
-        base_url: Option<String>,
-        /// Environment variable holding the API key.
-        #[arg(long, default_value = "OPENAI_API_KEY")]
-        api_key_env: String,
-        /// A model to check (exists for this key; lifecycle).
-        #[arg(long)]
-        model: Option<String>,
-        /// Send one smallest completion (costs a few tokens) to read the key's limits and quota.
-        #[arg(long)]
-        probe: bool,
-        #[arg(long)]
-        json: bool,
-        /// Time allowed per network step.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-        /// Your model registry file.
-        #[arg(long)]
-        registry: Option<PathBuf>,
-    },
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,13 +94,6 @@ enum ModelsCommand {
         #[arg(long, default_value_t = 30)]
         warn_days: i64,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ByArg {
-    Key,
-    Model,
-    Day,
 }
 
 // Parsed once per process: the size of the larger variant does not matter.
@@ -685,49 +637,9 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 models_cmd::check(&files, registry.as_ref(), warn_days, json)
             }
         },
-        Command::Spend {
-            by,
-            ledger,
-            redis_url,
-            redis_prefix,
-            since,
-            key,
-            json,
-        } => {
-            spend_cmd::spend(spend_cmd::SpendArgs {
-                by: match by {
-                    ByArg::Key => sluice::spend::By::Key,
-                    ByArg::Model => sluice::spend::By::Model,
-                    ByArg::Day => sluice::spend::By::Day,
-                },
-                ledger,
-                redis_url,
-                redis_prefix,
-                since,
-                key,
-                json,
-            })
-            .await
-        }
-        Command::Doctor {
-            base_url,
-            api_key_env,
-            model,
-            probe,
-            json,
-            timeout,
-            registry,
-        } => {
-            let code = doctor_cmd::doctor(doctor_cmd::DoctorArgs {
-                base_url,
-                api_key_env,
-                model,
-                probe,
-                json,
-                timeout,
-                registry,
-            })
-            .await?;
+        Command::Spend(args) => spend_cmd::spend(args).await,
+        Command::Doctor(args) => {
+            let code = doctor_cmd::doctor(args).await?;
             if code == 0 {
                 Ok(())
             } else {

@@ -8,14 +8,34 @@ use sluice::spend::ledger::{self, By, Filter, Ledger};
 use crate::models_cmd::table;
 use crate::{exit, Fail};
 
+#[derive(Debug, clap::Args)]
 pub struct SpendArgs {
-    pub by: By,
+    /// How to group the totals.
+    #[arg(long, value_enum, default_value = "key")]
+    pub by: ByArg,
+    /// Ledger file (default: SLUICE_LEDGER, else ~/.local/share/sluice/ledger.db).
+    #[arg(long, conflicts_with = "redis_url")]
     pub ledger: Option<PathBuf>,
+    /// Read the ledger shared in Redis instead.
+    #[arg(long)]
     pub redis_url: Option<String>,
+    #[arg(long, default_value = "sluice")]
     pub redis_prefix: String,
+    /// Only days on or after this one (YYYY-MM-DD).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Only this key (`alice`, `key:alice`, `job:nightly`).
+    #[arg(long)]
     pub key: Option<String>,
+    #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ByArg {
+    Key,
+    Model,
+    Day,
 }
 
 pub async fn spend(a: SpendArgs) -> Result<(), Fail> {
@@ -62,7 +82,12 @@ pub async fn spend(a: SpendArgs) -> Result<(), Fail> {
         .rows(Filter { scope, since })
         .await
         .map_err(|e| Fail(exit::FAILURE, e.to_string()))?;
-    let groups = ledger::group(&rows, a.by);
+    let by = match a.by {
+        ByArg::Key => By::Key,
+        ByArg::Model => By::Model,
+        ByArg::Day => By::Day,
+    };
+    let groups = ledger::group(&rows, by);
     if a.json {
         println!(
             "{}",
@@ -70,7 +95,7 @@ pub async fn spend(a: SpendArgs) -> Result<(), Fail> {
         );
         return Ok(());
     }
-    let label = match a.by {
+    let label = match by {
         By::Key => "KEY",
         By::Model => "MODEL",
         By::Day => "DAY",
@@ -79,7 +104,7 @@ pub async fn spend(a: SpendArgs) -> Result<(), Fail> {
         .iter()
         .map(|g| {
             vec![
-                match a.by {
+                match by {
                     By::Key => g.scope.clone(),
                     By::Model => g.model.clone(),
                     By::Day => g.day.clone(),

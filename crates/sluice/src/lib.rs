@@ -35,6 +35,7 @@ pub mod models;
 pub mod models_check;
 pub mod observe;
 pub mod pricing;
+mod redis_conn;
 pub mod retry;
 mod secret;
 pub mod spend;

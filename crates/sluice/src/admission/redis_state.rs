@@ -103,15 +103,7 @@ fn redis_err(e: redis::RedisError) -> Error {
 impl RedisState {
     /// Connect to `url` (`redis://host:port/db`); keys are `PREFIX:scope`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid Redis URL: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_err)?;
+        let conn = crate::redis_conn::connect(url, redis_err).await?;
         Ok(RedisState {
             conn,
             prefix: prefix.to_string(),

@@ -182,15 +182,7 @@ impl Ledger {
 
     /// A ledger in Redis under `PREFIX:ledger:DAY` hashes.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid Redis URL: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(redis_err)?;
+        let conn = crate::redis_conn::connect(url, redis_err).await?;
         Ok(Ledger(Backend::Redis {
             conn,
             prefix: prefix.to_string(),

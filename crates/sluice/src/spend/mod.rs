@@ -524,15 +524,7 @@ fn budget_redis_err(e: redis::RedisError) -> Error {
 
 impl RedisBudgets {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid Redis URL: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(budget_redis_err)?;
+        let conn = crate::redis_conn::connect(url, budget_redis_err).await?;
         Ok(RedisBudgets {
             conn,
             prefix: prefix.to_string(),
