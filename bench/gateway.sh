@@ -27,23 +27,32 @@ TOML
 
 start_mock bench/gateway-mock.toml
 gateway "$base"
-trap 'kill $mock_pid $gw_pid 2>/dev/null; rm -rf "$out"' EXIT
+# The floor: a bare axum + reqwest forwarder in the gateway's place (bench/src/bin/forward.rs).
+./target/release/forward 127.0.0.1:0 "$base" >"$out/fw.out" 2>/dev/null &
+fw_pid=$!
+trap 'kill $mock_pid $gw_pid $fw_pid 2>/dev/null; rm -rf "$out"' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$out/fw.out" 2>/dev/null && break; sleep 0.1; done
+fw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/fw.out")
 # Warm both paths up (connections, the gateway learning the upstream's limits), then measure.
 ./target/release/load rate "$base/chat/completions" 300 2 >/dev/null
 ./target/release/load rate "$gw_base/chat/completions" 300 2 >/dev/null
+./target/release/load rate "$fw_base/chat/completions" 300 2 >/dev/null
 for rate in 500 2000 4000; do
   d=$(./target/release/load rate "$base/chat/completions" "$rate" "$SECONDS_PER_RATE")
   g=$(./target/release/load rate "$gw_base/chat/completions" "$rate" "$SECONDS_PER_RATE")
-  python3 - "$d" "$g" <<'PY'
+  f=$(./target/release/load rate "$fw_base/chat/completions" "$rate" "$SECONDS_PER_RATE")
+  python3 - "$d" "$g" "$f" <<'PY'
 import json, sys
-d, g = (json.loads(a) for a in sys.argv[1:3])
+d, g, f = (json.loads(a) for a in sys.argv[1:4])
 print(f"{d['target_rps']:.0f} req/s: direct p50 {d['p50_ms']:.2f} ms p99 {d['p99_ms']:.2f} ms "
       f"({d['achieved_rps']:.0f} req/s, {d['errors']} errors) | gateway p50 {g['p50_ms']:.2f} ms "
       f"p99 {g['p99_ms']:.2f} ms ({g['achieved_rps']:.0f} req/s, {g['errors']} errors) | "
-      f"added p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms")
+      f"added p50 {g['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {g['p99_ms'] - d['p99_ms']:+.2f} ms | "
+      f"bare forwarder added p50 {f['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {f['p99_ms'] - d['p99_ms']:+.2f} ms "
+      f"({f['errors']} errors)")
 PY
 done
-kill "$gw_pid" "$mock_pid" 2>/dev/null || true
+kill "$gw_pid" "$fw_pid" "$mock_pid" 2>/dev/null || true
 wait 2>/dev/null || true
 
 start_mock bench/gateway-streams.toml
