@@ -31,7 +31,7 @@ use sluice::credentials::KeySource;
 use sluice::keypool::PoolSource;
 use sluice::model_policy::{ModelPolicy, PolicyConfig};
 use sluice::models::Registry;
-use sluice::pricing::Nanos;
+use sluice::pricing::{dollars_exact, Nanos};
 use sluice::spend::{Budget, BudgetScope, Ledger, RedisBudgets, SpendConfig, SpendTags};
 use sluice::stack::{Call, Engine, Meta, RequestOptions};
 use sluice::{Client, Error, ErrorKind};
@@ -732,17 +732,12 @@ async fn api(
             }
             sluice_headers(h, &reply.meta);
             if let Some(c) = reply.meta.cost_nanos {
-                set(h, "x-sluice-cost-usd", &usd(c));
+                set(h, "x-sluice-cost-usd", &dollars_exact(c));
             }
             resp
         }
         Err(e) => log.failed(&e),
     }
-}
-
-/// Dollars with nine decimals (exact nano-dollars): `0.000001950`.
-fn usd(n: Nanos) -> String {
-    format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
 }
 
 /// What the model policy did, for the caller to see: `x-sluice-model-deprecated` (model;
@@ -827,7 +822,7 @@ impl RequestLog {
             prompt_tokens = self.prompt_tokens,
             cached_tokens = self.cached_tokens,
             completion_tokens = self.completion_tokens,
-            cost_usd = self.cost.map(usd).as_deref(),
+            cost_usd = self.cost.map(dollars_exact).as_deref(),
             upstream_key = self.upstream_key.as_deref(),
             "request"
         );

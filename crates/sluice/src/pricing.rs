@@ -14,6 +14,11 @@ pub fn dollars(n: Nanos) -> String {
     format!("${}.{:06}", n / 1_000_000_000, (n % 1_000_000_000) / 1000)
 }
 
+/// Format nano-dollars exactly, with nine decimals: `0.000001950` (headers, machine output).
+pub fn dollars_exact(n: Nanos) -> String {
+    format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
+}
+
 /// Parse a dollar amount (`12.5`, `0.25`) into nano-dollars.
 pub fn parse_dollars(s: &str) -> Option<Nanos> {
     let v: f64 = s.trim().trim_start_matches('$').parse().ok()?;
@@ -68,6 +73,7 @@ mod tests {
         // 600 × $0.15/M + 400 × $0.075/M + 500 × $0.60/M = $0.00009 + $0.00003 + $0.0003
         assert_eq!(mini.cost(&usage(1000, 400, 500)), 420_000);
         assert_eq!(dollars(420_000), "$0.000420");
+        assert_eq!(dollars_exact(420_000), "0.000420000");
         // Snapshots and fine-tunes price as their base.
         assert_eq!(p.price("gpt-4o-mini-2024-07-18"), Some(mini));
         assert_eq!(p.price("ft:gpt-4o-mini:acme::abc123"), Some(mini));
