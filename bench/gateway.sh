@@ -12,21 +12,9 @@ SECONDS_PER_RATE=${SECONDS_PER_RATE:-10}
 cargo build --release --quiet -p sluice-cli -p sluice-bench
 source bench/lib.sh
 
-gateway() { # UPSTREAM_BASE -> sets $gw_base, $gw_pid
-  cat >"$out/gw.toml" <<TOML
-listen = "127.0.0.1:0"
-[upstream]
-base_url = "$1"
-keys = [{ value = "sk-bench-upstream-001" }]
-TOML
-  SLUICE_LEDGER="$out/ledger.db" RUST_LOG=warn ./target/release/sluice serve --config "$out/gw.toml" >"$out/gw.out" 2>/dev/null &
-  gw_pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
-  gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
-}
 
 start_mock bench/gateway-mock.toml
-gateway "$base"
+start_gateway "$base"
 # The floor: a bare axum + reqwest forwarder in the gateway's place (bench/src/bin/forward.rs).
 ./target/release/forward 127.0.0.1:0 "$base" >"$out/fw.out" 2>/dev/null &
 fw_pid=$!
@@ -56,6 +44,6 @@ kill "$gw_pid" "$fw_pid" "$mock_pid" 2>/dev/null || true
 wait 2>/dev/null || true
 
 start_mock bench/gateway-streams.toml
-gateway "$base"
+start_gateway "$base"
 trap 'kill $mock_pid $gw_pid 2>/dev/null; rm -rf "$out"' EXIT
 ./target/release/load streams "$gw_base/chat/completions" 1000 "$gw_pid"

@@ -24,3 +24,18 @@ start_mock() {
   root=${base%/v1}
   addr=${root#http://}
 }
+
+# start_gateway UPSTREAM_BASE: `sluice serve` in front of it (one fixed upstream key, ledger in
+# $out); sets $gw_base and $gw_pid. Call after start_mock (it writes into $out).
+start_gateway() {
+  cat >"$out/gw.toml" <<TOML
+listen = "127.0.0.1:0"
+[upstream]
+base_url = "$1"
+keys = [{ value = "sk-bench-upstream-001" }]
+TOML
+  SLUICE_LEDGER="$out/ledger.db" RUST_LOG=warn ./target/release/sluice serve --config "$out/gw.toml" >"$out/gw.out" 2>/dev/null &
+  gw_pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
+  gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
+}

@@ -18,14 +18,7 @@ fi
 source bench/lib.sh
 start_mock bench/gateway-mock.toml
 
-cat >"$out/gw.toml" <<TOML
-listen = "127.0.0.1:0"
-[upstream]
-base_url = "$base"
-keys = [{ value = "sk-bench-upstream-001" }]
-TOML
-SLUICE_LEDGER="$out/ledger.db" RUST_LOG=warn ./target/release/sluice serve --config "$out/gw.toml" >"$out/gw.out" 2>/dev/null &
-gw_pid=$!
+start_gateway "$base"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$out/litellm.yaml" <<YAML
@@ -44,8 +37,6 @@ YAML
 LITELLM_LOG=ERROR "$venv/bin/litellm" --config "$out/litellm.yaml" --host 127.0.0.1 --port "$port" --num_workers "${LITELLM_WORKERS:-1}" >"$out/litellm.log" 2>&1 &
 ll_pid=$!
 trap 'kill $mock_pid $gw_pid $ll_pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
-gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
 ll_base="http://127.0.0.1:$port/v1"
 for _ in $(seq 600); do
   curl -s -o /dev/null "http://127.0.0.1:$port/health/liveliness" && break

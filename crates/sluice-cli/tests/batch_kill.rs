@@ -5,48 +5,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+mod common;
+use common::{Proc, BIN};
 
 struct Mock {
-    child: Child,
+    _proc: Proc,
     addr: String,
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_mock(dir: &Path, scenario: &str) -> Mock {
     let cfg = dir.join("scenario.toml");
     std::fs::write(&cfg, scenario).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["mock", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let cfg = cfg.display().to_string();
+    let (proc, url) = common::start(&["mock", "--listen", "127.0.0.1:0", "--config", &cfg]);
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/v1")
         .to_string();
-    Mock { child, addr }
+    Mock { _proc: proc, addr }
 }
 
 fn stats(m: &Mock) -> Value {

@@ -2,13 +2,13 @@
 //! a user runs them: exit codes, tables and JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+mod common;
+use common::{Proc, BIN};
 
 fn temp_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("sluice-cli-{:016x}", rand_u64()));
@@ -186,28 +186,8 @@ fn a_batch_job_is_in_the_ledger_and_spend_reports_it() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-struct Mock(Child, String);
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mock() -> Mock {
-    let mut child = Command::new(BIN)
-        .args(["mock", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    Mock(child, url)
+fn mock() -> (Proc, String) {
+    common::start(&["mock", "--listen", "127.0.0.1:0"])
 }
 
 fn doctor(args: &[&str]) -> Output {
