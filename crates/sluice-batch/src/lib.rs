@@ -623,16 +623,15 @@ pub async fn run(
                                     attempts: reply.meta.attempts,
                                 })
                             } else {
-                                let mut cost = 0;
+                                // The engine priced the answer (at the model it sent, after
+                                // any substitution); the job's total is the sum of those.
+                                let cost = reply.meta.cost_nanos.unwrap_or(0);
                                 if let Some(u) = &reply.facts.usage {
                                     tally.tokens(
                                         u.prompt_tokens,
                                         u.cached_tokens(),
                                         u.completion_tokens,
                                     );
-                                    if let Some(p) = price {
-                                        cost = p.cost(u);
-                                    }
                                 }
                                 tally.spent_nanos.fetch_add(cost, Ordering::AcqRel);
                                 for c in &reply.facts.choices {

@@ -816,7 +816,10 @@ impl Engine {
         meta.upstream_key = Some(key_label);
         if let Some(charge) = ctx.take_charge() {
             let priced = charge.price().is_some();
-            let cost = charge.settle(&facts.usage.clone().unwrap_or_default());
+            let cost = match &facts.usage {
+                Some(u) => charge.settle(u),
+                None => charge.settle(&crate::wire::Usage::default()),
+            };
             meta.cost_nanos = priced.then_some(cost);
         }
         Ok(Reply {
