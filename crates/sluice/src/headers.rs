@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// The server's view of one budget (requests or tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,23 +44,40 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn from_headers(h: &HeaderMap) -> Self {
-        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let budget = |kind: &str| Budget {
-            limit: get(&format!("x-ratelimit-limit-{kind}")).and_then(|v| v.parse().ok()),
-            remaining: get(&format!("x-ratelimit-remaining-{kind}")).and_then(|v| v.parse().ok()),
-            reset: get(&format!("x-ratelimit-reset-{kind}")).and_then(parse_go_duration),
+        // Names as constants: looking a header up by `&str` parses and lower-cases the name on
+        // every call, and this runs on every answer.
+        const REQ: [HeaderName; 3] = [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ];
+        const TOK: [HeaderName; 3] = [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ];
+        const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+        const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+        let get = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let budget = |[limit, remaining, reset]: &[HeaderName; 3]| Budget {
+            limit: get(limit).and_then(|v| v.parse().ok()),
+            remaining: get(remaining).and_then(|v| v.parse().ok()),
+            reset: get(reset).and_then(parse_go_duration),
         };
-        let retry_after = get("retry-after-ms")
+        let retry_after = get(&RETRY_AFTER_MS)
             .and_then(parse_retry_after_ms)
-            .or_else(|| get("retry-after").and_then(|v| parse_retry_after(v, SystemTime::now())));
-        let should_retry = match get("x-should-retry") {
+            .or_else(|| {
+                get(&http::header::RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            });
+        let should_retry = match get(&SHOULD_RETRY) {
             Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
             _ => None,
         };
         RateLimits {
-            requests: budget("requests"),
-            tokens: budget("tokens"),
+            requests: budget(&REQ),
+            tokens: budget(&TOK),
             retry_after,
             should_retry,
         }

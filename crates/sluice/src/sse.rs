@@ -184,6 +184,7 @@ impl EventStream {
     fn read_usage(&mut self, data: &str) {
         #[derive(serde::Deserialize)]
         struct Env {
+            #[serde(default, deserialize_with = "crate::wire::usage_counts")]
             usage: Option<Usage>,
         }
         let Some(u) = serde_json::from_str::<Env>(data).ok().and_then(|e| e.usage) else {

@@ -132,13 +132,13 @@ impl Meta {
     fn answered(
         status: u16,
         request_id: Option<String>,
-        headers: &HeaderMap,
+        rate_limits: RateLimits,
         ctx: &Ctx<'_>,
     ) -> Self {
         Meta {
             status,
             request_id,
-            rate_limits: RateLimits::from_headers(headers),
+            rate_limits,
             attempts: 0,
             latency: Duration::ZERO,
             ttft: None,
@@ -198,7 +198,8 @@ pub struct Reply {
 /// What the engine reads from a JSON answer: the rest is passed through untouched.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct BodyFacts {
-    #[serde(default)]
+    /// The counts only (`extra` maps left empty); the body has every field.
+    #[serde(default, deserialize_with = "crate::wire::usage_counts")]
     pub usage: Option<crate::wire::Usage>,
     #[serde(default)]
     pub choices: Vec<ChoiceFacts>,
@@ -208,6 +209,14 @@ pub struct BodyFacts {
 pub struct ChoiceFacts {
     #[serde(default)]
     pub finish_reason: Option<String>,
+}
+
+/// A 2xx answer's headers, what let it through, and what they said about limits (read once).
+struct Opened {
+    resp: reqwest::Response,
+    admitted: Option<Admitted>,
+    key_label: String,
+    rate_limits: RateLimits,
 }
 
 /// A streaming answer whose first event has arrived.
@@ -709,11 +718,7 @@ impl Engine {
 
     /// Admission, then the request until its headers; error statuses become errors here.
     /// Returns the response and the admission ticket that must live as long as its body.
-    async fn open(
-        &self,
-        ctx: &Ctx<'_>,
-        stream: bool,
-    ) -> Result<(reqwest::Response, Option<Admitted>, String), Error> {
+    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<Opened, Error> {
         let chosen = self.choose_key(ctx).await?;
         let key = chosen.key.clone();
         let headers = self.attempt_headers(ctx, &key, stream)?;
@@ -760,7 +765,12 @@ impl Engine {
             if let Some(a) = &admitted {
                 a.admission.observe(&a.scope, model, &rl, None).await;
             }
-            return Ok((resp, admitted, chosen.label));
+            return Ok(Opened {
+                resp,
+                admitted,
+                key_label: chosen.label,
+                rate_limits: rl,
+            });
         }
         let headers = resp.headers().clone();
         let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
@@ -786,7 +796,12 @@ impl Engine {
     }
 
     async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<Reply, Error> {
-        let (resp, admitted, key_label) = self.open(ctx, false).await?;
+        let Opened {
+            resp,
+            admitted,
+            key_label,
+            rate_limits,
+        } = self.open(ctx, false).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
@@ -812,7 +827,7 @@ impl Engine {
             let latency = a.ticket.elapsed();
             a.ticket.finish(AttemptOutcome::Success(latency));
         }
-        let mut meta = Meta::answered(status, request_id, &headers, ctx);
+        let mut meta = Meta::answered(status, request_id, rate_limits, ctx);
         meta.upstream_key = Some(key_label);
         if let Some(charge) = ctx.take_charge() {
             let priced = charge.price().is_some();
@@ -831,7 +846,12 @@ impl Engine {
     }
 
     async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
-        let (resp, admitted, key_label) = self.open(ctx, true).await?;
+        let Opened {
+            resp,
+            admitted,
+            key_label,
+            rate_limits,
+        } = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
@@ -853,7 +873,7 @@ impl Engine {
             let prompt = ctx.call.estimate.map_or(0, |e| e.prompt);
             events.attach_charge(charge, prompt);
         }
-        let mut meta = Meta::answered(status, request_id, &headers, ctx);
+        let mut meta = Meta::answered(status, request_id, rate_limits, ctx);
         meta.upstream_key = Some(key_label);
         Ok(StreamReply {
             events,

@@ -63,6 +63,54 @@ impl Usage {
     }
 }
 
+/// A `usage` object read for its counts only, every other field skipped: the engine reads
+/// usage on every answer, and gathering the fields a struct does not name (`extra`, a flattened
+/// map) costs several times what the counts do. The answer's body keeps everything for callers
+/// who parse it.
+pub(crate) fn usage_counts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Usage>, D::Error> {
+    #[derive(Deserialize)]
+    struct Counts {
+        #[serde(default, alias = "input_tokens")]
+        prompt_tokens: u64,
+        #[serde(default, alias = "output_tokens")]
+        completion_tokens: u64,
+        #[serde(default)]
+        total_tokens: u64,
+        #[serde(default, alias = "input_tokens_details")]
+        prompt_tokens_details: Option<Cached>,
+        #[serde(default, alias = "output_tokens_details")]
+        completion_tokens_details: Option<Reasoning>,
+    }
+    #[derive(Deserialize)]
+    struct Cached {
+        #[serde(default)]
+        cached_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Reasoning {
+        #[serde(default)]
+        reasoning_tokens: Option<u64>,
+    }
+    Ok(Option::<Counts>::deserialize(d)?.map(|c| Usage {
+        prompt_tokens: c.prompt_tokens,
+        completion_tokens: c.completion_tokens,
+        total_tokens: c.total_tokens,
+        prompt_tokens_details: c.prompt_tokens_details.map(|d| PromptTokensDetails {
+            cached_tokens: d.cached_tokens,
+            extra: Extra::new(),
+        }),
+        completion_tokens_details: c
+            .completion_tokens_details
+            .map(|d| CompletionTokensDetails {
+                reasoning_tokens: d.reasoning_tokens,
+                extra: Extra::new(),
+            }),
+        extra: Extra::new(),
+    }))
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PromptTokensDetails {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,5 +173,58 @@ impl From<String> for FinishReason {
 impl From<FinishReason> for String {
     fn from(f: FinishReason) -> Self {
         f.as_str().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default, deserialize_with = "usage_counts")]
+        usage: Option<Usage>,
+    }
+
+    fn counts(json: &str) -> Option<Usage> {
+        serde_json::from_str::<Answer>(json).unwrap().usage
+    }
+
+    #[test]
+    fn usage_counts_reads_chat_and_responses_names_and_skips_the_rest() {
+        let chat = counts(
+            r#"{"id":"x","usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,
+                "prompt_tokens_details":{"cached_tokens":100,"audio_tokens":0},
+                "completion_tokens_details":{"reasoning_tokens":12,"accepted_prediction_tokens":0},
+                "new_field":{"a":[1,2]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                chat.prompt_tokens,
+                chat.completion_tokens,
+                chat.total_tokens
+            ),
+            (120, 30, 150)
+        );
+        assert_eq!((chat.cached_tokens(), chat.reasoning_tokens()), (100, 12));
+        assert!(chat.extra.is_empty(), "counts only");
+
+        let responses = counts(
+            r#"{"usage":{"input_tokens":7,"output_tokens":3,"total_tokens":10,
+                "input_tokens_details":{"cached_tokens":4},"output_tokens_details":{"reasoning_tokens":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (responses.prompt_tokens, responses.completion_tokens),
+            (7, 3)
+        );
+        assert_eq!(
+            (responses.cached_tokens(), responses.reasoning_tokens()),
+            (4, 1)
+        );
+
+        assert_eq!(counts(r#"{"usage":null}"#), None);
+        assert_eq!(counts(r#"{"id":"no usage"}"#), None);
     }
 }
