@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sluice::spend::{
-    Budget, BudgetScope, Filter, Ledger, Period, RedisBudgets, SpendConfig, SpendTags,
+    Budget, BudgetScope, Filter, Ledger, Period, RedisBudgets, Row, SpendConfig, SpendTags,
 };
 use sluice::{ChatMessage, ChatRequest, Client, ErrorKind, RequestOptions};
 use sluice_mock::{MockServer, Scenario};
@@ -319,6 +319,67 @@ async fn concurrent_requests_from_two_clients_cannot_overshoot_a_shared_budget_i
     for k in keys {
         let _: () = redis::cmd("DEL")
             .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The Redis ledger's report walks its day keys with SCAN (several cursors here: more keys than
+/// one SCAN step returns) and counts each key once, though SCAN may return a key twice.
+#[tokio::test]
+async fn redis_ledger_report_scans_every_day_once() {
+    let prefix = format!("sluice-test-{:016x}", rand::random::<u64>());
+    let Ok(ledger) = Ledger::redis(&redis_url(), &prefix).await else {
+        return;
+    };
+    let days: Vec<String> = (2001..=2004)
+        .flat_map(|y| {
+            (1..=12).flat_map(move |m| (1..=28).map(move |d| format!("{y}-{m:02}-{d:02}")))
+        })
+        .collect();
+    assert!(days.len() > 1000);
+    for (i, day) in days.iter().enumerate() {
+        ledger.record(Row {
+            day: day.clone(),
+            scope: if i % 2 == 0 { "key:a" } else { "key:b" }.to_string(),
+            model: "gpt-4o-mini".to_string(),
+            requests: 1,
+            cost_nanos: 10,
+            ..Row::default()
+        });
+    }
+    // Records are written by background tasks: wait until all have landed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = ledger.rows(Filter::default()).await.unwrap();
+        if rows.len() == days.len() || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rows.len(), days.len(), "one row per day, none twice");
+    assert_eq!(
+        rows.iter().map(|r| r.requests).sum::<u64>(),
+        days.len() as u64
+    );
+    let since = Filter {
+        scope: Some("key:b".to_string()),
+        since: sluice::models::parse_date("2004-01-01"),
+    };
+    let b_2004 = ledger.rows(since).await.unwrap();
+    assert_eq!(b_2004.len(), 12 * 28 / 2);
+    assert!(b_2004
+        .iter()
+        .all(|r| r.scope == "key:b" && r.day.as_str() >= "2004-01-01"));
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for day in &days {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}:ledger:{day}"))
             .query_async(&mut conn)
             .await
             .unwrap();

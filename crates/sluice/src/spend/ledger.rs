@@ -243,11 +243,29 @@ impl Ledger {
             }
             Backend::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{prefix}:ledger:*"))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
+                // SCAN, not KEYS: KEYS blocks a shared server for the whole keyspace walk.
+                // SCAN may return a key twice, so the list is deduplicated before summing.
+                let pattern = format!("{prefix}:ledger:*");
+                let mut keys: Vec<String> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_err)?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                keys.sort_unstable();
+                keys.dedup();
                 let mut out: std::collections::BTreeMap<(String, String, String), Row> =
                     Default::default();
                 for key in keys {
