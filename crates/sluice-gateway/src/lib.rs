@@ -644,7 +644,10 @@ async fn api(
             }
         };
         if let (Some(vk), Some(m)) = (&caller, &model) {
-            if !vk.models.is_empty() && !vk.models.iter().any(|a| a == m) {
+            // Listed under the name sent or under the model an alias stands for: allowing
+            // `gpt-4o-mini` allows the alias `fast` that resolves to it.
+            let resolved = st.engine.models().resolve_alias(m);
+            if !vk.models.is_empty() && !vk.models.iter().any(|a| a == m || a == resolved) {
                 return openai_error(
                     StatusCode::FORBIDDEN,
                     &format!("The key '{}' may not use the model `{m}`.", vk.name),

@@ -121,6 +121,41 @@ async fn virtual_keys_and_allowed_models() {
     g.shutdown().await;
 }
 
+/// An allowed model may be asked for by an alias that stands for it; an alias for a model not
+/// allowed stays refused.
+#[tokio::test]
+async fn allowed_models_cover_the_aliases_that_resolve_to_them() {
+    let models = "[models]\naliases = { fast = \"gpt-4o-mini\", big = \"gpt-4o\" }\n";
+    let (_m, g) = setup("", &format!("{models}{VKEYS}")).await;
+    let ask = |model: &str| {
+        let mut body = chat(false);
+        body["model"] = json!(model);
+        body.to_string()
+    };
+    let r = post(
+        &g,
+        Some("sk-team-a-000001"),
+        "/chat/completions",
+        ask("fast"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["model"].as_str().map(|m| m.starts_with("gpt-4o-mini")),
+        Some(true)
+    );
+    let r = post(
+        &g,
+        Some("sk-team-a-000001"),
+        "/chat/completions",
+        ask("big"),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    g.shutdown().await;
+}
+
 fn events(text: &str) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|b| b.strip_prefix("data: ").map(str::to_string))

@@ -127,8 +127,9 @@ impl ModelPolicy {
         self.cfg.today.unwrap_or_else(today_utc)
     }
 
-    /// Config aliases, then the registry's, a few hops at most (a cycle stops there).
-    fn resolve_alias<'a>(&'a self, mut name: &'a str) -> &'a str {
+    /// The model a name stands for: config aliases, then the registry's, a few hops at most (a
+    /// cycle stops there). A name that is no alias is returned as it is.
+    pub fn resolve_alias<'a>(&'a self, mut name: &'a str) -> &'a str {
         for _ in 0..4 {
             match self
                 .cfg
