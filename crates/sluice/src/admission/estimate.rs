@@ -7,6 +7,8 @@
 //! Unknown models are counted with cl100k_base (which yields more tokens than o200k_base for
 //! most text) plus 20%: a safe upper bound, never a panic.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
@@ -60,11 +62,90 @@ fn bpe(enc: Encoding) -> &'static CoreBPE {
 
 /// Tokens in `text` for `enc`.
 pub fn count(enc: Encoding, text: &str) -> u64 {
-    let n = bpe(enc).encode_ordinary(text).len() as u64;
+    let n = if text.len() >= CACHED_FROM_BYTES {
+        counts().get_or_count(enc, text)
+    } else {
+        tokenize(enc, text)
+    };
     match enc {
         Encoding::Unknown => n + n.div_ceil(5),
         _ => n,
     }
+}
+
+fn tokenize(enc: Encoding, text: &str) -> u64 {
+    bpe(enc).encode_ordinary(text).len() as u64
+}
+
+/// Texts at least this long have their counts remembered.
+const CACHED_FROM_BYTES: usize = 256;
+/// Counts remembered: the newest half of this is kept whole when the cache turns over.
+const CACHED_TEXTS: usize = 4096;
+
+/// Token counts of long texts seen lately, by a 64-bit hash of the encoding and the text.
+///
+/// Why: counting costs ~0.2 µs per token (measured here: 0.47 ms for a 2,500-token prompt),
+/// on the request path of every request, and production prompts repeat — the same system prompt,
+/// instructions or tool list of thousands of tokens goes with every request while only the last
+/// message changes. Looking a text up costs a hash of its bytes. A hash collision (2^-64) would
+/// only misplace an estimate, which admission reconciles with the answer's usage anyway.
+///
+/// Two generations: when the current map is full it becomes the old one (the previous old one is
+/// dropped), and a hit in the old map moves back to the current one — an LRU's effect for the
+/// texts in use, without a list to maintain.
+#[derive(Debug, Default)]
+struct CountCache {
+    maps: std::sync::Mutex<(HashMap<u64, u64>, HashMap<u64, u64>)>,
+}
+
+impl CountCache {
+    fn get_or_count(&self, enc: Encoding, text: &str) -> u64 {
+        let key = xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), seed(enc));
+        {
+            let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&n) = m.0.get(&key) {
+                return n;
+            }
+            if let Some(n) = m.1.remove(&key) {
+                Self::insert(&mut m, key, n);
+                return n;
+            }
+        }
+        // Counted outside the lock: two threads may count the same new text once each.
+        let n = tokenize(enc, text);
+        Self::insert(
+            &mut self.maps.lock().unwrap_or_else(|p| p.into_inner()),
+            key,
+            n,
+        );
+        n
+    }
+
+    fn insert(m: &mut (HashMap<u64, u64>, HashMap<u64, u64>), key: u64, n: u64) {
+        if m.0.len() >= CACHED_TEXTS / 2 {
+            m.1 = std::mem::take(&mut m.0);
+        }
+        m.0.insert(key, n);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        m.0.len() + m.1.len()
+    }
+}
+
+/// The cache's hash seed: one per tokenizer table (Unknown counts with cl100k's).
+fn seed(enc: Encoding) -> u64 {
+    match enc {
+        Encoding::O200k => 1,
+        Encoding::Cl100k | Encoding::Unknown => 2,
+    }
+}
+
+fn counts() -> &'static CountCache {
+    static CACHE: std::sync::OnceLock<CountCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(CountCache::default)
 }
 
 /// Tokens in a message's role. The roles the API defines are one token in both encodings
@@ -232,6 +313,45 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn long_texts_are_counted_once_and_remembered_exactly() {
+        let cache = CountCache::default();
+        let text = "A system prompt that goes with every request, long enough to be remembered. "
+            .repeat(10);
+        for enc in [Encoding::O200k, Encoding::Cl100k] {
+            let exact = tokenize(enc, &text);
+            assert_eq!(cache.get_or_count(enc, &text), exact);
+            assert_eq!(cache.get_or_count(enc, &text), exact, "from the cache");
+        }
+        assert_eq!(cache.len(), 2, "one entry per encoding");
+        // Through the public path, the Unknown margin still applies on top of the cached count.
+        assert_eq!(count(Encoding::Unknown, &text), {
+            let n = tokenize(Encoding::Unknown, &text);
+            n + n.div_ceil(5)
+        });
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_keeps_texts_in_use() {
+        let cache = CountCache::default();
+        let hot = "the hot system prompt ".repeat(20);
+        let hot_n = cache.get_or_count(Encoding::O200k, &hot);
+        for i in 0..(2 * CACHED_TEXTS) {
+            let cold = format!("{i} {}", "word ".repeat(60));
+            cache.get_or_count(Encoding::O200k, &cold);
+            if i % 100 == 0 {
+                assert_eq!(cache.get_or_count(Encoding::O200k, &hot), hot_n);
+            }
+            assert!(cache.len() <= CACHED_TEXTS);
+        }
+        let m = cache.maps.lock().unwrap();
+        let key = xxhash_rust::xxh3::xxh3_64_with_seed(hot.as_bytes(), seed(Encoding::O200k));
+        assert!(
+            m.0.contains_key(&key) || m.1.contains_key(&key),
+            "in use, kept"
+        );
+    }
 
     #[test]
     fn known_roles_are_counted_as_the_tokenizer_would() {
