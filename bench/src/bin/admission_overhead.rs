@@ -101,16 +101,7 @@ fn main() {
     );
     long_prompts();
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = sluice_bench::runtime();
     let result = rt.block_on(async move {
         let scenario = sluice_mock::Scenario::from_toml(
             "[limits]\nrpm = 1000000000\ntpm = 1000000000000\n[output]\nmin_tokens = 16\nmax_tokens = 16\n",

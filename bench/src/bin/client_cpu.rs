@@ -16,16 +16,7 @@ fn main() {
     };
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let c: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = sluice_bench::runtime();
     let result = rt.block_on(async move {
         let client = Client::builder()
             .base_url(base_url)

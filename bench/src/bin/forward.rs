@@ -46,16 +46,7 @@ fn main() {
         eprintln!("forward LISTEN UPSTREAM_BASE");
         std::process::exit(2);
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = sluice_bench::runtime();
     let app = App {
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(2048)
@@ -64,18 +55,7 @@ fn main() {
         upstream: upstream.trim_end_matches('/').to_string(),
     };
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("listen {listen}: {e}");
-                std::process::exit(1);
-            }
-        };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        println!("forward listening on http://{addr}/v1");
+        let listener = sluice_bench::forward_listener(listen).await;
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });

@@ -63,29 +63,9 @@ fn main() {
         std::process::exit(2);
     };
     let upstream: &'static str = upstream.trim_end_matches('/').to_string().leak();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = sluice_bench::runtime();
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen.as_str()).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("listen {listen}: {e}");
-                std::process::exit(1);
-            }
-        };
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        println!("forward listening on http://{addr}/v1");
+        let listener = sluice_bench::forward_listener(listen).await;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: Upstream = Client::builder(TokioExecutor::new())

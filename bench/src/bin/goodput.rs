@@ -29,16 +29,7 @@ fn main() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| Some((v.get("path")?.as_str()?.to_string(), v.get("body")?.clone())))
         .collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = sluice_bench::runtime();
     let out = rt.block_on(async move {
         let client = Client::builder()
             .base_url(base_url)

@@ -139,16 +139,7 @@ async fn streams(url: String, count: u64, pid: String) -> serde_json::Value {
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let rt = sluice_bench::runtime();
     let out = match (a.get(1).map(String::as_str), a.get(2), a.get(3), a.get(4)) {
         (Some("rate"), Some(url), Some(r), Some(s)) => {
             let (Ok(r), Ok(s)) = (r.parse(), s.parse()) else {

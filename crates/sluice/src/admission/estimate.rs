@@ -313,6 +313,8 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn long_texts_are_counted_once_and_remembered_exactly() {
@@ -368,9 +370,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
-    use serde_json::json;
 
     #[test]
     fn encodings() {
