@@ -4,14 +4,37 @@
 //!
 //!   load rate URL RATE SECONDS           non-streaming chat completions
 //!   load streams URL COUNT PID           COUNT streams held open at once; reports PID's peak RSS
+//!
+//! `LOAD_SYSTEM=same|distinct` adds a ~2,000-token system prompt to every request: the same one
+//! each time (as production traffic repeats its system prompt), or a different one each time.
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
 fn body(stream: bool, i: u64) -> serde_json::Value {
+    let user = serde_json::json!({"role": "user", "content": format!("request {i}")});
+    let messages = match std::env::var("LOAD_SYSTEM").as_deref() {
+        Ok("same") => vec![serde_json::json!({"role": "system", "content": system_prompt()}), user],
+        Ok("distinct") => vec![
+            serde_json::json!({"role": "system", "content": format!("{i} {}", system_prompt())}),
+            user,
+        ],
+        _ => vec![user],
+    };
     serde_json::json!({"model": "gpt-4o-mini", "max_tokens": if stream { 100 } else { 16 }, "stream": stream,
-        "messages": [{"role": "user", "content": format!("request {i}")}]})
+        "messages": messages})
+}
+
+/// ~2,000 tokens of instructions and retrieved text.
+fn system_prompt() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        "You answer from the passages below. Retrieval-augmented generation combines a search \
+         step with a language model: the application finds passages relevant to the question, \
+         puts them in the prompt, and asks the model to answer from them. "
+            .repeat(40)
+    })
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
