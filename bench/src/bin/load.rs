@@ -15,7 +15,10 @@ use futures_util::StreamExt;
 fn body(stream: bool, i: u64) -> serde_json::Value {
     let user = serde_json::json!({"role": "user", "content": format!("request {i}")});
     let messages = match std::env::var("LOAD_SYSTEM").as_deref() {
-        Ok("same") => vec![serde_json::json!({"role": "system", "content": system_prompt()}), user],
+        Ok("same") => vec![
+            serde_json::json!({"role": "system", "content": system_prompt()}),
+            user,
+        ],
         Ok("distinct") => vec![
             serde_json::json!({"role": "system", "content": format!("{i} {}", system_prompt())}),
             user,

@@ -196,9 +196,9 @@ impl Error {
 
     pub(crate) fn with_source(
         mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        self.0.source = Some(Box::new(source));
+        self.0.source = Some(source.into());
         self
     }
 

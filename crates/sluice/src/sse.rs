@@ -27,7 +27,7 @@ use crate::pricing::Nanos;
 use crate::spend::Charge;
 use crate::wire::Usage;
 
-type ByteStream = BoxStream<'static, Result<Bytes, reqwest::Error>>;
+type ByteStream = BoxStream<'static, Result<Bytes, crate::transport::BoxError>>;
 
 /// A stream of SSE `data` payloads, ending at `[DONE]`.
 pub struct EventStream {
@@ -63,11 +63,10 @@ impl std::fmt::Debug for EventStream {
 }
 
 impl EventStream {
-    pub fn new(resp: reqwest::Response, idle: Duration, deadline: Instant) -> Self {
+    pub fn new(resp: crate::transport::Response, idle: Duration, deadline: Instant) -> Self {
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
-        let bytes: ByteStream = resp
-            .bytes_stream()
+        let bytes: ByteStream = crate::transport::byte_stream(resp)
             .inspect(move |r| {
                 if let Ok(b) = r {
                     counter.fetch_add(b.len() as u64, Ordering::Relaxed);

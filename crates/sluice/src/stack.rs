@@ -213,7 +213,7 @@ pub struct ChoiceFacts {
 
 /// A 2xx answer's headers, what let it through, and what they said about limits (read once).
 struct Opened {
-    resp: reqwest::Response,
+    resp: crate::transport::Response,
     admitted: Option<Admitted>,
     key_label: String,
     rate_limits: RateLimits,

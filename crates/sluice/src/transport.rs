@@ -1,16 +1,30 @@
-//! One pooled HTTP client (reqwest over hyper, rustls, HTTP/1.1 keep-alive and HTTP/2, TCP
-//! nodelay) and the phase timeouts around a single attempt: connect (inside reqwest), first
-//! byte (send until headers), idle (between body chunks) — each bounded by the request's total
-//! deadline, and each its own error kind.
+//! One pooled HTTP client (hyper-util's pooled client over rustls, HTTP/1.1 keep-alive and
+//! HTTP/2 by ALPN, TCP nodelay) and the phase timeouts around a single attempt: connect (inside
+//! the connector), first byte (send until headers), idle (between body chunks) — each bounded by
+//! the request's total deadline, and each its own error kind.
+//!
+//! Why not reqwest, which wraps the same client: per request it re-parses the URL twice (its
+//! redirect layer and its response, even with redirects off), matches proxies and runs a stack of
+//! tower layers — measured at ~25–40k instructions a request in the gateway, as much as all of
+//! sluice's own bookkeeping (bench/RESULTS.md). reqwest is still used when the environment names
+//! a proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, any case), because it knows how to tunnel
+//! through one and honours `NO_PROXY`.
 //!
 //! The pool is sized by configuration and never has a hidden wait of its own: concurrency above
 //! it is the admission layer's to queue.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::config::Timeouts;
@@ -18,6 +32,12 @@ use crate::error::{Error, ErrorKind};
 
 /// Largest error or JSON body read into memory.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Any error a response body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upstream answer: status, headers, and its body as it arrives.
+pub type Response = http::Response<BoxBody<Bytes, BoxError>>;
 
 /// Transport settings.
 #[derive(Debug, Clone)]
@@ -39,14 +59,32 @@ impl Default for TransportConfig {
     }
 }
 
+type Direct =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Debug, Clone)]
+enum Http {
+    Direct(Box<Direct>),
+    /// Through the proxy the environment names.
+    Proxied(reqwest::Client),
+}
+
 /// The HTTP client and the base URL it talks to.
 #[derive(Debug, Clone)]
 pub struct Transport {
-    http: reqwest::Client,
+    http: Http,
     base_url: String,
-    /// Parsed URLs by path: parsing a URL costs more than the rest of building a request, and
-    /// a client calls few distinct paths.
-    urls: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>>,
+    /// Parsed URIs by path: a client calls few distinct paths.
+    uris: Arc<RwLock<HashMap<String, Uri>>>,
+}
+
+/// Whether the environment names a proxy for outgoing requests.
+fn proxy_in_env() -> bool {
+    ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"].iter().any(|v| {
+        [v.to_string(), v.to_ascii_lowercase()]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|s| !s.is_empty()))
+    })
 }
 
 impl Transport {
@@ -61,21 +99,42 @@ impl Transport {
                 format!("base URL {base:?} must be http or https"),
             ));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.timeouts.connect)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .tcp_nodelay(true)
-            // An API does not redirect; following one would carry the key to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| {
-                Error::new(ErrorKind::Config, "cannot build the HTTP client").with_source(e)
-            })?;
+        let http = if proxy_in_env() {
+            Http::Proxied(
+                reqwest::Client::builder()
+                    .connect_timeout(cfg.timeouts.connect)
+                    .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+                    .pool_idle_timeout(cfg.pool_idle_timeout)
+                    .tcp_nodelay(true)
+                    // An API does not redirect; following one would carry the key to another host.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Config, "cannot build the HTTP client").with_source(e)
+                    })?,
+            )
+        } else {
+            let mut tcp = HttpConnector::new();
+            tcp.set_connect_timeout(Some(cfg.timeouts.connect));
+            tcp.set_nodelay(true);
+            tcp.enforce_http(false);
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(tcp);
+            let mut b = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+            b.pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+                .pool_idle_timeout(cfg.pool_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new());
+            Http::Direct(Box::new(b.build(tls)))
+        };
         Ok(Transport {
             http,
             base_url: base.to_string(),
-            urls: Default::default(),
+            uris: Default::default(),
         })
     }
 
@@ -83,26 +142,26 @@ impl Transport {
         &self.base_url
     }
 
-    fn url(&self, path: &str) -> Result<reqwest::Url, Error> {
+    fn uri(&self, path: &str) -> Result<Uri, Error> {
         if let Some(u) = self
-            .urls
+            .uris
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(path)
         {
             return Ok(u.clone());
         }
-        let u = reqwest::Url::parse(&format!("{}{}", self.base_url, path)).map_err(|e| {
+        let u: Uri = format!("{}{}", self.base_url, path).parse().map_err(|e| {
             Error::new(
                 ErrorKind::Config,
                 format!("invalid request path {path:?}: {e}"),
             )
             .with_retryable(false)
         })?;
-        let mut urls = self.urls.write().unwrap_or_else(|p| p.into_inner());
+        let mut uris = self.uris.write().unwrap_or_else(|p| p.into_inner());
         // Paths come from code and configuration, but `client.request` takes any: bound it.
-        if urls.len() < 256 {
-            urls.insert(path.to_string(), u.clone());
+        if uris.len() < 256 {
+            uris.insert(path.to_string(), u.clone());
         }
         Ok(u)
     }
@@ -117,20 +176,44 @@ impl Transport {
         body: Option<Bytes>,
         first_byte: Duration,
         deadline: Instant,
-    ) -> Result<reqwest::Response, Error> {
-        let url = self.url(path)?;
-        let mut req = self.http.request(method, url).headers(headers);
-        if let Some(b) = body {
-            req = req.body(b);
-        }
+    ) -> Result<Response, Error> {
+        let uri = self.uri(path)?;
         let (limit, kind) = phase_limit(first_byte, deadline, ErrorKind::TimeoutFirstByte);
-        match tokio::time::timeout(limit, req.send()).await {
-            Err(_) => Err(Error::new(
+        let timed_out = || {
+            Error::new(
                 kind,
                 format!("no response headers within {:.3}s", limit.as_secs_f64()),
-            )),
-            Ok(Err(e)) => Err(classify_reqwest(e)),
-            Ok(Ok(resp)) => Ok(resp),
+            )
+        };
+        match &self.http {
+            Http::Direct(client) => {
+                let mut req = http::Request::new(Full::new(body.unwrap_or_default()));
+                *req.method_mut() = method;
+                *req.uri_mut() = uri;
+                *req.headers_mut() = headers;
+                match tokio::time::timeout(limit, client.request(req)).await {
+                    Err(_) => Err(timed_out()),
+                    Ok(Err(e)) => Err(classify_hyper(e)),
+                    Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
+                }
+            }
+            Http::Proxied(client) => {
+                let url = reqwest::Url::parse(&uri.to_string()).map_err(|e| {
+                    Error::new(ErrorKind::Config, format!("invalid request URL: {e}"))
+                })?;
+                let mut req = client.request(method, url).headers(headers);
+                if let Some(b) = body {
+                    req = req.body(b);
+                }
+                match tokio::time::timeout(limit, req.send()).await {
+                    Err(_) => Err(timed_out()),
+                    Ok(Err(e)) => Err(classify_reqwest(e)),
+                    Ok(Ok(resp)) => {
+                        let resp: http::Response<reqwest::Body> = resp.into();
+                        Ok(resp.map(|b| b.map_err(BoxError::from).boxed()))
+                    }
+                }
+            }
         }
     }
 }
@@ -146,8 +229,35 @@ pub fn phase_limit(phase: Duration, deadline: Instant, kind: ErrorKind) -> (Dura
     }
 }
 
-/// Map a reqwest error to a kind. Connect timeouts and refusals are told apart from failures
+/// Map a client error to a kind. Connect timeouts and refusals are told apart from failures
 /// after the connection was up (resets, early closes).
+fn classify_hyper(e: hyper_util::client::legacy::Error) -> Error {
+    let timed_out = {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut found = false;
+        while let Some(c) = cur {
+            if c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                found = true;
+                break;
+            }
+            cur = c.source();
+        }
+        found
+    };
+    let (kind, what) = if e.is_connect() && timed_out {
+        (ErrorKind::TimeoutConnect, "connect timed out")
+    } else if e.is_connect() {
+        (ErrorKind::Connection, "cannot connect")
+    } else {
+        (ErrorKind::Connection, "connection failed")
+    };
+    let msg = format!("{what}: {}", error_chain(&e));
+    Error::new(kind, msg).with_source(e)
+}
+
+/// Map a reqwest error (the proxied path) to a kind, as `classify_hyper` does.
 pub fn classify_reqwest(e: reqwest::Error) -> Error {
     let (kind, what) = if e.is_connect() && e.is_timeout() {
         (ErrorKind::TimeoutConnect, "connect timed out")
@@ -178,14 +288,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Read a whole body, with the idle timeout between chunks and the deadline overall.
+/// A response's body as a stream of chunks.
+pub fn byte_stream(resp: Response) -> BoxStream<'static, Result<Bytes, BoxError>> {
+    resp.into_body().into_data_stream().boxed()
+}
+
+/// Read a whole body, with the idle timeout between chunks and the deadline overall. A body
+/// that arrives in one chunk (most JSON answers) is returned as it came, without a copy.
 pub async fn read_body(
-    resp: reqwest::Response,
+    resp: Response,
     idle: Duration,
     deadline: Instant,
     max: usize,
 ) -> Result<Bytes, Error> {
-    let mut stream = resp.bytes_stream();
+    let mut stream = byte_stream(resp);
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
         let (limit, kind) = phase_limit(idle, deadline, ErrorKind::TimeoutIdle);
@@ -196,22 +313,36 @@ pub async fn read_body(
                     format!("body stalled for {:.3}s", limit.as_secs_f64()),
                 ))
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => {
+                return Ok(match first {
+                    Some(b) if buf.is_empty() => b,
+                    _ => buf.freeze(),
+                })
+            }
             Ok(Some(Err(e))) => {
                 return Err(Error::new(
                     ErrorKind::Connection,
-                    format!("body cut short: {}", error_chain(&e)),
+                    format!("body cut short: {}", error_chain(&*e)),
                 )
                 .with_source(e))
             }
             Ok(Some(Ok(chunk))) => {
-                if buf.len() + chunk.len() > max {
+                let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                if held + chunk.len() > max {
                     return Err(Error::new(
                         ErrorKind::Decode,
                         format!("response body larger than {max} bytes"),
                     ));
                 }
-                buf.extend_from_slice(&chunk);
+                match first.take() {
+                    None if buf.is_empty() => first = Some(chunk),
+                    held => {
+                        if let Some(b) = held {
+                            buf.extend_from_slice(&b);
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
             }
         }
     }

@@ -551,3 +551,31 @@ async fn bad_configuration_is_reported() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
 }
+
+/// An `https://` base URL is spoken to in TLS (the first byte the server reads is a TLS
+/// handshake record), and a server that answers in plain HTTP is a connection error, not an
+/// answer.
+#[tokio::test]
+async fn https_base_urls_are_spoken_to_in_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).await.unwrap();
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await;
+        first[0]
+    });
+    let c = Client::builder()
+        .base_url(format!("https://{addr}/v1"))
+        .api_key(KEY)
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let e = c.chat().create(hello()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert_eq!(server.await.unwrap(), 0x16, "a TLS handshake record");
+}
