@@ -13,6 +13,8 @@ BIG=${BIG:-1000000}
 CONC=${CONC:-64}
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --quiet -p sluice-cli
+# SLUICE: the binary under test (default this tree's release build; set it to compare builds).
+SLUICE=${SLUICE:-./target/release/sluice}
 
 source bench/lib.sh
 start_mock examples/mock/throughput.toml
@@ -30,11 +32,11 @@ PY
 }
 
 job() { # FILE LABEL
-  /usr/bin/time -f "%e %M" -o "$out/time.txt" ./target/release/sluice batch run "$1" \
+  /usr/bin/time -f "%e %M %U %S" -o "$out/time.txt" "$SLUICE" batch run "$1" \
     --base-url "$base" --api-key-env BENCH_KEY --concurrency "$CONC" --progress off >"$out/$2.txt" 2>/dev/null
-  read -r wall rss_kb <"$out/time.txt"
+  read -r wall rss_kb user sys <"$out/time.txt"
   lines=$(wc -l <"$1")
-  echo "$2: $lines requests in ${wall}s = $(python3 -c "print(round($lines/$wall))") req/s; peak RSS $((rss_kb / 1024)) MB"
+  echo "$2: $lines requests in ${wall}s = $(python3 -c "print(round($lines/$wall))") req/s; peak RSS $((rss_kb / 1024)) MB; batch process CPU $(python3 -c "print(round(($user + $sys) / $lines * 1e6))") µs/request"
 }
 
 export BENCH_KEY=sk-bench-batch-00001
