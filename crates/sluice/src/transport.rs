@@ -74,8 +74,15 @@ enum Http {
 pub struct Transport {
     http: Http,
     base_url: String,
-    /// Parsed URIs by path: a client calls few distinct paths.
-    uris: Arc<RwLock<HashMap<String, Uri>>>,
+    /// Parsed targets by path: a client calls few distinct paths.
+    uris: Arc<RwLock<HashMap<String, Target>>>,
+}
+
+/// A request path's URI (the direct client) and URL (reqwest, when proxied), parsed once.
+#[derive(Debug, Clone)]
+struct Target {
+    uri: Uri,
+    url: reqwest::Url,
 }
 
 /// Whether the environment names a proxy for outgoing requests.
@@ -118,8 +125,12 @@ impl Transport {
             tcp.set_connect_timeout(Some(cfg.timeouts.connect));
             tcp.set_nodelay(true);
             tcp.enforce_http(false);
+            // The ring provider named, as `doctor` does: rustls's process default panics when
+            // more than one provider is compiled in.
+            let provider = tokio_rustls::rustls::crypto::ring::default_provider();
             let tls = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
+                .with_provider_and_webpki_roots(provider)
+                .map_err(|e| Error::new(ErrorKind::Config, "cannot set up TLS").with_source(e))?
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
@@ -142,28 +153,33 @@ impl Transport {
         &self.base_url
     }
 
-    fn uri(&self, path: &str) -> Result<Uri, Error> {
-        if let Some(u) = self
+    fn target(&self, path: &str) -> Result<Target, Error> {
+        if let Some(t) = self
             .uris
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(path)
         {
-            return Ok(u.clone());
+            return Ok(t.clone());
         }
-        let u: Uri = format!("{}{}", self.base_url, path).parse().map_err(|e| {
+        let full = format!("{}{}", self.base_url, path);
+        let invalid = |e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorKind::Config,
                 format!("invalid request path {path:?}: {e}"),
             )
             .with_retryable(false)
-        })?;
+        };
+        let t = Target {
+            uri: full.parse().map_err(|e| invalid(&e))?,
+            url: reqwest::Url::parse(&full).map_err(|e| invalid(&e))?,
+        };
         let mut uris = self.uris.write().unwrap_or_else(|p| p.into_inner());
         // Paths come from code and configuration, but `client.request` takes any: bound it.
         if uris.len() < 256 {
-            uris.insert(path.to_string(), u.clone());
+            uris.insert(path.to_string(), t.clone());
         }
-        Ok(u)
+        Ok(t)
     }
 
     /// Send one attempt and wait for the response headers, within `first_byte` and the
@@ -177,7 +193,7 @@ impl Transport {
         first_byte: Duration,
         deadline: Instant,
     ) -> Result<Response, Error> {
-        let uri = self.uri(path)?;
+        let target = self.target(path)?;
         let (limit, kind) = phase_limit(first_byte, deadline, ErrorKind::TimeoutFirstByte);
         let timed_out = || {
             Error::new(
@@ -189,7 +205,7 @@ impl Transport {
             Http::Direct(client) => {
                 let mut req = http::Request::new(Full::new(body.unwrap_or_default()));
                 *req.method_mut() = method;
-                *req.uri_mut() = uri;
+                *req.uri_mut() = target.uri;
                 *req.headers_mut() = headers;
                 match tokio::time::timeout(limit, client.request(req)).await {
                     Err(_) => Err(timed_out()),
@@ -198,10 +214,7 @@ impl Transport {
                 }
             }
             Http::Proxied(client) => {
-                let url = reqwest::Url::parse(&uri.to_string()).map_err(|e| {
-                    Error::new(ErrorKind::Config, format!("invalid request URL: {e}"))
-                })?;
-                let mut req = client.request(method, url).headers(headers);
+                let mut req = client.request(method, target.url).headers(headers);
                 if let Some(b) = body {
                     req = req.body(b);
                 }
