@@ -202,6 +202,9 @@ pub struct Index {
     pub duplicates: Vec<(String, Vec<u32>)>,
     /// A hash of the file's bytes: the job's identity.
     pub content_hash: u128,
+    /// The models the requests name (at most [`MAX_MODELS`]), to check against the upstream's
+    /// model list before they are sent.
+    pub models: std::collections::BTreeSet<String>,
 }
 
 impl Index {
@@ -220,6 +223,20 @@ impl Index {
     }
 }
 
+/// Distinct models remembered by [`index`].
+pub const MAX_MODELS: usize = 64;
+
+/// The `model` of a request body, read without building the rest.
+fn body_model(body: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct ModelOnly {
+        model: Option<String>,
+    }
+    serde_json::from_str::<ModelOnly>(body.get())
+        .ok()
+        .and_then(|m| m.model)
+}
+
 /// First pass: hash the content, index custom_ids, find duplicates.
 pub fn index(path: &Path) -> std::io::Result<Index> {
     let mut idx = Index::default();
@@ -234,8 +251,15 @@ pub fn index(path: &Path) -> std::io::Result<Index> {
         hasher.update(b"\n");
         idx.lines = n;
         let custom_id = match parse_line(n, text) {
-            Line::Request { custom_id, .. } => {
+            Line::Request {
+                custom_id, body, ..
+            } => {
                 idx.requests += 1;
+                if idx.models.len() < MAX_MODELS {
+                    if let Some(m) = body_model(&body) {
+                        idx.models.insert(m);
+                    }
+                }
                 Some(custom_id)
             }
             Line::Invalid { custom_id, .. } => {

@@ -77,6 +77,10 @@ pub struct BatchConfig {
     /// The job's name for the cost ledger and job budgets (`job:NAME`). Default: the input
     /// file's stem.
     pub job: String,
+    /// Ask the upstream's `GET /models` at start and this often, and raise `model_unavailable`
+    /// for a model of the input it does not list. Default: off here (`sluice batch run` turns
+    /// it on, hourly).
+    pub models_check_every: Option<Duration>,
 }
 
 impl BatchConfig {
@@ -98,6 +102,7 @@ impl BatchConfig {
             summary_json: None,
             progress: ProgressMode::Auto,
             grace: Duration::from_secs(30),
+            models_check_every: None,
         }
     }
 
@@ -283,6 +288,16 @@ impl Bits {
 
 /// Run (or resume) a job. `stop` turning true stops admission; in-flight requests then get
 /// `cfg.grace` to finish.
+/// Stops a background task when the job ends.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn run(
     engine: Engine,
     prices: Registry,
@@ -302,6 +317,22 @@ pub async fn run(
             .map_err(|e| BatchError::Config(format!("indexing failed: {e}")))?
             .map_err(io_err(&input))?
     };
+    // The upstream's model list, checked against the models of the input before the first
+    // line is sent and then periodically while the job runs. A failed check is logged; the
+    // job goes on (the lines themselves will say what the upstream answers).
+    let mut _models_watch = None;
+    if let Some(every) = cfg.models_check_every {
+        let models: Vec<String> = idx.models.iter().cloned().collect();
+        if let Err(e) = sluice::catalog::check(&engine, &models).await {
+            tracing::warn!(error = %e, "could not read the upstream's model list");
+        }
+        let engine = engine.clone();
+        _models_watch = Some(AbortOnDrop(sluice::catalog::watch_after(
+            move || (engine.clone(), models.clone()),
+            every,
+            every,
+        )));
+    }
     if !idx.duplicates.is_empty() {
         let mut msg = format!(
             "{}: {} custom_id(s) appear more than once; nothing was sent. Each custom_id must be unique:\n",
@@ -539,7 +570,7 @@ pub async fn run(
                 if let Some(budget) = cfg.budget {
                     let Some(worst) = worst else {
                         *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
-                            "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to a model registry file or run without --budget-usd"
+                            "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to your model registry file (--registry FILE: [[model]] id = {model:?} with input_per_mtok and output_per_mtok), refresh the registry with `sluice models update`, or run without --budget-usd"
                         ));
                         fatal_flag.store(true, Ordering::Release);
                         break;

@@ -372,3 +372,48 @@ async fn one_job_spreads_over_several_keys_and_survives_a_revoked_one() {
     // Only requests already on their way when the first 401 came back used the bad key.
     assert!(s.by_key.get("bad").copied().unwrap_or(0) <= c.window as u64);
 }
+
+#[test]
+fn the_upstream_model_list_is_checked_before_the_first_line() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let d = dir("models-check");
+            let input = write_input(&d, &[chat_line("a", "one"), chat_line("b", "two")]);
+            // The upstream no longer serves the input's model, though the registry calls it
+            // active.
+            let m = mock("[[models]]\nid = \"gpt-4o-mini\"\nretired = true\n").await;
+            let e = engine(&m);
+            let mut c = cfg(&input);
+            c.models_check_every = Some(Duration::from_secs(3600));
+            let r = sluice_batch::run(e.clone(), Registry::builtin(), c, never())
+                .await
+                .unwrap();
+            assert_eq!(r.summary.failed, 2);
+            let listed = e.catalog().listed().expect("asked before sending");
+            assert!(!listed.contains(&"gpt-4o-mini".to_string()));
+            let alerts: u64 = snap
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(k, ..)| {
+                    k.key().name() == sluice::alerts::ALERTS
+                        && k.key()
+                            .labels()
+                            .any(|l| l.value() == sluice::catalog::MODEL_UNAVAILABLE)
+                })
+                .map(|(.., v)| match v {
+                    DebugValue::Counter(n) => n,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(alerts, 1, "model_unavailable for gpt-4o-mini");
+        });
+    });
+}

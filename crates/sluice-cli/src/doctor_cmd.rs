@@ -76,6 +76,8 @@ pub async fn doctor(a: DoctorArgs) -> Result<u8, Fail> {
                 println!("       {:<10} → {a}", "");
             }
         }
+        let mark = if r.registry.stale { "WARN" } else { "ok  " };
+        println!("  {mark} {:<10} {}", "registry", r.registry.message);
         println!("verdict: {:?}", r.verdict);
     }
     Ok(r.verdict.exit_code())

@@ -93,6 +93,22 @@ enum ModelsCommand {
         /// Fail for models shutting down within this many days.
         #[arg(long, default_value_t = 30)]
         warn_days: i64,
+        /// Also ask this upstream's `GET /models` and fail for every model it does not list.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// The variable holding the upstream's API key (with --base-url).
+        #[arg(long, default_value = "OPENAI_API_KEY", requires = "base_url")]
+        api_key_env: String,
+        /// Fail (exit 1) for models the registry does not know, too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Fetch a registry file (URL or path), validate it and store it in the data directory as
+    /// the layer between the shipped registry and your own file.
+    Update {
+        /// `https://…` or a file path.
+        #[arg(long)]
+        from: String,
     },
 }
 
@@ -188,6 +204,10 @@ struct RunArgs {
     /// Your model registry file (prices, lifecycle), extending the shipped one.
     #[arg(long)]
     registry: Option<PathBuf>,
+    /// How often to check the upstream's model list against the models of the input (at start,
+    /// then this often; `0s` turns it off). A model it does not list raises `model_unavailable`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    models_check_every: Duration,
     /// Requests for a model past its shutdown date: refuse them (to the errors file), send
     /// them to the registry's replacement, or send them as written.
     #[arg(long, value_enum, default_value = "reject")]
@@ -454,6 +474,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     cfg.budget = budget;
     cfg.max_attempts = a.max_attempts.max(1);
     cfg.summary_json = a.summary_json.clone();
+    cfg.models_check_every = Some(a.models_check_every).filter(|d| !d.is_zero());
     cfg.progress = match a.progress {
         ProgressArg::Auto => sluice_batch::ProgressMode::Auto,
         ProgressArg::Bar => sluice_batch::ProgressMode::Bar,
@@ -543,10 +564,16 @@ async fn serve(
 /// Reload the gateway's configuration when the file changes (checked every 2 s) or on SIGHUP.
 /// A file that does not parse is reported and the running configuration stays.
 async fn watch_config(path: PathBuf, reloader: sluice_gateway::Reloader, listen: SocketAddr) {
+    // The config file and the fetched model registry (`sluice models update`): a change to
+    // either reloads.
+    let fetched = sluice::models::fetched_path();
     let stamp = |p: &PathBuf| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
+        let one = |p: &PathBuf| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        (one(p), fetched.as_ref().and_then(one))
     };
     let mut last = stamp(&path);
     #[cfg(unix)]
@@ -633,9 +660,26 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             command,
         } => match command {
             None => models_cmd::list(registry.as_ref(), json),
-            Some(ModelsCommand::Check { files, warn_days }) => {
-                models_cmd::check(&files, registry.as_ref(), warn_days, json)
+            Some(ModelsCommand::Check {
+                files,
+                warn_days,
+                base_url,
+                api_key_env,
+                strict,
+            }) => {
+                let upstream = base_url.map(|url| models_cmd::Upstream {
+                    base_url: url,
+                    api_key_env,
+                });
+                let opts = models_cmd::CheckOptions {
+                    warn_days,
+                    json,
+                    strict,
+                    upstream,
+                };
+                models_cmd::check(&files, registry.as_ref(), opts).await
             }
+            Some(ModelsCommand::Update { from }) => models_cmd::update(&from, json).await,
         },
         Command::Spend(args) => spend_cmd::spend(args).await,
         Command::Doctor(args) => {

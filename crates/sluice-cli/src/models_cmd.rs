@@ -1,16 +1,59 @@
-//! `sluice models` and `sluice models check`: the registry as a table, and the guard a CI
-//! pipeline or cron job runs over its request files and configs.
+//! `sluice models`, `sluice models check` and `sluice models update`: the registry as a table,
+//! the guard a CI pipeline or cron job runs over its request files and configs (against the
+//! registry and, with `--base-url`, against the upstream's own model list), and the refresh of
+//! the registry's data without a new release.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use sluice::models::{today_utc, Registry, Status};
-use sluice::models_check::{self, Verdict};
+use sluice::models_check::{self, Against, Verdict};
 use sluice::pricing::Price;
 
 use crate::{exit, Fail};
 
+/// The registry every command uses: shipped < fetched < yours.
 pub fn registry(path: Option<&PathBuf>) -> Result<Registry, Fail> {
-    Registry::builtin_with(path.map(PathBuf::as_path)).map_err(|e| Fail(exit::USAGE, e.to_string()))
+    Registry::load(path.map(PathBuf::as_path)).map_err(|e| Fail(exit::USAGE, e.to_string()))
+}
+
+/// Say how old the lifecycle data is: on stdout's last line for the table, and as a warning on
+/// stderr when it is stale.
+fn freshness(reg: &Registry) -> String {
+    let st = reg.staleness(today_utc());
+    if st.stale {
+        eprintln!("sluice: warning: {}", st.line());
+    }
+    let layers: Vec<String> = reg
+        .layers()
+        .iter()
+        .map(|l| match (&l.path, l.as_of) {
+            (Some(p), Some(d)) => format!("{} {} ({d})", l.kind, p.display()),
+            (Some(p), None) => format!("{} {}", l.kind, p.display()),
+            (None, Some(d)) => format!("{} ({d})", l.kind),
+            (None, None) => l.kind.to_string(),
+        })
+        .collect();
+    format!(
+        "{}; layers: {}",
+        match (st.as_of, st.age_days) {
+            (Some(d), Some(a)) => format!("lifecycle data as of {d}, {a} days old"),
+            _ => "lifecycle data undated".to_string(),
+        },
+        layers.join(" < ")
+    )
+}
+
+/// Days to a shutdown as a person reads them: `in 12 days`, `retired 39 days ago`.
+pub fn days_text(days_left: Option<i64>) -> String {
+    match days_left {
+        None => String::new(),
+        Some(0) => "retired today".to_string(),
+        Some(1) => "in 1 day".to_string(),
+        Some(-1) => "retired 1 day ago".to_string(),
+        Some(d) if d > 0 => format!("in {d} days"),
+        Some(d) => format!("retired {} days ago", d.unsigned_abs()),
+    }
 }
 
 /// USD per million tokens from micro-dollars.
@@ -85,11 +128,11 @@ pub fn list(registry_file: Option<&PathBuf>, json: bool) -> Result<(), Fail> {
         .iter()
         .map(|m| {
             let st = m.lifecycle.status(today);
-            let days = match st {
-                Status::Deprecated { days_left: Some(d) } => format!("{d}"),
-                Status::Retired { days_ago } => format!("-{days_ago}"),
-                _ => String::new(),
-            };
+            let days = days_text(match st {
+                Status::Deprecated { days_left } => days_left,
+                Status::Retired { days_ago } => Some(-days_ago),
+                Status::Active => None,
+            });
             let (i, c, o) = prices(m.price);
             vec![
                 m.id.clone(),
@@ -125,17 +168,60 @@ pub fn list(registry_file: Option<&PathBuf>, json: bool) -> Result<(), Fail> {
         )
     );
     println!(
-        "(prices in USD per million tokens; DAYS: to shutdown, negative since; today {today} UTC)"
+        "(prices in USD per million tokens; today {today} UTC; {})",
+        freshness(&reg)
     );
     Ok(())
 }
 
-pub fn check(
+/// The upstream to check against.
+#[derive(Debug)]
+pub struct Upstream {
+    pub base_url: String,
+    pub api_key_env: String,
+}
+
+#[derive(Debug)]
+pub struct CheckOptions {
+    pub warn_days: i64,
+    pub json: bool,
+    pub strict: bool,
+    pub upstream: Option<Upstream>,
+}
+
+/// The upstream's model ids.
+async fn upstream_models(u: &Upstream) -> Result<HashSet<String>, Fail> {
+    let client = sluice::Client::builder()
+        .base_url(u.base_url.clone())
+        .api_key_env(u.api_key_env.clone())
+        .no_admission()
+        .max_attempts(3)
+        .build()
+        .map_err(|e| Fail(exit::USAGE, format!("--base-url {}: {e}", u.base_url)))?;
+    let list = client.models().list().await.map_err(|e| {
+        Fail(
+            exit::USAGE,
+            format!(
+                "cannot read the model list of {} ({}): {e}",
+                u.base_url,
+                e.kind()
+            ),
+        )
+    })?;
+    Ok(list.body.data.into_iter().map(|m| m.id).collect())
+}
+
+pub async fn check(
     files: &[PathBuf],
     registry_file: Option<&PathBuf>,
-    warn_days: i64,
-    json: bool,
+    opts: CheckOptions,
 ) -> Result<(), Fail> {
+    let CheckOptions {
+        warn_days,
+        json,
+        strict,
+        upstream,
+    } = opts;
     if files.is_empty() {
         return Err(Fail(
             exit::USAGE,
@@ -143,8 +229,24 @@ pub fn check(
         ));
     }
     let reg = registry(registry_file)?;
+    let st = reg.staleness(today_utc());
+    if st.stale {
+        eprintln!("sluice: warning: {}", st.line());
+    }
+    let listed = match &upstream {
+        Some(u) => Some(upstream_models(u).await?),
+        None => None,
+    };
     let today = today_utc();
-    let report = models_check::check(files, &reg, today, warn_days);
+    let report = models_check::check_against(
+        files,
+        Against {
+            registry: &reg,
+            today,
+            warn_days,
+            listed: listed.as_ref(),
+        },
+    );
     for p in &report.problems {
         eprintln!("sluice: {p}");
     }
@@ -158,13 +260,7 @@ pub fn check(
             .findings
             .iter()
             .map(|f| {
-                let verdict = match f.verdict {
-                    Verdict::Ok => "ok",
-                    Verdict::Unknown => "unknown",
-                    Verdict::Deprecated => "deprecated",
-                    Verdict::ShutdownSoon => "SHUTDOWN SOON",
-                    Verdict::Retired => "RETIRED",
-                };
+                let verdict = f.verdict.label();
                 let mut at: Vec<String> =
                     f.places.iter().take(2).map(ToString::to_string).collect();
                 if f.places.len() > 2 {
@@ -174,8 +270,8 @@ pub fn check(
                     f.model.clone(),
                     verdict.to_string(),
                     f.shutdown.clone().unwrap_or_default(),
-                    f.days_left.map(|d| d.to_string()).unwrap_or_default(),
-                    f.replacement.clone().unwrap_or_default(),
+                    days_text(f.days_left),
+                    f.replacement_chain.join(" -> "),
                     at.join(", "),
                 ]
             })
@@ -195,16 +291,88 @@ pub fn check(
             )
         );
     }
+    let unknown: Vec<&str> = report.unknown().map(|f| f.model.as_str()).collect();
+    if !unknown.is_empty() {
+        eprintln!(
+            "sluice: warning: {} model(s) unknown to the registry, so neither their lifecycle nor their price is known: {}; add them to your registry file (--registry){}",
+            unknown.len(),
+            unknown.join(", "),
+            if strict { "" } else { " or pass --strict to fail on them" }
+        );
+    }
     let unreadable = report.problems.iter().any(|p| !p.contains("line skipped"));
-    if report.fails() {
-        let n = report.findings.iter().filter(|f| f.verdict.fails()).count();
+    if report.fails(strict) {
+        let count = |v: Verdict| report.findings.iter().filter(|f| f.verdict == v).count();
+        let mut why = Vec::new();
+        for (v, what) in [
+            (Verdict::Retired, "retired"),
+            (
+                Verdict::ShutdownSoon,
+                "shutting down within the warning window",
+            ),
+            (Verdict::NotListed, "not listed by the upstream"),
+        ] {
+            if count(v) > 0 {
+                why.push(format!("{} {what}", count(v)));
+            }
+        }
+        if strict && !unknown.is_empty() {
+            why.push(format!("{} unknown (--strict)", unknown.len()));
+        }
         return Err(Fail(
             exit::FAILURE,
-            format!("{n} model(s) retired or shutting down within {warn_days} days: move to the replacement"),
+            format!(
+                "{} (warning window {warn_days} days): move to the replacement",
+                why.join(", ")
+            ),
         ));
     }
     if unreadable {
         return Err(Fail(exit::USAGE, "some files could not be read".into()));
+    }
+    Ok(())
+}
+
+pub async fn update(from: &str, json: bool) -> Result<(), Fail> {
+    let dest = sluice::models::fetched_path().ok_or_else(|| {
+        Fail(
+            exit::USAGE,
+            "no data directory: set SLUICE_DATA_DIR (or HOME)".into(),
+        )
+    })?;
+    let today = today_utc();
+    let u = sluice::models_update::update(from, &dest, today)
+        .await
+        .map_err(|e| {
+            Fail(
+                exit::FAILURE,
+                format!("{e}; the stored registry is unchanged"),
+            )
+        })?;
+    if json {
+        let v = serde_json::json!({
+            "stored": u.stored, "models": u.models, "as_of": u.as_of.to_string(),
+            "previous_as_of": u.previous_as_of.map(|d| d.to_string()), "changes": u.changes,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "sluice: stored {} model entries as of {} in {} (was {}); the gateway and the batch runner use it from their next start or reload",
+        u.models,
+        u.as_of,
+        u.stored.display(),
+        u.previous_as_of
+            .map_or_else(|| "undated".to_string(), |d| d.to_string())
+    );
+    for c in &u.changes {
+        println!("  {c}");
+    }
+    if u.previous_as_of.is_some_and(|p| p > u.as_of) {
+        eprintln!(
+            "sluice: warning: the stored data is older than what was there before ({})",
+            u.previous_as_of.map(|d| d.to_string()).unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -76,6 +76,10 @@ fn batch(m: &Mock, input: &Path) -> Command {
             "16",
             "--progress",
             "off",
+            // The model-list check sends one GET /models per run with an idempotency key of
+            // its own; this test counts the keys of the lines.
+            "--models-check-every",
+            "0s",
         ])
         .env("SLUICE_KILL_TEST_KEY", "sk-kill-test-000001")
         .stdout(Stdio::null())

@@ -32,6 +32,7 @@ fn sluice(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("SLUICE_LEDGER", "off")
+        .env("SLUICE_DATA_DIR", common::no_data_dir())
         .output()
         .unwrap()
 }
@@ -83,7 +84,7 @@ fn models_lists_the_registry_and_check_guards_a_pipeline() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let date = civil(soon / 86_400);
+    let date = common::civil(soon / 86_400);
     std::fs::write(&reg, format!("[[model]]\nid = \"gpt-4o-mini\"\nshutdown = \"{date}\"\nreplacement = \"gpt-4.1-mini\"\n")).unwrap();
     let o = sluice(&[
         "models",
@@ -109,20 +110,6 @@ fn models_lists_the_registry_and_check_guards_a_pipeline() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("model[0] (id \"x\"): shutdown"));
     std::fs::remove_dir_all(dir).ok();
-}
-
-/// Days since 1970-01-01 → YYYY-MM-DD (the civil-from-days algorithm).
-fn civil(days: u64) -> String {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 #[test]

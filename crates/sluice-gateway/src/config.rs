@@ -27,6 +27,7 @@
 //! on_retired = "reject"            # or "substitute" (send to the replacement) or "allow"
 //! aliases = { fast = "gpt-4o-mini" }
 //! fallbacks = { "gpt-4.1" = ["gpt-4o"] }   # on model_not_found, try these in order
+//! check_upstream_every = "1h"      # GET /v1/models at start and this often ("0s": off)
 //!
 //! [spend]
 //! ledger = "/var/lib/sluice/ledger.db"    # SQLite; "off" for none (default: see README)
@@ -118,6 +119,8 @@ struct RawModels {
     aliases: HashMap<String, String>,
     #[serde(default)]
     fallbacks: HashMap<String, Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    check_upstream_every: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,12 +253,48 @@ impl LedgerSetting {
 }
 
 /// Model policy settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ModelsSettings {
     pub registry: Option<PathBuf>,
     pub on_retired: OnRetired,
     pub aliases: HashMap<String, String>,
     pub fallbacks: HashMap<String, Vec<String>>,
+    /// Ask the upstream's `GET /models` at start and this often, raising `model_unavailable`
+    /// for a configured or used model it does not list (`None`: never). Default hourly.
+    pub check_upstream_every: Option<std::time::Duration>,
+}
+
+impl Default for ModelsSettings {
+    fn default() -> Self {
+        ModelsSettings {
+            registry: None,
+            on_retired: OnRetired::default(),
+            aliases: HashMap::new(),
+            fallbacks: HashMap::new(),
+            check_upstream_every: Some(sluice::catalog::DEFAULT_EVERY),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The models this configuration names as the upstream will see them: virtual keys'
+    /// allowed models, alias targets and fallback chains.
+    pub fn named_models(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.virtual_keys
+                .iter()
+                .flat_map(|k| k.models.iter().cloned())
+                .chain(self.models.aliases.values().cloned())
+                .chain(
+                    self.models.fallbacks.iter().flat_map(|(from, to)| {
+                        std::iter::once(from.clone()).chain(to.iter().cloned())
+                    }),
+                )
+                .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// Money settings.
@@ -495,6 +534,9 @@ impl GatewayConfig {
         }
         c.models.aliases = models.aliases;
         c.models.fallbacks = models.fallbacks;
+        if let Some(d) = models.check_upstream_every {
+            c.models.check_upstream_every = Some(d).filter(|d| !d.is_zero());
+        }
         let spend = raw.spend.unwrap_or_default();
         c.spend.ledger = match spend.ledger.as_deref() {
             None => LedgerSetting::Default,

@@ -75,7 +75,7 @@ pub fn engine(
     backends: &SpendBackends,
     prev: Option<&Engine>,
 ) -> Result<Engine, Error> {
-    let registry = Arc::new(Registry::builtin_with(cfg.models.registry.as_deref())?);
+    let registry = Arc::new(Registry::load(cfg.models.registry.as_deref())?);
     let policy = ModelPolicy::new(
         registry,
         PolicyConfig {
@@ -279,7 +279,10 @@ impl Reloader {
             cfg,
             callers,
         });
-        tracing::info!("configuration reloaded");
+        tracing::info!(
+            registry_as_of = %self.state.live().engine.models().registry().as_of().map_or_else(|| "undated".to_string(), |d| d.to_string()),
+            "configuration reloaded"
+        );
         Ok(())
     }
 }
@@ -291,6 +294,17 @@ pub struct Gateway {
     state: Arc<AppState>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    _models_watch: Option<AbortOnDrop>,
+}
+
+/// Stops a background task with the gateway.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Gateway {
@@ -313,6 +327,17 @@ impl Gateway {
                 format!("cannot read the bound address: {e}"),
             )
         })?;
+        let registry = engine.models().registry();
+        let fresh = registry.staleness(engine.models().today());
+        let as_of = fresh
+            .as_of
+            .map_or_else(|| "undated".to_string(), |d| d.to_string());
+        if fresh.stale {
+            tracing::warn!(registry_as_of = %as_of, "{}", fresh.line());
+        } else {
+            tracing::info!(registry_as_of = %as_of, "{}", fresh.line());
+        }
+        let every = cfg.models.check_upstream_every;
         let callers = callers_admission(&cfg);
         let state = Arc::new(AppState {
             live: std::sync::RwLock::new(Arc::new(Live {
@@ -341,11 +366,24 @@ impl Gateway {
                 tracing::error!(error = %e, "gateway stopped");
             }
         });
+        // The upstream's model list against the models in use and in config, the config in
+        // force at each check (a reload changes both).
+        let models_watch = every.map(|every| {
+            let st = state.clone();
+            AbortOnDrop(sluice::catalog::watch(
+                move || {
+                    let live = st.live();
+                    (live.engine.clone(), live.cfg.named_models())
+                },
+                every,
+            ))
+        });
         Ok(Gateway {
             addr,
             state,
             shutdown: tx,
             task,
+            _models_watch: models_watch,
         })
     }
 

@@ -9,6 +9,13 @@ use serde_json::{json, Value};
 use sluice_gateway::{Gateway, GatewayConfig, LedgerSetting};
 use sluice_mock::{MockServer, Scenario};
 
+/// Start a gateway without the periodic model-list check, whose `GET /models` would count in
+/// the upstream's statistics and limits these tests read (its own test turns it on).
+async fn start(mut cfg: GatewayConfig) -> Gateway {
+    cfg.models.check_upstream_every = None;
+    Gateway::start(cfg).await.unwrap()
+}
+
 async fn setup(mock_toml: &str, extra: &str) -> (MockServer, Gateway) {
     let m = MockServer::start(Scenario::from_toml(mock_toml).unwrap())
         .await
@@ -25,7 +32,7 @@ async fn setup(mock_toml: &str, extra: &str) -> (MockServer, Gateway) {
     if cfg.spend.ledger == LedgerSetting::Default {
         cfg.spend.ledger = LedgerSetting::Off;
     }
-    let g = Gateway::start(cfg).await.unwrap();
+    let g = start(cfg).await;
     (m, g)
 }
 
@@ -287,7 +294,7 @@ async fn rotating_the_upstream_key_file_under_load_loses_nothing() {
         ),
     )
     .unwrap();
-    let g = Gateway::start(cfg).await.unwrap();
+    let g = start(cfg).await;
     let url = format!("{}/chat/completions", g.base_url());
     let client = reqwest::Client::new();
     let load: Vec<_> = (0..200)
@@ -453,7 +460,7 @@ async fn a_revoked_upstream_key_is_quarantined_while_traffic_continues() {
         ),
     )
     .unwrap();
-    let g = Gateway::start(cfg).await.unwrap();
+    let g = start(cfg).await;
     for _ in 0..20 {
         let r = post(&g, None, "/chat/completions", chat(false).to_string()).await;
         assert_eq!(r.status(), 200);
@@ -644,4 +651,66 @@ async fn a_virtual_key_budget_refuses_without_retry_and_the_ledger_records_spend
     assert_eq!(b.len(), 1);
     assert!(b[0].cost_nanos > 0 && b[0].completion_tokens > 0);
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn the_upstream_model_list_is_checked_at_start_and_periodically() {
+    let m = MockServer::start(Scenario::from_toml("").unwrap())
+        .await
+        .unwrap();
+    let mut cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-upstream-key-0001\" }}]\n{VKEYS}[models]\ncheck_upstream_every = \"1s\"\n",
+            m.base_url()
+        ),
+    )
+    .unwrap();
+    cfg.spend.ledger = LedgerSetting::Off;
+    assert_eq!(
+        cfg.named_models(),
+        ["gpt-4o-mini", "text-embedding-3-small"]
+    );
+    let g = Gateway::start(cfg).await.unwrap();
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", g.addr()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let unavailable = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("sluice_alerts_total") && l.contains("rule=\"model_unavailable\"")
+        })
+    };
+    // Asked at start: everything configured is listed.
+    for _ in 0..100 {
+        if m.stats().requests > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        m.stats().requests > 0,
+        "the model list was asked for at start"
+    );
+    assert!(!unavailable(&metrics().await));
+    // The upstream stops listing a model a virtual key is configured for; a later check says so
+    // (bounded wait: the check runs every second here).
+    m.set_scenario(
+        Scenario::from_toml("[[models]]\nid = \"text-embedding-3-small\"\nretired = true\n")
+            .unwrap(),
+    );
+    let mut seen = false;
+    for _ in 0..100 {
+        if unavailable(&metrics().await) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "model_unavailable raised");
+    g.shutdown().await;
 }

@@ -570,8 +570,9 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
         ("o3", Chat, O200kBase, 200_000, 100_000, 0, false),
         ("o4-mini", Chat, O200kBase, 200_000, 100_000, 0, false),
         ("gpt-4-turbo", Chat, Cl100kBase, 128_000, 4_096, 0, false),
-        ("gpt-4", Chat, Cl100kBase, 8_192, 8_192, 0, false),
-        ("gpt-3.5-turbo", Chat, Cl100kBase, 16_385, 4_096, 0, false),
+        // Shut down on 2026-10-23 (OpenAI's deprecations page, 2026-04-22 entry).
+        ("gpt-4", Chat, Cl100kBase, 8_192, 8_192, 0, true),
+        ("gpt-3.5-turbo", Chat, Cl100kBase, 16_385, 4_096, 0, true),
         (
             "gpt-3.5-turbo-instruct",
             Completion,

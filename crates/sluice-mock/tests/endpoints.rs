@@ -45,7 +45,7 @@ async fn cl100k_models_count_with_their_own_encoding() {
     let r = post(
         &mock,
         "/v1/chat/completions",
-        json!({"model":"gpt-4","messages":[{"role":"user","content":text}]}),
+        json!({"model":"gpt-4-turbo","messages":[{"role":"user","content":text}]}),
     )
     .await;
     let bpe = tiktoken_rs::cl100k_base().unwrap();

@@ -179,7 +179,8 @@ async fn bad_requests_name_the_field() {
 
 #[tokio::test]
 async fn context_length_exceeded() {
-    let mock = start("").await;
+    // A scenario that still serves gpt-4 (8k context; shut down upstream on 2026-10-23).
+    let mock = start("[[models]]\nid = \"gpt-4\"\n").await;
     let long = "word ".repeat(9000);
     let r = post(
         &mock,

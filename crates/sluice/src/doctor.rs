@@ -63,6 +63,18 @@ pub struct Report {
     pub base_url: String,
     pub verdict: Verdict,
     pub checks: Vec<Check>,
+    /// How old sluice's own model lifecycle data is. Said beside the checks, not in the
+    /// verdict: the verdict is about the endpoint and the key.
+    pub registry: RegistryAge,
+}
+
+/// The registry's data date, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RegistryAge {
+    pub as_of: Option<String>,
+    pub age_days: Option<i64>,
+    pub stale: bool,
+    pub message: String,
 }
 
 /// What to check.
@@ -467,9 +479,16 @@ fn finish(o: &Options, r: Run) -> Report {
         Outcome::Warn => Verdict::Degraded,
         _ => Verdict::Healthy,
     };
+    let st = o.registry.staleness(o.today);
     Report {
         base_url: o.base_url.clone(),
         verdict,
         checks: r.checks,
+        registry: RegistryAge {
+            as_of: st.as_of.map(|d| d.to_string()),
+            age_days: st.age_days,
+            stale: st.stale,
+            message: st.line(),
+        },
     }
 }

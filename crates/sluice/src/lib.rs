@@ -22,6 +22,7 @@
 mod accumulate;
 pub mod admission;
 pub mod alerts;
+pub mod catalog;
 mod chat_stream;
 mod client;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod keypool;
 pub mod model_policy;
 pub mod models;
 pub mod models_check;
+pub mod models_update;
 pub mod observe;
 pub mod pricing;
 mod redis_conn;

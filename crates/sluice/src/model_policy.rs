@@ -123,7 +123,7 @@ impl ModelPolicy {
         &self.cfg
     }
 
-    fn today(&self) -> Date {
+    pub fn today(&self) -> Date {
         self.cfg.today.unwrap_or_else(today_utc)
     }
 

@@ -2,10 +2,15 @@
 //! lifecycle). It exists so a retired model is caught before a cron job fails on it, and so a
 //! request's cost is known without asking anyone.
 //!
-//! The registry shipped in `data/models.toml` (fields, sources and the dates they were read are
-//! in its header) is the default; a user's file of the same form extends it, and an entry whose
-//! id is already known overlays only the fields it sets. A bad entry is reported with its file,
-//! index, id and field.
+//! The registry has three layers, lowest first: the file shipped in `data/models.toml` (fields,
+//! sources and the dates they were read are in its header), the file `sluice models update`
+//! fetched into the data directory (so a retirement announced after a release reaches a running
+//! installation without a new binary), and the user's own file. Each layer overlays only the
+//! fields it sets. A bad entry is reported with its file, index, id and field.
+//!
+//! The data says how old it is (`[registry] as_of`): shipped data that nobody refreshed is the
+//! silent failure this module exists to prevent, so [`Registry::staleness`] turns its age into a
+//! warning that every face prints.
 //!
 //! Names: `id` is the model's name; `snapshots` are dated names that share its prices and
 //! lifecycle (sent as written); `aliases` are names rewritten to `id` before sending.
@@ -79,13 +84,63 @@ pub struct ModelInfo {
     /// Fraction off through the Batch API, in percent (50 = half price).
     pub batch_discount_pct: Option<u8>,
     pub lifecycle: Lifecycle,
+    /// Where the entry's facts were read (required in the shipped file).
+    pub source: Option<String>,
+    /// When they were read.
+    pub checked: Option<Date>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRegistry {
+    registry: Option<RawMeta>,
     #[serde(default, rename = "model")]
     models: Vec<RawModel>,
+}
+
+/// The `[registry]` table: what the file as a whole is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    as_of: Option<String>,
+    source: Option<String>,
+}
+
+/// One file the registry was built from, lowest layer first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// `shipped`, `fetched` or `yours`.
+    pub kind: &'static str,
+    /// The file (the shipped layer has none).
+    pub path: Option<std::path::PathBuf>,
+    /// The date of its lifecycle data, when it says.
+    pub as_of: Option<Date>,
+    pub source: Option<String>,
+}
+
+/// Lifecycle data older than this many days is called possibly stale.
+pub const STALE_AFTER_DAYS: i64 = 90;
+
+/// How old the registry's lifecycle data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staleness {
+    /// The newest `as_of` of the layers (`None`: no layer says).
+    pub as_of: Option<Date>,
+    pub age_days: Option<i64>,
+    pub stale: bool,
+}
+
+impl Staleness {
+    /// One line for a log or a terminal: the date, and past the threshold what to do about it.
+    pub fn line(&self) -> String {
+        match (self.as_of, self.age_days) {
+            (Some(d), Some(age)) if self.stale => format!(
+                "model lifecycle data is from {d} ({age} days old): deprecations announced since are unknown to sluice; refresh it with `sluice models update --from URL|FILE` and check your files against the upstream with `sluice models check FILE --base-url URL`"
+            ),
+            (Some(d), Some(age)) => format!("model lifecycle data as of {d} ({age} days old)"),
+            _ => "model lifecycle data has no date: it may be stale; refresh it with `sluice models update --from URL|FILE`".to_string(),
+        }
+    }
 }
 
 /// One registry entry as written in a file; every field but `id` may be left out.
@@ -105,6 +160,8 @@ pub struct RawModel {
     pub deprecated: Option<String>,
     pub shutdown: Option<String>,
     pub replacement: Option<String>,
+    pub source: Option<String>,
+    pub checked: Option<String>,
 }
 
 /// The registry: the shipped table plus any user files.
@@ -115,6 +172,39 @@ pub struct Registry {
     by_name: HashMap<String, usize>,
     /// alias → id.
     aliases: HashMap<String, String>,
+    layers: Vec<Layer>,
+}
+
+/// The directory sluice keeps its data in: `SLUICE_DATA_DIR`, else `$XDG_DATA_HOME/sluice`,
+/// else `~/.local/share/sluice`.
+pub fn data_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    std::env::var_os("SLUICE_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_DATA_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|d| PathBuf::from(d).join("sluice"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/sluice")))
+}
+
+/// Where `sluice models update` keeps the registry it fetched.
+pub fn fetched_path() -> Option<std::path::PathBuf> {
+    data_dir().map(|d| d.join("models.toml"))
+}
+
+/// The shipped registry file.
+const SHIPPED: &str = include_str!("../data/models.toml");
+
+fn read(p: &std::path::Path) -> Result<String, Error> {
+    std::fs::read_to_string(p).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("model registry {}: {e}", p.display()),
+        )
+    })
 }
 
 /// Parse `YYYY-MM-DD`.
@@ -130,25 +220,43 @@ pub fn today_utc() -> Date {
 }
 
 impl Registry {
-    /// The registry shipped with sluice.
+    /// The registry shipped with sluice, alone.
     pub fn builtin() -> Self {
         // The shipped file is checked by a test; an error here would be a build defect, and an
         // empty table (no costs, no lifecycle) is the safe fallback.
-        Self::from_toml("built-in registry", include_str!("../data/models.toml"))
-            .unwrap_or_default()
+        let mut r = Self::from_toml("built-in registry", SHIPPED).unwrap_or_default();
+        if let Some(l) = r.layers.last_mut() {
+            l.kind = "shipped";
+        }
+        r
     }
 
-    /// The shipped registry extended by a user's file.
-    pub fn builtin_with(path: Option<&std::path::Path>) -> Result<Self, Error> {
+    /// The registry every face uses: shipped < fetched (`sluice models update`, in the data
+    /// directory) < the user's file.
+    pub fn load(user: Option<&std::path::Path>) -> Result<Self, Error> {
+        Self::load_layers(fetched_path().as_deref(), user)
+    }
+
+    /// [`Registry::load`] with the fetched layer's path named. A fetched file that no longer
+    /// parses (written by a newer sluice, or damaged) is skipped with a warning: it was valid
+    /// when it was stored, and the layers below still hold. A bad user file is an error.
+    pub fn load_layers(
+        fetched: Option<&std::path::Path>,
+        user: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         let mut r = Self::builtin();
-        if let Some(p) = path {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("model registry {}: {e}", p.display()),
-                )
-            })?;
-            r.extend_toml(&p.display().to_string(), &text)?;
+        if let Some(p) = fetched.filter(|p| p.exists()) {
+            let mut next = r.clone();
+            match read(p).and_then(|text| next.extend_layer("fetched", Some(p), &text)) {
+                Ok(()) => r = next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the fetched model registry is skipped; run `sluice models update` again")
+                }
+            }
+        }
+        if let Some(p) = user {
+            let text = read(p)?;
+            r.extend_layer("yours", Some(p), &text)?;
         }
         Ok(r)
     }
@@ -160,20 +268,76 @@ impl Registry {
         Ok(r)
     }
 
-    /// Add or overlay the entries of a registry file.
+    /// Add or overlay the entries of a registry file (as the user's layer).
     pub fn extend_toml(&mut self, origin: &str, text: &str) -> Result<(), Error> {
-        let raw: RawRegistry = toml::from_str(text).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("model registry {origin}: {}", e.to_string().trim_end()),
-            )
-        })?;
+        self.extend_named("yours", None, origin, text)
+    }
+
+    fn extend_layer(
+        &mut self,
+        kind: &'static str,
+        path: Option<&std::path::Path>,
+        text: &str,
+    ) -> Result<(), Error> {
+        let origin = path.map_or_else(|| kind.to_string(), |p| p.display().to_string());
+        self.extend_named(kind, path, &origin, text)
+    }
+
+    fn extend_named(
+        &mut self,
+        kind: &'static str,
+        path: Option<&std::path::Path>,
+        origin: &str,
+        text: &str,
+    ) -> Result<(), Error> {
+        let cfg =
+            |m: String| Error::new(ErrorKind::Config, format!("model registry {origin}: {m}"));
+        let raw: RawRegistry =
+            toml::from_str(text).map_err(|e| cfg(e.to_string().trim_end().to_string()))?;
+        let (as_of, source) = match raw.registry {
+            Some(meta) => {
+                let as_of = match &meta.as_of {
+                    None => None,
+                    Some(s) => Some(parse_date(s).ok_or_else(|| {
+                        cfg(format!("registry.as_of: {s:?} is not a date (YYYY-MM-DD)"))
+                    })?),
+                };
+                (as_of, meta.source)
+            }
+            None => (None, None),
+        };
         for (i, m) in raw.models.into_iter().enumerate() {
-            let at = format!("model registry {origin}: model[{i}] (id {:?})", m.id);
-            self.overlay(m)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("{at}: {e}")))?;
+            let at = format!("model[{i}] (id {:?})", m.id);
+            self.overlay(m).map_err(|e| cfg(format!("{at}: {e}")))?;
         }
+        self.layers.push(Layer {
+            kind,
+            path: path.map(std::path::Path::to_path_buf),
+            as_of,
+            source,
+        });
         Ok(())
+    }
+
+    /// The files this registry was built from, lowest layer first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The date of the lifecycle data: the newest `as_of` of its layers.
+    pub fn as_of(&self) -> Option<Date> {
+        self.layers.iter().filter_map(|l| l.as_of).max()
+    }
+
+    /// How old the lifecycle data is on `today`.
+    pub fn staleness(&self, today: Date) -> Staleness {
+        let as_of = self.as_of();
+        let age_days = as_of.map(|d| i64::from((today - d).get_days()));
+        Staleness {
+            as_of,
+            age_days,
+            stale: age_days.is_none_or(|a| a > STALE_AFTER_DAYS),
+        }
     }
 
     fn overlay(&mut self, m: RawModel) -> Result<(), String> {
@@ -278,6 +442,12 @@ impl Registry {
         if let Some(a) = m.aliases {
             info.aliases = a;
         }
+        if let Some(src) = m.source {
+            info.source = Some(src);
+        }
+        if let Some(c) = date("checked", &m.checked)? {
+            info.checked = Some(c);
+        }
         let names: Vec<String> = std::iter::once(info.id.clone())
             .chain(info.snapshots.iter().cloned())
             .collect();
@@ -317,6 +487,29 @@ impl Registry {
     /// share its base model's dates: snapshots retire on their own schedule).
     pub fn lifecycle(&self, name: &str) -> Option<&Lifecycle> {
         self.get(name).map(|m| &m.lifecycle)
+    }
+
+    /// The recommended replacement of `name`, followed while the replacement is itself retired
+    /// or shutting down on `today` (chat snapshots retire into snapshots that retire too):
+    /// `[gpt-5.1-chat-latest, gpt-5.3-chat-latest, gpt-5.5]` for `chatgpt-4o-latest`. Empty
+    /// when none is named.
+    pub fn replacement_chain(&self, name: &str, today: Date) -> Vec<String> {
+        let mut chain: Vec<String> = Vec::new();
+        let mut at = self
+            .lifecycle(name)
+            .or_else(|| self.alias(name).and_then(|id| self.lifecycle(id)));
+        while let Some(next) = at.and_then(|l| l.replacement.clone()) {
+            if chain.contains(&next) || chain.len() >= 8 {
+                break;
+            }
+            at = self.lifecycle(&next);
+            let done = at.is_none_or(|l| l.shutdown.is_none() || l.status(today) == Status::Active);
+            chain.push(next);
+            if done {
+                break;
+            }
+        }
+        chain
     }
 
     /// The price of `model`: exact ids and snapshots, then aliases, then a fine-tune
@@ -379,17 +572,140 @@ mod tests {
             r.lifecycle("gpt-4o").unwrap().status(d("2026-11-28")),
             Status::Active
         );
-        // Legacy: deprecated without a shutdown date.
+        // The 2026 shutdowns the mid-2024 copy missed.
+        for m in ["gpt-3.5-turbo", "gpt-3.5-turbo-0125", "gpt-4", "gpt-4-0613"] {
+            let l = r.lifecycle(m).unwrap();
+            assert_eq!(l.shutdown, Some(d("2026-10-23")), "{m}");
+            assert!(matches!(l.status(d("2026-12-01")), Status::Retired { .. }));
+        }
         assert_eq!(
-            r.lifecycle("gpt-4-0314").unwrap().status(d("2026-11-28")),
-            Status::Deprecated { days_left: None }
+            r.lifecycle("gpt-4-0314").unwrap().shutdown,
+            Some(d("2026-03-26"))
         );
+        // Current models are known and priced.
+        for m in [
+            "gpt-5.5",
+            "gpt-5.4-mini",
+            "gpt-5.6-sol",
+            "gpt-audio",
+            "gpt-realtime",
+        ] {
+            assert!(r.price(m).is_some(), "{m} has a price");
+            assert_eq!(
+                r.lifecycle(m).unwrap().status(d("2026-12-01")),
+                Status::Active
+            );
+        }
         // Every replacement named is itself in the registry, so the advice can be followed.
         for m in r.models() {
             if let Some(rep) = &m.lifecycle.replacement {
                 assert!(r.get(rep).is_some(), "{}: replacement {rep} unknown", m.id);
             }
         }
+    }
+
+    #[test]
+    fn every_shipped_entry_says_where_and_when_it_was_read() {
+        let r = Registry::builtin();
+        assert!(r.models().len() > 80);
+        for m in r.models() {
+            assert!(
+                m.source.as_deref().is_some_and(|s| !s.trim().is_empty()),
+                "{}: no source",
+                m.id
+            );
+            assert!(m.checked.is_some(), "{}: no checked date", m.id);
+        }
+        assert!(
+            r.as_of().is_some(),
+            "the shipped file says the date of its data"
+        );
+        assert_eq!(r.layers().len(), 1);
+        assert_eq!(r.layers()[0].kind, "shipped");
+    }
+
+    #[test]
+    fn staleness_follows_the_newest_layer() {
+        let mut r = Registry::builtin();
+        let as_of = r.as_of().unwrap();
+        let fresh = r.staleness(as_of);
+        assert!(!fresh.stale);
+        assert!(fresh.line().contains(&as_of.to_string()));
+        let late = as_of + jiff::Span::new().days(STALE_AFTER_DAYS + 1);
+        let st = r.staleness(late);
+        assert!(st.stale);
+        assert_eq!(st.age_days, Some(STALE_AFTER_DAYS + 1));
+        assert!(st.line().contains("sluice models update"), "{}", st.line());
+        // A newer layer moves the date.
+        r.extend_toml("newer", &format!("[registry]\nas_of = \"{late}\"\n"))
+            .unwrap();
+        assert!(!r.staleness(late).stale);
+        // No date at all is stale.
+        assert!(Registry::default().staleness(late).stale);
+        let e = Registry::from_toml("x.toml", "[registry]\nas_of = \"June\"\n").unwrap_err();
+        assert!(e.to_string().contains("registry.as_of"), "{e}");
+    }
+
+    #[test]
+    fn layers_are_shipped_then_fetched_then_yours() {
+        let dir = std::env::temp_dir().join(format!("sluice-layers-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fetched = dir.join("fetched.toml");
+        let yours = dir.join("yours.toml");
+        std::fs::write(
+            &fetched,
+            "[registry]\nas_of = \"2027-01-10\"\n[[model]]\nid = \"gpt-4o\"\nshutdown = \"2027-06-01\"\nreplacement = \"gpt-5.5\"\n[[model]]\nid = \"gpt-6\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &yours,
+            "[[model]]\nid = \"gpt-4o\"\nshutdown = \"2027-03-01\"\n",
+        )
+        .unwrap();
+        let r = Registry::load_layers(Some(&fetched), Some(&yours)).unwrap();
+        let kinds: Vec<_> = r.layers().iter().map(|l| l.kind).collect();
+        assert_eq!(kinds, ["shipped", "fetched", "yours"]);
+        let l = r.lifecycle("gpt-4o").unwrap();
+        assert_eq!(l.shutdown, Some(d("2027-03-01")), "your file wins");
+        assert_eq!(
+            l.replacement.as_deref(),
+            Some("gpt-5.5"),
+            "fetched over shipped"
+        );
+        assert!(
+            r.price("gpt-6").is_some(),
+            "a model only the fetched layer knows"
+        );
+        assert_eq!(r.as_of(), Some(d("2027-01-10")));
+        // Without your file the fetched date holds.
+        let r = Registry::load_layers(Some(&fetched), None).unwrap();
+        assert_eq!(
+            r.lifecycle("gpt-4o").unwrap().shutdown,
+            Some(d("2027-06-01"))
+        );
+        // A damaged fetched file is skipped, the shipped layer holds; a bad file of yours is an error.
+        std::fs::write(&fetched, "[[model]]\nid = 3\n").unwrap();
+        let r = Registry::load_layers(Some(&fetched), None).unwrap();
+        assert_eq!(r.layers().len(), 1);
+        assert!(r.get("gpt-6").is_none());
+        std::fs::write(&yours, "[[model]]\nid = 3\n").unwrap();
+        assert!(Registry::load_layers(None, Some(&yours)).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn replacements_are_followed_to_a_live_model() {
+        let r = Registry::builtin();
+        let today = d("2026-12-01");
+        assert_eq!(
+            r.replacement_chain("chatgpt-4o-latest", today),
+            ["gpt-5.1-chat-latest", "gpt-5.3-chat-latest", "gpt-5.5"]
+        );
+        assert_eq!(
+            r.replacement_chain("gpt-3.5-turbo", today),
+            ["gpt-4.1-mini"]
+        );
+        assert!(r.replacement_chain("gpt-5.5", today).is_empty());
     }
 
     #[test]

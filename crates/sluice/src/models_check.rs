@@ -3,9 +3,13 @@
 //! gateway config) — and judge each against the registry's lifecycle, so a CI pipeline or a
 //! cron job fails *before* a model's shutdown date instead of after it.
 //!
+//! With the upstream's own model list (`--base-url`), a model the upstream does not list fails
+//! the check too, whatever the registry says: the registry is data of some date, the upstream
+//! knows today. Models the registry does not know are warned about, and fail with `strict`.
+//!
 //! A line or file that cannot be parsed is reported and skipped; it never hides the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use jiff::civil::Date;
@@ -43,13 +47,30 @@ pub enum Verdict {
     Deprecated,
     /// Shutdown within the warning window: fails the check.
     ShutdownSoon,
+    /// The upstream's model list does not have it: fails the check.
+    NotListed,
     /// Past shutdown: fails the check.
     Retired,
 }
 
 impl Verdict {
     pub fn fails(self) -> bool {
-        matches!(self, Verdict::ShutdownSoon | Verdict::Retired)
+        matches!(
+            self,
+            Verdict::ShutdownSoon | Verdict::NotListed | Verdict::Retired
+        )
+    }
+
+    /// How the CLI shows it: failing verdicts in capitals.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Unknown => "unknown",
+            Verdict::Deprecated => "deprecated",
+            Verdict::ShutdownSoon => "SHUTDOWN SOON",
+            Verdict::NotListed => "NOT LISTED",
+            Verdict::Retired => "RETIRED",
+        }
     }
 }
 
@@ -62,6 +83,10 @@ pub struct Finding {
     /// Negative: days since shutdown.
     pub days_left: Option<i64>,
     pub replacement: Option<String>,
+    /// The replacement followed while it is itself retired (`[a, b]`: a is retired too, use b).
+    pub replacement_chain: Vec<String>,
+    /// Whether the upstream lists it (`None`: the upstream was not asked).
+    pub upstream_lists: Option<bool>,
     /// Every place it appears (the first few are shown by the CLI).
     pub places: Vec<Place>,
 }
@@ -75,14 +100,54 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn fails(&self) -> bool {
-        self.findings.iter().any(|f| f.verdict.fails())
+    /// Whether the check fails: a failing verdict, or with `strict` an unknown model.
+    pub fn fails(&self, strict: bool) -> bool {
+        self.findings
+            .iter()
+            .any(|f| f.verdict.fails() || (strict && f.verdict == Verdict::Unknown))
     }
+
+    /// The models the registry does not know.
+    pub fn unknown(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Unknown)
+    }
+}
+
+/// What to judge the models against.
+#[derive(Debug, Clone, Copy)]
+pub struct Against<'a> {
+    pub registry: &'a Registry,
+    pub today: Date,
+    /// A shutdown this many days away or fewer fails.
+    pub warn_days: i64,
+    /// The upstream's model list, when it was asked.
+    pub listed: Option<&'a HashSet<String>>,
 }
 
 /// Scan `files` and judge every model found as of `today`, failing those within `warn_days`
 /// of shutdown.
 pub fn check(files: &[PathBuf], registry: &Registry, today: Date, warn_days: i64) -> Report {
+    check_against(
+        files,
+        Against {
+            registry,
+            today,
+            warn_days,
+            listed: None,
+        },
+    )
+}
+
+/// [`check`], and with `against.listed` every model the upstream does not list fails.
+pub fn check_against(files: &[PathBuf], against: Against<'_>) -> Report {
+    let Against {
+        registry,
+        today,
+        warn_days,
+        listed,
+    } = against;
     let mut uses: BTreeMap<String, Vec<Place>> = BTreeMap::new();
     let mut report = Report::default();
     for f in files {
@@ -103,12 +168,23 @@ pub fn check(files: &[PathBuf], registry: &Registry, today: Date, warn_days: i64
             }
             Some(Status::Deprecated { days_left }) => (Verdict::Deprecated, days_left),
         };
+        let upstream_lists = listed.map(|l| crate::catalog::is_listed(&model, l, registry));
+        // Retired and shutting down say more than "not listed"; anything else that the
+        // upstream does not list is about to fail.
+        let verdict = match (verdict, upstream_lists) {
+            (Verdict::Ok | Verdict::Unknown | Verdict::Deprecated, Some(false)) => {
+                Verdict::NotListed
+            }
+            (v, _) => v,
+        };
         report.findings.push(Finding {
+            replacement_chain: registry.replacement_chain(&model, today),
             model,
             verdict,
             shutdown: life.and_then(|l| l.shutdown).map(|d| d.to_string()),
             days_left,
             replacement: life.and_then(|l| l.replacement.clone()),
+            upstream_lists,
             places,
         });
     }
@@ -267,7 +343,7 @@ mod tests {
             parse_date("2026-11-28").unwrap(),
             30,
         );
-        assert!(r.fails());
+        assert!(r.fails(false));
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert!(r.problems[0].contains("requests.jsonl:2"));
         let by: BTreeMap<_, _> = r.findings.iter().map(|f| (f.model.as_str(), f)).collect();
@@ -282,7 +358,46 @@ mod tests {
         assert_eq!(r.findings[0].verdict, Verdict::Retired, "worst first");
         // With a shorter window, gpt-4o only warns.
         let r = check(&[jsonl], &reg, parse_date("2026-11-28").unwrap(), 7);
-        assert!(r.fails(), "gpt-4-32k is still retired");
+        assert!(r.fails(false), "gpt-4-32k is still retired");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn the_upstream_list_and_strict_fail_what_the_registry_cannot() {
+        let dir = std::env::temp_dir().join(format!("sluice-check-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jsonl = dir.join("r.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"body\":{\"model\":\"gpt-4o-mini\"}}\n{\"body\":{\"model\":\"gpt-4.1\"}}\n{\"body\":{\"model\":\"acme-x\"}}\n",
+        )
+        .unwrap();
+        let reg = Registry::builtin();
+        let today = parse_date("2026-12-01").unwrap();
+        let plain = check(std::slice::from_ref(&jsonl), &reg, today, 30);
+        assert!(!plain.fails(false));
+        assert!(plain.fails(true), "acme-x is unknown");
+        assert_eq!(plain.unknown().count(), 1);
+        let listed: HashSet<String> = ["gpt-4o-mini", "acme-x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = check_against(
+            &[jsonl],
+            Against {
+                registry: &reg,
+                today,
+                warn_days: 30,
+                listed: Some(&listed),
+            },
+        );
+        assert!(r.fails(false));
+        let by: BTreeMap<_, _> = r.findings.iter().map(|f| (f.model.as_str(), f)).collect();
+        assert_eq!(by["gpt-4.1"].verdict, Verdict::NotListed);
+        assert_eq!(by["gpt-4.1"].places[0].line, Some(2));
+        assert_eq!(by["gpt-4o-mini"].verdict, Verdict::Ok);
+        assert_eq!(by["acme-x"].verdict, Verdict::Unknown);
+        assert_eq!(by["acme-x"].upstream_lists, Some(true));
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -33,6 +33,7 @@ use tracing::Instrument;
 use crate::admission::estimate::Estimate;
 use crate::admission::{Admission, AdmissionConfig, AttemptOutcome, Ticket};
 use crate::alerts::{AlertRules, Alerter};
+use crate::catalog::Catalog;
 use crate::config::RetryPolicy;
 use crate::error::{Error, ErrorKind};
 use crate::headers::RateLimits;
@@ -248,6 +249,7 @@ struct Inner {
     spend: Arc<Accountant>,
     alerts: Arc<Alerter>,
     counters: Counters,
+    catalog: Catalog,
 }
 
 /// Running totals a face can show a person (progress lines, summaries).
@@ -290,6 +292,7 @@ impl Engine {
                 alerts,
                 models: cfg.models,
                 counters: Counters::default(),
+                catalog: Catalog::default(),
             }),
         })
     }
@@ -316,6 +319,11 @@ impl Engine {
     /// The alerting stage.
     pub fn alerts(&self) -> &Arc<Alerter> {
         &self.inner.alerts
+    }
+
+    /// What the upstream's model list says, and the models in use.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
     }
 
     /// Budgets, ledger and prices.
@@ -493,6 +501,9 @@ impl Engine {
             drop(here);
             match outcome {
                 Ok((v, n)) => {
+                    if let Some(m) = call.model.as_deref() {
+                        self.inner.catalog.answered(m);
+                    }
                     let routed = Routed {
                         attempts: attempts + n,
                         route: Some(route),
@@ -503,6 +514,13 @@ impl Engine {
                 Err(mut e) => {
                     attempts += e.attempts();
                     e.set_attempts(attempts);
+                    if e.kind() == ErrorKind::ModelNotFound {
+                        if let Some(m) = call.model.as_deref() {
+                            self.inner
+                                .catalog
+                                .not_found(m, policy.registry(), policy.today());
+                        }
+                    }
                     let next = match chain.get(pos) {
                         Some(next) if e.kind() == ErrorKind::ModelNotFound => next,
                         _ => return Err(e),

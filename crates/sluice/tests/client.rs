@@ -165,6 +165,12 @@ quota_exhausted = true
 [[keys]]
 key = "sk-forbidden-key-01"
 forbidden = true
+# A small context window to overflow (gpt-4's 8k, before its 2026 shutdown).
+[[models]]
+id = "acme-small-8k"
+kind = "chat"
+context_window = 8192
+max_output = 4096
 "#,
     )
     .await;
@@ -205,7 +211,10 @@ forbidden = true
         kind(c.chat().create(retired).await),
         (ErrorKind::ModelRetired, 0, false)
     );
-    let long = ChatRequest::new("gpt-4", vec![ChatMessage::user("word ".repeat(9000))]);
+    let long = ChatRequest::new(
+        "acme-small-8k",
+        vec![ChatMessage::user("word ".repeat(9000))],
+    );
     assert_eq!(
         kind(c.chat().create(long).await),
         (ErrorKind::ContextTooLong, 1, false)

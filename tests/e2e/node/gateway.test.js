@@ -98,7 +98,7 @@ test("errors map to the SDK's classes", async () => {
     OpenAI.NotFoundError,
   );
   await assert.rejects(
-    client().chat.completions.create({ model: "gpt-4", messages: [{ role: "user", content: "w ".repeat(9000) }] }),
+    client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "w ".repeat(130000) }] }),
     OpenAI.BadRequestError,
   );
 });

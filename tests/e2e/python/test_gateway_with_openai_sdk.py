@@ -21,7 +21,7 @@ quota_exhausted = true
 class Gateway(Sluice):
     """`sluice serve` in front of `upstream_url`, with one virtual key for the app."""
 
-    def __init__(self, upstream_url: str, upstream_key: str):
+    def __init__(self, upstream_url: str, upstream_key: str, models_check: str = "1h"):
         super().__init__(["serve"], f"""
 listen = "127.0.0.1:0"
 [upstream]
@@ -30,6 +30,8 @@ keys = [{{ value = "{upstream_key}" }}]
 [[virtual_keys]]
 name = "app"
 key = "sk-app-virtual-0001"
+[models]
+check_upstream_every = "{models_check}"
 """)
 
 
@@ -49,7 +51,9 @@ def gateway(upstream):
 
 @pytest.fixture(scope="module")
 def broke_gateway(upstream):
-    g = Gateway(upstream.base_url, "sk-upstream-broke-002")
+    # No model-list check at start: its GET /models would meet the broke key first and
+    # quarantine it, and this fixture is for what a caller sees on the first quota refusal.
+    g = Gateway(upstream.base_url, "sk-upstream-broke-002", models_check="0s")
     yield g
     g.close()
 
@@ -106,7 +110,7 @@ def test_errors_map_to_sdk_exceptions(gateway, broke_gateway):
             model="gpt-4-32k", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         client(gateway).chat.completions.create(
-            model="gpt-4", messages=[{"role": "user", "content": "w " * 9000}])
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "w " * 130000}])
     with pytest.raises(openai.RateLimitError) as e:
         client(broke_gateway).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])

@@ -132,7 +132,7 @@ def test_not_found_and_bad_request(keyed):
         c.chat.completions.create(model="gpt-4-32k", messages=[{"role": "user", "content": "x"}])
     assert e.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as e:
-        c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "w " * 9000}])
+        c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "w " * 130000}])
     assert e.value.code == "context_length_exceeded"
 
 

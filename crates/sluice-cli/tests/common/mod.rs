@@ -17,11 +17,18 @@ impl Drop for Proc {
     }
 }
 
+/// A data directory that does not exist: no fetched model registry of the machine's user
+/// leaks into a test.
+pub fn no_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("sluice-tests-no-data-dir")
+}
+
 /// Start `sluice ARGS…` (a `mock` or `serve` that prints "… listening on URL" first) with no
 /// ledger in the home directory; returns the process and the URL.
 pub fn start(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .env("SLUICE_LEDGER", "off")
+        .env("SLUICE_DATA_DIR", no_data_dir())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -33,4 +40,18 @@ pub fn start(args: &[&str]) -> (Proc, String) {
         .unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     (Proc(child), url)
+}
+
+/// Days since 1970-01-01 → YYYY-MM-DD (the civil-from-days algorithm).
+pub fn civil(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -44,16 +44,13 @@ impl Row {
 }
 
 /// Where the ledger lives when nothing says otherwise: `SLUICE_LEDGER` (a path, or `off` for
-/// none), else `$XDG_DATA_HOME/sluice/ledger.db`, else `~/.local/share/sluice/ledger.db`.
+/// none), else `ledger.db` in the data directory ([`crate::models::data_dir`]:
+/// `SLUICE_DATA_DIR`, `$XDG_DATA_HOME/sluice` or `~/.local/share/sluice`).
 pub fn default_path() -> Option<PathBuf> {
     match std::env::var("SLUICE_LEDGER") {
         Ok(v) if v == "off" => None,
         Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => std::env::var_os("XDG_DATA_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-            .map(|d| d.join("sluice").join("ledger.db")),
+        _ => crate::models::data_dir().map(|d| d.join("ledger.db")),
     }
 }
 

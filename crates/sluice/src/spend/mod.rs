@@ -269,7 +269,7 @@ impl Accountant {
                 return Err(Error::new(
                     ErrorKind::BudgetExceeded,
                     format!(
-                        "no price is known for model {model:?}, so the budget {} cannot be enforced; add the model to a registry file (or allow unpriced models)",
+                        "no price is known for model {model:?}, so the budget {} cannot be enforced; add it to your model registry file (the gateway's `[models] registry`, `--registry` for `sluice batch run`) as [[model]] id = {model:?} with input_per_mtok and output_per_mtok, or refresh the registry with `sluice models update` (or allow unpriced models)",
                         holds[0].budget.scope.label()
                     ),
                 ))
