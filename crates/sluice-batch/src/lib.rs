@@ -614,6 +614,7 @@ pub async fn run(
                             key: None,
                             job: Some(cfg.job.clone()),
                         },
+                        ..RequestOptions::default()
                     },
                 };
                 let engine = engine.clone();

@@ -85,6 +85,28 @@ struct RawConfig {
     models: Option<RawModels>,
     spend: Option<RawSpend>,
     alerts: Option<RawAlerts>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+/// An operation the built-in route table lacks (`[[routes]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    methods: Vec<String>,
+    /// `json` (default), `multipart`, `json_or_multipart`, `none`, `any`.
+    body: Option<String>,
+    /// `json` (default) or `binary`.
+    framing: Option<String>,
+    /// `never` (default), `chat`, `responses`, `events`.
+    stream: Option<String>,
+    /// `none` (default), `body`, `path`.
+    model: Option<String>,
+    /// `other` (default), `tokens`, `free`.
+    billing: Option<String>,
+    /// Default: the path's first segment.
+    family: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +217,8 @@ struct RawVirtualKey {
     rpm: Option<u64>,
     tpm: Option<u64>,
     budget: Option<RawBudget>,
+    #[serde(default)]
+    routes: Vec<String>,
 }
 
 /// Where an upstream key comes from.
@@ -218,6 +242,9 @@ pub struct VirtualKey {
     pub tpm: Option<u64>,
     /// Spending limits per period (nano-dollars).
     pub budgets: Vec<(Period, Nanos)>,
+    /// Route families this key may use although sluice cannot price them (`files`,
+    /// `batches`, ...): needed only by a key with a model list or a budget.
+    pub routes: Vec<String>,
 }
 
 impl std::fmt::Debug for VirtualKey {
@@ -226,6 +253,7 @@ impl std::fmt::Debug for VirtualKey {
             .field("name", &self.name)
             .field("models", &self.models)
             .field("budgets", &self.budgets)
+            .field("routes", &self.routes)
             .finish()
     }
 }
@@ -330,6 +358,8 @@ pub struct GatewayConfig {
     pub models: ModelsSettings,
     pub spend: SpendSettings,
     pub alerts: sluice::alerts::AlertRules,
+    /// The route table: OpenAI's operations plus `[[routes]]`.
+    pub routes: sluice::routes::RouteTable,
 }
 
 impl Default for GatewayConfig {
@@ -352,8 +382,136 @@ impl Default for GatewayConfig {
                 ..SpendSettings::default()
             },
             alerts: sluice::alerts::AlertRules::default(),
+            routes: sluice::routes::RouteTable::builtin(),
         }
     }
+}
+
+/// The operations of one `[[routes]]` entry (one per method).
+fn route(
+    r: RawRoute,
+    i: usize,
+    invalid: &dyn Fn(String, &str) -> ConfigError,
+) -> Result<Vec<sluice::routes::Op>, ConfigError> {
+    use sluice::routes::{canonical, Billing, Body, Framing, ModelAt, Op, Stream};
+    let at = |f: &str| format!("routes[{i}].{f}");
+    let path = r.path.strip_prefix("/v1").unwrap_or(&r.path).to_string();
+    if canonical(&path).is_err() {
+        return Err(invalid(
+            at("path"),
+            "must be a canonical path below /v1 such as \"/tokenize\" ({param} segments allowed)",
+        ));
+    }
+    fn pick<T: Copy>(
+        v: Option<&str>,
+        choices: &[(&str, T)],
+        default: T,
+        field: String,
+        invalid: &dyn Fn(String, &str) -> ConfigError,
+    ) -> Result<T, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => choices
+                .iter()
+                .find(|(n, _)| *n == s)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                    invalid(field, &format!("must be one of {}", names.join(", ")))
+                }),
+        }
+    }
+    let body = pick(
+        r.body.as_deref(),
+        &[
+            ("json", Body::Json),
+            ("multipart", Body::Multipart),
+            ("json_or_multipart", Body::JsonOrMultipart),
+            ("none", Body::None),
+            ("any", Body::Any),
+        ],
+        Body::Json,
+        at("body"),
+        invalid,
+    )?;
+    let framing = pick(
+        r.framing.as_deref(),
+        &[("json", Framing::Json), ("binary", Framing::Binary)],
+        Framing::Json,
+        at("framing"),
+        invalid,
+    )?;
+    let stream = pick(
+        r.stream.as_deref(),
+        &[
+            ("never", Stream::Never),
+            ("chat", Stream::Chat),
+            ("responses", Stream::Responses),
+            ("events", Stream::Events),
+        ],
+        Stream::Never,
+        at("stream"),
+        invalid,
+    )?;
+    let model = pick(
+        r.model.as_deref(),
+        &[
+            ("none", ModelAt::None),
+            ("body", ModelAt::Body),
+            ("path", ModelAt::Path),
+        ],
+        ModelAt::None,
+        at("model"),
+        invalid,
+    )?;
+    let billing = pick(
+        r.billing.as_deref(),
+        &[
+            ("other", Billing::Other),
+            ("tokens", Billing::Tokens),
+            ("free", Billing::Free),
+        ],
+        Billing::Other,
+        at("billing"),
+        invalid,
+    )?;
+    let family = r.family.unwrap_or_else(|| {
+        path.trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    });
+    if r.methods.is_empty() {
+        return Err(invalid(at("methods"), "must name at least one method"));
+    }
+    let mut ops = Vec::new();
+    for (j, m) in r.methods.iter().enumerate() {
+        let method = match m.to_ascii_uppercase().as_str() {
+            "GET" => http::Method::GET,
+            "POST" => http::Method::POST,
+            "PUT" => http::Method::PUT,
+            "PATCH" => http::Method::PATCH,
+            "DELETE" => http::Method::DELETE,
+            _ => {
+                return Err(invalid(
+                    format!("routes[{i}].methods[{j}]"),
+                    "must be GET, POST, PUT, PATCH or DELETE",
+                ))
+            }
+        };
+        ops.push(Op {
+            path: path.clone(),
+            method,
+            body,
+            framing,
+            stream,
+            model,
+            billing,
+            family: family.clone(),
+        });
+    }
+    Ok(ops)
 }
 
 /// SHA-256 of a caller's key.
@@ -507,8 +665,14 @@ impl GatewayConfig {
                 rpm: v.rpm.filter(|n| *n > 0),
                 tpm: v.tpm.filter(|n| *n > 0),
                 budgets: budgets(v.budget, &format!("virtual_keys[{i}].budget"), &invalid)?,
+                routes: v.routes,
             });
         }
+        let mut extra = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            extra.extend(route(r, i, &invalid)?);
+        }
+        c.routes = sluice::routes::RouteTable::builtin().with(extra);
         let models = raw.models.unwrap_or_default();
         c.models.registry = models.registry;
         if let Some(p) = models.on_retired {

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+mod route;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -418,8 +419,10 @@ impl Gateway {
     }
 }
 
-/// An error in OpenAI's shape, with the status an SDK maps to the right exception.
-fn openai_error(
+/// An error in OpenAI's shape, with the status an SDK maps to the right exception, the
+/// gateway's own `x-request-id` (an upstream's replaces it where there is one) and
+/// `x-should-retry: false` (the few retryable answers say `true` themselves).
+pub(crate) fn openai_error(
     status: StatusCode,
     message: &str,
     ty: &str,
@@ -427,7 +430,16 @@ fn openai_error(
     param: Option<&str>,
 ) -> Response {
     let body = json!({"error": {"message": message, "type": ty, "param": param, "code": code}});
-    (status, axum::Json(body)).into_response()
+    let mut r = (status, axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    set(h, "x-request-id", &format!("req_sluice_{:024x}", rand_id()));
+    set(h, "x-should-retry", "false");
+    r
+}
+
+/// 96 random bits for the gateway's own request ids.
+fn rand_id() -> u128 {
+    rand::random::<u128>() >> 32
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
@@ -439,6 +451,15 @@ fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
 /// An engine error as the caller's SDK should see it.
 fn error_response(e: &Error) -> Response {
     let mut resp = match (e.status(), e.api_error()) {
+        // The upstream refused the gateway's own key: the gateway's failure, not the caller's
+        // (whose SDK would blame its valid virtual key), and nothing of the key is shown.
+        (Some(401), _) => openai_error(
+            StatusCode::BAD_GATEWAY,
+            "The upstream rejected the gateway's API key. This is the gateway's configuration, not your key; the operator has to fix it.",
+            "upstream_auth_error",
+            Some("upstream_key_rejected"),
+            None,
+        ),
         // The upstream answered: its status and error body, as they were.
         (Some(s), Some(api)) => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -557,15 +578,16 @@ fn authenticate(
     }
 }
 
-/// Routes whose body is a model request: estimated for admission, model checked.
-fn typed(path: &str) -> Option<&'static str> {
-    match path {
-        "/chat/completions" => Some("chat"),
-        "/completions" => Some("completions"),
-        "/embeddings" => Some("embeddings"),
-        "/responses" => Some("responses"),
-        "/moderations" => Some("moderations"),
-        _ => None,
+/// Operations whose body is a model request: estimated for admission, model required and
+/// checked, sent through the model policy.
+fn typed(op: &sluice::routes::Op) -> Option<&'static str> {
+    if op.method != Method::POST {
+        return None;
+    }
+    match (op.endpoint(), op.billing) {
+        ("other" | "models", sluice::routes::Billing::Tokens) => Some("other"),
+        ("other" | "models", _) => None,
+        (e, _) => Some(e),
     }
 }
 
@@ -597,6 +619,15 @@ async fn api(
         Ok(c) => c,
         Err(r) => return r,
     };
+    let op = match route::route(&st.cfg.routes, &method, path, uri.path()) {
+        Ok(op) => op,
+        Err(r) => return r,
+    };
+    let multipart = route::is_multipart(
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     let caller_name = caller
         .as_ref()
         .map_or("loopback", |c| c.name.as_str())
@@ -632,13 +663,20 @@ async fn api(
                 .get("idempotency-key")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            headers: passed_request_headers(&headers),
             ..RequestOptions::default()
         },
     };
-    let mut stream = false;
     let mut strip_usage = false;
-    if let (Some(endpoint), true) = (typed(path), method == Method::POST) {
-        let mut value: Value = match serde_json::from_slice(&bytes) {
+    let json_body = !multipart
+        && !bytes.is_empty()
+        && matches!(
+            op.body,
+            sluice::routes::Body::Json | sluice::routes::Body::JsonOrMultipart
+        );
+    let mut value: Option<Value> = None;
+    if json_body || typed(op).is_some() {
+        value = Some(match serde_json::from_slice(&bytes) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
                 return openai_error(
@@ -658,7 +696,18 @@ async fn api(
                     None,
                 )
             }
-        };
+        });
+    }
+    let named = route::named(op, value.as_ref(), path);
+    let policy = st.engine.models().clone();
+    if let Err(r) = route::authorize(&st.cfg, caller.as_ref(), op, &named, multipart, &|m| {
+        policy.resolve_alias(m).to_string()
+    }) {
+        return r;
+    }
+    let stream = named.stream && typed(op).is_some();
+    let list_models = op.method == Method::GET && op.path == "/models";
+    if let (Some(endpoint), Some(mut value)) = (typed(op), value.take()) {
         let model = match value.get("model") {
             Some(Value::String(m)) => Some(m.clone()),
             None if endpoint == "moderations" => None,
@@ -681,21 +730,6 @@ async fn api(
                 )
             }
         };
-        if let (Some(vk), Some(m)) = (&caller, &model) {
-            // Listed under the name sent or under the model an alias stands for: allowing
-            // `gpt-4o-mini` allows the alias `fast` that resolves to it.
-            let resolved = st.engine.models().resolve_alias(m);
-            if !vk.models.is_empty() && !vk.models.iter().any(|a| a == m || a == resolved) {
-                return openai_error(
-                    StatusCode::FORBIDDEN,
-                    &format!("The key '{}' may not use the model `{m}`.", vk.name),
-                    "invalid_request_error",
-                    Some("model_not_allowed"),
-                    Some("model"),
-                );
-            }
-        }
-        stream = value.get("stream").and_then(Value::as_bool) == Some(true);
         if stream && matches!(endpoint, "chat" | "completions") {
             // Ask for usage so the gateway can account tokens; hide it again if the caller
             // did not ask.
@@ -763,14 +797,16 @@ async fn api(
             }
             log.cost = reply.meta.cost_nanos;
             log.emit(None);
-            let mut resp = Response::new(Body::from(reply.body));
+            let body = match &caller {
+                Some(vk) if list_models && !vk.models.is_empty() => {
+                    visible_models(&reply.body, vk, &st.cfg, &policy)
+                }
+                _ => reply.body,
+            };
+            let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = StatusCode::from_u16(reply.meta.status).unwrap_or(StatusCode::OK);
             let h = resp.headers_mut();
-            for name in ["content-type", "x-request-id", "openai-processing-ms"] {
-                if let Some(v) = reply.headers.get(name) {
-                    h.insert(HeaderName::from_static(name), v.clone());
-                }
-            }
+            pass_response_headers(&reply.headers, h);
             sluice_headers(h, &reply.meta);
             if let Some(c) = reply.meta.cost_nanos {
                 set(h, "x-sluice-cost-usd", &dollars_exact(c));
@@ -778,6 +814,105 @@ async fn api(
             resp
         }
         Err(e) => log.failed(&e),
+    }
+}
+
+/// The upstream's model list as a key with a model list sees it: its models (by name or by
+/// the model an alias stands for) and the configured aliases that stand for them.
+fn visible_models(
+    body: &Bytes,
+    vk: &VirtualKey,
+    cfg: &GatewayConfig,
+    policy: &ModelPolicy,
+) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return Bytes::from_static(br#"{"object":"list","data":[]}"#);
+    };
+    let allowed = |m: &str| {
+        let r = policy.resolve_alias(m);
+        vk.models
+            .iter()
+            .any(|a| a == m || a == r || policy.resolve_alias(a) == r)
+    };
+    let mut seen = std::collections::HashSet::new();
+    if let Some(data) = v.get_mut("data").and_then(Value::as_array_mut) {
+        data.retain(|m| {
+            m.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| allowed(id) && seen.insert(id.to_string()))
+        });
+        let mut aliases: Vec<&String> = cfg.models.aliases.keys().collect();
+        aliases.sort();
+        for a in aliases {
+            if allowed(a) && seen.insert(a.clone()) {
+                data.push(
+                    json!({"id": a, "object": "model", "created": 0, "owned_by": "sluice-alias"}),
+                );
+            }
+        }
+    } else {
+        return Bytes::from_static(br#"{"object":"list","data":[]}"#);
+    }
+    serde_json::to_vec(&v).map(Bytes::from).unwrap_or_default()
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), and the framing ones the
+/// server side writes itself.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Whether a header is hop-by-hop: listed above, or named by the message's `Connection`.
+fn hop_by_hop(name: &HeaderName, all: &HeaderMap) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+        || all
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The caller's headers that go upstream: all but hop-by-hop ones, its credentials
+/// (`Authorization`, `api-key`: the gateway sends its own), `Host`, `Idempotency-Key` (the
+/// engine sends the caller's, the same on every attempt), `Accept-Encoding` (the gateway reads
+/// usage from the answer, so the upstream hop stays uncompressed) and sluice's own
+/// `x-sluice-*`. `OpenAI-Organization` and `OpenAI-Project` pass unless the upstream config
+/// sets its own.
+fn passed_request_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        if hop_by_hop(name, h)
+            || matches!(
+                n,
+                "authorization" | "api-key" | "host" | "idempotency-key" | "accept-encoding"
+            )
+            || n.starts_with("x-sluice-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// The upstream's answer headers that go back to the caller: all but hop-by-hop ones.
+fn pass_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if hop_by_hop(name, from) || name.as_str().starts_with("x-sluice-") {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
     }
 }
 
@@ -909,7 +1044,7 @@ fn caller_limited(vk: &VirtualKey, e: &Error) -> Response {
 /// A usage-only chunk (`choices: []` with a usage object), which the gateway asked for on the
 /// caller's behalf.
 fn is_usage_chunk(data: &str) -> bool {
-    if !data.contains("\"usage\":{") {
+    if !sluice::wire::has_usage_object(data) {
         return false;
     }
     serde_json::from_str::<Value>(data).is_ok_and(|v| {
@@ -961,6 +1096,31 @@ impl Drop for Passing {
     }
 }
 
+/// One event as the upstream sent it: its name, id and retry, then its data line by line.
+fn sse_event(meta: &sluice::sse::EventMeta, data: &str) -> String {
+    let mut out = String::with_capacity(data.len() + 16 + meta.event.len());
+    if !meta.event.is_empty() {
+        out.push_str("event: ");
+        out.push_str(&meta.event);
+        out.push('\n');
+    }
+    if !meta.id.is_empty() {
+        out.push_str("id: ");
+        out.push_str(&meta.id);
+        out.push('\n');
+    }
+    if let Some(r) = meta.retry {
+        out.push_str(&format!("retry: {}\n", r.as_millis()));
+    }
+    for line in data.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
 /// Pass a stream through, event by event, with `[DONE]` at the end. An upstream failure
 /// mid-stream becomes an SSE error event, which the SDKs raise as an API error.
 fn stream_response(
@@ -969,7 +1129,7 @@ fn stream_response(
     log: RequestLog,
     caller_ticket: Option<sluice::admission::Ticket>,
 ) -> Response {
-    let request_id = reply.meta.request_id.clone();
+    let upstream_headers = reply.headers;
     let meta = reply.meta;
     let state = Passing {
         events: reply.events,
@@ -977,6 +1137,7 @@ fn stream_response(
         caller_ticket,
         logged: false,
     };
+    let framing = state.events.framing();
     let s = futures_util::stream::unfold((state, false), move |(mut p, done)| async move {
         if done {
             return None;
@@ -987,34 +1148,49 @@ fn stream_response(
                     if strip_usage && is_usage_chunk(&data) {
                         continue;
                     }
-                    let chunk = Bytes::from(format!("data: {data}\n\n"));
+                    let chunk = Bytes::from(sse_event(p.events.last_meta(), &data));
                     return Some((Ok::<_, std::convert::Infallible>(chunk), (p, false)));
                 }
                 Some(Err(e)) => {
                     p.finish(Some(&e));
-                    let body = json!({"error": {"message": e.message(), "type": "server_error",
-                        "param": null, "code": e.kind().as_str()}});
-                    return Some((Ok(Bytes::from(format!("data: {body}\n\n"))), (p, true)));
+                    let event = if framing == sluice::routes::Stream::Responses {
+                        // As the Responses API writes its own error events.
+                        let body = json!({"type": "error", "code": e.kind().as_str(),
+                            "message": e.message(), "param": null});
+                        format!("event: error\ndata: {body}\n\n")
+                    } else {
+                        let body = json!({"error": {"message": e.message(), "type": "server_error",
+                            "param": null, "code": e.kind().as_str()}});
+                        format!("data: {body}\n\n")
+                    };
+                    return Some((Ok(Bytes::from(event)), (p, true)));
                 }
                 None => {
                     p.finish(None);
-                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (p, true)));
+                    if framing == sluice::routes::Stream::Chat {
+                        return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (p, true)));
+                    }
+                    // Responses and named-event streams end as the upstream ended them.
+                    return None;
                 }
             }
         }
     });
     let mut resp = Response::new(Body::from_stream(s));
     let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    if let Some(id) = request_id {
-        set(h, "x-request-id", &id);
+    // The upstream's headers arrive before the first event, as they came.
+    pass_response_headers(&upstream_headers, h);
+    if !h.contains_key(http::header::CONTENT_TYPE) {
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+    }
+    if !h.contains_key(http::header::CACHE_CONTROL) {
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
     }
     sluice_headers(h, &meta);
     resp

@@ -39,6 +39,7 @@ pub mod observe;
 pub mod pricing;
 mod redis_conn;
 pub mod retry;
+pub mod routes;
 mod secret;
 pub mod spend;
 pub mod sse;

@@ -1,7 +1,12 @@
 //! Server-sent events from a response body, as the data payloads of OpenAI streams.
 //!
-//! Parsing is eventsource-stream's (comments and keep-alives are skipped there). On top of it:
-//! `data: [DONE]` ends the stream; an error event (`event: error`, or a payload whose top-level
+//! Parsing is eventsource-stream's (comments and keep-alives are skipped there). Each event's
+//! name, id and retry are kept beside its data ([`EventStream::last_meta`]) so a face that
+//! passes the stream on can write them again. How a stream ends depends on its framing
+//! ([`crate::routes::Stream`]): chat streams end at `data: [DONE]`; Responses API streams at
+//! their terminal event (`response.completed`, `response.failed`, `response.incomplete`),
+//! with no `[DONE]`; named-event streams at the end of the body. On top of that: an error
+//! event (`event: error`, or a payload whose top-level
 //! key is `error`) is an error; a body that ends without `[DONE]` is
 //! [`ErrorKind::StreamInterrupted`]; silence longer than the idle timeout is
 //! [`ErrorKind::TimeoutIdle`]. Bytes are pulled from the socket only when the consumer polls, so
@@ -29,6 +34,23 @@ use crate::wire::Usage;
 
 type ByteStream = BoxStream<'static, Result<Bytes, crate::transport::BoxError>>;
 
+/// What an event carries besides its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventMeta {
+    /// `event:` (empty when the event had none).
+    pub event: String,
+    /// `id:` (empty when none).
+    pub id: String,
+    pub retry: Option<Duration>,
+}
+
+/// Responses API events after which the stream is over.
+const RESPONSES_TERMINAL: [&str; 3] = [
+    "response.completed",
+    "response.failed",
+    "response.incomplete",
+];
+
 /// A stream of SSE `data` payloads, ending at `[DONE]`.
 pub struct EventStream {
     parser: Parser<ByteStream>,
@@ -51,6 +73,10 @@ pub struct EventStream {
     /// The alerting stage hears how the stream ended (outcome, latency, finish reasons).
     watch: Option<(Arc<Alerter>, Instant)>,
     finish_reasons: Vec<String>,
+    framing: crate::routes::Stream,
+    last: EventMeta,
+    /// A terminal event was yielded: the next poll ends the stream.
+    finish_next: bool,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -98,7 +124,24 @@ impl EventStream {
             cost: None,
             watch: None,
             finish_reasons: Vec::new(),
+            framing: crate::routes::Stream::Chat,
+            last: EventMeta::default(),
+            finish_next: false,
         }
+    }
+
+    /// How this stream ends (default: chat, at `[DONE]`).
+    pub fn set_framing(&mut self, framing: crate::routes::Stream) {
+        self.framing = framing;
+    }
+
+    pub fn framing(&self) -> crate::routes::Stream {
+        self.framing
+    }
+
+    /// The name, id and retry of the event whose data was yielded last.
+    pub fn last_meta(&self) -> &EventMeta {
+        &self.last
     }
 
     /// Hold an admission ticket for the life of the stream.
@@ -182,11 +225,21 @@ impl EventStream {
     /// A usage event settles the admission ticket and the budget reservation.
     fn read_usage(&mut self, data: &str) {
         #[derive(serde::Deserialize)]
-        struct Env {
+        struct Inner {
             #[serde(default, deserialize_with = "crate::wire::usage_counts")]
             usage: Option<Usage>,
         }
-        let Some(u) = serde_json::from_str::<Env>(data).ok().and_then(|e| e.usage) else {
+        #[derive(serde::Deserialize)]
+        struct Env {
+            #[serde(default, deserialize_with = "crate::wire::usage_counts")]
+            usage: Option<Usage>,
+            /// Responses API events carry the response, with its usage, inside.
+            response: Option<Inner>,
+        }
+        let Some(u) = serde_json::from_str::<Env>(data)
+            .ok()
+            .and_then(|e| e.usage.or(e.response.and_then(|r| r.usage)))
+        else {
             return;
         };
         if let Some(t) = self.ticket.as_mut() {
@@ -213,6 +266,23 @@ fn finish_reason(data: &str) -> Option<&str> {
     let at = data.find("\"finish_reason\":\"")? + "\"finish_reason\":\"".len();
     let rest = &data[at..];
     rest.find('"').map(|end| &rest[..end])
+}
+
+/// A Responses API payload whose `type` is a terminal event (for streams that send no
+/// `event:` lines).
+fn responses_terminal_type(data: &str) -> bool {
+    let Some(at) = data.find("\"type\"") else {
+        return false;
+    };
+    let rest = data[at + 6..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else {
+        return false;
+    };
+    let rest = rest.trim_start();
+    RESPONSES_TERMINAL.iter().any(|t| {
+        rest.strip_prefix('"')
+            .is_some_and(|r| r.starts_with(t) && r[t.len()..].starts_with('"'))
+    })
 }
 
 /// The error an in-stream error event stands for.
@@ -243,6 +313,9 @@ impl Stream for EventStream {
         if let Some(p) = this.peeked.take() {
             return Poll::Ready(Some(Ok(p)));
         }
+        if this.finish_next && !this.done {
+            this.end(None);
+        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -250,7 +323,22 @@ impl Stream for EventStream {
             Poll::Ready(Some(Ok(ev))) => {
                 let next = (Instant::now() + this.idle).min(this.deadline);
                 this.idle_timer.as_mut().reset(next);
+                this.last = EventMeta {
+                    event: if ev.event == "message" {
+                        String::new()
+                    } else {
+                        ev.event.clone()
+                    },
+                    id: ev.id.clone(),
+                    retry: ev.retry,
+                };
                 if ev.data == "[DONE]" {
+                    if this.framing == crate::routes::Stream::Events {
+                        // Named-event streams (assistants) send `event: done` + `[DONE]`: it
+                        // is theirs to pass on, and the body's end follows.
+                        this.finish_next = true;
+                        return Poll::Ready(Some(Ok(ev.data)));
+                    }
                     this.end(None);
                     return Poll::Ready(None);
                 }
@@ -271,8 +359,14 @@ impl Stream for EventStream {
                         this.finish_reasons.push(r.to_string());
                     }
                 }
-                if ev.data.contains("\"usage\":{") {
+                if crate::wire::has_usage_object(&ev.data) {
                     this.read_usage(&ev.data);
+                }
+                if this.framing == crate::routes::Stream::Responses
+                    && (RESPONSES_TERMINAL.contains(&ev.event.as_str())
+                        || responses_terminal_type(&ev.data))
+                {
+                    this.finish_next = true;
                 }
                 Poll::Ready(Some(Ok(ev.data)))
             }
@@ -292,8 +386,19 @@ impl Stream for EventStream {
                 this.end(Some(&err));
                 Poll::Ready(Some(Err(err)))
             }
+            Poll::Ready(None) if this.framing == crate::routes::Stream::Events => {
+                this.end(None);
+                Poll::Ready(None)
+            }
             Poll::Ready(None) => {
-                let e = Error::new(ErrorKind::StreamInterrupted, "stream ended without [DONE]");
+                let what = match this.framing {
+                    crate::routes::Stream::Responses => "its terminal event",
+                    _ => "[DONE]",
+                };
+                let e = Error::new(
+                    ErrorKind::StreamInterrupted,
+                    format!("stream ended without {what}"),
+                );
                 this.end(Some(&e));
                 Poll::Ready(Some(Err(e)))
             }
@@ -338,6 +443,65 @@ mod tests {
             .map(|r| r.map_err(|e| e.kind()))
             .collect()
             .await
+    }
+
+    async fn collect_framed(
+        framing: crate::routes::Stream,
+        body: &[u8],
+    ) -> (Vec<Result<(String, String), ErrorKind>>, Option<Usage>) {
+        let mut es = from_chunks(vec![body.to_vec()]);
+        es.set_framing(framing);
+        let mut out = Vec::new();
+        while let Some(r) = es.next().await {
+            out.push(
+                r.map(|d| (es.last_meta().event.clone(), d))
+                    .map_err(|e| e.kind()),
+            );
+        }
+        (out, es.usage().cloned())
+    }
+
+    #[tokio::test]
+    async fn responses_streams_end_at_their_terminal_event_and_keep_event_names() {
+        use crate::routes::Stream as F;
+        let body = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\"}\n\n",
+            "event: response.output_text.delta\nid: 7\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
+            "event: response.completed\ndata: {\"type\": \"response.completed\", \"response\": {\"usage\": {\"input_tokens\": 5, \"output_tokens\": 2, \"total_tokens\": 7}}}\n\n",
+        );
+        let (got, usage) = collect_framed(F::Responses, body.as_bytes()).await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got.iter().all(Result::is_ok),
+            "no [DONE] is expected: {got:?}"
+        );
+        assert_eq!(got[1].as_ref().unwrap().0, "response.output_text.delta");
+        let u = usage.expect("usage from response.completed");
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 2));
+        // Without `event:` lines the payload's type ends it too; anything after is not read.
+        let body = "data: {\"type\":\"response.incomplete\"}\n\ndata: {\"late\":1}\n\n";
+        let (got, _) = collect_framed(F::Responses, body.as_bytes()).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        // Cut before the terminal event: interrupted.
+        let (got, _) = collect_framed(
+            F::Responses,
+            b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n",
+        )
+        .await;
+        assert_eq!(got.last(), Some(&Err(ErrorKind::StreamInterrupted)));
+        // Named-event streams end with the body, and pass their own [DONE] on.
+        let (got, _) = collect_framed(
+            F::Events,
+            b"event: thread.run.created\ndata: {}\n\nevent: done\ndata: [DONE]\n\n",
+        )
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                Ok(("thread.run.created".to_string(), "{}".to_string())),
+                Ok(("done".to_string(), "[DONE]".to_string()))
+            ]
+        );
     }
 
     #[tokio::test]

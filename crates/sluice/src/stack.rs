@@ -95,6 +95,10 @@ pub struct RequestOptions {
     pub max_attempts: Option<u32>,
     /// Whose spend this is (budgets and the ledger's scope).
     pub spend: SpendTags,
+    /// Sent with this request: a gateway caller's headers (content type, `OpenAI-Beta`, custom
+    /// ones). Headers the engine sets from its configuration (organization, project, custom)
+    /// win; `Authorization` and `Idempotency-Key` are always the engine's.
+    pub headers: HeaderMap,
 }
 
 /// What is known about a request once it has an answer.
@@ -626,6 +630,19 @@ impl Engine {
         stream: bool,
     ) -> Result<HeaderMap, Error> {
         let mut h = self.inner.headers.clone();
+        let mut last: Option<&HeaderName> = None;
+        for (name, value) in &ctx.call.options.headers {
+            if self.inner.headers.contains_key(name) {
+                continue;
+            }
+            // The first value replaces, the others of the same name are appended.
+            if last == Some(name) {
+                h.append(name.clone(), value.clone());
+            } else {
+                h.insert(name.clone(), value.clone());
+            }
+            last = Some(name);
+        }
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
                 Error::new(
@@ -641,13 +658,13 @@ impl Engine {
         if let Ok(v) = HeaderValue::from_str(&ctx.idempotency_key) {
             h.insert(HeaderName::from_static("idempotency-key"), v);
         }
-        if ctx.call.body.is_some() {
+        if ctx.call.body.is_some() && !h.contains_key(http::header::CONTENT_TYPE) {
             h.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
         }
-        if stream {
+        if stream && !h.contains_key(http::header::ACCEPT) {
             h.insert(
                 http::header::ACCEPT,
                 HeaderValue::from_static("text/event-stream"),
@@ -874,6 +891,12 @@ impl Engine {
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
         let mut events = EventStream::new(resp, self.inner.timeouts.idle, ctx.deadline);
+        // How the stream ends: Responses API streams at their terminal event, no `[DONE]`.
+        events.set_framing(match ctx.call.endpoint {
+            "responses" => crate::routes::Stream::Responses,
+            "chat" | "completions" => crate::routes::Stream::Chat,
+            _ => crate::routes::Stream::Events,
+        });
         if let Some(a) = admitted {
             events.attach(a.ticket);
         }

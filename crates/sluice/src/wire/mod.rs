@@ -176,6 +176,24 @@ impl From<FinishReason> for String {
     }
 }
 
+/// Whether a JSON text has a `"usage"` key whose value is an object, whatever the whitespace
+/// around the colon (`"usage":{`, `"usage": {`, `"usage" :\n{`). A cheap test before parsing:
+/// chat chunks carry `"usage": null` on every chunk but the last when usage is asked for. Only
+/// a filter — the caller still parses the text as JSON.
+pub fn has_usage_object(json: &str) -> bool {
+    let mut rest = json;
+    while let Some(i) = rest.find("\"usage\"") {
+        rest = &rest[i + 7..];
+        let after = rest.trim_start();
+        if let Some(v) = after.strip_prefix(':') {
+            if v.trim_start().starts_with('{') {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +206,26 @@ mod tests {
 
     fn counts(json: &str) -> Option<Usage> {
         serde_json::from_str::<Answer>(json).unwrap().usage
+    }
+
+    #[test]
+    fn usage_objects_are_found_with_any_whitespace() {
+        for yes in [
+            r#"{"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices": [], "usage": {"prompt_tokens": 1}}"#,
+            "{\"usage\" :\n  {\"prompt_tokens\":1}}",
+            r#"{"usage":null,"x":{"usage":{}}}"#,
+        ] {
+            assert!(has_usage_object(yes), "{yes}");
+        }
+        for no in [
+            r#"{"usage":null}"#,
+            r#"{"usage": 3}"#,
+            r#"{"text":"usage"}"#,
+            "usage",
+        ] {
+            assert!(!has_usage_object(no), "{no}");
+        }
     }
 
     #[test]

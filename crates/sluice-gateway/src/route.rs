@@ -1,0 +1,217 @@
+//! The route and authorize phases: which operation a request is, and whether this caller may
+//! make it — decided before a byte goes upstream.
+//!
+//! Deny by default: a path that is not canonical is a 400, a path the route table does not
+//! know a 404, a method it does not list a 405 (`TRACE` and `CONNECT` always). A caller whose
+//! key has a model list or a budget (its own or the gateway's) may use a route that names a
+//! model only for its models, and a route sluice cannot price only when its key names the
+//! route's family (`routes = ["files", "batches"]`); a caller without limits may use any route
+//! in the table. `stream: true` on a route that cannot stream is a 400.
+
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use serde_json::Value;
+use sluice::routes::{Billing, Body, ModelAt, Op, RouteError, RouteTable, Stream};
+
+use crate::config::{GatewayConfig, VirtualKey};
+use crate::openai_error;
+
+/// The operation for `method` on `path` (below `/v1`), or the answer that refuses it.
+pub(crate) fn route<'t>(
+    table: &'t RouteTable,
+    method: &Method,
+    path: &str,
+    full: &str,
+) -> Result<&'t Op, Response> {
+    table.find(method, path).map_err(|e| match e {
+        RouteError::NotCanonical(why) => openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid URL ({method} {full}): the path is not canonical ({why})."),
+            "invalid_request_error",
+            Some("invalid_path"),
+            None,
+        ),
+        RouteError::NotFound => openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {full})"),
+            "invalid_request_error",
+            Some("unknown_url"),
+            None,
+        ),
+        RouteError::MethodNotAllowed(allowed) => {
+            let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            let mut r = openai_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!(
+                    "Method {method} is not allowed on {full} (allowed: {}).",
+                    if list.is_empty() {
+                        "none".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                ),
+                "invalid_request_error",
+                Some("method_not_allowed"),
+                None,
+            );
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                r.headers_mut().insert(http::header::ALLOW, v);
+            }
+            r
+        }
+    })
+}
+
+/// Whether a caller is limited: a model list or a budget (its own or the gateway's).
+fn limited(cfg: &GatewayConfig, caller: Option<&VirtualKey>) -> bool {
+    !cfg.spend.budgets.is_empty()
+        || caller.is_some_and(|vk| !vk.models.is_empty() || !vk.budgets.is_empty())
+}
+
+/// What the request says of itself, read once: its model and whether it asks to stream.
+#[derive(Debug, Default)]
+pub(crate) struct Named {
+    pub model: Option<String>,
+    pub stream: bool,
+}
+
+/// Whether the body is a multipart form (by its content type).
+pub(crate) fn is_multipart(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/")
+    })
+}
+
+/// Read `model` and `stream` from a JSON body where the route has one (a parsed value when the
+/// caller already has it).
+pub(crate) fn named(op: &Op, body: Option<&Value>, path: &str) -> Named {
+    let model = match op.model {
+        ModelAt::Body => body
+            .and_then(|v| v.get("model"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ModelAt::Path => path.rsplit('/').next().map(percent_decode),
+        ModelAt::None => None,
+    };
+    let stream = body.and_then(|v| v.get("stream")).and_then(Value::as_bool) == Some(true);
+    Named { model, stream }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// May this caller make this request? `resolve` maps an alias to the model it stands for.
+pub(crate) fn authorize(
+    cfg: &GatewayConfig,
+    caller: Option<&VirtualKey>,
+    op: &Op,
+    named: &Named,
+    multipart: bool,
+    resolve: &dyn Fn(&str) -> String,
+) -> Result<(), Response> {
+    if named.stream && op.stream == Stream::Never {
+        return Err(openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "This endpoint ({} {}) does not support streaming: `stream` must be false or absent.",
+                op.method,
+                op.path
+            ),
+            "invalid_request_error",
+            Some("unsupported_parameter"),
+            Some("stream"),
+        ));
+    }
+    if !limited(cfg, caller) {
+        return Ok(());
+    }
+    let name = caller.map_or("loopback", |c| c.name.as_str());
+    let allowed_family = caller.is_some_and(|vk| vk.routes.contains(&op.family));
+    if op.billing == Billing::Other && !allowed_family {
+        return Err(openai_error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "The key '{name}' may not use {} {}: sluice cannot price this route, and the key has a model list or a budget. Allow it with routes = [\"{}\"] in the key's configuration.",
+                op.method, op.path, op.family
+            ),
+            "invalid_request_error",
+            Some("route_not_allowed"),
+            None,
+        ));
+    }
+    let Some(vk) = caller.filter(|vk| !vk.models.is_empty()) else {
+        return Ok(());
+    };
+    if op.model == ModelAt::None {
+        return Ok(());
+    }
+    let readable = !(multipart && matches!(op.body, Body::Multipart | Body::JsonOrMultipart));
+    match (&named.model, readable) {
+        (Some(m), _) => {
+            let resolved = resolve(m);
+            if vk.models.iter().any(|a| a == m || *a == resolved) {
+                Ok(())
+            } else if op.model == ModelAt::Path && op.method == Method::GET {
+                // As the upstream answers for a model the key cannot see.
+                Err(openai_error(
+                    StatusCode::NOT_FOUND,
+                    &format!("The model `{m}` does not exist or you do not have access to it."),
+                    "invalid_request_error",
+                    Some("model_not_found"),
+                    None,
+                ))
+            } else {
+                Err(openai_error(
+                    StatusCode::FORBIDDEN,
+                    &format!("The key '{}' may not use the model `{m}`.", vk.name),
+                    "invalid_request_error",
+                    Some("model_not_allowed"),
+                    Some("model"),
+                ))
+            }
+        }
+        (None, false) => Err(openai_error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "The key '{}' has a model list, and the model of a multipart request to {} cannot be checked against it.",
+                vk.name, op.path
+            ),
+            "invalid_request_error",
+            Some("model_not_allowed"),
+            Some("model"),
+        )),
+        // No model named where one may be: the upstream's default or its error.
+        (None, true) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_models_are_decoded() {
+        assert_eq!(percent_decode("ft%3Agpt-4o%3Ax"), "ft:gpt-4o:x");
+        assert_eq!(percent_decode("gpt-4o"), "gpt-4o");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("a%"), "a%");
+    }
+}
