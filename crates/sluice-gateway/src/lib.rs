@@ -77,6 +77,7 @@ pub fn engine(
     prev: Option<&Engine>,
 ) -> Result<Engine, Error> {
     let registry = Arc::new(Registry::load(cfg.models.registry.as_deref())?);
+    sluice::observe::know_models(cfg.named_models());
     let policy = ModelPolicy::new(
         registry,
         PolicyConfig {
@@ -160,11 +161,27 @@ pub fn engine(
     Ok(client.engine().clone())
 }
 
-/// The Prometheus recorder, installed once per process.
+/// Bucket bounds (seconds) of every `*_seconds` histogram on `/metrics`: from a fast
+/// admission wait to a long generation, so `histogram_quantile` works across replicas.
+pub const SECONDS_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// The Prometheus recorder, installed once per process. Durations are histograms (not
+/// summaries, which cannot be added up across replicas).
 fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_string()),
+                    &SECONDS_BUCKETS,
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .as_ref()
 }
 

@@ -146,6 +146,7 @@ pub async fn check(engine: &Engine, configured: &[String]) -> Result<Vec<String>
     };
     let reply = engine.send(call).await?;
     let listed = parse_listing(&reply.body)?;
+    crate::observe::know_models(&listed);
     let catalog = engine.catalog();
     let registry = engine.models().registry();
     let mut wanted: Vec<String> = configured.to_vec();

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use crate::accumulate::ChatAccumulator;
 use crate::error::{Error, ErrorKind};
-use crate::observe;
 use crate::sse::EventStream;
 use crate::stack::{finish_stream, Meta, StreamReply};
 use crate::text::{Boundary, TextChunker};
@@ -36,19 +35,17 @@ pub struct ChatStream {
     events: Pin<Box<EventStream>>,
     acc: ChatAccumulator,
     meta: Meta,
-    model: String,
     span: tracing::Span,
     started: Instant,
     state: State,
 }
 
 impl ChatStream {
-    pub(crate) fn new(reply: StreamReply, model: String) -> Self {
+    pub(crate) fn new(reply: StreamReply) -> Self {
         ChatStream {
             events: Box::pin(reply.events),
             acc: ChatAccumulator::new(),
             meta: reply.meta,
-            model,
             span: reply.span,
             started: reply.started,
             state: State::Open,
@@ -96,7 +93,8 @@ impl ChatStream {
             e
         };
         let e = e.with_request_id(self.meta.request_id.clone());
-        finish_stream("chat", &self.model, &self.span, self.started, Err(&e));
+        self.events.as_mut().get_mut().fail(&e);
+        finish_stream(&self.span, self.started, Err(&e));
         e
     }
 
@@ -104,16 +102,10 @@ impl ChatStream {
         self.state = State::Done;
         let done = self.acc.snapshot();
         if let Some(u) = &done.usage {
-            observe::usage(&self.model, u);
             self.span.record("prompt_tokens", u.prompt_tokens);
             self.span.record("completion_tokens", u.completion_tokens);
         }
-        observe::finish_reasons(
-            &self.model,
-            self.meta.request_id.as_deref(),
-            done.choices.iter().filter_map(|c| c.finish_reason.as_ref()),
-        );
-        finish_stream("chat", &self.model, &self.span, self.started, Ok(()));
+        finish_stream(&self.span, self.started, Ok(()));
     }
 }
 
@@ -155,8 +147,8 @@ impl Stream for ChatStream {
 impl Drop for ChatStream {
     fn drop(&mut self) {
         if self.state == State::Open {
-            // The caller let go early: the connection closes with the stream.
-            observe::request_done("chat", &self.model, "cancelled", self.started.elapsed());
+            // The caller let go early: the connection closes with the stream (whose drop records
+            // the request as cancelled).
             self.span.in_scope(|| {
                 tracing::debug!(chunks = self.acc.chunks(), "stream dropped by the caller")
             });

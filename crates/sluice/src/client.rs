@@ -275,17 +275,6 @@ impl Chat<'_> {
             .client
             .post_call("/chat/completions", "chat", &model, &req, options)?;
         let resp: Response<ChatCompletion> = decode(self.client.engine.send(call).await?)?;
-        if let Some(u) = &resp.body.usage {
-            observe::usage(&model, u);
-        }
-        observe::finish_reasons(
-            &model,
-            resp.meta.request_id.as_deref(),
-            resp.body
-                .choices
-                .iter()
-                .filter_map(|c| c.finish_reason.as_ref()),
-        );
         Ok(resp)
     }
 
@@ -313,7 +302,7 @@ impl Chat<'_> {
             .client
             .post_call("/chat/completions", "chat", &model, &req, options)?;
         let reply = self.client.engine.send_stream(call).await?;
-        Ok(ChatStream::new(reply, model))
+        Ok(ChatStream::new(reply))
     }
 }
 
@@ -337,9 +326,6 @@ impl Embeddings<'_> {
             RequestOptions::default(),
         )?;
         let resp: Response<EmbeddingResponse> = decode(self.client.engine.send(call).await?)?;
-        if let Some(u) = &resp.body.usage {
-            observe::usage(&model, u);
-        }
         Ok(resp)
     }
 }
@@ -362,17 +348,6 @@ impl Completions<'_> {
             RequestOptions::default(),
         )?;
         let resp: Response<Completion> = decode(self.client.engine.send(call).await?)?;
-        if let Some(u) = &resp.body.usage {
-            observe::usage(&model, u);
-        }
-        observe::finish_reasons(
-            &model,
-            resp.meta.request_id.as_deref(),
-            resp.body
-                .choices
-                .iter()
-                .filter_map(|c| c.finish_reason.as_ref()),
-        );
         Ok(resp)
     }
 }

@@ -468,6 +468,14 @@ impl Registry {
         Ok(())
     }
 
+    /// Every name the registry knows: ids, snapshots and aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name
+            .keys()
+            .map(String::as_str)
+            .chain(self.aliases.keys().map(String::as_str))
+    }
+
     /// Every model, in file order.
     pub fn models(&self) -> &[ModelInfo] {
         &self.models

@@ -2,7 +2,14 @@
 //! cardinality (endpoint, model, error kind, finish reason), never a key or a request id.
 //! sluice records through the `metrics` facade: install any recorder (Prometheus exporter, …)
 //! to collect them.
+//!
+//! The `model` label takes only models sluice knows — the registry's ids, snapshots and
+//! aliases, the models configuration names, and those the upstream lists — and `other` for
+//! anything else: a caller inventing model names must not be able to grow `/metrics` without
+//! bound.
 
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
@@ -24,8 +31,86 @@ pub const MODEL_FALLBACKS: &str = "sluice_model_fallbacks_total";
 pub const COST: &str = "sluice_cost_nanodollars_total";
 pub const BUDGET_REFUSALS: &str = "sluice_budget_refusals_total";
 
+/// The model names the `model` label may take.
+fn known() -> &'static RwLock<HashSet<String>> {
+    static KNOWN: OnceLock<RwLock<HashSet<String>>> = OnceLock::new();
+    KNOWN.get_or_init(|| RwLock::new(HashSet::new()))
+}
+
+/// The most names the label set grows to (the registry has ~200; an upstream list a few
+/// hundred more). Past it, new names are `other`.
+const MAX_KNOWN: usize = 4096;
+
+/// Let these model names be `model` label values.
+pub fn know_models<I, S>(names: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut k = known().write().unwrap_or_else(|p| p.into_inner());
+    for n in names {
+        if k.len() >= MAX_KNOWN {
+            break;
+        }
+        let n = n.as_ref();
+        if !n.is_empty() && !k.contains(n) {
+            k.insert(n.to_string());
+        }
+    }
+}
+
+/// The `model` label for `model`: itself when known, else `other` (empty stays empty).
+pub fn model_label(model: &str) -> String {
+    if model.is_empty() {
+        return String::new();
+    }
+    let k = known().read().unwrap_or_else(|p| p.into_inner());
+    if k.contains(model) {
+        model.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 /// Register descriptions with whatever recorder is installed (harmless to call repeatedly).
 pub fn describe() {
+    describe_counter!(
+        "sluice_admission_paused_total",
+        "Times an admission scope paused after a 429 until the reset the upstream named."
+    );
+    describe_counter!(
+        "sluice_admission_rejected_total",
+        "Requests admission refused (queue full, wait past the deadline, larger than the limit), by reason."
+    );
+    describe_counter!(
+        "sluice_admission_state_errors_total",
+        "Errors reaching the shared admission state (Redis), by what happened to the request."
+    );
+    describe_histogram!(
+        "sluice_admission_wait_seconds",
+        Unit::Seconds,
+        "Time a request waited in admission before it was sent."
+    );
+    metrics::describe_gauge!(
+        "sluice_concurrency_limit",
+        "The adaptive concurrency limit: requests allowed in flight upstream."
+    );
+    describe_counter!(
+        "sluice_key_cooldowns_total",
+        "Times an upstream key cooled down after a 429, until the reset the upstream named."
+    );
+    describe_counter!(
+        "sluice_key_quarantined_total",
+        "Times an upstream key was quarantined (401, 403 or insufficient_quota) until its source changes."
+    );
+    describe_counter!(
+        crate::alerts::ALERTS,
+        "Alerts sent, by rule (each also a log event and, when configured, a webhook POST)."
+    );
+    describe_counter!(
+        crate::alerts::ALERTS_SUPPRESSED,
+        "Alerts held back by de-duplication or the per-minute cap, by rule and reason."
+    );
     describe_counter!(
         REQUESTS,
         "Logical requests, by endpoint, model and outcome (ok or error kind)."
@@ -75,20 +160,21 @@ pub fn describe() {
 }
 
 pub fn model_lifecycle(model: &str, status: &'static str) {
-    counter!(MODEL_LIFECYCLE, "model" => model.to_string(), "status" => status).increment(1);
+    counter!(MODEL_LIFECYCLE, "model" => model_label(model), "status" => status).increment(1);
 }
 
 pub fn model_substituted(from: &str, to: &str) {
-    counter!(MODEL_SUBSTITUTIONS, "from" => from.to_string(), "to" => to.to_string()).increment(1);
+    counter!(MODEL_SUBSTITUTIONS, "from" => model_label(from), "to" => model_label(to))
+        .increment(1);
 }
 
 pub fn model_fallback(from: &str, to: &str) {
-    counter!(MODEL_FALLBACKS, "from" => from.to_string(), "to" => to.to_string()).increment(1);
+    counter!(MODEL_FALLBACKS, "from" => model_label(from), "to" => model_label(to)).increment(1);
 }
 
 /// Spend in nano-dollars, the ledger's unit, so the metric and `sluice spend` agree exactly.
 pub fn cost(model: &str, nanos: u64) {
-    counter!(COST, "model" => model.to_string()).increment(nanos);
+    counter!(COST, "model" => model_label(model)).increment(nanos);
 }
 
 pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
@@ -97,7 +183,7 @@ pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
 
 /// The end of a logical request.
 pub fn request_done(endpoint: &'static str, model: &str, outcome: &'static str, latency: Duration) {
-    let model = model.to_string();
+    let model = model_label(model);
     counter!(REQUESTS, "endpoint" => endpoint, "model" => model.clone(), "outcome" => outcome)
         .increment(1);
     histogram!(REQUEST_DURATION, "endpoint" => endpoint, "model" => model, "outcome" => outcome)
@@ -117,16 +203,16 @@ pub fn retry_budget_exhausted(endpoint: &'static str) {
 }
 
 pub fn ttft(model: &str, d: Duration) {
-    histogram!(TIME_TO_FIRST_TOKEN, "model" => model.to_string()).record(d.as_secs_f64());
+    histogram!(TIME_TO_FIRST_TOKEN, "model" => model_label(model)).record(d.as_secs_f64());
 }
 
 pub fn default_max_tokens(model: &str) {
-    counter!(DEFAULT_MAX_TOKENS, "model" => model.to_string()).increment(1);
+    counter!(DEFAULT_MAX_TOKENS, "model" => model_label(model)).increment(1);
 }
 
 /// Token counts of a finished request.
 pub fn usage(model: &str, u: &Usage) {
-    let m = model.to_string();
+    let m = model_label(model);
     counter!(TOKENS, "model" => m.clone(), "kind" => "prompt").increment(u.prompt_tokens);
     counter!(TOKENS, "model" => m.clone(), "kind" => "completion").increment(u.completion_tokens);
     let cached = u.cached_tokens();
@@ -146,12 +232,13 @@ pub fn finish_reasons<'a>(
     request_id: Option<&str>,
     reasons: impl IntoIterator<Item = &'a FinishReason>,
 ) {
+    let m = model_label(model);
     for r in reasons {
         let label = match r {
             FinishReason::Other(_) => "other".to_string(),
             known => known.as_str().to_string(),
         };
-        counter!(FINISH_REASONS, "model" => model.to_string(), "reason" => label).increment(1);
+        counter!(FINISH_REASONS, "model" => m.clone(), "reason" => label).increment(1);
         if r.is_truncated() {
             tracing::warn!(
                 model,
@@ -160,5 +247,28 @@ pub fn finish_reasons<'a>(
                 "answer cut short"
             );
         }
+    }
+}
+
+/// [`finish_reasons`] from the strings an answer carried.
+pub fn finish_reason_strs(model: &str, request_id: Option<&str>, reasons: &[&str]) {
+    let parsed: Vec<FinishReason> = reasons
+        .iter()
+        .map(|r| FinishReason::from((*r).to_string()))
+        .collect();
+    finish_reasons(model, request_id, parsed.iter());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_models_are_labelled_other() {
+        know_models(["gpt-4o-mini", "fast"]);
+        assert_eq!(model_label("gpt-4o-mini"), "gpt-4o-mini");
+        assert_eq!(model_label("fast"), "fast");
+        assert_eq!(model_label("made-up-7"), "other");
+        assert_eq!(model_label(""), "");
     }
 }

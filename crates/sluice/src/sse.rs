@@ -44,6 +44,14 @@ pub struct EventMeta {
     pub retry: Option<Duration>,
 }
 
+/// The request a stream belongs to, for what is recorded when it ends.
+struct Watch {
+    alerts: Arc<Alerter>,
+    started: Instant,
+    endpoint: &'static str,
+    model: String,
+}
+
 /// Responses API events after which the stream is over.
 const RESPONSES_TERMINAL: [&str; 3] = [
     "response.completed",
@@ -70,8 +78,9 @@ pub struct EventStream {
     events_seen: u64,
     usage: Option<Usage>,
     cost: Option<Nanos>,
-    /// The alerting stage hears how the stream ended (outcome, latency, finish reasons).
-    watch: Option<(Arc<Alerter>, Instant)>,
+    /// Who hears how the stream ended: the alerting stage and the request metrics (outcome,
+    /// latency, tokens, finish reasons), once, at the last event or at the drop.
+    watch: Option<Watch>,
     finish_reasons: Vec<String>,
     framing: crate::routes::Stream,
     last: EventMeta,
@@ -155,9 +164,29 @@ impl EventStream {
         self.charge = Some((charge, prompt));
     }
 
-    /// Report the stream's end to the alerting stage; `started` is the logical request's start.
-    pub fn watch(&mut self, alerts: Arc<Alerter>, started: Instant) {
-        self.watch = Some((alerts, started));
+    /// Report the stream's end — to the alerting stage and as the request's metrics
+    /// (`sluice_requests_total`, its duration, tokens, finish reasons) — once, when it ends or
+    /// is dropped. `started` is the logical request's start.
+    pub fn watch(
+        &mut self,
+        alerts: Arc<Alerter>,
+        started: Instant,
+        endpoint: &'static str,
+        model: &str,
+    ) {
+        self.watch = Some(Watch {
+            alerts,
+            started,
+            endpoint,
+            model: model.to_string(),
+        });
+    }
+
+    /// The consumer found the stream broken (a chunk it cannot decode): end it with `e`.
+    pub fn fail(&mut self, e: &Error) {
+        if !self.done {
+            self.end(Some(e));
+        }
     }
 
     /// The usage event's counts, once it has arrived.
@@ -193,13 +222,16 @@ impl EventStream {
     fn end(&mut self, outcome: Option<&Error>) {
         self.done = true;
         self.settle_charge();
-        if let Some((alerts, started)) = self.watch.take() {
+        if let Some(w) = self.watch.take() {
             let reasons: Vec<&str> = self.finish_reasons.iter().map(String::as_str).collect();
-            alerts.request(
-                outcome.map(|e| e.kind().as_str()),
-                started.elapsed(),
-                &reasons,
-            );
+            let latency = w.started.elapsed();
+            let kind = outcome.map(|e| e.kind().as_str());
+            w.alerts.request(kind, latency, &reasons);
+            crate::observe::request_done(w.endpoint, &w.model, kind.unwrap_or("ok"), latency);
+            if let Some(u) = &self.usage {
+                crate::observe::usage(&w.model, u);
+            }
+            crate::observe::finish_reason_strs(&w.model, None, &reasons);
         }
         if let Some(t) = self.ticket.take() {
             let o = match outcome {
@@ -258,6 +290,13 @@ impl EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.settle_charge();
+        // Dropped before its end: the consumer left.
+        if let Some(w) = self.watch.take() {
+            crate::observe::request_done(w.endpoint, &w.model, "cancelled", w.started.elapsed());
+            if let Some(u) = &self.usage {
+                crate::observe::usage(&w.model, u);
+            }
+        }
     }
 }
 

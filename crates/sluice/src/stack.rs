@@ -278,6 +278,22 @@ struct Ctx<'a> {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Self, Error> {
         observe::describe();
+        // The model label takes the names the registry and the configuration know.
+        let policy = cfg.models.config();
+        observe::know_models(
+            cfg.models
+                .registry()
+                .names()
+                .chain(
+                    policy
+                        .aliases
+                        .iter()
+                        .flat_map(|(a, t)| [a.as_str(), t.as_str()]),
+                )
+                .chain(policy.fallbacks.iter().flat_map(|(f, c)| {
+                    std::iter::once(f.as_str()).chain(c.iter().map(String::as_str))
+                })),
+        );
         let transport = Transport::new(&cfg.base_url, &cfg.transport)?;
         let alerts = Arc::new(Alerter::new(cfg.alerts));
         Ok(Engine {
@@ -393,6 +409,12 @@ impl Engine {
         .instrument(span.clone())
         .await;
         finish(&call, &span, ctx.started, result.as_ref().map(|r| &r.meta));
+        if let Ok(r) = &result {
+            let model = call.model.as_deref().unwrap_or("");
+            if let Some(u) = &r.facts.usage {
+                observe::usage(model, u);
+            }
+        }
         let reasons: Vec<&str> = result
             .as_ref()
             .map(|r| {
@@ -403,6 +425,13 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
+        if let Ok(r) = &result {
+            observe::finish_reason_strs(
+                call.model.as_deref().unwrap_or(""),
+                r.meta.request_id.as_deref(),
+                &reasons,
+            );
+        }
         let kind = result.as_ref().err().map(|e| e.kind().as_str());
         self.inner
             .alerts
@@ -441,7 +470,12 @@ impl Engine {
                 observe::ttft(call.model.as_deref().unwrap_or(""), ttft);
                 r.started = ctx.started;
                 r.span = span;
-                r.events.watch(self.inner.alerts.clone(), ctx.started);
+                r.events.watch(
+                    self.inner.alerts.clone(),
+                    ctx.started,
+                    call.endpoint,
+                    call.model.as_deref().unwrap_or(""),
+                );
                 Ok(r)
             }
             Err(e) => {
@@ -1030,22 +1064,13 @@ fn finish(call: &Call, span: &tracing::Span, started: Instant, outcome: Result<&
     }
 }
 
-/// Record the end of a stream that was handed to the caller.
-pub(crate) fn finish_stream(
-    call_endpoint: &'static str,
-    model: &str,
-    span: &tracing::Span,
-    started: Instant,
-    outcome: Result<(), &Error>,
-) {
+/// Record the end of a stream that was handed to the caller in its span and log (its metrics
+/// are the stream's own, recorded once when it ends: [`EventStream::watch`]).
+pub(crate) fn finish_stream(span: &tracing::Span, started: Instant, outcome: Result<(), &Error>) {
     let latency = started.elapsed();
     span.record("latency_ms", latency.as_millis() as u64);
-    match outcome {
-        Ok(()) => observe::request_done(call_endpoint, model, "ok", latency),
-        Err(e) => {
-            span.record("error_kind", e.kind().as_str());
-            observe::request_done(call_endpoint, model, e.kind().as_str(), latency);
-            span.in_scope(|| tracing::warn!(kind = e.kind().as_str(), error = %e, "stream failed"));
-        }
+    if let Err(e) = outcome {
+        span.record("error_kind", e.kind().as_str());
+        span.in_scope(|| tracing::warn!(kind = e.kind().as_str(), error = %e, "stream failed"));
     }
 }
