@@ -74,6 +74,11 @@ async fn recording_upstream() -> (String, Seen, Got) {
                 }
                 return ([("content-type", "text/event-stream"), ("x-ratelimit-remaining-requests", "99")], sse).into_response();
             }
+            if uri.path() == "/v1/images/generations" && asked["stream"] == true {
+                // A named-event stream that ends with the body.
+                let sse = "event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"partial_image_index\":0,\"b64_json\":\"AAAA\"}\n\nevent: image_generation.completed\ndata: {\"type\":\"image_generation.completed\",\"b64_json\":\"BBBB\",\"usage\":{\"input_tokens\":5,\"output_tokens\":100,\"total_tokens\":105}}\n\n";
+                return ([("content-type", "text/event-stream")], sse).into_response();
+            }
             if uri.path() == "/v1/models" {
                 return axum::Json(json!({"object": "list", "data": [
                     {"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "openai"},
@@ -546,5 +551,37 @@ async fn headers_and_bodies_of_any_type_pass_through_both_ways() {
     let _ = r.text().await.unwrap();
     let (sent, _) = got.lock().unwrap().last().cloned().unwrap();
     assert_eq!(sent["openai-beta"], "responses=v1");
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn named_event_streams_pass_through_until_the_body_ends() {
+    let (url, _seen) = upstream().await;
+    let g = gateway(&url, "sk-upstream-good-0001", "").await;
+    let body =
+        json!({"model": "gpt-image-1", "prompt": "a crab", "stream": true, "partial_images": 1})
+            .to_string();
+    let (status, head, text) = raw(
+        &g,
+        "POST",
+        "/v1/images/generations",
+        "sk-free-0000001",
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(
+        text.contains("event: image_generation.partial_image\ndata: {"),
+        "{text}"
+    );
+    assert!(
+        text.contains("event: image_generation.completed\ndata: {"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("[DONE]") && !text.contains("error"),
+        "{text}"
+    );
     g.shutdown().await;
 }

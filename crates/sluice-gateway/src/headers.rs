@@ -1,0 +1,86 @@
+//! Header pass-through: everything sluice does not need to understand crosses the gateway
+//! untouched, both ways, except what describes one hop, the credentials (the gateway sends its
+//! own) and sluice's own `x-sluice-*` headers.
+
+use super::*;
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), and the framing ones the
+/// server side writes itself.
+pub(crate) const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Whether a header is hop-by-hop: listed above, or named by the message's `Connection`.
+pub(crate) fn hop_by_hop(name: &HeaderName, all: &HeaderMap) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+        || all
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The caller's headers that go upstream: all but hop-by-hop ones, its credentials
+/// (`Authorization`, `api-key`: the gateway sends its own), `Host`, `Idempotency-Key` (the
+/// engine sends the caller's, the same on every attempt), `Accept-Encoding` (the gateway reads
+/// usage from the answer, so the upstream hop stays uncompressed) and sluice's own
+/// `x-sluice-*`. `OpenAI-Organization` and `OpenAI-Project` pass unless the upstream config
+/// sets its own.
+pub(crate) fn passed_request_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        if hop_by_hop(name, h)
+            || matches!(
+                n,
+                "authorization" | "api-key" | "host" | "idempotency-key" | "accept-encoding"
+            )
+            || n.starts_with("x-sluice-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// The upstream's answer headers that go back to the caller: all but hop-by-hop ones.
+pub(crate) fn pass_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if hop_by_hop(name, from) || name.as_str().starts_with("x-sluice-") {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+/// What the model policy did, for the caller to see: `x-sluice-model-deprecated` (model;
+/// shutdown; replacement), `x-sluice-model-substituted` and `x-sluice-model-fallback`
+/// (requested -> sent).
+pub(crate) fn sluice_headers(h: &mut HeaderMap, meta: &Meta) {
+    if let Some(n) = &meta.deprecation {
+        set(h, "x-sluice-model-deprecated", &n.header_value());
+    }
+    let sent = meta.model.as_deref().unwrap_or("");
+    if meta.substituted {
+        let from = meta.requested_model.as_deref().unwrap_or("");
+        set(
+            h,
+            "x-sluice-model-substituted",
+            &format!("{from} -> {sent}"),
+        );
+    }
+    if let Some(from) = &meta.fallback_from {
+        set(h, "x-sluice-model-fallback", &format!("{from} -> {sent}"));
+    }
+}

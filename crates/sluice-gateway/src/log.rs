@@ -1,0 +1,72 @@
+//! The log phase: one structured line per request, never a secret — when a unary answer is
+//! sent, when a stream ends (or its caller leaves), or when the request fails.
+
+use super::*;
+
+/// One structured log line per request, never a secret: emitted when a unary answer is sent,
+/// when a stream ends (or its caller leaves), or when the request fails.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog {
+    pub(crate) caller: String,
+    pub(crate) model: String,
+    pub(crate) model_sent: Option<String>,
+    pub(crate) status: u16,
+    pub(crate) attempts: u32,
+    pub(crate) request_id: Option<String>,
+    pub(crate) upstream_key: Option<String>,
+    pub(crate) ttft: Option<std::time::Duration>,
+    pub(crate) prompt_tokens: Option<u64>,
+    pub(crate) cached_tokens: Option<u64>,
+    pub(crate) completion_tokens: Option<u64>,
+    pub(crate) cost: Option<Nanos>,
+    pub(crate) started: Option<Instant>,
+}
+
+impl RequestLog {
+    pub(crate) fn answered(&mut self, meta: &Meta) {
+        self.status = meta.status;
+        self.attempts = meta.attempts;
+        self.request_id = meta.request_id.clone();
+        self.upstream_key = meta.upstream_key.clone();
+        self.ttft = meta.ttft;
+        self.model_sent = meta.model.clone().filter(|m| *m != self.model);
+    }
+
+    pub(crate) fn usage(&mut self, u: &sluice::Usage) {
+        self.prompt_tokens = Some(u.prompt_tokens);
+        self.cached_tokens = Some(u.cached_tokens());
+        self.completion_tokens = Some(u.completion_tokens);
+    }
+
+    /// Log the failure and answer it in OpenAI's shape.
+    pub(crate) fn failed(&mut self, e: &Error) -> Response {
+        if self.status == 0 {
+            self.status = e.status().unwrap_or(0);
+        }
+        self.attempts = e.attempts();
+        self.request_id = e.request_id().map(str::to_string);
+        self.emit(Some(e));
+        error_response(e)
+    }
+
+    pub(crate) fn emit(&self, err: Option<&Error>) {
+        tracing::info!(
+            target: "sluice::gateway",
+            request_id = self.request_id.as_deref(),
+            virtual_key = %self.caller,
+            model = %self.model,
+            model_sent = self.model_sent.as_deref(),
+            status = self.status,
+            error_kind = err.map(|e| e.kind().as_str()),
+            attempts = self.attempts,
+            latency_ms = self.started.map_or(0, |s| s.elapsed().as_millis() as u64),
+            ttft_ms = self.ttft.map(|d| d.as_millis() as u64),
+            prompt_tokens = self.prompt_tokens,
+            cached_tokens = self.cached_tokens,
+            completion_tokens = self.completion_tokens,
+            cost_usd = self.cost.map(dollars_exact).as_deref(),
+            upstream_key = self.upstream_key.as_deref(),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! A request's path through the gateway, as named phases: parse (the `/v1` path and the body)
+//! → route ([`crate::route::route`]) → authorize ([`crate::auth`], [`crate::route::authorize`])
+//! → admit (the caller's own limits) → forward through the engine (unary or stream,
+//! [`crate::forward`]) → log ([`crate::log`]).
+
+use super::*;
+
+/// Operations whose body is a model request: estimated for admission, model required and
+/// checked, sent through the model policy.
+pub(crate) fn typed(op: &sluice::routes::Op) -> Option<&'static str> {
+    if op.method != Method::POST {
+        return None;
+    }
+    match (op.endpoint(), op.billing) {
+        ("other" | "models", sluice::routes::Billing::Tokens) => Some("other"),
+        ("other" | "models", _) => None,
+        (e, _) => Some(e),
+    }
+}
+
+/// Every `/v1/*` request.
+pub(crate) async fn api(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let st = app.live();
+    let Some(path) = uri
+        .path()
+        .strip_prefix("/v1")
+        .filter(|p| p.starts_with('/'))
+    else {
+        return openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("Invalid URL ({method} {})", uri.path()),
+            "invalid_request_error",
+            None,
+            None,
+        );
+    };
+    let caller = match authenticate(&st.cfg, &headers, peer) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let op = match route::route(&st.cfg.routes, &method, path, uri.path()) {
+        Ok(op) => op,
+        Err(r) => return r,
+    };
+    let multipart = route::is_multipart(
+        headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let caller_name = caller
+        .as_ref()
+        .map_or("loopback", |c| c.name.as_str())
+        .to_string();
+    let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return openai_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "Request body too large: the limit is {} bytes.",
+                    st.cfg.max_body_bytes
+                ),
+                "invalid_request_error",
+                None,
+                None,
+            )
+        }
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut call = Call {
+        method: method.clone(),
+        path: path_and_query,
+        body: (!bytes.is_empty()).then(|| bytes.clone()),
+        endpoint: "other",
+        model: None,
+        estimate: None,
+        options: RequestOptions {
+            idempotency_key: headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            headers: passed_request_headers(&headers),
+            ..RequestOptions::default()
+        },
+    };
+    let mut strip_usage = false;
+    let json_body = !multipart
+        && !bytes.is_empty()
+        && matches!(
+            op.body,
+            sluice::routes::Body::Json | sluice::routes::Body::JsonOrMultipart
+        );
+    let mut value: Option<Value> = None;
+    if json_body || typed(op).is_some() {
+        value = Some(match serde_json::from_slice(&bytes) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid body: expected a JSON object.",
+                    "invalid_request_error",
+                    None,
+                    None,
+                )
+            }
+            Err(e) => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("We could not parse the JSON body of your request: {e}"),
+                    "invalid_request_error",
+                    None,
+                    None,
+                )
+            }
+        });
+    }
+    let named = route::named(op, value.as_ref(), path);
+    let policy = st.engine.models().clone();
+    if let Err(r) = route::authorize(&st.cfg, caller.as_ref(), op, &named, multipart, &|m| {
+        policy.resolve_alias(m).to_string()
+    }) {
+        return r;
+    }
+    // Every route that can stream is streamed when asked (named-event routes too: images,
+    // assistants runs), not buffered into one answer.
+    let stream = named.stream && op.stream != sluice::routes::Stream::Never;
+    let list_models = op.method == Method::GET && op.path == "/models";
+    if let (Some(endpoint), Some(mut value)) = (typed(op), value.take()) {
+        let model = match value.get("model") {
+            Some(Value::String(m)) => Some(m.clone()),
+            None if endpoint == "moderations" => None,
+            None => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Missing required parameter: 'model'.",
+                    "invalid_request_error",
+                    Some("missing_required_parameter"),
+                    Some("model"),
+                )
+            }
+            Some(_) => {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid type for 'model': expected a string.",
+                    "invalid_request_error",
+                    Some("invalid_type"),
+                    Some("model"),
+                )
+            }
+        };
+        if stream && matches!(endpoint, "chat" | "completions") {
+            // Ask for usage so the gateway can account tokens; hide it again if the caller
+            // did not ask.
+            let asked = value
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true);
+            if !asked {
+                strip_usage = true;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("stream_options".into(), json!({"include_usage": true}));
+                }
+                call.body = serde_json::to_vec(&value).ok().map(Bytes::from);
+            }
+        }
+        call.endpoint = endpoint;
+        call.estimate = Some(estimate::estimate(path, &value));
+        call.model = model;
+    }
+    let model = call.model.clone().unwrap_or_default();
+    call.options.spend = SpendTags {
+        key: caller.as_ref().map(|c| c.name.clone()),
+        job: None,
+    };
+    let mut log = RequestLog {
+        caller: caller_name,
+        model,
+        started: Some(started),
+        ..RequestLog::default()
+    };
+    // The caller's own limits, before anything goes upstream.
+    let mut caller_ticket = None;
+    if let Some(vk) = caller
+        .as_ref()
+        .filter(|v| v.rpm.is_some() || v.tpm.is_some())
+    {
+        let est = call.estimate.unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + st.cfg.timeouts.total;
+        match st.callers.admit(&vk.name, &vk.name, est, deadline).await {
+            Ok(t) => caller_ticket = Some(t),
+            Err(e) => {
+                log.status = 429;
+                log.failed(&e);
+                return caller_limited(vk, &e);
+            }
+        }
+    }
+    if stream {
+        return match st.engine.send_stream(call).await {
+            Ok(reply) => {
+                log.answered(&reply.meta);
+                stream_response(reply, strip_usage, log, caller_ticket)
+            }
+            Err(e) => log.failed(&e),
+        };
+    }
+    match st.engine.send(call).await {
+        Ok(reply) => {
+            log.answered(&reply.meta);
+            if let Some(u) = reply.facts.usage.as_ref() {
+                if let Some(mut t) = caller_ticket.take() {
+                    t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
+                }
+                log.usage(u);
+            }
+            log.cost = reply.meta.cost_nanos;
+            log.emit(None);
+            let body = match &caller {
+                Some(vk) if list_models && !vk.models.is_empty() => {
+                    visible_models(&reply.body, vk, &st.cfg, &policy)
+                }
+                _ => reply.body,
+            };
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = StatusCode::from_u16(reply.meta.status).unwrap_or(StatusCode::OK);
+            let h = resp.headers_mut();
+            pass_response_headers(&reply.headers, h);
+            sluice_headers(h, &reply.meta);
+            if let Some(c) = reply.meta.cost_nanos {
+                set(h, "x-sluice-cost-usd", &dollars_exact(c));
+            }
+            resp
+        }
+        Err(e) => log.failed(&e),
+    }
+}
