@@ -2,30 +2,13 @@
 // baseURL and the key change.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { bin, start, stopAll } from "./helpers.js";
 import OpenAI from "openai";
 
-const root = resolve(import.meta.dirname, "../../..");
-const bin = process.env.SLUICE_BIN || join(root, "target", "debug", "sluice");
 const dir = mkdtempSync(join(tmpdir(), "sluice-node-"));
-const procs = [];
-
-function start(args) {
-  return new Promise((ok, fail) => {
-    const p = spawn(bin, args, { stdio: ["ignore", "pipe", "ignore"], env: { ...process.env, SLUICE_LEDGER: "off" } });
-    procs.push(p);
-    let buf = "";
-    p.stdout.on("data", (d) => {
-      buf += d;
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) ok(buf.slice(0, nl).trim().split(" ").pop());
-    });
-    p.on("exit", (code) => fail(new Error(`${args[0]} exited with ${code}`)));
-  });
-}
 
 let gateway;
 
@@ -42,7 +25,7 @@ before(async () => {
 });
 
 after(() => {
-  for (const p of procs) p.kill();
+  stopAll();
 });
 
 const client = (apiKey = "sk-node-app-0001") =>

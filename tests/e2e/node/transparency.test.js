@@ -3,34 +3,17 @@
 // a multipart `files.create`, headers both ways, and the gateway's own 401.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { bin, start, stopAll } from "./helpers.js";
 import OpenAI, { toFile } from "openai";
 
-const root = resolve(import.meta.dirname, "../../..");
-const bin = process.env.SLUICE_BIN || join(root, "target", "debug", "sluice");
 const dir = mkdtempSync(join(tmpdir(), "sluice-node-tr-"));
-const procs = [];
 const seen = [];
 const TEXT = "Hello from the upstream";
 const rate = { "x-ratelimit-remaining-requests": "499", "x-ratelimit-limit-requests": "500" };
-
-function start(args) {
-  return new Promise((ok, fail) => {
-    const p = spawn(bin, args, { stdio: ["ignore", "pipe", "ignore"], env: { ...process.env, SLUICE_LEDGER: "off" } });
-    procs.push(p);
-    let buf = "";
-    p.stdout.on("data", (d) => {
-      buf += d;
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) ok(buf.slice(0, nl).trim().split(" ").pop());
-    });
-    p.on("exit", (code) => fail(new Error(`${args[0]} exited with ${code}`)));
-  });
-}
 
 const response = (status, output, usage) => ({
   id: "resp_node_1", object: "response", created_at: 1, status, model: "gpt-4o-mini", output,
@@ -91,7 +74,7 @@ before(async () => {
 });
 
 after(() => {
-  for (const p of procs) p.kill();
+  stopAll();
   upstream?.close();
 });
 
