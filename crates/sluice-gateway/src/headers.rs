@@ -19,15 +19,21 @@ pub(crate) const HOP_BY_HOP: [&str; 10] = [
     "content-length",
 ];
 
+/// The header names a message's `Connection` header lists (hop-by-hop by declaration); empty
+/// (and free) when it has none, as almost every request and answer.
+pub(crate) fn connection_listed(all: &HeaderMap) -> Vec<String> {
+    all.get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// Whether a header is hop-by-hop: listed above, or named by the message's `Connection`.
-pub(crate) fn hop_by_hop(name: &HeaderName, all: &HeaderMap) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-        || all
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+pub(crate) fn hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|t| t == name.as_str())
 }
 
 /// The caller's headers that go upstream: all but hop-by-hop ones, its credentials
@@ -37,10 +43,11 @@ pub(crate) fn hop_by_hop(name: &HeaderName, all: &HeaderMap) -> bool {
 /// `x-sluice-*`. `OpenAI-Organization` and `OpenAI-Project` pass unless the upstream config
 /// sets its own.
 pub(crate) fn passed_request_headers(h: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
+    let mut out = HeaderMap::with_capacity(h.len());
+    let listed = connection_listed(h);
     for (name, value) in h {
         let n = name.as_str();
-        if hop_by_hop(name, h)
+        if hop_by_hop(name, &listed)
             || matches!(
                 n,
                 "authorization" | "api-key" | "host" | "idempotency-key" | "accept-encoding"
@@ -56,8 +63,10 @@ pub(crate) fn passed_request_headers(h: &HeaderMap) -> HeaderMap {
 
 /// The upstream's answer headers that go back to the caller: all but hop-by-hop ones.
 pub(crate) fn pass_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    to.reserve(from.len());
+    let listed = connection_listed(from);
     for (name, value) in from {
-        if hop_by_hop(name, from) || name.as_str().starts_with("x-sluice-") {
+        if hop_by_hop(name, &listed) || name.as_str().starts_with("x-sluice-") {
             continue;
         }
         to.append(name.clone(), value.clone());

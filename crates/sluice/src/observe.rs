@@ -250,13 +250,27 @@ pub fn finish_reasons<'a>(
     }
 }
 
-/// [`finish_reasons`] from the strings an answer carried.
+/// [`finish_reasons`] from the strings an answer carried (without building a
+/// [`FinishReason`] for each: this runs on every answer).
 pub fn finish_reason_strs(model: &str, request_id: Option<&str>, reasons: &[&str]) {
-    let parsed: Vec<FinishReason> = reasons
-        .iter()
-        .map(|r| FinishReason::from((*r).to_string()))
-        .collect();
-    finish_reasons(model, request_id, parsed.iter());
+    if reasons.is_empty() {
+        return;
+    }
+    let m = model_label(model);
+    for r in reasons {
+        let label: &'static str = match *r {
+            "stop" => "stop",
+            "length" => "length",
+            "tool_calls" => "tool_calls",
+            "content_filter" => "content_filter",
+            "function_call" => "function_call",
+            _ => "other",
+        };
+        counter!(FINISH_REASONS, "model" => m.clone(), "reason" => label).increment(1);
+        if matches!(label, "length" | "content_filter") {
+            tracing::warn!(model, request_id, finish_reason = label, "answer cut short");
+        }
+    }
 }
 
 #[cfg(test)]

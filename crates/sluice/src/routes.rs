@@ -179,39 +179,41 @@ pub fn canonical(path: &str) -> Result<&str, RouteError> {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     ops: Arc<Vec<Op>>,
-    /// First path segment → indices into `ops` (most lookups look at a handful).
-    by_first: Arc<HashMap<String, Vec<usize>>>,
+    /// First path segment → the templates under it, each with its segments split once
+    /// (`None` for a `{param}`), its literal count and its operations. A lookup on the hot path
+    /// compares a handful of segments, nothing more.
+    by_first: Arc<HashMap<String, Vec<Template>>>,
 }
 
-fn first_segment(path: &str) -> &str {
-    path.trim_start_matches('/').split('/').next().unwrap_or("")
+#[derive(Debug)]
+struct Template {
+    segments: Vec<Option<String>>,
+    literals: usize,
+    /// Indices into `ops` of the operations on this template.
+    ops: Vec<usize>,
 }
 
-fn matches(template: &str, path: &str) -> bool {
-    let mut t = template.split('/');
-    let mut p = path.split('/');
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) => {
-                let param = ts.starts_with('{') && ts.ends_with('}');
-                if !(param && !ps.is_empty() || ts == ps) {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.strip_prefix('/').unwrap_or(path).split('/')
 }
 
 impl RouteTable {
     fn from_ops(ops: Vec<Op>) -> Self {
-        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_first: HashMap<String, Vec<Template>> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
-            by_first
-                .entry(first_segment(&op.path).to_string())
-                .or_default()
-                .push(i);
+            let segs: Vec<Option<String>> = segments(&op.path)
+                .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_string()))
+                .collect();
+            let first = segs.first().cloned().flatten().unwrap_or_default();
+            let list = by_first.entry(first).or_default();
+            match list.iter_mut().find(|t| t.segments == segs) {
+                Some(t) => t.ops.push(i),
+                None => list.push(Template {
+                    literals: segs.iter().filter(|s| s.is_some()).count(),
+                    segments: segs,
+                    ops: vec![i],
+                }),
+            }
         }
         RouteTable {
             ops: Arc::new(ops),
@@ -272,26 +274,40 @@ impl RouteTable {
     /// `CONNECT` have none, whatever the configuration says.
     pub fn find(&self, method: &Method, path: &str) -> Result<&Op, RouteError> {
         let path = canonical(path)?;
+        let mut parts: [&str; 12] = [""; 12];
+        let mut n = 0;
+        for seg in segments(path) {
+            if n == parts.len() {
+                return Err(RouteError::NotFound);
+            }
+            parts[n] = seg;
+            n += 1;
+        }
+        let parts = &parts[..n];
         let candidates = self
             .by_first
-            .get(first_segment(path))
+            .get(parts[0])
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let mut allowed = Vec::new();
         // A literal segment beats a parameter (`/responses/compact` over `/responses/{id}`).
         let mut best: Option<(&Op, usize)> = None;
-        for &i in candidates {
-            let op = &self.ops[i];
-            if !matches(&op.path, path) {
+        for t in candidates.iter().filter(|t| t.segments.len() == n) {
+            let fits = t
+                .segments
+                .iter()
+                .zip(parts)
+                .all(|(s, p)| s.as_deref().map_or(!p.is_empty(), |lit| lit == *p));
+            if !fits {
                 continue;
             }
-            if op.method != *method {
-                allowed.push(op.method.clone());
-                continue;
-            }
-            let literal = op.path.split('/').filter(|s| !s.starts_with('{')).count();
-            if best.is_none_or(|(_, l)| literal > l) {
-                best = Some((op, literal));
+            for &i in &t.ops {
+                let op = &self.ops[i];
+                if op.method != *method {
+                    allowed.push(op.method.clone());
+                } else if best.is_none_or(|(_, l)| t.literals > l) {
+                    best = Some((op, t.literals));
+                }
             }
         }
         if *method == Method::TRACE || *method == Method::CONNECT {

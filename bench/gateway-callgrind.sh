@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Instructions per request of `sluice serve`, counted by `valgrind --tool=callgrind`: unlike
+# latency and CPU time on this shared machine, the count is the same run after run, so two
+# builds can be compared by it alone.
+#
+#   bench/gateway-callgrind.sh                      # target/release/sluice
+#   SLUICE=/path/to/other/sluice bench/gateway-callgrind.sh
+#   KEEP=/tmp/gw.callgrind bench/gateway-callgrind.sh   # keep the profile for callgrind_annotate
+#
+# The gateway runs under callgrind in front of `sluice mock` with no latency; after a warm-up
+# (100 requests) the counters are zeroed, 1,000 non-streaming chat completions are sent at
+# 100 req/s, and the total is divided by 1,000. The mock and the load generator are the release
+# builds of this checkout whatever SLUICE names.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
+bin=${SLUICE:-./target/release/sluice}
+requests=${REQUESTS:-1000}
+
+scenario=$(mktemp)
+sed 's/^ttft = .*/ttft = "0ms"/' bench/gateway-mock.toml >"$scenario"
+start_mock "$scenario"
+rm -f "$scenario"
+cat >"$out/gw.toml" <<TOML
+listen = "127.0.0.1:0"
+[upstream]
+base_url = "$base"
+keys = [{ value = "sk-bench-upstream-001" }]
+TOML
+SLUICE_LEDGER="$out/ledger.db" SLUICE_DATA_DIR="$out" RUST_LOG=warn \
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" serve --config "$out/gw.toml" \
+  >"$out/gw.out" 2>"$out/valgrind.err" &
+gw_pid=$!
+trap 'kill $gw_pid $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
+for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
+gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
+[ -n "$gw_base" ] || { echo "the gateway did not start under valgrind" >&2; cat "$out/valgrind.err" >&2; exit 1; }
+
+./target/release/load rate "$gw_base/chat/completions" 50 2 >/dev/null
+callgrind_control -z "$gw_pid" >/dev/null
+./target/release/load rate "$gw_base/chat/completions" 100 "$((requests / 100))" >"$out/load.json"
+callgrind_control -d "$gw_pid" >/dev/null
+sleep 1
+dump=$(ls -t "$out"/cg.out* | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
+if [ -n "${KEEP:-}" ]; then cp "$dump" "$KEEP"; fi
+errors=$(sed -n 's/.*"errors": *\([0-9]*\).*/\1/p' "$out/load.json")
+echo "{\"binary\": \"$bin\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"
