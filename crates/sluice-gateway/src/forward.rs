@@ -145,13 +145,18 @@ pub(crate) fn stream_response(
             return None;
         }
         loop {
-            match p.events.next().await {
-                Some(Ok(data)) => {
+            match p.events.next_frame().await {
+                Some(Ok(sluice::sse::Item::Data(data))) => {
                     if strip_usage && is_usage_chunk(&data) {
                         continue;
                     }
                     let chunk = Bytes::from(sse_event(p.events.last_meta(), &data));
                     return Some((Ok::<_, std::convert::Infallible>(chunk), (p, false)));
+                }
+                // Comment lines (keep-alives) reach the caller as they came, when they came.
+                Some(Ok(sluice::sse::Item::Comment(c))) => {
+                    let chunk = Bytes::from(format!(":{c}\n\n"));
+                    return Some((Ok(chunk), (p, false)));
                 }
                 Some(Err(e)) => {
                     p.finish(Some(&e));

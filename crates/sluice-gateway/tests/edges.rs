@@ -479,6 +479,10 @@ async fn responses_streams_pass_event_by_event_and_end_at_their_terminal_event()
     }
     assert!(!text.contains("[DONE]"), "no [DONE] is added: {text}");
     assert!(
+        text.contains(": a comment the upstream sends\n"),
+        "comment lines pass: {text}"
+    );
+    assert!(
         !text.contains("error"),
         "the stream is not reported cut short: {text}"
     );

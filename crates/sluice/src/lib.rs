@@ -43,6 +43,7 @@ pub mod routes;
 mod secret;
 pub mod spend;
 pub mod sse;
+pub mod sse_wire;
 pub mod stack;
 pub mod text;
 pub mod transport;

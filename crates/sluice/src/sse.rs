@@ -1,8 +1,10 @@
 //! Server-sent events from a response body, as the data payloads of OpenAI streams.
 //!
-//! Parsing is eventsource-stream's (comments and keep-alives are skipped there). Each event's
-//! name, id and retry are kept beside its data ([`EventStream::last_meta`]) so a face that
-//! passes the stream on can write them again. How a stream ends depends on its framing
+//! Parsing is [`crate::sse_wire`]'s, which keeps comment lines: a face that passes the stream
+//! on gets them with [`EventStream::poll_frame`] (keep-alives reach its caller), and every
+//! frame, comments included, counts as a sign of life for the idle timeout. Each event's name,
+//! id and retry are kept beside its data ([`EventStream::last_meta`]) so a face that passes the
+//! stream on can write them again. How a stream ends depends on its framing
 //! ([`crate::routes::Stream`]): chat streams end at `data: [DONE]`; Responses API streams at
 //! their terminal event (`response.completed`, `response.failed`, `response.incomplete`),
 //! with no `[DONE]`; named-event streams at the end of the body. On top of that: an error
@@ -19,8 +21,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::sse_wire::{Frame, WireError, WireParser};
 use bytes::Bytes;
-use eventsource_stream::{EventStream as Parser, EventStreamError, Eventsource};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
@@ -61,7 +63,13 @@ const RESPONSES_TERMINAL: [&str; 3] = [
 
 /// A stream of SSE `data` payloads, ending at `[DONE]`.
 pub struct EventStream {
-    parser: Parser<ByteStream>,
+    bytes: ByteStream,
+    wire: WireParser,
+    /// The body has ended; what the parser still holds is all there is.
+    eof: bool,
+    /// Comments read while only data was asked for (the engine waits for the first event
+    /// that way): handed to [`EventStream::poll_frame`] first, in order. Bounded.
+    skipped_comments: std::collections::VecDeque<String>,
     idle_timer: Pin<Box<Sleep>>,
     idle: Duration,
     deadline: Instant,
@@ -119,7 +127,10 @@ impl EventStream {
     ) -> Self {
         let first = (Instant::now() + idle).min(deadline);
         EventStream {
-            parser: bytes.eventsource(),
+            bytes,
+            wire: WireParser::default(),
+            eof: false,
+            skipped_comments: std::collections::VecDeque::new(),
             idle_timer: Box::pin(tokio::time::sleep_until(first)),
             idle,
             deadline,
@@ -344,13 +355,91 @@ fn error_event(data: &str) -> Option<Error> {
     Some(Error::new(ErrorKind::StreamInterrupted, msg))
 }
 
+/// What [`EventStream::poll_frame`] yields: an event's data, or a comment line (without its
+/// `:`) to pass on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Data(String),
+    Comment(String),
+}
+
 impl Stream for EventStream {
     type Item = Result<String, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
+        match self.get_mut().poll_item(cx, false) {
+            Poll::Ready(Some(Ok(Item::Data(d)))) => Poll::Ready(Some(Ok(d))),
+            // Not yielded without `comments`; wake to poll again rather than stall.
+            Poll::Ready(Some(Ok(Item::Comment(_)))) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl EventStream {
+    /// The next event's data or comment line, for a face that passes the stream on as it came.
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Error>>> {
+        self.poll_item(cx, true)
+    }
+
+    /// [`EventStream::poll_frame`] as a future.
+    pub async fn next_frame(&mut self) -> Option<Result<Item, Error>> {
+        futures_util::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// The next frame of the body: bytes are read only when the parser has no whole frame.
+    fn poll_wire(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, Error>>> {
+        loop {
+            if let Some(f) = self.wire.next_frame() {
+                return Poll::Ready(Some(f.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        match e {
+                            WireError::NotUtf8 => "stream is not UTF-8".to_string(),
+                            WireError::LineTooLong => format!(
+                                "malformed event stream: a line longer than {} bytes",
+                                crate::sse_wire::MAX_LINE
+                            ),
+                        },
+                    )
+                })));
+            }
+            if self.eof {
+                return Poll::Ready(None);
+            }
+            match self.bytes.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(b))) => self.wire.push(&b),
+                Poll::Ready(Some(Err(t))) => {
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::StreamInterrupted,
+                        format!("stream cut: {t}"),
+                    )
+                    .with_source(t))))
+                }
+                Poll::Ready(None) => self.eof = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_item(
+        &mut self,
+        cx: &mut Context<'_>,
+        comments: bool,
+    ) -> Poll<Option<Result<Item, Error>>> {
+        let this = self;
+        if comments {
+            if let Some(c) = this.skipped_comments.pop_front() {
+                return Poll::Ready(Some(Ok(Item::Comment(c))));
+            }
+        }
         if let Some(p) = this.peeked.take() {
-            return Poll::Ready(Some(Ok(p)));
+            return Poll::Ready(Some(Ok(Item::Data(p))));
         }
         if this.finish_next && !this.done {
             this.end(None);
@@ -358,104 +447,102 @@ impl Stream for EventStream {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.parser.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(ev))) => {
-                let next = (Instant::now() + this.idle).min(this.deadline);
-                this.idle_timer.as_mut().reset(next);
-                this.last = EventMeta {
-                    event: if ev.event == "message" {
-                        String::new()
-                    } else {
-                        ev.event.clone()
-                    },
-                    id: ev.id.clone(),
-                    retry: ev.retry,
-                };
-                if ev.data == "[DONE]" {
-                    if this.framing == crate::routes::Stream::Events {
-                        // Named-event streams (assistants) send `event: done` + `[DONE]`: it
-                        // is theirs to pass on, and the body's end follows.
-                        this.finish_next = true;
-                        return Poll::Ready(Some(Ok(ev.data)));
+        loop {
+            match this.poll_wire(cx) {
+                Poll::Ready(Some(Ok(Frame::Comment(c)))) => {
+                    // A keep-alive is a sign of life: the idle timeout measures silence.
+                    let next = (Instant::now() + this.idle).min(this.deadline);
+                    this.idle_timer.as_mut().reset(next);
+                    if comments {
+                        return Poll::Ready(Some(Ok(Item::Comment(c))));
                     }
+                    if this.skipped_comments.len() < 16 {
+                        this.skipped_comments.push_back(c);
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Ok(Frame::Event(ev)))) => {
+                    let next = (Instant::now() + this.idle).min(this.deadline);
+                    this.idle_timer.as_mut().reset(next);
+                    this.last = EventMeta {
+                        event: ev.event.clone(),
+                        id: ev.id.clone(),
+                        retry: ev.retry,
+                    };
+                    if ev.data == "[DONE]" {
+                        if this.framing == crate::routes::Stream::Events {
+                            // Named-event streams (assistants) send `event: done` + `[DONE]`: it
+                            // is theirs to pass on, and the body's end follows.
+                            this.finish_next = true;
+                            return Poll::Ready(Some(Ok(Item::Data(ev.data))));
+                        }
+                        this.end(None);
+                        return Poll::Ready(None);
+                    }
+                    if ev.event == "error" {
+                        let e = error_event(&ev.data).unwrap_or_else(|| {
+                            Error::new(ErrorKind::StreamInterrupted, "error event in stream")
+                        });
+                        this.end(Some(&e));
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    if let Some(e) = error_event(&ev.data) {
+                        this.end(Some(&e));
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    this.events_seen += 1;
+                    if this.watch.is_some() {
+                        if let Some(r) = finish_reason(&ev.data) {
+                            this.finish_reasons.push(r.to_string());
+                        }
+                    }
+                    if crate::wire::has_usage_object(&ev.data) {
+                        this.read_usage(&ev.data);
+                    }
+                    if this.framing == crate::routes::Stream::Responses
+                        && (RESPONSES_TERMINAL.contains(&ev.event.as_str())
+                            || responses_terminal_type(&ev.data))
+                    {
+                        this.finish_next = true;
+                    }
+                    return Poll::Ready(Some(Ok(Item::Data(ev.data))));
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    this.end(Some(&err));
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) if this.framing == crate::routes::Stream::Events => {
                     this.end(None);
                     return Poll::Ready(None);
                 }
-                if ev.event == "error" {
-                    let e = error_event(&ev.data).unwrap_or_else(|| {
-                        Error::new(ErrorKind::StreamInterrupted, "error event in stream")
-                    });
-                    this.end(Some(&e));
-                    return Poll::Ready(Some(Err(e)));
-                }
-                if let Some(e) = error_event(&ev.data) {
-                    this.end(Some(&e));
-                    return Poll::Ready(Some(Err(e)));
-                }
-                this.events_seen += 1;
-                if this.watch.is_some() {
-                    if let Some(r) = finish_reason(&ev.data) {
-                        this.finish_reasons.push(r.to_string());
-                    }
-                }
-                if crate::wire::has_usage_object(&ev.data) {
-                    this.read_usage(&ev.data);
-                }
-                if this.framing == crate::routes::Stream::Responses
-                    && (RESPONSES_TERMINAL.contains(&ev.event.as_str())
-                        || responses_terminal_type(&ev.data))
-                {
-                    this.finish_next = true;
-                }
-                Poll::Ready(Some(Ok(ev.data)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let err = match e {
-                    EventStreamError::Transport(t) => {
-                        Error::new(ErrorKind::StreamInterrupted, format!("stream cut: {t}"))
-                            .with_source(t)
-                    }
-                    EventStreamError::Utf8(u) => {
-                        Error::new(ErrorKind::Decode, format!("stream is not UTF-8: {u}"))
-                    }
-                    EventStreamError::Parser(p) => {
-                        Error::new(ErrorKind::Decode, format!("malformed event stream: {p}"))
-                    }
-                };
-                this.end(Some(&err));
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Ready(None) if this.framing == crate::routes::Stream::Events => {
-                this.end(None);
-                Poll::Ready(None)
-            }
-            Poll::Ready(None) => {
-                let what = match this.framing {
-                    crate::routes::Stream::Responses => "its terminal event",
-                    _ => "[DONE]",
-                };
-                let e = Error::new(
-                    ErrorKind::StreamInterrupted,
-                    format!("stream ended without {what}"),
-                );
-                this.end(Some(&e));
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
-                    let kind = if Instant::now() >= this.deadline {
-                        ErrorKind::TimeoutTotal
-                    } else {
-                        ErrorKind::TimeoutIdle
+                Poll::Ready(None) => {
+                    let what = match this.framing {
+                        crate::routes::Stream::Responses => "its terminal event",
+                        _ => "[DONE]",
                     };
                     let e = Error::new(
-                        kind,
-                        format!("no stream data for {:.3}s", this.idle.as_secs_f64()),
+                        ErrorKind::StreamInterrupted,
+                        format!("stream ended without {what}"),
                     );
                     this.end(Some(&e));
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Pending
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let kind = if Instant::now() >= this.deadline {
+                            ErrorKind::TimeoutTotal
+                        } else {
+                            ErrorKind::TimeoutIdle
+                        };
+                        let e = Error::new(
+                            kind,
+                            format!("no stream data for {:.3}s", this.idle.as_secs_f64()),
+                        );
+                        this.end(Some(&e));
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -539,6 +626,43 @@ mod tests {
             vec![
                 Ok(("thread.run.created".to_string(), "{}".to_string())),
                 Ok(("done".to_string(), "[DONE]".to_string()))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn comments_are_passed_on_request_and_keep_the_stream_alive() {
+        // A comment every 20 s against a 30 s idle timeout: the stream is alive, and
+        // `poll_frame` hands the comments over in order with the events.
+        let s: ByteStream = futures_util::stream::unfold(0u32, |n| async move {
+            if n > 3 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let b: &'static [u8] = match n {
+                0 | 1 => b": keep-alive\n",
+                2 => b"data: {\"a\":1}\n\n",
+                _ => b"data: [DONE]\n\n",
+            };
+            Some((Ok(Bytes::from_static(b)), n + 1))
+        })
+        .boxed();
+        let mut es = EventStream::from_bytes(
+            s,
+            Duration::from_secs(30),
+            Instant::now() + Duration::from_secs(600),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let mut got = Vec::new();
+        while let Some(f) = es.next_frame().await {
+            got.push(f.map_err(|e| e.kind()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                Ok(Item::Comment(" keep-alive".into())),
+                Ok(Item::Comment(" keep-alive".into())),
+                Ok(Item::Data("{\"a\":1}".into())),
             ]
         );
     }
