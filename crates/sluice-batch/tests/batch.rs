@@ -417,3 +417,62 @@ fn the_upstream_model_list_is_checked_before_the_first_line() {
         });
     });
 }
+
+#[test]
+fn each_batch_line_is_one_request_in_the_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let d = dir("metrics-once");
+            let lines: Vec<String> = (0..3)
+                .map(|i| chat_line(&format!("l{i}"), "hello"))
+                .collect();
+            let input = write_input(&d, &lines);
+            let m = mock("[output]\nmin_tokens = 4\nmax_tokens = 4\n").await;
+            let r = sluice_batch::run(engine(&m), Registry::builtin(), cfg(&input), never())
+                .await
+                .unwrap();
+            assert_eq!(r.summary.succeeded, 3);
+        });
+    });
+    let all = snap.snapshot().into_vec();
+    let sum = |name: &str, want: &[(&str, &str)]| -> u64 {
+        all.iter()
+            .filter(|(k, ..)| {
+                k.key().name() == name
+                    && want
+                        .iter()
+                        .all(|(n, v)| k.key().labels().any(|l| l.key() == *n && l.value() == *v))
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                DebugValue::Histogram(h) => h.len() as u64,
+                DebugValue::Gauge(_) => 0,
+            })
+            .sum()
+    };
+    let ok = [
+        ("endpoint", "chat"),
+        ("model", "gpt-4o-mini"),
+        ("outcome", "ok"),
+    ];
+    assert_eq!(sum("sluice_requests_total", &ok), 3);
+    assert_eq!(sum("sluice_request_duration_seconds", &ok), 3);
+    assert_eq!(
+        sum(
+            "sluice_tokens_total",
+            &[("model", "gpt-4o-mini"), ("kind", "completion")]
+        ),
+        12
+    );
+    assert_eq!(
+        sum("sluice_finish_reasons_total", &[("model", "gpt-4o-mini")]),
+        3
+    );
+}

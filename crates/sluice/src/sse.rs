@@ -421,7 +421,10 @@ impl EventStream {
                     )
                     .with_source(t))))
                 }
-                Poll::Ready(None) => self.eof = true,
+                Poll::Ready(None) => {
+                    self.eof = true;
+                    self.wire.finish();
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }

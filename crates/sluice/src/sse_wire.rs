@@ -65,6 +65,13 @@ impl WireParser {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The body has ended: a `\r` it ended with is a whole line end (it waited for a `\n`).
+    pub fn finish(&mut self) {
+        if self.at < self.buf.len() && self.buf.last() == Some(&b'\r') {
+            self.buf.push(b'\n');
+        }
+    }
+
     /// The next complete frame in what has been pushed.
     pub fn next_frame(&mut self) -> Option<Result<Frame, WireError>> {
         loop {
@@ -185,9 +192,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// However the bytes are cut into chunks, the frames are the same; nothing panics.
+        #[test]
+        fn chunking_never_changes_the_frames(
+            text in "(data: [a-z{}\":]{0,12}(\r\n|\n|\r)|: [a-z]{0,5}\n|event: [a-z.]{0,8}\n|id: [0-9]{0,3}\n|retry: [0-9x]{0,4}\n|\n|\r\n){0,16}",
+            cut in 0usize..400,
+        ) {
+            let b = text.as_bytes();
+            let cut = cut.min(b.len());
+            proptest::prop_assert_eq!(frames(&[&b[..cut], &b[cut..]]), frames(&[b]));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..8)) {
+            let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            let _ = frames(&refs);
+        }
+    }
+
     #[test]
     fn no_data_no_event_and_bad_bytes_are_named() {
         assert!(frames(&[b"event: x\n\n"]).is_empty());
+        // A body that ends in `\r\r` ends its last event.
+        let mut p = WireParser::default();
+        p.push(b"data: last\r\r");
+        assert!(matches!(p.next_frame(), None | Some(Ok(Frame::Event(_)))));
+        p.finish();
+        let mut got = Vec::new();
+        while let Some(f) = p.next_frame() {
+            got.push(f);
+        }
+        assert_eq!(got, vec![ev("", "last", "")]);
         assert_eq!(
             frames(&[b"data: \xff\n\ndata: ok\n\n"]),
             vec![Err(WireError::NotUtf8), ev("", "ok", "")]
