@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// Uploads larger than this (or of unknown length) are streamed upstream, not held in memory.
+pub(crate) const STREAM_UPLOADS_ABOVE: u64 = 8 * 1024 * 1024;
+
 /// Operations whose body is a model request: estimated for admission, model required and
 /// checked, sent through the model policy.
 pub(crate) fn typed(op: &sluice::routes::Op) -> Option<&'static str> {
@@ -59,6 +62,42 @@ pub(crate) async fn api(
         .as_ref()
         .map_or("loopback", |c| c.name.as_str())
         .to_string();
+    let too_large = || {
+        openai_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "Request body too large: the limit is {} bytes.",
+                st.cfg.max_body_bytes
+            ),
+            "invalid_request_error",
+            None,
+            None,
+        )
+    };
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > st.cfg.max_body_bytes as u64) {
+        return too_large();
+    }
+    // A large upload (multipart, or a body sluice never reads) goes upstream as it arrives
+    // instead of being held in memory: sent once, not retried.
+    let upload = (multipart || op.body == sluice::routes::Body::Any)
+        && length.is_none_or(|n| n > STREAM_UPLOADS_ABOVE);
+    let mut streamed = None;
+    let body = if upload {
+        let limited = http_body_util::Limited::new(body, st.cfg.max_body_bytes);
+        streamed = Some(sluice::stack::SharedUpload::new(
+            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                limited,
+                |e| -> sluice::transport::BoxError { e },
+            )),
+        ));
+        Body::empty()
+    } else {
+        body
+    };
     let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -91,6 +130,8 @@ pub(crate) async fn api(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             headers: passed_request_headers(&headers),
+            max_attempts: streamed.is_some().then_some(1),
+            upload: streamed,
             ..RequestOptions::default()
         },
     };

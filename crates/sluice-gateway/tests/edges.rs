@@ -101,6 +101,7 @@ async fn recording_upstream() -> (String, Seen, Got) {
                 .into_response()
         }
     });
+    let app = app.layer(axum::extract::DefaultBodyLimit::disable());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", l.local_addr().unwrap());
     tokio::spawn(async move {
@@ -130,10 +131,15 @@ aliases = { fast = "gpt-4o-mini" }
 "#;
 
 async fn gateway(upstream: &str, upstream_key: &str, extra: &str) -> Gateway {
+    gateway_with(upstream, upstream_key, "", extra).await
+}
+
+/// `top` goes before the first table (`max_body_bytes = …`), `extra` after the keys.
+async fn gateway_with(upstream: &str, upstream_key: &str, top: &str, extra: &str) -> Gateway {
     let mut cfg = GatewayConfig::from_toml(
         "edges.toml",
         &format!(
-            "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{upstream}\"\nkeys = [{{ value = \"{upstream_key}\" }}]\nmax_attempts = 1\n{KEYS}{extra}"
+            "listen = \"127.0.0.1:0\"\n{top}[upstream]\nbase_url = \"{upstream}\"\nkeys = [{{ value = \"{upstream_key}\" }}]\nmax_attempts = 1\n{KEYS}{extra}"
         ),
     )
     .unwrap();
@@ -588,4 +594,68 @@ async fn named_event_streams_pass_through_until_the_body_ends() {
         "{text}"
     );
     g.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_uploads_stream_through_byte_for_byte() {
+    let (url, seen, got) = recording_upstream().await;
+    let g = gateway_with(
+        &url,
+        "sk-upstream-good-0001",
+        "max_body_bytes = 20000000\n",
+        "",
+    )
+    .await;
+    let boundary = "----sluice-large";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n"
+    )
+    .into_bytes();
+    // 9 MiB of lines, above the size from which uploads are streamed.
+    let line =
+        b"{\"custom_id\":\"x\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n";
+    while body.len() < 9 * 1024 * 1024 {
+        body.extend_from_slice(line);
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/files", g.base_url()))
+        .bearer_auth("sk-free-0000001")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, sent) = got.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent.len(), body.len());
+    assert!(sent == body, "the upload arrives byte for byte");
+    // Over the limit by its declared length: refused before anything is sent.
+    let before = seen.lock().unwrap().len();
+    let g2 = gateway_with(
+        &url,
+        "sk-upstream-good-0001",
+        "max_body_bytes = 1000000\n",
+        "",
+    )
+    .await;
+    let r = client
+        .post(format!("{}/files", g2.base_url()))
+        .bearer_auth("sk-free-0000001")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(seen.lock().unwrap().len(), before);
+    g.shutdown().await;
+    g2.shutdown().await;
 }

@@ -99,6 +99,29 @@ pub struct RequestOptions {
     /// ones). Headers the engine sets from its configuration (organization, project, custom)
     /// win; `Authorization` and `Idempotency-Key` are always the engine's.
     pub headers: HeaderMap,
+    /// A body sent as it arrives instead of `Call::body` (a large upload): it can be sent
+    /// once, so the request is not retried after it has gone.
+    pub upload: Option<SharedUpload>,
+}
+
+/// A one-shot request body shared by the clones of a [`Call`]: the first attempt takes it.
+#[derive(Clone, Default)]
+pub struct SharedUpload(Arc<std::sync::Mutex<Option<crate::transport::Upload>>>);
+
+impl SharedUpload {
+    pub fn new(body: crate::transport::Upload) -> Self {
+        SharedUpload(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+
+    fn take(&self) -> Option<crate::transport::Upload> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for SharedUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedUpload")
+    }
 }
 
 /// What is known about a request once it has an answer.
@@ -805,6 +828,22 @@ impl Engine {
             }
             None => None,
         };
+        let payload = match &ctx.call.options.upload {
+            None => crate::transport::Payload::Bytes(ctx.call.body.clone()),
+            Some(u) => match u.take() {
+                Some(b) => crate::transport::Payload::Stream(b),
+                None => {
+                    let e = Error::new(
+                        ErrorKind::Connection,
+                        "the upload went with an earlier attempt and cannot be sent again",
+                    );
+                    if let Some(a) = admitted {
+                        a.fail(&e);
+                    }
+                    return Err(e);
+                }
+            },
+        };
         let sent = self
             .inner
             .transport
@@ -812,7 +851,7 @@ impl Engine {
                 ctx.call.method.clone(),
                 &ctx.call.path,
                 headers,
-                ctx.call.body.clone(),
+                payload,
                 self.inner.timeouts.first_byte,
                 ctx.deadline,
             )

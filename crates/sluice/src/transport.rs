@@ -59,8 +59,21 @@ impl Default for TransportConfig {
     }
 }
 
+/// A request body sent as it arrives (a large upload a gateway does not hold in memory).
+pub type Upload = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// What an attempt sends: bytes held in memory (sent again on a retry) or an upload that can be
+/// sent once.
+#[derive(Debug)]
+pub enum Payload {
+    Bytes(Option<Bytes>),
+    Stream(Upload),
+}
+
+type DirectBody = http_body_util::Either<Full<Bytes>, Upload>;
+
 type Direct =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, DirectBody>;
 
 #[derive(Debug, Clone)]
 enum Http {
@@ -189,7 +202,7 @@ impl Transport {
         method: Method,
         path: &str,
         headers: HeaderMap,
-        body: Option<Bytes>,
+        body: Payload,
         first_byte: Duration,
         deadline: Instant,
     ) -> Result<Response, Error> {
@@ -203,7 +216,13 @@ impl Transport {
         };
         match &self.http {
             Http::Direct(client) => {
-                let mut req = http::Request::new(Full::new(body.unwrap_or_default()));
+                let body = match body {
+                    Payload::Bytes(b) => {
+                        http_body_util::Either::Left(Full::new(b.unwrap_or_default()))
+                    }
+                    Payload::Stream(u) => http_body_util::Either::Right(u),
+                };
+                let mut req = http::Request::new(body);
                 *req.method_mut() = method;
                 *req.uri_mut() = target.uri;
                 *req.headers_mut() = headers;
@@ -215,8 +234,14 @@ impl Transport {
             }
             Http::Proxied(client) => {
                 let mut req = client.request(method, target.url).headers(headers);
-                if let Some(b) = body {
-                    req = req.body(b);
+                match body {
+                    Payload::Bytes(Some(b)) => req = req.body(b),
+                    Payload::Bytes(None) => {}
+                    Payload::Stream(u) => {
+                        req = req.body(reqwest::Body::wrap_stream(
+                            http_body_util::BodyDataStream::new(u),
+                        ))
+                    }
                 }
                 match tokio::time::timeout(limit, req.send()).await {
                     Err(_) => Err(timed_out()),
