@@ -711,9 +711,19 @@ pub async fn run(
                         Err(e) => {
                             tally.fail(e.kind().as_str());
                             let response = e.status().map(|s| {
-                                let body = e.api_error().map_or(
-                                    serde_json::Value::Null,
-                                    |a| serde_json::json!({"error": a}),
+                                // The upstream's error body, or (a proxy's HTML page, an
+                                // empty answer) the same shape written from the error.
+                                let body = e.api_error().map_or_else(
+                                    || {
+                                        sluice::ApiError::new(
+                                            e.message(),
+                                            "upstream_error",
+                                            Some(e.kind().as_str()),
+                                            None,
+                                        )
+                                        .to_body()
+                                    },
+                                    sluice::ApiError::to_body,
                                 );
                                 (s, e.request_id(), body)
                             });

@@ -15,7 +15,7 @@ pub(crate) fn openai_error(
     code: Option<&str>,
     param: Option<&str>,
 ) -> Response {
-    let body = json!({"error": {"message": message, "type": ty, "param": param, "code": code}});
+    let body = sluice::ApiError::new(message, ty, code, param).to_body();
     let mut r = (status, axum::Json(body)).into_response();
     let h = r.headers_mut();
     set(h, "x-request-id", &format!("req_sluice_{:024x}", rand_id()));
@@ -49,7 +49,7 @@ pub(crate) fn error_response(e: &Error) -> Response {
         // The upstream answered: its status and error body, as they were.
         (Some(s), Some(api)) => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
-            (status, axum::Json(json!({"error": api}))).into_response()
+            (status, axum::Json(api.to_body())).into_response()
         }
         (Some(s), None) => {
             let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -160,15 +160,17 @@ pub(crate) fn stream_response(
                 }
                 Some(Err(e)) => {
                     p.finish(Some(&e));
+                    let api = sluice::ApiError::new(
+                        e.message(),
+                        "server_error",
+                        Some(e.kind().as_str()),
+                        None,
+                    );
                     let event = if framing == sluice::routes::Stream::Responses {
                         // As the Responses API writes its own error events.
-                        let body = json!({"type": "error", "code": e.kind().as_str(),
-                            "message": e.message(), "param": null});
-                        format!("event: error\ndata: {body}\n\n")
+                        format!("event: error\ndata: {}\n\n", api.to_responses_event())
                     } else {
-                        let body = json!({"error": {"message": e.message(), "type": "server_error",
-                            "param": null, "code": e.kind().as_str()}});
-                        format!("data: {body}\n\n")
+                        format!("data: {}\n\n", api.to_body())
                     };
                     return Some((Ok(Bytes::from(event)), (p, true)));
                 }

@@ -137,6 +137,31 @@ pub struct ApiError {
     pub code: Option<String>,
 }
 
+impl ApiError {
+    pub fn new(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Self {
+        ApiError {
+            message: message.to_string(),
+            kind: Some(kind.to_string()),
+            param: param.map(str::to_string),
+            code: code.map(str::to_string),
+        }
+    }
+
+    /// The whole error answer, `{"error": {"message","type","param","code"}}` — the one shape
+    /// every face writes (a gateway's answers and mid-stream events, a batch runner's error
+    /// records), so the caller's SDK raises the right exception class.
+    pub fn to_body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"message": self.message, "type": self.kind,
+            "param": self.param, "code": self.code}})
+    }
+
+    /// The same error as a Responses API stream writes it (`event: error`'s data).
+    pub fn to_responses_event(&self) -> serde_json::Value {
+        serde_json::json!({"type": "error", "code": self.code, "message": self.message,
+            "param": self.param})
+    }
+}
+
 /// Some servers send numeric codes; keep them as text.
 fn code_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;
@@ -392,6 +417,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn one_error_shape_for_answers_and_stream_events() {
+        let a = ApiError::new(
+            "no",
+            "invalid_request_error",
+            Some("model_not_allowed"),
+            Some("model"),
+        );
+        assert_eq!(
+            a.to_body(),
+            serde_json::json!({"error": {"message": "no", "type": "invalid_request_error",
+                "param": "model", "code": "model_not_allowed"}})
+        );
+        assert_eq!(a.to_responses_event()["type"], "error");
+        assert_eq!(a.to_responses_event()["code"], "model_not_allowed");
+        // What the SDKs parse back is what was written.
+        let back: ApiError =
+            serde_json::from_value(a.to_body()["error"].clone()).unwrap_or_default();
+        assert_eq!(back, a);
+    }
+
     use super::*;
     use proptest::prelude::*;
 
