@@ -659,3 +659,50 @@ async fn large_uploads_stream_through_byte_for_byte() {
     g.shutdown().await;
     g2.shutdown().await;
 }
+
+/// Every operation of the route table that sluice cannot price, and every one that names a
+/// model, tried with a restricted key: each refused, none reaching the upstream.
+#[tokio::test]
+async fn a_restricted_key_is_refused_on_every_unpriced_or_foreign_model_route_of_the_table() {
+    use sluice::routes::{Billing, Body as BodyKind, ModelAt, RouteTable};
+    let (url, seen) = upstream().await;
+    let g = gateway(&url, "sk-upstream-good-0001", "").await;
+    let mut tried = 0;
+    for op in RouteTable::builtin().ops() {
+        let names_model = op.model != ModelAt::None;
+        if op.billing != Billing::Other && !names_model {
+            continue;
+        }
+        let path: String = op
+            .path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "gpt-4o" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let body = match op.body {
+            BodyKind::None => String::new(),
+            _ => json!({"model": "gpt-4o", "input": "x"}).to_string(),
+        };
+        let (status, _, text) = raw(
+            &g,
+            op.method.as_str(),
+            &format!("/v1{path}"),
+            "sk-team-a-000001",
+            &body,
+        )
+        .await;
+        assert!(
+            status == 403 || (status == 404 && op.model == ModelAt::Path),
+            "{} {path}: {status} {text}",
+            op.method
+        );
+        tried += 1;
+    }
+    assert!(tried > 200, "tried {tried} operations");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "reached the upstream: {:?}",
+        seen.lock().unwrap()
+    );
+    g.shutdown().await;
+}

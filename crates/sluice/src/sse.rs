@@ -312,10 +312,19 @@ impl Drop for EventStream {
 }
 
 /// A chunk's non-null `finish_reason`, found without parsing the whole chunk.
+/// Whatever the whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
 fn finish_reason(data: &str) -> Option<&str> {
-    let at = data.find("\"finish_reason\":\"")? + "\"finish_reason\":\"".len();
-    let rest = &data[at..];
-    rest.find('"').map(|end| &rest[..end])
+    let mut rest = data;
+    while let Some(i) = rest.find("\"finish_reason\"") {
+        rest = &rest[i + "\"finish_reason\"".len()..];
+        let Some(v) = rest.trim_start().strip_prefix(':') else {
+            continue;
+        };
+        if let Some(v) = v.trim_start().strip_prefix('"') {
+            return v.find('"').map(|end| &v[..end]);
+        }
+    }
+    None
 }
 
 /// A Responses API payload whose `type` is a terminal event (for streams that send no
@@ -630,6 +639,26 @@ mod tests {
                 Ok(("thread.run.created".to_string(), "{}".to_string())),
                 Ok(("done".to_string(), "[DONE]".to_string()))
             ]
+        );
+    }
+
+    #[test]
+    fn finish_reasons_are_found_whatever_the_whitespace() {
+        assert_eq!(
+            finish_reason(r#"{"choices":[{"finish_reason":"stop"}]}"#),
+            Some("stop")
+        );
+        assert_eq!(
+            finish_reason(r#"{"choices": [{"index": 0, "finish_reason": "length"}]}"#),
+            Some("length")
+        );
+        assert_eq!(
+            finish_reason(r#"{"choices":[{"finish_reason":null}]}"#),
+            None
+        );
+        assert_eq!(
+            finish_reason(r#"{"a":{"finish_reason" : null},"b":{"finish_reason" :"tool_calls"}}"#),
+            Some("tool_calls")
         );
     }
 
