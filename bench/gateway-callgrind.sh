@@ -16,27 +16,15 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
-bin=${SLUICE:-./target/release/sluice}
 requests=${REQUESTS:-1000}
 
 scenario=$(mktemp)
 sed 's/^ttft = .*/ttft = "0ms"/' bench/gateway-mock.toml >"$scenario"
 start_mock "$scenario"
 rm -f "$scenario"
-cat >"$out/gw.toml" <<TOML
-listen = "127.0.0.1:0"
-[upstream]
-base_url = "$base"
-keys = [{ value = "sk-bench-upstream-001" }]
-TOML
-SLUICE_LEDGER="$out/ledger.db" SLUICE_DATA_DIR="$out" RUST_LOG=warn \
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" serve --config "$out/gw.toml" \
-  >"$out/gw.out" 2>"$out/valgrind.err" &
-gw_pid=$!
+start_gateway "$base" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out"
 trap 'kill $gw_pid $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
-gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
-[ -n "$gw_base" ] || { echo "the gateway did not start under valgrind" >&2; cat "$out/valgrind.err" >&2; exit 1; }
+[ -n "$gw_base" ] || { echo "the gateway did not start under valgrind" >&2; cat "$out/gw.err" >&2; exit 1; }
 
 ./target/release/load rate "$gw_base/chat/completions" 50 2 >/dev/null
 callgrind_control -z "$gw_pid" >/dev/null
@@ -47,4 +35,4 @@ dump=$(ls -t "$out"/cg.out* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
 if [ -n "${KEEP:-}" ]; then cp "$dump" "$KEEP"; fi
 errors=$(sed -n 's/.*"errors": *\([0-9]*\).*/\1/p' "$out/load.json")
-echo "{\"binary\": \"$bin\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"
+echo "{\"binary\": \"${SLUICE:-./target/release/sluice}\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"

@@ -25,17 +25,23 @@ start_mock() {
   addr=${root#http://}
 }
 
-# start_gateway UPSTREAM_BASE: `sluice serve` in front of it (one fixed upstream key, ledger in
-# $out); sets $gw_base and $gw_pid. Call after start_mock (it writes into $out).
+# start_gateway UPSTREAM_BASE [WRAPPER...]: `sluice serve` in front of it (one fixed upstream
+# key, ledger and data directory in $out), run under WRAPPER when given (e.g. valgrind); the
+# binary is $SLUICE (default this tree's release build). Sets $gw_base and $gw_pid. Call after
+# start_mock (it writes into $out).
 start_gateway() {
+  local upstream=$1
+  shift
   cat >"$out/gw.toml" <<TOML
 listen = "127.0.0.1:0"
 [upstream]
-base_url = "$1"
+base_url = "$upstream"
 keys = [{ value = "sk-bench-upstream-001" }]
 TOML
-  SLUICE_LEDGER="$out/ledger.db" RUST_LOG=warn ./target/release/sluice serve --config "$out/gw.toml" >"$out/gw.out" 2>/dev/null &
+  SLUICE_LEDGER="$out/ledger.db" SLUICE_DATA_DIR="$out" RUST_LOG=warn \
+    "$@" "${SLUICE:-./target/release/sluice}" serve --config "$out/gw.toml" >"$out/gw.out" 2>"$out/gw.err" &
   gw_pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
+  # Up to 60 s: under valgrind the start is slow.
+  for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
   gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
 }

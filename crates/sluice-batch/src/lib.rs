@@ -286,18 +286,6 @@ impl Bits {
     }
 }
 
-/// Run (or resume) a job. `stop` turning true stops admission; in-flight requests then get
-/// `cfg.grace` to finish.
-/// Stops a background task when the job ends.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 pub async fn run(
     engine: Engine,
     prices: Registry,
@@ -327,11 +315,11 @@ pub async fn run(
             tracing::warn!(error = %e, "could not read the upstream's model list");
         }
         let engine = engine.clone();
-        _models_watch = Some(AbortOnDrop(sluice::catalog::watch_after(
+        _models_watch = Some(sluice::catalog::watch_after(
             move || (engine.clone(), models.clone()),
             every,
             every,
-        )));
+        ));
     }
     if !idx.duplicates.is_empty() {
         let mut msg = format!(

@@ -373,106 +373,106 @@ async fn one_job_spreads_over_several_keys_and_survives_a_revoked_one() {
     assert!(s.by_key.get("bad").copied().unwrap_or(0) <= c.window as u64);
 }
 
-#[test]
-fn the_upstream_model_list_is_checked_before_the_first_line() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
+type Snapshot = Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+)>;
+
+/// Run `job` on a current-thread runtime with a local metrics recorder; what it recorded.
+fn recorded<F: std::future::Future<Output = ()>>(job: impl FnOnce() -> F) -> Snapshot {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snap = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let d = dir("models-check");
-            let input = write_input(&d, &[chat_line("a", "one"), chat_line("b", "two")]);
-            // The upstream no longer serves the input's model, though the registry calls it
-            // active.
-            let m = mock("[[models]]\nid = \"gpt-4o-mini\"\nretired = true\n").await;
-            let e = engine(&m);
-            let mut c = cfg(&input);
-            c.models_check_every = Some(Duration::from_secs(3600));
-            let r = sluice_batch::run(e.clone(), Registry::builtin(), c, never())
-                .await
-                .unwrap();
-            assert_eq!(r.summary.failed, 2);
-            let listed = e.catalog().listed().expect("asked before sending");
-            assert!(!listed.contains(&"gpt-4o-mini".to_string()));
-            let alerts: u64 = snap
-                .snapshot()
-                .into_vec()
-                .into_iter()
-                .filter(|(k, ..)| {
-                    k.key().name() == sluice::alerts::ALERTS
-                        && k.key()
-                            .labels()
-                            .any(|l| l.value() == sluice::catalog::MODEL_UNAVAILABLE)
-                })
-                .map(|(.., v)| match v {
-                    DebugValue::Counter(n) => n,
-                    _ => 0,
-                })
-                .sum();
-            assert_eq!(alerts, 1, "model_unavailable for gpt-4o-mini");
-        });
+        rt.block_on(job());
     });
+    snap.snapshot().into_vec()
+}
+
+/// The sum of a metric's counts (histograms: their samples) over the series with these labels.
+fn sum(all: &Snapshot, name: &str, want: &[(&str, &str)]) -> u64 {
+    use metrics_util::debugging::DebugValue;
+    all.iter()
+        .filter(|(k, ..)| {
+            k.key().name() == name
+                && want
+                    .iter()
+                    .all(|(n, v)| k.key().labels().any(|l| l.key() == *n && l.value() == *v))
+        })
+        .map(|(.., v)| match v {
+            DebugValue::Counter(n) => *n,
+            DebugValue::Histogram(h) => h.len() as u64,
+            DebugValue::Gauge(_) => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn the_upstream_model_list_is_checked_before_the_first_line() {
+    let all = recorded(|| async {
+        let d = dir("models-check");
+        let input = write_input(&d, &[chat_line("a", "one"), chat_line("b", "two")]);
+        // The upstream no longer serves the input's model, though the registry calls it
+        // active.
+        let m = mock("[[models]]\nid = \"gpt-4o-mini\"\nretired = true\n").await;
+        let e = engine(&m);
+        let mut c = cfg(&input);
+        c.models_check_every = Some(Duration::from_secs(3600));
+        let r = sluice_batch::run(e.clone(), Registry::builtin(), c, never())
+            .await
+            .unwrap();
+        assert_eq!(r.summary.failed, 2);
+        let listed = e.catalog().listed().expect("asked before sending");
+        assert!(!listed.contains(&"gpt-4o-mini".to_string()));
+    });
+    let alerts = sum(
+        &all,
+        sluice::alerts::ALERTS,
+        &[("rule", sluice::catalog::MODEL_UNAVAILABLE)],
+    );
+    assert_eq!(alerts, 1, "model_unavailable for gpt-4o-mini");
 }
 
 #[test]
 fn each_batch_line_is_one_request_in_the_metrics() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snap = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let all = recorded(|| async {
+        let d = dir("metrics-once");
+        let lines: Vec<String> = (0..3)
+            .map(|i| chat_line(&format!("l{i}"), "hello"))
+            .collect();
+        let input = write_input(&d, &lines);
+        let m = mock("[output]\nmin_tokens = 4\nmax_tokens = 4\n").await;
+        let r = sluice_batch::run(engine(&m), Registry::builtin(), cfg(&input), never())
+            .await
             .unwrap();
-        rt.block_on(async {
-            let d = dir("metrics-once");
-            let lines: Vec<String> = (0..3)
-                .map(|i| chat_line(&format!("l{i}"), "hello"))
-                .collect();
-            let input = write_input(&d, &lines);
-            let m = mock("[output]\nmin_tokens = 4\nmax_tokens = 4\n").await;
-            let r = sluice_batch::run(engine(&m), Registry::builtin(), cfg(&input), never())
-                .await
-                .unwrap();
-            assert_eq!(r.summary.succeeded, 3);
-        });
+        assert_eq!(r.summary.succeeded, 3);
     });
-    let all = snap.snapshot().into_vec();
-    let sum = |name: &str, want: &[(&str, &str)]| -> u64 {
-        all.iter()
-            .filter(|(k, ..)| {
-                k.key().name() == name
-                    && want
-                        .iter()
-                        .all(|(n, v)| k.key().labels().any(|l| l.key() == *n && l.value() == *v))
-            })
-            .map(|(.., v)| match v {
-                DebugValue::Counter(n) => *n,
-                DebugValue::Histogram(h) => h.len() as u64,
-                DebugValue::Gauge(_) => 0,
-            })
-            .sum()
-    };
     let ok = [
         ("endpoint", "chat"),
         ("model", "gpt-4o-mini"),
         ("outcome", "ok"),
     ];
-    assert_eq!(sum("sluice_requests_total", &ok), 3);
-    assert_eq!(sum("sluice_request_duration_seconds", &ok), 3);
+    assert_eq!(sum(&all, "sluice_requests_total", &ok), 3);
+    assert_eq!(sum(&all, "sluice_request_duration_seconds", &ok), 3);
     assert_eq!(
         sum(
+            &all,
             "sluice_tokens_total",
             &[("model", "gpt-4o-mini"), ("kind", "completion")]
         ),
         12
     );
     assert_eq!(
-        sum("sluice_finish_reasons_total", &[("model", "gpt-4o-mini")]),
+        sum(
+            &all,
+            "sluice_finish_reasons_total",
+            &[("model", "gpt-4o-mini")]
+        ),
         3
     );
 }

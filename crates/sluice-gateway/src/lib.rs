@@ -327,17 +327,7 @@ pub struct Gateway {
     state: Arc<AppState>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    _models_watch: Option<AbortOnDrop>,
-}
-
-/// Stops a background task with the gateway.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _models_watch: Option<sluice::catalog::Watch>,
 }
 
 impl Gateway {
@@ -403,13 +393,13 @@ impl Gateway {
         // force at each check (a reload changes both).
         let models_watch = every.map(|every| {
             let st = state.clone();
-            AbortOnDrop(sluice::catalog::watch(
+            sluice::catalog::watch(
                 move || {
                     let live = st.live();
                     (live.engine.clone(), live.cfg.named_models())
                 },
                 every,
-            ))
+            )
         });
         Ok(Gateway {
             addr,

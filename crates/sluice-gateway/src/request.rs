@@ -100,18 +100,7 @@ pub(crate) async fn api(
     };
     let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return openai_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "Request body too large: the limit is {} bytes.",
-                    st.cfg.max_body_bytes
-                ),
-                "invalid_request_error",
-                None,
-                None,
-            )
-        }
+        Err(_) => return too_large(),
     };
     let path_and_query = match uri.query() {
         Some(q) => format!("{path}?{q}"),

@@ -177,9 +177,26 @@ pub async fn check(engine: &Engine, configured: &[String]) -> Result<Vec<String>
     Ok(missing)
 }
 
-/// Check at once and then every `every`, until the handle is aborted. `current` gives the
-/// engine in force and the models configuration names (a gateway's change on reload).
-pub fn watch<F>(current: F, every: Duration) -> tokio::task::JoinHandle<()>
+/// The periodic check, running until this is dropped (or [`Watch::abort`]ed): a face holds it
+/// for as long as it runs.
+#[derive(Debug)]
+pub struct Watch(tokio::task::JoinHandle<()>);
+
+impl Watch {
+    pub fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Check at once and then every `every`. `current` gives the engine in force and the models
+/// configuration names (a gateway's change on reload).
+pub fn watch<F>(current: F, every: Duration) -> Watch
 where
     F: Fn() -> (Engine, Vec<String>) + Send + 'static,
 {
@@ -187,31 +204,22 @@ where
 }
 
 /// [`watch`], with the first check after `first` (a face that has just checked itself).
-pub fn watch_after<F>(current: F, every: Duration, first: Duration) -> tokio::task::JoinHandle<()>
+pub fn watch_after<F>(current: F, every: Duration, first: Duration) -> Watch
 where
     F: Fn() -> (Engine, Vec<String>) + Send + 'static,
 {
     let every = every.max(Duration::from_secs(1));
-    tokio::spawn(async move {
+    Watch(tokio::spawn(async move {
         tokio::time::sleep(first).await;
         loop {
             let (engine, configured) = current();
             if let Err(e) = check(&engine, &configured).await {
-                tracing::warn!(error = %e, "could not read the upstream's model list; the next check is in {}", humanize(every));
+                tracing::warn!(error = %e, next_check_in_s = every.as_secs(), "could not read the upstream's model list");
             }
             drop(engine);
             tokio::time::sleep(every).await;
         }
-    })
-}
-
-fn humanize(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min", s / 60),
-        _ => format!("{} h", s / 3600),
-    }
+    }))
 }
 
 #[cfg(test)]

@@ -225,33 +225,20 @@ pub fn usage(model: &str, u: &Usage) {
     }
 }
 
-/// Finish reasons of a finished request; `length` and `content_filter` are logged at warn,
-/// because the caller got less than it asked for.
+/// Finish reasons of a finished request (see [`finish_reason_strs`]).
 pub fn finish_reasons<'a>(
     model: &str,
     request_id: Option<&str>,
     reasons: impl IntoIterator<Item = &'a FinishReason>,
 ) {
-    let m = model_label(model);
-    for r in reasons {
-        let label = match r {
-            FinishReason::Other(_) => "other".to_string(),
-            known => known.as_str().to_string(),
-        };
-        counter!(FINISH_REASONS, "model" => m.clone(), "reason" => label).increment(1);
-        if r.is_truncated() {
-            tracing::warn!(
-                model,
-                request_id,
-                finish_reason = r.as_str(),
-                "answer cut short"
-            );
-        }
-    }
+    let strs: Vec<&str> = reasons.into_iter().map(FinishReason::as_str).collect();
+    finish_reason_strs(model, request_id, &strs);
 }
 
-/// [`finish_reasons`] from the strings an answer carried (without building a
-/// [`FinishReason`] for each: this runs on every answer).
+/// Finish reasons of a finished request, from the strings an answer carried (without building
+/// a [`FinishReason`] for each: this runs on every answer); unknown ones count as `other`.
+/// `length` and `content_filter` are logged at warn, because the caller got less than it asked
+/// for.
 pub fn finish_reason_strs(model: &str, request_id: Option<&str>, reasons: &[&str]) {
     if reasons.is_empty() {
         return;

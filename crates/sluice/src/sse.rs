@@ -311,37 +311,26 @@ impl Drop for EventStream {
     }
 }
 
-/// A chunk's non-null `finish_reason`, found without parsing the whole chunk.
-/// Whatever the whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
+/// A chunk's non-null `finish_reason`, found without parsing the whole chunk, whatever the
+/// whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
 fn finish_reason(data: &str) -> Option<&str> {
-    let mut rest = data;
-    while let Some(i) = rest.find("\"finish_reason\"") {
-        rest = &rest[i + "\"finish_reason\"".len()..];
-        let Some(v) = rest.trim_start().strip_prefix(':') else {
-            continue;
-        };
-        if let Some(v) = v.trim_start().strip_prefix('"') {
-            return v.find('"').map(|end| &v[..end]);
-        }
-    }
-    None
+    crate::wire::values_of(data, "finish_reason").find_map(|v| {
+        v.strip_prefix('"')
+            .and_then(|v| v.find('"').map(|end| &v[..end]))
+    })
 }
 
 /// A Responses API payload whose `type` is a terminal event (for streams that send no
 /// `event:` lines).
 fn responses_terminal_type(data: &str) -> bool {
-    let Some(at) = data.find("\"type\"") else {
-        return false;
-    };
-    let rest = data[at + 6..].trim_start();
-    let Some(rest) = rest.strip_prefix(':') else {
-        return false;
-    };
-    let rest = rest.trim_start();
-    RESPONSES_TERMINAL.iter().any(|t| {
-        rest.strip_prefix('"')
-            .is_some_and(|r| r.starts_with(t) && r[t.len()..].starts_with('"'))
-    })
+    crate::wire::values_of(data, "type")
+        .next()
+        .is_some_and(|v| {
+            RESPONSES_TERMINAL.iter().any(|t| {
+                v.strip_prefix('"')
+                    .is_some_and(|r| r.starts_with(t) && r[t.len()..].starts_with('"'))
+            })
+        })
 }
 
 /// The error an in-stream error event stands for.

@@ -176,22 +176,31 @@ impl From<FinishReason> for String {
     }
 }
 
+/// The text after each `"key":` of a JSON text (whitespace around the colon skipped), in order:
+/// a cheap look at one field of a stream chunk before (or instead of) parsing it. Only a
+/// filter — it can match inside a string value, so what matters is parsed as JSON after.
+pub(crate) fn values_of<'a>(json: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let mut rest = json;
+    std::iter::from_fn(move || loop {
+        let i = rest.find('"')?;
+        let after = &rest[i + 1..];
+        match after.strip_prefix(key).and_then(|a| a.strip_prefix('"')) {
+            Some(a) => {
+                rest = a;
+                if let Some(v) = a.trim_start().strip_prefix(':') {
+                    return Some(v.trim_start());
+                }
+            }
+            None => rest = after,
+        }
+    })
+}
+
 /// Whether a JSON text has a `"usage"` key whose value is an object, whatever the whitespace
 /// around the colon (`"usage":{`, `"usage": {`, `"usage" :\n{`). A cheap test before parsing:
-/// chat chunks carry `"usage": null` on every chunk but the last when usage is asked for. Only
-/// a filter — the caller still parses the text as JSON.
+/// chat chunks carry `"usage": null` on every chunk but the last when usage is asked for.
 pub fn has_usage_object(json: &str) -> bool {
-    let mut rest = json;
-    while let Some(i) = rest.find("\"usage\"") {
-        rest = &rest[i + 7..];
-        let after = rest.trim_start();
-        if let Some(v) = after.strip_prefix(':') {
-            if v.trim_start().starts_with('{') {
-                return true;
-            }
-        }
-    }
-    false
+    values_of(json, "usage").any(|v| v.starts_with('{'))
 }
 
 #[cfg(test)]
