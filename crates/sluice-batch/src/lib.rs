@@ -34,8 +34,8 @@ use bytes::Bytes;
 use sluice::admission::estimate;
 use sluice::models::Registry;
 use sluice::pricing::{dollars, Nanos};
-use sluice::stack::{Call, Engine, RequestOptions};
 use sluice::ErrorKind;
+use sluice::{Call, Engine, RequestOptions};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use input::{Line, Lines};
@@ -804,7 +804,7 @@ async fn send_patiently(
     engine: &Engine,
     call: Call,
     fatal: &AtomicBool,
-) -> Result<sluice::stack::Reply, sluice::Error> {
+) -> Result<sluice::Reply, sluice::Error> {
     loop {
         match engine.send(call.clone()).await {
             Err(e) if e.kind() == ErrorKind::Overloaded && !fatal.load(Ordering::Acquire) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice::pricing::dollars;
-use sluice::stack::Engine;
+use sluice::Engine;
 use tokio::task::JoinHandle;
 
 use crate::summary::Tally;

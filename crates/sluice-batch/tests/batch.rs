@@ -39,7 +39,7 @@ async fn mock(toml: &str) -> MockServer {
         .unwrap()
 }
 
-fn engine(m: &MockServer) -> sluice::stack::Engine {
+fn engine(m: &MockServer) -> sluice::Engine {
     sluice::Client::builder()
         .base_url(m.base_url())
         .api_key("sk-batch-test-00001")

@@ -60,9 +60,8 @@ pub(crate) fn is_usage_chunk(data: &str) -> bool {
 /// A stream being passed through, with what is logged when it ends — or when the caller
 /// leaves and the stream is dropped (which drops the upstream request too).
 pub(crate) struct Passing {
-    pub(crate) events: sluice::sse::EventStream,
+    pub(crate) events: sluice::EventStream,
     pub(crate) log: RequestLog,
-    pub(crate) caller_ticket: Option<sluice::admission::Ticket>,
     pub(crate) logged: bool,
 }
 
@@ -73,9 +72,6 @@ impl Passing {
         }
         self.logged = true;
         if let Some(u) = self.events.usage().cloned() {
-            if let Some(mut t) = self.caller_ticket.take() {
-                t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
-            }
             self.log.usage(&u);
         }
         self.log.cost = self.events.cost_nanos();
@@ -126,17 +122,21 @@ pub(crate) fn sse_event(meta: &sluice::sse::EventMeta, data: &str) -> String {
 /// Pass a stream through, event by event, with `[DONE]` at the end. An upstream failure
 /// mid-stream becomes an SSE error event, which the SDKs raise as an API error.
 pub(crate) fn stream_response(
-    reply: sluice::stack::StreamReply,
+    reply: sluice::StreamReply,
     strip_usage: bool,
     log: RequestLog,
     caller_ticket: Option<sluice::admission::Ticket>,
 ) -> Response {
     let upstream_headers = reply.headers;
     let meta = reply.meta;
+    let mut events = reply.events;
+    if let Some(t) = caller_ticket {
+        // The caller's virtual-key reservation settles with the stream's usage.
+        events.settle_with(t);
+    }
     let state = Passing {
-        events: reply.events,
+        events,
         log,
-        caller_ticket,
         logged: false,
     };
     let framing = state.events.framing();

@@ -42,7 +42,7 @@ use sluice::model_policy::{ModelPolicy, PolicyConfig};
 use sluice::models::Registry;
 use sluice::pricing::{dollars_exact, Nanos};
 use sluice::spend::{Budget, BudgetScope, Ledger, RedisBudgets, SpendConfig, SpendTags};
-use sluice::stack::{Call, Engine, Meta, RequestOptions};
+use sluice::{Call, Engine, Meta, RequestOptions};
 use sluice::{Client, Error, ErrorKind};
 
 pub use config::{ConfigError, GatewayConfig, KeySpec, LedgerSetting, VirtualKey};
@@ -92,7 +92,7 @@ pub fn engine(
     prev: Option<&Engine>,
 ) -> Result<Engine, Error> {
     let registry = Arc::new(Registry::load(cfg.models.registry.as_deref())?);
-    sluice::observe::know_models(cfg.named_models());
+    sluice::know_models(cfg.named_models());
     let policy = ModelPolicy::new(
         registry,
         PolicyConfig {

@@ -88,10 +88,10 @@ pub(crate) async fn api(
     let mut streamed = None;
     let body = if upload {
         let limited = http_body_util::Limited::new(body, st.cfg.max_body_bytes);
-        streamed = Some(sluice::stack::SharedUpload::new(
+        streamed = Some(sluice::SharedUpload::new(
             http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                 limited,
-                |e| -> sluice::transport::BoxError { e },
+                |e| -> sluice::BoxError { e },
             )),
         ));
         Body::empty()
@@ -250,7 +250,7 @@ pub(crate) async fn api(
             log.answered(&reply.meta);
             if let Some(u) = reply.facts.usage.as_ref() {
                 if let Some(mut t) = caller_ticket.take() {
-                    t.settle(u.prompt_tokens + u.completion_tokens, u.completion_tokens);
+                    t.settle_usage(u);
                 }
                 log.usage(u);
             }

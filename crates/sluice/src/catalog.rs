@@ -16,9 +16,10 @@ use http::Method;
 use serde_json::Value;
 
 use crate::alerts::Alert;
+use crate::call::{Call, RequestOptions};
 use crate::error::{Error, ErrorKind};
 use crate::models::{Registry, Status};
-use crate::stack::{Call, Engine, RequestOptions};
+use crate::stack::Engine;
 
 /// The alert rule this module raises.
 pub const MODEL_UNAVAILABLE: &str = "model_unavailable";

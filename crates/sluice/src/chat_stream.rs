@@ -13,12 +13,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
-use tokio::time::Instant;
 
 use crate::accumulate::ChatAccumulator;
+use crate::call::{Meta, StreamReply};
 use crate::error::{Error, ErrorKind};
-use crate::sse::EventStream;
-use crate::stack::{finish_stream, Meta, StreamReply};
+use crate::event_stream::EventStream;
 use crate::text::{Boundary, TextChunker};
 use crate::wire::{ChatChunk, ChatCompletion};
 
@@ -35,8 +34,6 @@ pub struct ChatStream {
     events: Pin<Box<EventStream>>,
     acc: ChatAccumulator,
     meta: Meta,
-    span: tracing::Span,
-    started: Instant,
     state: State,
 }
 
@@ -46,8 +43,6 @@ impl ChatStream {
             events: Box::pin(reply.events),
             acc: ChatAccumulator::new(),
             meta: reply.meta,
-            span: reply.span,
-            started: reply.started,
             state: State::Open,
         }
     }
@@ -93,19 +88,13 @@ impl ChatStream {
             e
         };
         let e = e.with_request_id(self.meta.request_id.clone());
+        // The stream's end records the failure (metrics, alerts, log) and settles its cost.
         self.events.as_mut().get_mut().fail(&e);
-        finish_stream(&self.span, self.started, Err(&e));
         e
     }
 
     fn complete(&mut self) {
         self.state = State::Done;
-        let done = self.acc.snapshot();
-        if let Some(u) = &done.usage {
-            self.span.record("prompt_tokens", u.prompt_tokens);
-            self.span.record("completion_tokens", u.completion_tokens);
-        }
-        finish_stream(&self.span, self.started, Ok(()));
     }
 }
 
@@ -140,18 +129,6 @@ impl Stream for ChatStream {
                     Poll::Ready(Some(Err(e)))
                 }
             },
-        }
-    }
-}
-
-impl Drop for ChatStream {
-    fn drop(&mut self) {
-        if self.state == State::Open {
-            // The caller let go early: the connection closes with the stream (whose drop records
-            // the request as cancelled).
-            self.span.in_scope(|| {
-                tracing::debug!(chunks = self.acc.chunks(), "stream dropped by the caller")
-            });
         }
     }
 }

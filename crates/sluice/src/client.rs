@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::admission::estimate::{self, Estimate};
 use crate::admission::AdmissionConfig;
+use crate::call::{Call, Meta, Reply, RequestOptions};
 use crate::chat_stream::ChatStream;
 use crate::config::{RetryPolicy, Timeouts};
 use crate::credentials::KeySource;
@@ -25,7 +26,7 @@ use crate::model_policy::ModelPolicy;
 use crate::observe;
 use crate::secret::SecretString;
 use crate::spend::SpendConfig;
-use crate::stack::{Call, Engine, EngineConfig, Meta, Reply, RequestOptions};
+use crate::stack::{Engine, EngineConfig};
 use crate::transport::TransportConfig;
 use crate::wire::{
     ChatCompletion, ChatRequest, Completion, CompletionRequest, EmbeddingRequest,

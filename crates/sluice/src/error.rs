@@ -229,10 +229,10 @@ impl Error {
 
     /// Mark the error as worth an immediate retry elsewhere (another key), keeping what the
     /// server said (its wait still applies to the key that failed).
-    pub(crate) fn with_retry_now(mut self) -> Self {
+    /// Retry at once (on another key), whatever the backoff would say.
+    pub(crate) fn set_retry_now(&mut self) {
         self.0.retryable = true;
         self.0.retry_now = true;
-        self
     }
 
     pub(crate) fn retry_now(&self) -> bool {

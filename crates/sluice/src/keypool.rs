@@ -106,12 +106,20 @@ pub struct Chosen {
     pub label: String,
 }
 
-/// What became of an attempt with a key.
+/// What a key's health learns from an attempt.
 #[derive(Debug, Clone, Copy)]
-pub enum Report<'a> {
+enum Report<'a> {
     Answered(&'a RateLimits),
     Rejected, // 401 or 403
     RateLimited(Option<Duration>),
+}
+
+/// The pool's answer to "which key now?".
+#[derive(Debug)]
+pub enum Choice {
+    Key(Chosen),
+    /// Every usable key is cooling down after 429s; the first is back after this long.
+    AllCoolingDown(Duration),
 }
 
 /// The pool.
@@ -168,9 +176,70 @@ impl KeyPool {
         self.sources.len() > 1 || matches!(self.sources.first(), Some(PoolSource::Lines { .. }))
     }
 
+    /// A key for an attempt; when every usable key is cooling down, wait for the first one
+    /// back, within `deadline`.
+    pub async fn take(&self, deadline: Instant) -> Result<Chosen, Error> {
+        loop {
+            match self.choose()? {
+                Choice::Key(c) => return Ok(c),
+                Choice::AllCoolingDown(wait) => {
+                    if wait >= deadline.saturating_duration_since(Instant::now()) {
+                        return Err(Error::new(
+                            ErrorKind::RateLimitedRequests,
+                            format!(
+                                "every API key is cooling down after 429s for {:.3}s more",
+                                wait.as_secs_f64()
+                            ),
+                        )
+                        .with_retry_after(Some(wait)));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// What became of an attempt with `chosen`: the answer's rate-limit headers, or its error.
+    /// The pool decides what follows — capacity noted, a cooldown after a 429, quarantine (and
+    /// its alert) after a 401/403 — and marks the error to be retried at once when another key
+    /// can take the request.
+    pub fn after_attempt(
+        &self,
+        chosen: &Chosen,
+        outcome: Result<&RateLimits, &mut Error>,
+        alerts: &crate::alerts::Alerter,
+    ) {
+        let err = match outcome {
+            Ok(rl) => {
+                self.report(chosen, Report::Answered(rl));
+                alerts.remaining(&chosen.label, rl);
+                return;
+            }
+            Err(e) => e,
+        };
+        let kind = err.kind();
+        let what = match kind {
+            ErrorKind::Authentication | ErrorKind::PermissionDenied | ErrorKind::QuotaExhausted => {
+                Report::Rejected
+            }
+            k if k.is_rate_limited() => Report::RateLimited(err.retry_after()),
+            _ => return,
+        };
+        self.report(chosen, what);
+        if matches!(what, Report::Rejected) {
+            alerts.key_quarantined(&chosen.label, kind.as_str());
+        }
+        // Another key may be a second one in the pool, or this source's new value after a
+        // rotation that happened while the attempt was on its way.
+        if self.another_available(chosen.id) {
+            tracing::info!(key = %chosen.label, kind = kind.as_str(), "moving the request to another key");
+            err.set_retry_now();
+        }
+    }
+
     /// Pick a key: healthy, not cooling down, with the most remaining capacity (round robin
-    /// among equals). `Err(wait)` when every healthy key is cooling down.
-    pub fn choose(&self) -> Result<Result<Chosen, Duration>, Error> {
+    /// among equals).
+    pub fn choose(&self) -> Result<Choice, Error> {
         let keys = self.all_keys()?;
         let now = Instant::now();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,7 +266,7 @@ impl KeyPool {
         }
         if let Some((i, _)) = best {
             let key = keys[i].clone();
-            return Ok(Ok(Chosen {
+            return Ok(Choice::Key(Chosen {
                 id: key_id(&key),
                 key,
                 label: format!("key-{}", i + 1),
@@ -210,11 +279,13 @@ impl KeyPool {
             )
             .with_retryable(false));
         }
-        Ok(Err(soonest.map_or(Duration::from_millis(100), |s| s - now)))
+        Ok(Choice::AllCoolingDown(
+            soonest.map_or(Duration::from_millis(100), |s| s - now),
+        ))
     }
 
     /// Learn from an attempt's outcome.
-    pub fn report(&self, chosen: &Chosen, what: Report<'_>) {
+    fn report(&self, chosen: &Chosen, what: Report<'_>) {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let h = health.entry(chosen.id).or_default();
         match what {
@@ -290,7 +361,10 @@ mod tests {
     }
 
     fn take(p: &KeyPool) -> Chosen {
-        p.choose().unwrap().unwrap()
+        match p.choose().unwrap() {
+            Choice::Key(c) => c,
+            Choice::AllCoolingDown(w) => panic!("every key cooling down for {w:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -310,8 +384,8 @@ mod tests {
         assert_eq!(take(&p).id, a.id, "b cools down");
         p.report(&a, Report::Rejected);
         match p.choose().unwrap() {
-            Err(wait) => assert_eq!(wait, Duration::from_secs(5)),
-            Ok(c) => panic!("nothing should be available, got {}", c.label),
+            Choice::AllCoolingDown(wait) => assert_eq!(wait, Duration::from_secs(5)),
+            Choice::Key(c) => panic!("nothing should be available, got {}", c.label),
         }
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(take(&p).id, b.id);

@@ -1,7 +1,7 @@
 //! sluice: a traffic controller for OpenAI-compatible LLM APIs.
 //!
 //! This crate is the engine every face of sluice shares (client library, gateway, batch runner)
-//! and the Rust client on top of it. A request passes one ordered stack (see [`stack`]): total
+//! and the Rust client on top of it. A request passes one ordered stack ([`Engine`]): total
 //! deadline, retries with full jitter under a retry budget, credentials, then the transport
 //! with connect / first-byte / idle timeouts. Errors come back as one [`Error`] with an
 //! [`ErrorKind`]; streams have backpressure and close their connection when dropped.
@@ -22,34 +22,41 @@
 mod accumulate;
 pub mod admission;
 pub mod alerts;
+mod call;
 pub mod catalog;
 mod chat_stream;
 mod client;
-pub mod config;
+mod config;
 pub mod credentials;
 pub mod doctor;
 mod error;
-pub mod headers;
+mod event_stream;
+mod headers;
 pub mod keypool;
 pub mod model_policy;
 pub mod models;
 pub mod models_check;
 pub mod models_update;
-pub mod observe;
+mod observe;
 pub mod pricing;
 mod redis_conn;
-pub mod retry;
+mod request_end;
+mod request_headers;
+mod retry;
 pub mod routes;
 mod secret;
 pub mod spend;
 pub mod sse;
-pub mod sse_wire;
-pub mod stack;
-pub mod text;
-pub mod transport;
+mod sse_wire;
+mod stack;
+mod text;
+mod transport;
 pub mod wire;
 
 pub use accumulate::ChatAccumulator;
+pub use call::{
+    BodyFacts, Call, ChoiceFacts, Meta, Reply, RequestOptions, SharedUpload, StreamReply,
+};
 pub use chat_stream::{ChatStream, TextStream};
 pub use client::{
     Chat, Client, ClientBuilder, Completions, Embeddings, Models, Response, DEFAULT_BASE_URL,
@@ -57,10 +64,13 @@ pub use client::{
 };
 pub use config::{RetryPolicy, Timeouts};
 pub use error::{ApiError, Error, ErrorKind, Result};
+pub use event_stream::EventStream;
 pub use headers::RateLimits;
+pub use observe::know_models;
 pub use secret::SecretString;
-pub use stack::{Meta, RequestOptions};
+pub use stack::{Counters, Engine, EngineConfig};
 pub use text::Boundary;
+pub use transport::{BoxError, TransportConfig, Upload};
 pub use wire::{
     ChatChunk, ChatCompletion, ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest,
     FinishReason, Tool, Usage,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 
-use crate::wire::{FinishReason, Usage};
+use crate::wire::Usage;
 
 pub const REQUESTS: &str = "sluice_requests_total";
 pub const ATTEMPTS: &str = "sluice_attempts_total";
@@ -223,16 +223,6 @@ pub fn usage(model: &str, u: &Usage) {
     if reasoning > 0 {
         counter!(TOKENS, "model" => m, "kind" => "reasoning").increment(reasoning);
     }
-}
-
-/// Finish reasons of a finished request (see [`finish_reason_strs`]).
-pub fn finish_reasons<'a>(
-    model: &str,
-    request_id: Option<&str>,
-    reasons: impl IntoIterator<Item = &'a FinishReason>,
-) {
-    let strs: Vec<&str> = reasons.into_iter().map(FinishReason::as_str).collect();
-    finish_reason_strs(model, request_id, &strs);
 }
 
 /// Finish reasons of a finished request, from the strings an answer carried (without building

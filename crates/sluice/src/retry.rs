@@ -120,6 +120,79 @@ pub fn wait_after(policy: &RetryPolicy, err: &Error, attempts: u32) -> Wait {
     Wait::Backoff(ceiling.mul_f64(rng.random::<f64>()))
 }
 
+/// One request's retry loop: what it may spend (attempts, the deadline, the shared budget).
+pub(crate) struct Retries<'a> {
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) budget: &'a RetryBudget,
+    /// Retries made by this engine so far (for progress lines and summaries).
+    pub(crate) counter: &'a std::sync::atomic::AtomicU64,
+    pub(crate) endpoint: &'static str,
+    pub(crate) deadline: Instant,
+    pub(crate) max_attempts: u32,
+}
+
+impl Retries<'_> {
+    /// Attempt, classify, wait (the server's wait or full jitter), within the deadline and the
+    /// retry budget. Returns the value and the attempts it took.
+    pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<(T, u32), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let endpoint = self.endpoint;
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            crate::observe::attempt(endpoint);
+            let mut err = match tokio::time::timeout_at(self.deadline, attempt()).await {
+                Ok(Ok(v)) => return Ok((v, n)),
+                Ok(Err(e)) => e,
+                Err(_) => Error::new(
+                    crate::error::ErrorKind::TimeoutTotal,
+                    "the request's total deadline passed",
+                ),
+            };
+            err.set_attempts(n);
+            if !err.is_retryable() || n >= self.max_attempts {
+                return Err(err);
+            }
+            let wait = wait_after(self.policy, &err, n);
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if wait.duration() >= left {
+                // Never sleep past the deadline: fail now, with the wait the server asked for.
+                tracing::warn!(
+                    attempt = n,
+                    kind = err.kind().as_str(),
+                    wait_ms = wait.duration().as_millis() as u64,
+                    left_ms = left.as_millis() as u64,
+                    "not retrying: the wait would pass the deadline"
+                );
+                return Err(err);
+            }
+            if !self.budget.try_withdraw() {
+                crate::observe::retry_budget_exhausted(endpoint);
+                tracing::warn!(
+                    attempt = n,
+                    kind = err.kind().as_str(),
+                    "not retrying: retry budget exhausted"
+                );
+                return Err(err);
+            }
+            crate::observe::retry(endpoint, err.kind().as_str());
+            self.counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                attempt = n,
+                kind = err.kind().as_str(),
+                wait_ms = wait.duration().as_millis() as u64,
+                server_wait = matches!(wait, Wait::Server(_)),
+                "retrying"
+            );
+            tokio::time::sleep(wait.duration()).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

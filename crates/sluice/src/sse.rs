@@ -1,9 +1,9 @@
 //! Server-sent events from a response body, as the data payloads of OpenAI streams.
 //!
 //! Parsing is [`crate::sse_wire`]'s, which keeps comment lines: a face that passes the stream
-//! on gets them with [`EventStream::poll_frame`] (keep-alives reach its caller), and every
+//! on gets them with [`EventReader::poll_frame`] (keep-alives reach its caller), and every
 //! frame, comments included, counts as a sign of life for the idle timeout. Each event's name,
-//! id and retry are kept beside its data ([`EventStream::last_meta`]) so a face that passes the
+//! id and retry are kept beside its data ([`EventReader::last_meta`]) so a face that passes the
 //! stream on can write them again. How a stream ends depends on its framing
 //! ([`crate::routes::Stream`]): chat streams end at `data: [DONE]`; Responses API streams at
 //! their terminal event (`response.completed`, `response.failed`, `response.incomplete`),
@@ -13,6 +13,9 @@
 //! [`ErrorKind::StreamInterrupted`]; silence longer than the idle timeout is
 //! [`ErrorKind::TimeoutIdle`]. Bytes are pulled from the socket only when the consumer polls, so
 //! a slow consumer holds the connection's flow control instead of a growing buffer.
+//!
+//! This module only reads: what the events mean for the request (usage, settlement, metrics)
+//! is [`crate::EventStream`]'s, which wraps an [`EventReader`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,14 +30,9 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
-use crate::admission::{AttemptOutcome, Ticket};
-use crate::alerts::Alerter;
 use crate::error::{ApiError, Error, ErrorKind};
-use crate::pricing::Nanos;
-use crate::spend::Charge;
-use crate::wire::Usage;
 
-type ByteStream = BoxStream<'static, Result<Bytes, crate::transport::BoxError>>;
+pub(crate) type ByteStream = BoxStream<'static, Result<Bytes, crate::transport::BoxError>>;
 
 /// What an event carries besides its data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,14 +44,6 @@ pub struct EventMeta {
     pub retry: Option<Duration>,
 }
 
-/// The request a stream belongs to, for what is recorded when it ends.
-struct Watch {
-    alerts: Arc<Alerter>,
-    started: Instant,
-    endpoint: &'static str,
-    model: String,
-}
-
 /// Responses API events after which the stream is over.
 const RESPONSES_TERMINAL: [&str; 3] = [
     "response.completed",
@@ -61,51 +51,36 @@ const RESPONSES_TERMINAL: [&str; 3] = [
     "response.incomplete",
 ];
 
-/// A stream of SSE `data` payloads, ending at `[DONE]`.
-pub struct EventStream {
+/// A stream of SSE `data` payloads, ending where its framing says.
+pub struct EventReader {
     bytes: ByteStream,
     wire: WireParser,
     /// The body has ended; what the parser still holds is all there is.
     eof: bool,
     /// Comments read while only data was asked for (the engine waits for the first event
-    /// that way): handed to [`EventStream::poll_frame`] first, in order. Bounded.
+    /// that way): handed to [`EventReader::poll_frame`] first, in order. Bounded.
     skipped_comments: std::collections::VecDeque<String>,
     idle_timer: Pin<Box<Sleep>>,
     idle: Duration,
     deadline: Instant,
-    peeked: Option<String>,
     done: bool,
     received: Arc<AtomicU64>,
-    /// The admission ticket of the attempt: settled when the usage event arrives, released
-    /// when the stream ends or is dropped.
-    ticket: Option<Ticket>,
-    /// The budget reservation: settled from the usage event, or, when the stream ends without
-    /// one, from the prompt estimate and the events seen (one token each, an upper bound for
-    /// chat streams).
-    charge: Option<(Charge, u64)>,
-    events_seen: u64,
-    usage: Option<Usage>,
-    cost: Option<Nanos>,
-    /// Who hears how the stream ended: the alerting stage and the request metrics (outcome,
-    /// latency, tokens, finish reasons), once, at the last event or at the drop.
-    watch: Option<Watch>,
-    finish_reasons: Vec<String>,
     framing: crate::routes::Stream,
     last: EventMeta,
     /// A terminal event was yielded: the next poll ends the stream.
     finish_next: bool,
 }
 
-impl std::fmt::Debug for EventStream {
+impl std::fmt::Debug for EventReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream")
+        f.debug_struct("EventReader")
             .field("done", &self.done)
             .field("received_bytes", &self.received.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-impl EventStream {
+impl EventReader {
     pub fn new(resp: crate::transport::Response, idle: Duration, deadline: Instant) -> Self {
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
@@ -119,14 +94,14 @@ impl EventStream {
         Self::from_bytes(bytes, idle, deadline, received)
     }
 
-    fn from_bytes(
+    pub(crate) fn from_bytes(
         bytes: ByteStream,
         idle: Duration,
         deadline: Instant,
         received: Arc<AtomicU64>,
     ) -> Self {
         let first = (Instant::now() + idle).min(deadline);
-        EventStream {
+        EventReader {
             bytes,
             wire: WireParser::default(),
             eof: false,
@@ -134,16 +109,8 @@ impl EventStream {
             idle_timer: Box::pin(tokio::time::sleep_until(first)),
             idle,
             deadline,
-            peeked: None,
             done: false,
             received,
-            ticket: None,
-            charge: None,
-            events_seen: 0,
-            usage: None,
-            cost: None,
-            watch: None,
-            finish_reasons: Vec::new(),
             framing: crate::routes::Stream::Chat,
             last: EventMeta::default(),
             finish_next: false,
@@ -164,160 +131,15 @@ impl EventStream {
         &self.last
     }
 
-    /// Hold an admission ticket for the life of the stream.
-    pub fn attach(&mut self, ticket: Ticket) {
-        self.ticket = Some(ticket);
-    }
-
-    /// Hold a budget reservation until the usage event or the end; `prompt` is the estimate
-    /// used when no usage arrives.
-    pub fn attach_charge(&mut self, charge: Charge, prompt: u64) {
-        self.charge = Some((charge, prompt));
-    }
-
-    /// Report the stream's end — to the alerting stage and as the request's metrics
-    /// (`sluice_requests_total`, its duration, tokens, finish reasons) — once, when it ends or
-    /// is dropped. `started` is the logical request's start.
-    pub fn watch(
-        &mut self,
-        alerts: Arc<Alerter>,
-        started: Instant,
-        endpoint: &'static str,
-        model: &str,
-    ) {
-        self.watch = Some(Watch {
-            alerts,
-            started,
-            endpoint,
-            model: model.to_string(),
-        });
-    }
-
-    /// The consumer found the stream broken (a chunk it cannot decode): end it with `e`.
-    pub fn fail(&mut self, e: &Error) {
-        if !self.done {
-            self.end(Some(e));
-        }
-    }
-
-    /// The usage event's counts, once it has arrived.
-    pub fn usage(&self) -> Option<&Usage> {
-        self.usage.as_ref()
-    }
-
-    /// What the stream cost, once settled (usage event, end or drop) and priced.
-    pub fn cost_nanos(&self) -> Option<Nanos> {
-        self.cost
-    }
-
-    /// The consumer is leaving before the end: settle the cost from what was seen (the
-    /// connection closes when the stream is dropped).
-    pub fn abandon(&mut self) {
-        self.settle_charge();
-    }
-
-    fn settle_charge(&mut self) {
-        if let Some((charge, prompt)) = self.charge.take() {
-            let priced = charge.price().is_some();
-            let u = self.usage.clone().unwrap_or_else(|| Usage {
-                prompt_tokens: prompt,
-                completion_tokens: self.events_seen,
-                total_tokens: prompt + self.events_seen,
-                ..Usage::default()
-            });
-            let cost = charge.settle(&u);
-            self.cost = priced.then_some(cost);
-        }
-    }
-
-    fn end(&mut self, outcome: Option<&Error>) {
-        self.done = true;
-        self.settle_charge();
-        if let Some(w) = self.watch.take() {
-            let reasons: Vec<&str> = self.finish_reasons.iter().map(String::as_str).collect();
-            let latency = w.started.elapsed();
-            let kind = outcome.map(|e| e.kind().as_str());
-            w.alerts.request(kind, latency, &reasons);
-            crate::observe::request_done(w.endpoint, &w.model, kind.unwrap_or("ok"), latency);
-            if let Some(u) = &self.usage {
-                crate::observe::usage(&w.model, u);
-            }
-            crate::observe::finish_reason_strs(&w.model, None, &reasons);
-        }
-        if let Some(t) = self.ticket.take() {
-            let o = match outcome {
-                None => AttemptOutcome::Success(t.elapsed()),
-                Some(e) => crate::stack::outcome_of(e),
-            };
-            t.finish(o);
-        }
+    /// A comment that was read while only data was asked for, oldest first.
+    pub(crate) fn pop_skipped_comment(&mut self) -> Option<String> {
+        self.skipped_comments.pop_front()
     }
 
     /// Bytes read from the connection so far.
     pub fn received_bytes(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
-
-    /// Put an event back to be yielded first (used after peeking at the first event).
-    pub fn unread(&mut self, data: String) {
-        self.peeked = Some(data);
-    }
-}
-
-impl EventStream {
-    /// A usage event settles the admission ticket and the budget reservation.
-    fn read_usage(&mut self, data: &str) {
-        #[derive(serde::Deserialize)]
-        struct Inner {
-            #[serde(default, deserialize_with = "crate::wire::usage_counts")]
-            usage: Option<Usage>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Env {
-            #[serde(default, deserialize_with = "crate::wire::usage_counts")]
-            usage: Option<Usage>,
-            /// Responses API events carry the response, with its usage, inside.
-            response: Option<Inner>,
-        }
-        let Some(u) = serde_json::from_str::<Env>(data)
-            .ok()
-            .and_then(|e| e.usage.or(e.response.and_then(|r| r.usage)))
-        else {
-            return;
-        };
-        if let Some(t) = self.ticket.as_mut() {
-            let used = if u.total_tokens > 0 {
-                u.total_tokens
-            } else {
-                u.prompt_tokens + u.completion_tokens
-            };
-            t.settle(used, u.completion_tokens);
-        }
-        self.usage = Some(u);
-        self.settle_charge();
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.settle_charge();
-        // Dropped before its end: the consumer left.
-        if let Some(w) = self.watch.take() {
-            crate::observe::request_done(w.endpoint, &w.model, "cancelled", w.started.elapsed());
-            if let Some(u) = &self.usage {
-                crate::observe::usage(&w.model, u);
-            }
-        }
-    }
-}
-
-/// A chunk's non-null `finish_reason`, found without parsing the whole chunk, whatever the
-/// whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
-fn finish_reason(data: &str) -> Option<&str> {
-    crate::wire::values_of(data, "finish_reason").find_map(|v| {
-        v.strip_prefix('"')
-            .and_then(|v| v.find('"').map(|end| &v[..end]))
-    })
 }
 
 /// A Responses API payload whose `type` is a terminal event (for streams that send no
@@ -353,7 +175,7 @@ fn error_event(data: &str) -> Option<Error> {
     Some(Error::new(ErrorKind::StreamInterrupted, msg))
 }
 
-/// What [`EventStream::poll_frame`] yields: an event's data, or a comment line (without its
+/// What [`EventReader::poll_frame`] yields: an event's data, or a comment line (without its
 /// `:`) to pass on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -361,7 +183,7 @@ pub enum Item {
     Comment(String),
 }
 
-impl Stream for EventStream {
+impl Stream for EventReader {
     type Item = Result<String, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -379,13 +201,13 @@ impl Stream for EventStream {
     }
 }
 
-impl EventStream {
+impl EventReader {
     /// The next event's data or comment line, for a face that passes the stream on as it came.
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, Error>>> {
         self.poll_item(cx, true)
     }
 
-    /// [`EventStream::poll_frame`] as a future.
+    /// [`EventReader::poll_frame`] as a future.
     pub async fn next_frame(&mut self) -> Option<Result<Item, Error>> {
         futures_util::future::poll_fn(|cx| self.poll_frame(cx)).await
     }
@@ -428,7 +250,7 @@ impl EventStream {
         }
     }
 
-    fn poll_item(
+    pub(crate) fn poll_item(
         &mut self,
         cx: &mut Context<'_>,
         comments: bool,
@@ -439,11 +261,8 @@ impl EventStream {
                 return Poll::Ready(Some(Ok(Item::Comment(c))));
             }
         }
-        if let Some(p) = this.peeked.take() {
-            return Poll::Ready(Some(Ok(Item::Data(p))));
-        }
         if this.finish_next && !this.done {
-            this.end(None);
+            this.done = true;
         }
         if this.done {
             return Poll::Ready(None);
@@ -477,28 +296,19 @@ impl EventStream {
                             this.finish_next = true;
                             return Poll::Ready(Some(Ok(Item::Data(ev.data))));
                         }
-                        this.end(None);
+                        this.done = true;
                         return Poll::Ready(None);
                     }
                     if ev.event == "error" {
                         let e = error_event(&ev.data).unwrap_or_else(|| {
                             Error::new(ErrorKind::StreamInterrupted, "error event in stream")
                         });
-                        this.end(Some(&e));
+                        this.done = true;
                         return Poll::Ready(Some(Err(e)));
                     }
                     if let Some(e) = error_event(&ev.data) {
-                        this.end(Some(&e));
+                        this.done = true;
                         return Poll::Ready(Some(Err(e)));
-                    }
-                    this.events_seen += 1;
-                    if this.watch.is_some() {
-                        if let Some(r) = finish_reason(&ev.data) {
-                            this.finish_reasons.push(r.to_string());
-                        }
-                    }
-                    if crate::wire::has_usage_object(&ev.data) {
-                        this.read_usage(&ev.data);
                     }
                     if this.framing == crate::routes::Stream::Responses
                         && (RESPONSES_TERMINAL.contains(&ev.event.as_str())
@@ -509,11 +319,11 @@ impl EventStream {
                     return Poll::Ready(Some(Ok(Item::Data(ev.data))));
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    this.end(Some(&err));
+                    this.done = true;
                     return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Ready(None) if this.framing == crate::routes::Stream::Events => {
-                    this.end(None);
+                    this.done = true;
                     return Poll::Ready(None);
                 }
                 Poll::Ready(None) => {
@@ -525,7 +335,7 @@ impl EventStream {
                         ErrorKind::StreamInterrupted,
                         format!("stream ended without {what}"),
                     );
-                    this.end(Some(&e));
+                    this.done = true;
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Pending => {
@@ -539,7 +349,7 @@ impl EventStream {
                             kind,
                             format!("no stream data for {:.3}s", this.idle.as_secs_f64()),
                         );
-                        this.end(Some(&e));
+                        this.done = true;
                         return Poll::Ready(Some(Err(e)));
                     }
                     return Poll::Pending;
@@ -555,14 +365,18 @@ mod tests {
     use futures_util::stream;
     use proptest::prelude::*;
 
+    use crate::event_stream::EventStream;
+    use crate::wire::Usage;
+
+    /// The engine's stream over a reader of these chunks (usage is read there).
     fn from_chunks(chunks: Vec<Vec<u8>>) -> EventStream {
         let s: ByteStream = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))).boxed();
-        EventStream::from_bytes(
+        EventStream::from_reader(EventReader::from_bytes(
             s,
             Duration::from_secs(30),
             Instant::now() + Duration::from_secs(600),
             Arc::new(AtomicU64::new(0)),
-        )
+        ))
     }
 
     async fn collect(chunks: Vec<Vec<u8>>) -> Vec<Result<String, ErrorKind>> {
@@ -631,26 +445,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn finish_reasons_are_found_whatever_the_whitespace() {
-        assert_eq!(
-            finish_reason(r#"{"choices":[{"finish_reason":"stop"}]}"#),
-            Some("stop")
-        );
-        assert_eq!(
-            finish_reason(r#"{"choices": [{"index": 0, "finish_reason": "length"}]}"#),
-            Some("length")
-        );
-        assert_eq!(
-            finish_reason(r#"{"choices":[{"finish_reason":null}]}"#),
-            None
-        );
-        assert_eq!(
-            finish_reason(r#"{"a":{"finish_reason" : null},"b":{"finish_reason" :"tool_calls"}}"#),
-            Some("tool_calls")
-        );
-    }
-
     #[tokio::test(start_paused = true)]
     async fn comments_are_passed_on_request_and_keep_the_stream_alive() {
         // A comment every 20 s against a 30 s idle timeout: the stream is alive, and
@@ -668,7 +462,7 @@ mod tests {
             Some((Ok(Bytes::from_static(b)), n + 1))
         })
         .boxed();
-        let mut es = EventStream::from_bytes(
+        let mut es = EventReader::from_bytes(
             s,
             Duration::from_secs(30),
             Instant::now() + Duration::from_secs(600),
@@ -739,7 +533,7 @@ mod tests {
         let s: ByteStream = stream::iter(vec![Ok(Bytes::from_static(b"data: {}\n\n"))])
             .chain(stream::pending())
             .boxed();
-        let mut es = EventStream::from_bytes(
+        let mut es = EventReader::from_bytes(
             s,
             Duration::from_secs(30),
             Instant::now() + Duration::from_secs(600),

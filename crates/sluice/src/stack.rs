@@ -3,47 +3,51 @@
 //! [`Engine::send_stream`], outer to inner:
 //!
 //! ```text
-//! metrics(request) -> deadline(total) -> model policy(alias, lifecycle, fallback chain)
-//!   -> retry(classify, backoff + jitter, retry budget)
-//!   -> metrics(attempt) -> key pool(choose by capacity, quarantine, cooldown)
-//!   -> admission(RPM + TPM reservation, FIFO wait, adaptive concurrency)
-//!   -> transport(pool; connect/first-byte/idle)
-//!   -> after the response: rate-limit headers back into admission, reservation settled to usage
+//! request end(metrics, alerts, settlement, log: request_end.rs) -> deadline(total)
+//!   -> model policy(alias, lifecycle, fallback chain)
+//!   -> budget reservation(worst case, per model of the chain: spend/)
+//!   -> retry(classify, backoff + jitter, retry budget: retry.rs)
+//!   -> metrics(attempt) -> key pool(choose by capacity; one outcome per attempt: keypool.rs)
+//!   -> admission(RPM + TPM reservation, FIFO wait, adaptive concurrency: admission/)
+//!   -> transport(pool; connect/first-byte/idle: transport.rs)
+//!   -> after the response: rate-limit headers back into admission and the key pool; the
+//!      reservations settled to usage when the answer (or the stream) ends
 //! ```
 //!
 //! The model policy sits outside the retry loop (unlike the handbook's sketch) because a
 //! fallback is a new request for another model with its own retries, not one more attempt of
-//! the same. Nothing else decides the order.
+//! the same. Nothing else decides the order; each concern is its own module.
 //!
 //! Why plain composition and not tower layers: a streamed response's permits, deadline and
 //! metrics must live until the last chunk or the drop, not until the headers. Holding them in
-//! the stream value that owns the body ([`EventStream`]'s owner) is direct; threading them
-//! through `Service` futures and body wrappers would hide the same thing behind more types.
+//! the stream value that owns the body ([`crate::EventStream`], through its
+//! [`crate::request_end::RequestEnd`]) is direct; threading them through `Service` futures and
+//! body wrappers would hide the same thing behind more types.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::HeaderMap;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::admission::estimate::Estimate;
-use crate::admission::{Admission, AdmissionConfig, AttemptOutcome, Ticket};
+use crate::admission::{self, Admission, AdmissionConfig, Ticket};
 use crate::alerts::{AlertRules, Alerter};
+use crate::call::{Call, Meta, Reply, Routed, StreamReply};
 use crate::catalog::Catalog;
 use crate::config::RetryPolicy;
 use crate::error::{Error, ErrorKind};
+use crate::event_stream::EventStream;
 use crate::headers::RateLimits;
-use crate::keypool::{Chosen, KeyPool, Report};
-use crate::model_policy::{rewrite_model, ModelPolicy, Notice};
+use crate::keypool::KeyPool;
+use crate::model_policy::ModelPolicy;
 use crate::observe;
-use crate::pricing::Nanos;
-use crate::retry::{self, RetryBudget, Wait};
-use crate::spend::{Accountant, Charge, SpendConfig, SpendTags};
-use crate::sse::EventStream;
+use crate::request_end::{Ended, Request, RequestEnd};
+use crate::request_headers::AttemptHeaders;
+use crate::retry::{Retries, RetryBudget};
+use crate::spend::{Accountant, Charge, SpendConfig};
 use crate::transport::{read_body, Transport, TransportConfig, MAX_BODY};
 
 /// Largest error body kept (they are short; a proxy's HTML page is cut).
@@ -67,194 +71,6 @@ pub struct EngineConfig {
     pub spend: SpendConfig,
     /// Alert rules (default: [`AlertRules::default`], log and metric only).
     pub alerts: AlertRules,
-}
-
-/// One logical request, as the engine sees it.
-#[derive(Debug, Clone)]
-pub struct Call {
-    pub method: Method,
-    /// Path below the base URL, with its leading slash: `/chat/completions`.
-    pub path: String,
-    pub body: Option<Bytes>,
-    /// Metric label: `chat`, `embeddings`, `completions`, `models`, `other`.
-    pub endpoint: &'static str,
-    pub model: Option<String>,
-    /// Tokens the upstream will charge for this request (see `admission::estimate`).
-    pub estimate: Option<Estimate>,
-    pub options: RequestOptions,
-}
-
-/// Per-request settings that override the client's.
-#[derive(Debug, Clone, Default)]
-pub struct RequestOptions {
-    /// Sent as `Idempotency-Key` on every attempt. Default: a fresh random key per request.
-    pub idempotency_key: Option<String>,
-    /// Total deadline for this request, instead of the client's.
-    pub timeout: Option<Duration>,
-    /// Attempts for this request, instead of the client's.
-    pub max_attempts: Option<u32>,
-    /// Whose spend this is (budgets and the ledger's scope).
-    pub spend: SpendTags,
-    /// Sent with this request: a gateway caller's headers (content type, `OpenAI-Beta`, custom
-    /// ones). Headers the engine sets from its configuration (organization, project, custom)
-    /// win; `Authorization` and `Idempotency-Key` are always the engine's.
-    pub headers: HeaderMap,
-    /// A body sent as it arrives instead of `Call::body` (a large upload): it can be sent
-    /// once, so the request is not retried after it has gone.
-    pub upload: Option<SharedUpload>,
-}
-
-/// A one-shot request body shared by the clones of a [`Call`]: the first attempt takes it.
-#[derive(Clone, Default)]
-pub struct SharedUpload(Arc<std::sync::Mutex<Option<crate::transport::Upload>>>);
-
-impl SharedUpload {
-    pub fn new(body: crate::transport::Upload) -> Self {
-        SharedUpload(Arc::new(std::sync::Mutex::new(Some(body))))
-    }
-
-    fn take(&self) -> Option<crate::transport::Upload> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-impl std::fmt::Debug for SharedUpload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedUpload")
-    }
-}
-
-/// What is known about a request once it has an answer.
-#[derive(Debug, Clone)]
-pub struct Meta {
-    pub status: u16,
-    /// The upstream `x-request-id`.
-    pub request_id: Option<String>,
-    pub rate_limits: RateLimits,
-    pub attempts: u32,
-    /// From the start of the logical request to the full answer (for streams: to the first
-    /// event; the stream reports its total at the end).
-    pub latency: Duration,
-    /// Time to first streamed event (streams only).
-    pub ttft: Option<Duration>,
-    pub idempotency_key: String,
-    /// The model sent (after alias, substitution or fallback).
-    pub model: Option<String>,
-    /// The model the caller named, when a different one was sent.
-    pub requested_model: Option<String>,
-    /// A retired model's replacement was sent instead (policy `substitute`).
-    pub substituted: bool,
-    /// The model that answered `model_not_found` before a fallback answered.
-    pub fallback_from: Option<String>,
-    /// The named model is deprecated or retired.
-    pub deprecation: Option<Notice>,
-    /// What the answer cost (unary answers with usage and a known price; a stream reports
-    /// its cost when it ends).
-    pub cost_nanos: Option<Nanos>,
-    /// The pool position of the upstream key that answered (`key-2`), never the key.
-    pub upstream_key: Option<String>,
-}
-
-impl Meta {
-    /// What an attempt's response headers say; attempts and latency are filled in later.
-    fn answered(
-        status: u16,
-        request_id: Option<String>,
-        rate_limits: RateLimits,
-        ctx: &Ctx<'_>,
-    ) -> Self {
-        Meta {
-            status,
-            request_id,
-            rate_limits,
-            attempts: 0,
-            latency: Duration::ZERO,
-            ttft: None,
-            idempotency_key: ctx.idempotency_key.clone(),
-            model: ctx.call.model.clone(),
-            requested_model: None,
-            substituted: false,
-            fallback_from: None,
-            deprecation: None,
-            cost_nanos: None,
-            upstream_key: None,
-        }
-    }
-
-    fn routed(&mut self, r: Routed) {
-        self.attempts = r.attempts;
-        if let Some(route) = r.route {
-            if route.requested != route.model || r.fallback_from.is_some() {
-                self.requested_model = Some(route.requested);
-            }
-            self.substituted = route.substituted;
-            self.deprecation = route.notice;
-        }
-        self.fallback_from = r.fallback_from;
-    }
-}
-
-/// How the model policy routed a request that got an answer.
-struct Routed {
-    attempts: u32,
-    route: Option<crate::model_policy::Route>,
-    fallback_from: Option<String>,
-}
-
-impl Call {
-    /// The same request for another model.
-    fn with_model(&self, model: &str) -> Result<Call, Error> {
-        let mut c = self.clone();
-        if let Some(b) = &self.body {
-            c.body = Some(rewrite_model(b, model)?);
-        }
-        c.model = Some(model.to_string());
-        Ok(c)
-    }
-}
-
-/// A complete answer.
-#[derive(Debug)]
-pub struct Reply {
-    pub body: Bytes,
-    pub headers: HeaderMap,
-    pub meta: Meta,
-    /// Usage and finish reasons read from the body (once, for admission and for callers).
-    pub facts: BodyFacts,
-}
-
-/// What the engine reads from a JSON answer: the rest is passed through untouched.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct BodyFacts {
-    /// The counts only (`extra` maps left empty); the body has every field.
-    #[serde(default, deserialize_with = "crate::wire::usage_counts")]
-    pub usage: Option<crate::wire::Usage>,
-    #[serde(default)]
-    pub choices: Vec<ChoiceFacts>,
-}
-
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct ChoiceFacts {
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-}
-
-/// A 2xx answer's headers, what let it through, and what they said about limits (read once).
-struct Opened {
-    resp: crate::transport::Response,
-    admitted: Option<Admitted>,
-    key_label: String,
-    rate_limits: RateLimits,
-}
-
-/// A streaming answer whose first event has arrived.
-#[derive(Debug)]
-pub struct StreamReply {
-    pub events: EventStream,
-    pub headers: HeaderMap,
-    pub meta: Meta,
-    pub started: Instant,
-    pub span: tracing::Span,
 }
 
 /// The shared engine. Cheap to clone.
@@ -417,49 +233,60 @@ impl Engine {
         )
     }
 
+    /// What the request's end reports for (see [`RequestEnd`]).
+    fn request(&self, ctx: &Ctx<'_>, span: tracing::Span, meta: Option<&Meta>) -> Request {
+        if let Some(m) = meta {
+            span.record("attempts", m.attempts);
+            span.record("status", m.status);
+            if let Some(id) = &m.request_id {
+                span.record("request_id", id.as_str());
+            }
+        }
+        Request {
+            alerts: self.inner.alerts.clone(),
+            started: ctx.started,
+            endpoint: ctx.call.endpoint,
+            model: ctx.call.model.clone().unwrap_or_default(),
+            request_id: meta.and_then(|m| m.request_id.clone()),
+            span,
+        }
+    }
+
+    /// The end of a request that failed before it had an answer.
+    fn failed(&self, ctx: &Ctx<'_>, span: tracing::Span, e: &Error) {
+        let mut end = RequestEnd::new(None);
+        end.report(self.request(ctx, span, None));
+        end.end(Ended::Failed(e));
+    }
+
     /// Send a request and read the whole answer.
     pub async fn send(&self, call: Call) -> Result<Reply, Error> {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
         let result = async {
             self.inner.budget.deposit();
-            self.routed(&ctx, Unary).await.map(|(mut reply, routed)| {
-                reply.meta.routed(routed);
-                reply.meta.latency = ctx.started.elapsed();
-                reply
-            })
+            self.routed(&ctx, Unary).await
         }
         .instrument(span.clone())
         .await;
-        finish(&call, &span, ctx.started, result.as_ref().map(|r| &r.meta));
-        if let Ok(r) = &result {
-            let model = call.model.as_deref().unwrap_or("");
-            if let Some(u) = &r.facts.usage {
-                observe::usage(model, u);
+        match result {
+            Ok(((mut reply, mut end), routed)) => {
+                reply.meta.routed(routed);
+                reply.meta.latency = ctx.started.elapsed();
+                end.report(self.request(&ctx, span, Some(&reply.meta)));
+                for c in &reply.facts.choices {
+                    if let Some(r) = &c.finish_reason {
+                        end.finish_reason(r);
+                    }
+                }
+                end.end(Ended::Ok);
+                Ok(reply)
+            }
+            Err(e) => {
+                self.failed(&ctx, span, &e);
+                Err(e)
             }
         }
-        let reasons: Vec<&str> = result
-            .as_ref()
-            .map(|r| {
-                r.facts
-                    .choices
-                    .iter()
-                    .filter_map(|c| c.finish_reason.as_deref())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Ok(r) = &result {
-            observe::finish_reason_strs(
-                call.model.as_deref().unwrap_or(""),
-                r.meta.request_id.as_deref(),
-                &reasons,
-            );
-        }
-        let kind = result.as_ref().err().map(|e| e.kind().as_str());
-        self.inner
-            .alerts
-            .request(kind, ctx.started.elapsed(), &reasons);
-        result
     }
 
     /// Send a streaming request. Returns once the first event has arrived: failures before it
@@ -470,42 +297,24 @@ impl Engine {
         let span = Self::span(&call, &ctx);
         let result = async {
             self.inner.budget.deposit();
-            self.routed(&ctx, Streamed)
-                .await
-                .map(|(mut reply, routed)| {
-                    reply.meta.routed(routed);
-                    reply
-                })
+            self.routed(&ctx, Streamed).await
         }
         .instrument(span.clone())
         .await;
         match result {
-            Ok(mut r) => {
-                span.record("attempts", r.meta.attempts);
-                span.record("status", r.meta.status);
-                if let Some(id) = &r.meta.request_id {
-                    span.record("request_id", id.as_str());
-                }
+            Ok((mut r, routed)) => {
+                r.meta.routed(routed);
                 let ttft = ctx.started.elapsed();
                 r.meta.ttft = Some(ttft);
                 r.meta.latency = ttft;
                 span.record("ttft_ms", ttft.as_millis() as u64);
                 observe::ttft(call.model.as_deref().unwrap_or(""), ttft);
-                r.started = ctx.started;
-                r.span = span;
-                r.events.watch(
-                    self.inner.alerts.clone(),
-                    ctx.started,
-                    call.endpoint,
-                    call.model.as_deref().unwrap_or(""),
-                );
+                let request = self.request(&ctx, span, Some(&r.meta));
+                r.events.request_end().report(request);
                 Ok(r)
             }
             Err(e) => {
-                finish(&call, &span, ctx.started, Err(&e));
-                self.inner
-                    .alerts
-                    .request(Some(e.kind().as_str()), ctx.started.elapsed(), &[]);
+                self.failed(&ctx, span, &e);
                 Err(e)
             }
         }
@@ -520,7 +329,7 @@ impl Engine {
         _kind: A,
     ) -> Result<(A::Out, Routed), Error> {
         let Some(requested) = ctx.call.model.as_deref() else {
-            let (v, attempts) = self.with_retries(ctx, || A::run(self, ctx)).await?;
+            let (v, attempts) = self.retries(ctx).run(|| A::run(self, ctx)).await?;
             let routed = Routed {
                 attempts,
                 route: None,
@@ -558,7 +367,7 @@ impl Engine {
                 max_attempts: ctx.max_attempts,
                 charge: std::sync::Mutex::new(Some(self.reserve(&call, ctx.deadline).await?)),
             };
-            let outcome = self.with_retries(&here, || A::run(self, &here)).await;
+            let outcome = self.retries(&here).run(|| A::run(self, &here)).await;
             drop(here);
             match outcome {
                 Ok((v, n)) => {
@@ -612,212 +421,39 @@ impl Engine {
             )
             .await
     }
-
-    /// The retry loop: attempt, classify, wait (server's wait or full jitter), within the
-    /// deadline and the retry budget.
-    async fn with_retries<T, F, Fut>(
-        &self,
-        ctx: &Ctx<'_>,
-        mut attempt: F,
-    ) -> Result<(T, u32), Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let endpoint = ctx.call.endpoint;
-        let mut n = 0u32;
-        loop {
-            n += 1;
-            observe::attempt(endpoint);
-            let outcome = tokio::time::timeout_at(ctx.deadline, attempt()).await;
-            let mut err = match outcome {
-                Ok(Ok(v)) => return Ok((v, n)),
-                Ok(Err(e)) => e,
-                Err(_) => Error::new(
-                    ErrorKind::TimeoutTotal,
-                    "the request's total deadline passed",
-                ),
-            };
-            err.set_attempts(n);
-            if !err.is_retryable() || n >= ctx.max_attempts {
-                return Err(err);
-            }
-            let wait = retry::wait_after(&self.inner.retry, &err, n);
-            let left = ctx.deadline.saturating_duration_since(Instant::now());
-            if wait.duration() >= left {
-                // Never sleep past the deadline: fail now, with the wait the server asked for.
-                tracing::warn!(
-                    attempt = n,
-                    kind = err.kind().as_str(),
-                    wait_ms = wait.duration().as_millis() as u64,
-                    left_ms = left.as_millis() as u64,
-                    "not retrying: the wait would pass the deadline"
-                );
-                return Err(err);
-            }
-            if !self.inner.budget.try_withdraw() {
-                observe::retry_budget_exhausted(endpoint);
-                tracing::warn!(
-                    attempt = n,
-                    kind = err.kind().as_str(),
-                    "not retrying: retry budget exhausted"
-                );
-                return Err(err);
-            }
-            observe::retry(endpoint, err.kind().as_str());
-            self.inner
-                .counters
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                attempt = n,
-                kind = err.kind().as_str(),
-                wait_ms = wait.duration().as_millis() as u64,
-                server_wait = matches!(wait, Wait::Server(_)),
-                "retrying"
-            );
-            tokio::time::sleep(wait.duration()).await;
-        }
-    }
-
-    fn attempt_headers(
-        &self,
-        ctx: &Ctx<'_>,
-        key: &crate::secret::SecretString,
-        stream: bool,
-    ) -> Result<HeaderMap, Error> {
-        let mut h = self.inner.headers.clone();
-        let mut last: Option<&HeaderName> = None;
-        for (name, value) in &ctx.call.options.headers {
-            if self.inner.headers.contains_key(name) {
-                continue;
-            }
-            // The first value replaces, the others of the same name are appended.
-            if last == Some(name) {
-                h.append(name.clone(), value.clone());
-            } else {
-                h.insert(name.clone(), value.clone());
-            }
-            last = Some(name);
-        }
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "the API key from {} has characters a header cannot carry",
-                        self.inner.keys.describe()
-                    ),
-                )
-            })?;
-        auth.set_sensitive(true);
-        h.insert(http::header::AUTHORIZATION, auth);
-        if let Ok(v) = HeaderValue::from_str(&ctx.idempotency_key) {
-            h.insert(HeaderName::from_static("idempotency-key"), v);
-        }
-        if ctx.call.body.is_some() && !h.contains_key(http::header::CONTENT_TYPE) {
-            h.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        if stream && !h.contains_key(http::header::ACCEPT) {
-            h.insert(
-                http::header::ACCEPT,
-                HeaderValue::from_static("text/event-stream"),
-            );
-        }
-        Ok(h)
-    }
-
-    /// A key from the pool; when every usable key is cooling down, wait for the first one back
-    /// (within the deadline).
-    async fn choose_key(&self, ctx: &Ctx<'_>) -> Result<Chosen, Error> {
-        loop {
-            match self.inner.keys.choose()? {
-                Ok(c) => return Ok(c),
-                Err(wait) => {
-                    let left = ctx.deadline.saturating_duration_since(Instant::now());
-                    if wait >= left {
-                        return Err(Error::new(
-                            ErrorKind::RateLimitedRequests,
-                            format!(
-                                "every API key is cooling down after 429s for {:.3}s more",
-                                wait.as_secs_f64()
-                            ),
-                        )
-                        .with_retry_after(Some(wait)));
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-
-    /// Tell the key pool how the upstream treated the key; with another key available, a
-    /// rejected or rate-limited attempt is retried at once on it.
-    fn report_key(&self, chosen: &Chosen, err: Error) -> Error {
-        let kind = err.kind();
-        let what = match kind {
-            ErrorKind::Authentication | ErrorKind::PermissionDenied | ErrorKind::QuotaExhausted => {
-                Report::Rejected
-            }
-            k if k.is_rate_limited() => Report::RateLimited(err.retry_after()),
-            _ => return err,
-        };
-        self.inner.keys.report(chosen, what);
-        if matches!(what, Report::Rejected) {
-            self.inner
-                .alerts
-                .key_quarantined(&chosen.label, kind.as_str());
-        }
-        // Another key may be a second one in the pool, or this source's new value after a
-        // rotation that happened while the attempt was on its way.
-        if self.inner.keys.another_available(chosen.id) {
-            tracing::info!(key = %chosen.label, kind = kind.as_str(), "moving the request to another key");
-            err.with_retry_now()
-        } else {
-            err
-        }
-    }
-
-    /// The admission scope of a key and model: a hash of the upstream and key (never the key
-    /// itself), and the model when limits are per model.
-    fn scope(&self, key: &crate::secret::SecretString, model: &str) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self
-            .inner
-            .transport
-            .base_url()
-            .bytes()
-            .chain([0u8])
-            .chain(key.expose().bytes())
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        let per_model = self
-            .inner
-            .admission
-            .as_ref()
-            .is_some_and(|a| a.config().per_model);
-        if per_model {
-            format!("{h:016x}:{model}")
-        } else {
-            format!("{h:016x}")
+    fn retries<'a>(&'a self, ctx: &Ctx<'_>) -> Retries<'a> {
+        Retries {
+            policy: &self.inner.retry,
+            budget: &self.inner.budget,
+            counter: &self.inner.counters.retries,
+            endpoint: ctx.call.endpoint,
+            deadline: ctx.deadline,
+            max_attempts: ctx.max_attempts,
         }
     }
 
     /// Admission, then the request until its headers; error statuses become errors here.
     /// Returns the response and the admission ticket that must live as long as its body.
     async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<Opened, Error> {
-        let chosen = self.choose_key(ctx).await?;
-        let key = chosen.key.clone();
-        let headers = self.attempt_headers(ctx, &key, stream)?;
+        let keys = &self.inner.keys;
+        let chosen = keys.take(ctx.deadline).await?;
+        let headers = AttemptHeaders {
+            configured: &self.inner.headers,
+            caller: &ctx.call.options.headers,
+            idempotency_key: &ctx.idempotency_key,
+            has_body: ctx.call.body.is_some(),
+            stream,
+        }
+        .build(&chosen.key, || keys.describe())?;
         let model = ctx.call.model.as_deref().unwrap_or("");
         let admitted = match &self.inner.admission {
             Some(a) => {
-                let scope = self.scope(&key, model);
+                let scope = admission::scope_of(
+                    self.inner.transport.base_url(),
+                    &chosen.key,
+                    model,
+                    a.config().per_model,
+                );
                 let est = ctx.call.estimate.unwrap_or_default();
                 let ticket = a.admit(&scope, model, est, ctx.deadline).await?;
                 Some(Admitted {
@@ -868,14 +504,13 @@ impl Engine {
         let status = resp.status().as_u16();
         let rl = RateLimits::from_headers(resp.headers());
         if (200..300).contains(&status) {
-            self.inner.keys.report(&chosen, Report::Answered(&rl));
-            self.inner.alerts.remaining(&chosen.label, &rl);
+            keys.after_attempt(&chosen, Ok(&rl), &self.inner.alerts);
             if let Some(a) = &admitted {
                 a.admission.observe(&a.scope, model, &rl, None).await;
             }
             return Ok(Opened {
                 resp,
-                admitted,
+                ticket: admitted.map(|a| a.ticket),
                 key_label: chosen.label,
                 rate_limits: rl,
             });
@@ -891,7 +526,7 @@ impl Engine {
                 .rate_limited
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        err = self.report_key(&chosen, err);
+        keys.after_attempt(&chosen, Err(&mut err), &self.inner.alerts);
         if let Some(a) = admitted {
             let limited = err
                 .kind()
@@ -903,10 +538,10 @@ impl Engine {
         Err(err)
     }
 
-    async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<Reply, Error> {
+    async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<(Reply, RequestEnd), Error> {
         let Opened {
             resp,
-            admitted,
+            ticket,
             key_label,
             rate_limits,
         } = self.open(ctx, false).await?;
@@ -916,64 +551,63 @@ impl Engine {
         let body = match read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_BODY).await {
             Ok(b) => b,
             Err(e) => {
-                if let Some(a) = admitted {
-                    a.fail(&e);
+                if let Some(t) = ticket {
+                    Admitted::release(t, &e);
                 }
                 return Err(e.with_request_id(request_id));
             }
         };
-        let facts = serde_json::from_slice::<BodyFacts>(&body).unwrap_or_default();
-        if let Some(mut a) = admitted {
-            if let Some(u) = &facts.usage {
-                let used = if u.total_tokens > 0 {
-                    u.total_tokens
-                } else {
-                    u.prompt_tokens + u.completion_tokens
-                };
-                a.ticket.settle(used, u.completion_tokens);
-            }
-            let latency = a.ticket.elapsed();
-            a.ticket.finish(AttemptOutcome::Success(latency));
-        }
-        let mut meta = Meta::answered(status, request_id, rate_limits, ctx);
-        meta.upstream_key = Some(key_label);
+        let facts = serde_json::from_slice::<crate::call::BodyFacts>(&body).unwrap_or_default();
+        let mut end = RequestEnd::new(ticket);
         if let Some(charge) = ctx.take_charge() {
-            let priced = charge.price().is_some();
-            let cost = match &facts.usage {
-                Some(u) => charge.settle(u),
-                None => charge.settle(&crate::wire::Usage::default()),
-            };
-            meta.cost_nanos = priced.then_some(cost);
+            // A unary answer without usage is settled at zero tokens.
+            end.charge(charge, 0);
         }
-        Ok(Reply {
+        match &facts.usage {
+            Some(u) => end.usage(u.clone()),
+            None => end.settle_charge(),
+        }
+        let mut meta = Meta::answered(
+            status,
+            request_id,
+            rate_limits,
+            &ctx.idempotency_key,
+            ctx.call.model.clone(),
+        );
+        meta.upstream_key = Some(key_label);
+        meta.cost_nanos = end.cost();
+        let reply = Reply {
             body,
             meta,
             headers,
             facts,
-        })
+        };
+        Ok((reply, end))
     }
 
     async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
         let Opened {
             resp,
-            admitted,
+            ticket,
             key_label,
             rate_limits,
         } = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let request_id = request_id(&headers);
-        let mut events = EventStream::new(resp, self.inner.timeouts.idle, ctx.deadline);
         // How the stream ends: Responses API streams at their terminal event, no `[DONE]`.
-        events.set_framing(match ctx.call.endpoint {
+        let framing = match ctx.call.endpoint {
             "responses" => crate::routes::Stream::Responses,
             "chat" | "completions" => crate::routes::Stream::Chat,
             _ => crate::routes::Stream::Events,
-        });
-        if let Some(a) = admitted {
-            events.attach(a.ticket);
-        }
-
+        };
+        let mut events = EventStream::new(
+            resp,
+            self.inner.timeouts.idle,
+            ctx.deadline,
+            framing,
+            RequestEnd::new(ticket),
+        );
         // Wait for the first event inside the attempt, so a failure before any content is
         // retried like a failed request.
         match events.next().await {
@@ -985,18 +619,31 @@ impl Engine {
         // the next attempt.
         if let Some(charge) = ctx.take_charge() {
             let prompt = ctx.call.estimate.map_or(0, |e| e.prompt);
-            events.attach_charge(charge, prompt);
+            events.request_end().charge(charge, prompt);
         }
-        let mut meta = Meta::answered(status, request_id, rate_limits, ctx);
+        let mut meta = Meta::answered(
+            status,
+            request_id,
+            rate_limits,
+            &ctx.idempotency_key,
+            ctx.call.model.clone(),
+        );
         meta.upstream_key = Some(key_label);
         Ok(StreamReply {
             events,
             meta,
             headers,
-            started: ctx.started,
-            span: tracing::Span::none(),
         })
     }
+}
+
+/// A 2xx answer's headers, the admission ticket that let it through (it lives as long as the
+/// body), and what the headers said about limits (read once).
+struct Opened {
+    resp: crate::transport::Response,
+    ticket: Option<Ticket>,
+    key_label: String,
+    rate_limits: RateLimits,
 }
 
 impl Ctx<'_> {
@@ -1018,11 +665,11 @@ struct Unary;
 struct Streamed;
 
 impl AttemptKind for Unary {
-    type Out = Reply;
+    type Out = (Reply, RequestEnd);
     fn run<'a>(
         engine: &'a Engine,
         ctx: &'a Ctx<'a>,
-    ) -> impl Future<Output = Result<Reply, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<Self::Out, Error>> + Send + 'a {
         engine.attempt_unary(ctx)
     }
 }
@@ -1045,71 +692,20 @@ struct Admitted {
 }
 
 impl Admitted {
-    /// The attempt failed: nothing was generated, so the token reservation is given back, and
-    /// the concurrency limiter hears whether it looked like overload.
-    fn fail(mut self, e: &Error) {
-        self.ticket.settle(0, 0);
-        self.ticket.finish(outcome_of(e));
+    /// The attempt failed before its answer: nothing was generated, so the token reservation
+    /// is given back, and the concurrency limiter hears whether it looked like overload.
+    fn fail(self, e: &Error) {
+        Self::release(self.ticket, e);
+    }
+
+    fn release(mut ticket: Ticket, e: &Error) {
+        ticket.settle(0, 0);
+        ticket.finish(admission::outcome_of(e));
     }
 }
 
-/// How an attempt's failure reads to the concurrency limiter.
-pub(crate) fn outcome_of(e: &Error) -> AttemptOutcome {
-    match e.kind() {
-        ErrorKind::RateLimitedRequests
-        | ErrorKind::RateLimitedTokens
-        | ErrorKind::TimeoutConnect
-        | ErrorKind::TimeoutFirstByte
-        | ErrorKind::TimeoutIdle => AttemptOutcome::Overload,
-        ErrorKind::ServerError if e.status() == Some(503) => AttemptOutcome::Overload,
-        _ => AttemptOutcome::Neutral,
-    }
-}
-
-fn request_id(h: &HeaderMap) -> Option<String> {
+fn request_id(h: &http::HeaderMap) -> Option<String> {
     h.get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-/// Record the end of a logical request in metrics and its span.
-fn finish(call: &Call, span: &tracing::Span, started: Instant, outcome: Result<&Meta, &Error>) {
-    let latency = started.elapsed();
-    let model = call.model.as_deref().unwrap_or("");
-    span.record("latency_ms", latency.as_millis() as u64);
-    match outcome {
-        Ok(meta) => {
-            span.record("attempts", meta.attempts);
-            span.record("status", meta.status);
-            if let Some(id) = &meta.request_id {
-                span.record("request_id", id.as_str());
-            }
-            observe::request_done(call.endpoint, model, "ok", latency);
-        }
-        Err(e) => {
-            span.record("attempts", e.attempts());
-            span.record("error_kind", e.kind().as_str());
-            if let Some(s) = e.status() {
-                span.record("status", s);
-            }
-            if let Some(id) = e.request_id() {
-                span.record("request_id", id);
-            }
-            observe::request_done(call.endpoint, model, e.kind().as_str(), latency);
-            span.in_scope(|| {
-                tracing::warn!(kind = e.kind().as_str(), attempts = e.attempts(), error = %e, "request failed");
-            });
-        }
-    }
-}
-
-/// Record the end of a stream that was handed to the caller in its span and log (its metrics
-/// are the stream's own, recorded once when it ends: [`EventStream::watch`]).
-pub(crate) fn finish_stream(span: &tracing::Span, started: Instant, outcome: Result<(), &Error>) {
-    let latency = started.elapsed();
-    span.record("latency_ms", latency.as_millis() as u64);
-    if let Err(e) = outcome {
-        span.record("error_kind", e.kind().as_str());
-        span.in_scope(|| tracing::warn!(kind = e.kind().as_str(), error = %e, "stream failed"));
-    }
 }

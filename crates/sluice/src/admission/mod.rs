@@ -189,6 +189,11 @@ impl Ticket {
         }
     }
 
+    /// Settle the reservation to a usage report's counts.
+    pub fn settle_usage(&mut self, u: &crate::wire::Usage) {
+        self.settle(u.tokens_used(), u.completion_tokens);
+    }
+
     /// The attempt ended; tell the concurrency limiter how. A success's latency is divided by
     /// the tokens it generated (plus one), so a long answer is not mistaken for a slow upstream.
     pub fn finish(mut self, outcome: Outcome) {
@@ -206,6 +211,41 @@ impl Ticket {
     /// Time since admission.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+/// How an attempt's failure reads to the concurrency limiter: rate limits, timeouts and 503s
+/// are overload; anything else says nothing about capacity.
+pub(crate) fn outcome_of(e: &crate::error::Error) -> Outcome {
+    use crate::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::RateLimitedRequests
+        | ErrorKind::RateLimitedTokens
+        | ErrorKind::TimeoutConnect
+        | ErrorKind::TimeoutFirstByte
+        | ErrorKind::TimeoutIdle => Outcome::Overload,
+        ErrorKind::ServerError if e.status() == Some(503) => Outcome::Overload,
+        _ => Outcome::Neutral,
+    }
+}
+
+/// The admission scope of an upstream key and model: a hash of the upstream and the key (never
+/// the key itself), with the model when limits are per model.
+pub(crate) fn scope_of(
+    base_url: &str,
+    key: &crate::secret::SecretString,
+    model: &str,
+    per_model: bool,
+) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in base_url.bytes().chain([0u8]).chain(key.expose().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    if per_model {
+        format!("{h:016x}:{model}")
+    } else {
+        format!("{h:016x}")
     }
 }
 

@@ -46,6 +46,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Tokens the request used in all: `total_tokens`, or prompt plus completion when an
+    /// upstream leaves the total out (what rate limits and admission count).
+    pub fn tokens_used(&self) -> u64 {
+        if self.total_tokens > 0 {
+            self.total_tokens
+        } else {
+            self.prompt_tokens.saturating_add(self.completion_tokens)
+        }
+    }
+
     /// Prompt tokens served from the prompt cache (billed at the cached rate).
     pub fn cached_tokens(&self) -> u64 {
         self.prompt_tokens_details

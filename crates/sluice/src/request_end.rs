@@ -1,0 +1,217 @@
+//! The end of a request, owned by one value.
+//!
+//! Everything that happens when a request is over — the admission ticket's and the budget
+//! charge's settlement, the request-end metrics (`sluice_requests_total`, its duration, tokens,
+//! finish reasons), the alerting stage's view, the span's closing fields and the failure log —
+//! lives in [`RequestEnd`]. A unary answer's guard ends in [`crate::Engine::send`]; a
+//! stream's guard travels inside its [`crate::EventStream`] and ends at the last event, at an
+//! error, or when the stream is dropped. Either way it runs once: there is no second place that
+//! could record a request twice or forget one (as gateway streams once were forgotten).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::admission::{self, AttemptOutcome, Ticket};
+use crate::alerts::Alerter;
+use crate::error::Error;
+use crate::observe;
+use crate::pricing::Nanos;
+use crate::spend::Charge;
+use crate::wire::Usage;
+
+/// The logical request a guard reports for (set once its attempt has won).
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) alerts: Arc<Alerter>,
+    pub(crate) started: Instant,
+    pub(crate) endpoint: &'static str,
+    pub(crate) model: String,
+    /// The upstream's `x-request-id`, for the log line of an answer cut short.
+    pub(crate) request_id: Option<String>,
+    pub(crate) span: tracing::Span,
+}
+
+/// How a request ended, as the guard records it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended<'a> {
+    Ok,
+    Failed(&'a Error),
+    /// The consumer dropped the stream before its end.
+    Cancelled,
+}
+
+/// Holds what must be settled and recorded when a request ends; see the module docs.
+#[derive(Debug)]
+pub(crate) struct RequestEnd {
+    /// The successful attempt's admission ticket (rate-limit reservation, concurrency slot).
+    ticket: Option<Ticket>,
+    /// Tickets of other limiters that count this request (a gateway caller's virtual key).
+    others: Vec<Ticket>,
+    /// The budget reservation and the prompt estimate to settle it with when no usage comes.
+    charge: Option<(Charge, u64)>,
+    request: Option<Request>,
+    usage: Option<Usage>,
+    finish_reasons: Vec<String>,
+    events_seen: u64,
+    cost: Option<Nanos>,
+    ended: bool,
+}
+
+impl RequestEnd {
+    pub(crate) fn new(ticket: Option<Ticket>) -> Self {
+        RequestEnd {
+            ticket,
+            others: Vec::new(),
+            charge: None,
+            request: None,
+            usage: None,
+            finish_reasons: Vec::new(),
+            events_seen: 0,
+            cost: None,
+            ended: false,
+        }
+    }
+
+    /// Hold the budget reservation; `prompt` is the estimate used if no usage report arrives.
+    pub(crate) fn charge(&mut self, charge: Charge, prompt: u64) {
+        self.charge = Some((charge, prompt));
+        if self.usage.is_some() || self.ended {
+            self.settle_charge();
+        }
+    }
+
+    /// Hold another limiter's ticket, settled from the same usage.
+    pub(crate) fn also_settle(&mut self, mut ticket: Ticket) {
+        if let Some(u) = &self.usage {
+            ticket.settle_usage(u);
+        }
+        self.others.push(ticket);
+    }
+
+    /// Report for this logical request when it ends.
+    pub(crate) fn report(&mut self, request: Request) {
+        self.request = Some(request);
+    }
+
+    /// The usage report arrived: settle the reservations to it.
+    pub(crate) fn usage(&mut self, u: Usage) {
+        if let Some(t) = self.ticket.as_mut() {
+            t.settle_usage(&u);
+        }
+        for t in &mut self.others {
+            t.settle_usage(&u);
+        }
+        self.usage = Some(u);
+        self.settle_charge();
+    }
+
+    /// One more content event (the upper bound of output tokens when no usage arrives).
+    pub(crate) fn event_seen(&mut self) {
+        self.events_seen += 1;
+    }
+
+    pub(crate) fn finish_reason(&mut self, reason: &str) {
+        self.finish_reasons.push(reason.to_string());
+    }
+
+    pub(crate) fn usage_seen(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// What the request cost, once settled and priced.
+    pub(crate) fn cost(&self) -> Option<Nanos> {
+        self.cost
+    }
+
+    /// Settle the budget from what was seen so far (the consumer is leaving).
+    pub(crate) fn settle_charge(&mut self) {
+        if let Some((charge, prompt)) = self.charge.take() {
+            let priced = charge.price().is_some();
+            let u = self.usage.clone().unwrap_or_else(|| Usage {
+                prompt_tokens: prompt,
+                completion_tokens: self.events_seen,
+                total_tokens: prompt.saturating_add(self.events_seen),
+                ..Usage::default()
+            });
+            let cost = charge.settle(&u);
+            self.cost = priced.then_some(cost);
+        }
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The request is over: settle, record, release. Runs once; later calls do nothing.
+    pub(crate) fn end(&mut self, how: Ended<'_>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.settle_charge();
+        if let Some(t) = self.ticket.take() {
+            let o = match how {
+                Ended::Ok => AttemptOutcome::Success(t.elapsed()),
+                Ended::Failed(e) => admission::outcome_of(e),
+                Ended::Cancelled => AttemptOutcome::Neutral,
+            };
+            t.finish(o);
+        }
+        self.others.clear();
+        let Some(r) = self.request.take() else {
+            return;
+        };
+        let latency = r.started.elapsed();
+        let outcome = match how {
+            Ended::Ok => "ok",
+            Ended::Failed(e) => e.kind().as_str(),
+            Ended::Cancelled => "cancelled",
+        };
+        observe::request_done(r.endpoint, &r.model, outcome, latency);
+        if let Some(u) = &self.usage {
+            observe::usage(&r.model, u);
+            r.span.record("prompt_tokens", u.prompt_tokens);
+            r.span.record("completion_tokens", u.completion_tokens);
+        }
+        let reasons: Vec<&str> = self.finish_reasons.iter().map(String::as_str).collect();
+        if !matches!(how, Ended::Cancelled) {
+            observe::finish_reason_strs(&r.model, r.request_id.as_deref(), &reasons);
+            let kind = match how {
+                Ended::Failed(e) => Some(e.kind().as_str()),
+                _ => None,
+            };
+            r.alerts.request(kind, latency, &reasons);
+        }
+        r.span.record("latency_ms", latency.as_millis() as u64);
+        if let Ended::Cancelled = how {
+            r.span
+                .in_scope(|| tracing::debug!("the consumer left before the end of the answer"));
+        }
+        if let Ended::Failed(e) = how {
+            r.span.record("attempts", e.attempts());
+            r.span.record("error_kind", e.kind().as_str());
+            if let Some(s) = e.status() {
+                r.span.record("status", s);
+            }
+            if let Some(id) = e.request_id() {
+                r.span.record("request_id", id);
+            }
+            r.span.in_scope(|| {
+                tracing::warn!(kind = e.kind().as_str(), attempts = e.attempts(), error = %e, "request failed");
+            });
+        }
+    }
+}
+
+impl Default for RequestEnd {
+    fn default() -> Self {
+        RequestEnd::new(None)
+    }
+}
+
+impl Drop for RequestEnd {
+    fn drop(&mut self) {
+        self.end(Ended::Cancelled);
+    }
+}

@@ -1,0 +1,71 @@
+//! The headers of one attempt: the engine's configured headers, the caller's, the key, the
+//! idempotency key, and the content type and accept a body or a stream need.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::{Error, ErrorKind};
+use crate::secret::SecretString;
+
+/// What an attempt sends besides its body.
+pub(crate) struct AttemptHeaders<'a> {
+    /// The engine's configuration (organization, project, custom headers): these win.
+    pub(crate) configured: &'a HeaderMap,
+    /// The caller's (a gateway caller's content type, `OpenAI-Beta`, custom ones).
+    pub(crate) caller: &'a HeaderMap,
+    pub(crate) idempotency_key: &'a str,
+    pub(crate) has_body: bool,
+    pub(crate) stream: bool,
+}
+
+impl AttemptHeaders<'_> {
+    /// The header map for an attempt with `key`; `key_source` names where the key came from
+    /// when it cannot be a header value (never the key itself).
+    pub(crate) fn build(
+        &self,
+        key: &SecretString,
+        key_source: impl FnOnce() -> String,
+    ) -> Result<HeaderMap, Error> {
+        let mut h = self.configured.clone();
+        let mut last: Option<&HeaderName> = None;
+        for (name, value) in self.caller {
+            if self.configured.contains_key(name) {
+                continue;
+            }
+            // The first value replaces, the others of the same name are appended.
+            if last == Some(name) {
+                h.append(name.clone(), value.clone());
+            } else {
+                h.insert(name.clone(), value.clone());
+            }
+            last = Some(name);
+        }
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "the API key from {} has characters a header cannot carry",
+                        key_source()
+                    ),
+                )
+            })?;
+        auth.set_sensitive(true);
+        h.insert(http::header::AUTHORIZATION, auth);
+        if let Ok(v) = HeaderValue::from_str(self.idempotency_key) {
+            h.insert(HeaderName::from_static("idempotency-key"), v);
+        }
+        if self.has_body && !h.contains_key(http::header::CONTENT_TYPE) {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if self.stream && !h.contains_key(http::header::ACCEPT) {
+            h.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        Ok(h)
+    }
+}
