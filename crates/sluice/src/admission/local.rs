@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
 use super::gcra::{self, Spec};
+use super::state::RateState;
 use super::Reservation;
+use crate::error::Error;
 
 #[derive(Debug)]
-pub struct LocalState {
+pub(crate) struct LocalState {
     origin: Instant,
     scopes: Mutex<HashMap<String, HashMap<&'static str, f64>>>,
 }
@@ -31,7 +36,7 @@ impl LocalState {
         self.origin.elapsed().as_secs_f64() + 1_000_000.0
     }
 
-    pub fn reserve(
+    pub(crate) fn reserve(
         &self,
         scope: &str,
         specs: &[Spec],
@@ -64,7 +69,7 @@ impl LocalState {
         Reservation::Granted { wait }
     }
 
-    pub fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
+    pub(crate) fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tats) = scopes.get_mut(scope) else {
@@ -78,7 +83,7 @@ impl LocalState {
     }
 
     /// Make sure `tat ≥ now + ahead` (server corrections and pauses).
-    pub fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
+    pub(crate) fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         if !scopes.contains_key(scope) {
@@ -88,5 +93,29 @@ impl LocalState {
             let tat = tats.get(spec.name).copied().unwrap_or(0.0);
             tats.insert(spec.name, tat.max(now + ahead));
         }
+    }
+}
+
+impl RateState for LocalState {
+    fn reserve<'a>(
+        &'a self,
+        scope: &'a str,
+        specs: &'a [Spec],
+        tokens: u64,
+        max_wait: Duration,
+    ) -> BoxFuture<'a, Result<Reservation, Error>> {
+        std::future::ready(Ok(LocalState::reserve(
+            self, scope, specs, tokens, max_wait,
+        )))
+        .boxed()
+    }
+
+    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
+        LocalState::adjust(self, scope, specs, token_delta);
+    }
+
+    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()> {
+        LocalState::raise(self, scope, spec, ahead);
+        std::future::ready(()).boxed()
     }
 }

@@ -18,6 +18,7 @@ pub mod estimate;
 pub mod gcra;
 mod local;
 mod redis_state;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use rand::Rng;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
@@ -35,7 +36,8 @@ use concurrency::{Concurrency, ConcurrencyConfig, Outcome, Permit};
 use estimate::Estimate;
 use gcra::{Spec, Unit};
 use local::LocalState;
-use redis_state::RedisState;
+use redis_state::SharedRateState;
+use state::RateState;
 
 pub use concurrency::Outcome as AttemptOutcome;
 
@@ -138,23 +140,11 @@ struct Scope {
     paused_until: Option<Instant>,
 }
 
-#[derive(Debug)]
-enum Backend {
-    Local,
-    Redis {
-        url: String,
-        prefix: String,
-        on_error: OnStateError,
-        conn: OnceCell<RedisState>,
-    },
-}
-
 /// The admission stage for one upstream.
 #[derive(Debug)]
 pub struct Admission {
     cfg: AdmissionConfig,
-    backend: Backend,
-    local: LocalState,
+    state: Arc<dyn RateState>,
     scopes: Mutex<HashMap<String, Scope>>,
     concurrency: Arc<Concurrency>,
     waiting: AtomicUsize,
@@ -259,23 +249,17 @@ impl Drop for WaitingGuard<'_> {
 
 impl Admission {
     pub fn new(cfg: AdmissionConfig) -> Arc<Self> {
-        let backend = match &cfg.state {
-            StateBackend::Local => Backend::Local,
+        let state: Arc<dyn RateState> = match &cfg.state {
+            StateBackend::Local => Arc::new(LocalState::default()),
             StateBackend::Redis {
                 url,
                 prefix,
                 on_error,
-            } => Backend::Redis {
-                url: url.clone(),
-                prefix: prefix.clone(),
-                on_error: *on_error,
-                conn: OnceCell::new(),
-            },
+            } => Arc::new(SharedRateState::new(url, prefix, *on_error)),
         };
         Arc::new(Admission {
             concurrency: Concurrency::new(cfg.concurrency),
-            backend,
-            local: LocalState::default(),
+            state,
             scopes: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             cfg,
@@ -470,27 +454,6 @@ impl Admission {
         })
     }
 
-    async fn redis(&self) -> Option<Result<&RedisState, Error>> {
-        match &self.backend {
-            Backend::Local => None,
-            Backend::Redis {
-                url, prefix, conn, ..
-            } => Some(
-                conn.get_or_try_init(|| RedisState::connect(url, prefix))
-                    .await,
-            ),
-        }
-    }
-
-    fn on_state_error(&self, e: &Error) -> OnStateError {
-        counter!("sluice_admission_state_errors_total").increment(1);
-        tracing::warn!(error = %e, "admission: shared state unavailable");
-        match &self.backend {
-            Backend::Redis { on_error, .. } => *on_error,
-            Backend::Local => OnStateError::FallbackLocal,
-        }
-    }
-
     async fn reserve(
         &self,
         scope: &str,
@@ -498,53 +461,15 @@ impl Admission {
         tokens: u64,
         max_wait: Duration,
     ) -> Result<Reservation, Error> {
-        match self.redis().await {
-            None => Ok(self.local.reserve(scope, specs, tokens, max_wait)),
-            Some(conn) => {
-                let res = match conn {
-                    Ok(r) => r.reserve(scope, specs, tokens, max_wait).await,
-                    Err(e) => Err(e),
-                };
-                match res {
-                    Ok(r) => Ok(r),
-                    Err(e) => match self.on_state_error(&e) {
-                        OnStateError::FailClosed => Err(e),
-                        OnStateError::FallbackLocal => {
-                            Ok(self.local.reserve(scope, specs, tokens, max_wait))
-                        }
-                    },
-                }
-            }
-        }
+        self.state.reserve(scope, specs, tokens, max_wait).await
     }
 
-    fn adjust(self: &Arc<Self>, scope: &str, specs: &[Spec], delta: i64) {
-        match &self.backend {
-            Backend::Local => self.local.adjust(scope, specs, delta),
-            Backend::Redis { .. } => {
-                // Settling happens where a body ends (possibly inside a poll): do it off-path.
-                let this = self.clone();
-                let scope = scope.to_string();
-                let specs = specs.to_vec();
-                tokio::spawn(async move {
-                    if let Some(Ok(r)) = this.redis().await {
-                        if let Err(e) = r.adjust(&scope, &specs, delta).await {
-                            this.on_state_error(&e);
-                        }
-                    }
-                    this.local.adjust(&scope, &specs, delta);
-                });
-            }
-        }
+    fn adjust(&self, scope: &str, specs: &[Spec], delta: i64) {
+        self.state.adjust(scope, specs, delta);
     }
 
     async fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
-        self.local.raise(scope, spec, ahead);
-        if let Some(Ok(r)) = self.redis().await {
-            if let Err(e) = r.raise(scope, spec, ahead).await {
-                self.on_state_error(&e);
-            }
-        }
+        self.state.raise(scope, spec, ahead).await;
     }
 
     /// Learn from a response: limits, remaining budget, and a 429's pause.

@@ -3,80 +3,34 @@
 //! clock (`TIME`), so replicas on different machines need no clock agreement. One hash per scope
 //! holds the `tat` of each budget; it expires once fully paid off.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::OnceCell;
+
 use super::gcra::Spec;
-use super::Reservation;
+use super::local::LocalState;
+use super::state::RateState;
+use super::{OnStateError, Reservation};
 use crate::error::{Error, ErrorKind};
 
 /// Seconds subtracted from Redis time to keep doubles precise to the microsecond.
 const EPOCH: &str = "1700000000";
 
-const RESERVE: &str = r#"
-local t = redis.call('TIME')
-local now = (tonumber(t[1]) - tonumber(ARGV[1])) + tonumber(t[2]) / 1e6
-local max_wait = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local at = now
-local tats = {}
-for i = 0, n - 1 do
-  local name = ARGV[4 + i * 4]
-  local rate = tonumber(ARGV[5 + i * 4])
-  local tau = tonumber(ARGV[6 + i * 4])
-  local cost = tonumber(ARGV[7 + i * 4])
-  local tat = tonumber(redis.call('HGET', KEYS[1], name) or '0')
-  tats[i] = tat
-  local w = cost / rate
-  local e
-  if w > tau then e = math.max(tat, now) else e = math.max(tat + w - tau, now) end
-  if e > at then at = e end
-end
-if at - now > max_wait then
-  return {0, tostring(at - now)}
-end
-local ttl = 1
-for i = 0, n - 1 do
-  local name = ARGV[4 + i * 4]
-  local rate = tonumber(ARGV[5 + i * 4])
-  local cost = tonumber(ARGV[7 + i * 4])
-  local tat = math.max(tats[i], at) + cost / rate
-  redis.call('HSET', KEYS[1], name, tostring(tat))
-  if tat - now > ttl then ttl = tat - now end
-end
-redis.call('PEXPIRE', KEYS[1], math.ceil((ttl + 60) * 1000))
-return {1, tostring(at - now)}
-"#;
+const RESERVE: &str = include_str!("reserve.lua");
 
-const ADJUST: &str = r#"
-local t = redis.call('TIME')
-local now = (tonumber(t[1]) - tonumber(ARGV[1])) + tonumber(t[2]) / 1e6
-local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-local delta = tonumber(ARGV[4]) / tonumber(ARGV[3])
-local moved = tat + delta
-if delta < 0 then moved = math.max(moved, math.min(tat, now)) end
-redis.call('HSET', KEYS[1], ARGV[2], tostring(moved))
-return 1
-"#;
+const ADJUST: &str = include_str!("adjust.lua");
 
-/// ARGV: epoch, name, value; sets tat = max(tat, now + value).
-const RAISE: &str = r#"
-local t = redis.call('TIME')
-local now = (tonumber(t[1]) - tonumber(ARGV[1])) + tonumber(t[2]) / 1e6
-local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-local target = now + tonumber(ARGV[3])
-if target > tat then
-  redis.call('HSET', KEYS[1], ARGV[2], tostring(target))
-  redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(ARGV[3]) + 120) * 1000))
-end
-return 1
-"#;
+const RAISE: &str = include_str!("raise.lua");
 
 /// A connection to the shared state.
 #[derive(Clone)]
-pub struct RedisState {
+struct RedisState {
     conn: ConnectionManager,
     prefix: String,
     reserve: std::sync::Arc<Script>,
@@ -102,7 +56,7 @@ fn redis_err(e: redis::RedisError) -> Error {
 
 impl RedisState {
     /// Connect to `url` (`redis://host:port/db`); keys are `PREFIX:scope`.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
+    async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
         let conn = crate::redis_conn::connect(url, redis_err).await?;
         Ok(RedisState {
             conn,
@@ -117,7 +71,7 @@ impl RedisState {
         format!("{}:{scope}", self.prefix)
     }
 
-    pub async fn reserve(
+    async fn reserve(
         &self,
         scope: &str,
         specs: &[Spec],
@@ -139,7 +93,7 @@ impl RedisState {
         })
     }
 
-    pub async fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) -> Result<(), Error> {
+    async fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) -> Result<(), Error> {
         for s in specs.iter().filter(|s| s.unit == super::gcra::Unit::Tokens) {
             let mut inv = self.adjust.key(self.key(scope));
             inv.arg(EPOCH).arg(s.name).arg(s.rate).arg(token_delta);
@@ -150,11 +104,108 @@ impl RedisState {
     }
 
     /// `tighten` and `pause` are both "tat is at least now + x".
-    pub async fn raise(&self, scope: &str, spec: &Spec, ahead: f64) -> Result<(), Error> {
+    async fn raise(&self, scope: &str, spec: &Spec, ahead: f64) -> Result<(), Error> {
         let mut inv = self.raise.key(self.key(scope));
         inv.arg(EPOCH).arg(spec.name).arg(ahead);
         let mut conn = self.conn.clone();
         let _: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
         Ok(())
+    }
+}
+
+/// Rate state in Redis, connected on first use, with this process's own state beside it for
+/// `on_error = "fallback_local"` (and kept in step with every settlement and correction).
+#[derive(Debug, Clone)]
+pub(crate) struct SharedRateState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    url: String,
+    prefix: String,
+    on_error: OnStateError,
+    conn: OnceCell<RedisState>,
+    local: LocalState,
+}
+
+impl SharedRateState {
+    pub(crate) fn new(url: &str, prefix: &str, on_error: OnStateError) -> Self {
+        SharedRateState(Arc::new(Shared {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            on_error,
+            conn: OnceCell::new(),
+            local: LocalState::default(),
+        }))
+    }
+
+    async fn redis(&self) -> Result<&RedisState, Error> {
+        let s = &self.0;
+        s.conn
+            .get_or_try_init(|| RedisState::connect(&s.url, &s.prefix))
+            .await
+    }
+
+    fn on_state_error(&self, e: &Error) -> OnStateError {
+        metrics::counter!("sluice_admission_state_errors_total").increment(1);
+        tracing::warn!(error = %e, "admission: shared state unavailable");
+        self.0.on_error
+    }
+}
+
+impl RateState for SharedRateState {
+    fn reserve<'a>(
+        &'a self,
+        scope: &'a str,
+        specs: &'a [Spec],
+        tokens: u64,
+        max_wait: Duration,
+    ) -> BoxFuture<'a, Result<Reservation, Error>> {
+        async move {
+            let res = match self.redis().await {
+                Ok(r) => r.reserve(scope, specs, tokens, max_wait).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(r) => Ok(r),
+                Err(e) => match self.on_state_error(&e) {
+                    OnStateError::FailClosed => Err(e),
+                    OnStateError::FallbackLocal => {
+                        Ok(self.0.local.reserve(scope, specs, tokens, max_wait))
+                    }
+                },
+            }
+        }
+        .boxed()
+    }
+
+    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
+        // Settling happens where a body ends (possibly inside a poll): do it off-path.
+        let this = self.clone();
+        let scope = scope.to_string();
+        let specs = specs.to_vec();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.0.local.adjust(&scope, &specs, token_delta);
+            return;
+        };
+        rt.spawn(async move {
+            if let Ok(r) = this.redis().await {
+                if let Err(e) = r.adjust(&scope, &specs, token_delta).await {
+                    this.on_state_error(&e);
+                }
+            }
+            this.0.local.adjust(&scope, &specs, token_delta);
+        });
+    }
+
+    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()> {
+        async move {
+            self.0.local.raise(scope, spec, ahead);
+            if let Ok(r) = self.redis().await {
+                if let Err(e) = r.raise(scope, spec, ahead).await {
+                    self.on_state_error(&e);
+                }
+            }
+        }
+        .boxed()
     }
 }

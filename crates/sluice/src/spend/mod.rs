@@ -13,20 +13,24 @@
 //! with Redis the counters themselves are shared and outlive any process.
 
 pub mod ledger;
+mod local;
+mod redis;
+mod store;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::civil::Date;
-use redis::aio::ConnectionManager;
-use redis::Script;
 
 use crate::error::{Error, ErrorKind};
 use crate::models::{today_utc, Registry};
 use crate::pricing::{dollars, Nanos, Price};
 use crate::wire::Usage;
 pub use ledger::{By, Filter, Ledger, Row};
+pub use local::BudgetCounters;
+pub use redis::RedisBudgets;
+pub use store::Counter;
+use store::{BudgetStore, Hold};
 
 /// Who a request's spend belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,30 +151,15 @@ pub struct SpendConfig {
     pub counters: Option<BudgetCounters>,
 }
 
-/// In-process budget counters, shareable between successive engines.
-#[derive(Debug, Clone, Default)]
-pub struct BudgetCounters(Arc<Mutex<HashMap<String, Counter>>>);
-
 /// The money stage, shared by every request of an engine.
 #[derive(Debug)]
 pub struct Accountant {
     registry: Arc<Registry>,
     cfg: SpendConfig,
+    /// In-process counters (kept for the next engine even when the store is shared).
     local: BudgetCounters,
+    store: Arc<dyn BudgetStore>,
     alerts: Option<Arc<crate::alerts::Alerter>>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counter {
-    spent: Nanos,
-    reserved: Nanos,
-}
-
-/// One budget as a request sees it: the counter it reserves against.
-#[derive(Debug, Clone)]
-struct Hold {
-    id: String,
-    budget: Budget,
 }
 
 /// A request's reservation and, once settled, its cost. Dropped unsettled (the request
@@ -190,9 +179,32 @@ pub struct Charge {
 
 impl Accountant {
     pub fn new(registry: Arc<Registry>, cfg: SpendConfig) -> Self {
+        let local = cfg.counters.clone().unwrap_or_default();
+        let store: Arc<dyn BudgetStore> = match &cfg.redis {
+            Some(r) => Arc::new(r.clone()),
+            None => {
+                let l = Arc::new(local::LocalBudgets::new(local.clone(), cfg.ledger.clone()));
+                // Read this period's totals from the ledger now, before the first request
+                // needs them.
+                if !cfg.budgets.is_empty() {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let today = cfg.today.unwrap_or_else(today_utc);
+                        let holds = holds_for(&cfg.budgets, today, |_| true);
+                        let seeding = l.clone();
+                        rt.spawn(async move {
+                            if let Err(e) = seeding.seed(&holds, today).await {
+                                tracing::warn!(error = %e, "budgets: the ledger's totals could not be read ahead; the first request will try again");
+                            }
+                        });
+                    }
+                }
+                l
+            }
+        };
         Accountant {
             registry,
-            local: cfg.counters.clone().unwrap_or_default(),
+            local,
+            store,
             cfg,
             alerts: None,
         }
@@ -233,21 +245,7 @@ impl Accountant {
     ) -> Result<Charge, Error> {
         let today = self.today();
         let price = self.registry.price(model);
-        let holds: Vec<Hold> = self
-            .cfg
-            .budgets
-            .iter()
-            .filter(|b| b.scope.applies(tags))
-            .map(|b| Hold {
-                id: format!(
-                    "{}|{}|{}",
-                    b.scope.label(),
-                    b.period.as_str(),
-                    b.period.id(today)
-                ),
-                budget: b.clone(),
-            })
-            .collect();
+        let holds = holds_for(&self.cfg.budgets, today, |b| b.scope.applies(tags));
         let mut charge = Charge {
             accountant: self.clone(),
             model: model.to_string(),
@@ -276,15 +274,17 @@ impl Accountant {
             }
         };
         charge.reservation_id = format!("{:016x}", rand::random::<u64>());
-        let refused = match &self.cfg.redis {
-            Some(r) => {
-                r.reserve(&holds, worst, &charge.reservation_id, hold_for)
-                    .await?
-            }
-            None => self.reserve_local(&holds, worst, today)?,
-        };
-        if let Some((i, spent, reserved)) = refused {
-            let b = &holds[i].budget;
+        let refused = self
+            .store
+            .reserve(&holds, worst, &charge.reservation_id, hold_for, today)
+            .await?;
+        if let Some(store::Refusal {
+            hold,
+            spent,
+            reserved,
+        }) = refused
+        {
+            let b = &holds[hold].budget;
             crate::observe::budget_refused(b.scope.kind(), b.period.as_str());
             tracing::warn!(
                 budget = %b.scope.label(), period = b.period.as_str(), limit = %dollars(b.limit),
@@ -310,64 +310,33 @@ impl Accountant {
         Ok(charge)
     }
 
-    /// In-process reservation: read the ledger for counters seen for the first time, then
-    /// check and reserve every hold under one lock. Returns the first hold that refused.
-    fn reserve_local(
-        &self,
-        holds: &[Hold],
-        worst: Nanos,
-        today: Date,
-    ) -> Result<Option<(usize, Nanos, Nanos)>, Error> {
-        let missing: Vec<&Hold> = {
-            let m = self.local.0.lock().unwrap_or_else(|p| p.into_inner());
-            holds.iter().filter(|h| !m.contains_key(&h.id)).collect()
-        };
-        let mut seeded = Vec::new();
-        for h in missing {
-            let spent = match &self.cfg.ledger {
-                Some(l) => l.sum_blocking(Filter {
-                    scope: h.budget.scope.ledger_scope(),
-                    since: Some(h.budget.period.start(today)),
-                })?,
-                None => 0,
-            };
-            seeded.push((h.id.clone(), spent));
-        }
-        let mut m = self.local.0.lock().unwrap_or_else(|p| p.into_inner());
-        for (id, spent) in seeded {
-            m.entry(id).or_insert(Counter { spent, reserved: 0 });
-        }
-        for (i, h) in holds.iter().enumerate() {
-            let c = m.get(&h.id).copied().unwrap_or_default();
-            if c.spent + c.reserved + worst > h.budget.limit {
-                return Ok(Some((i, c.spent, c.reserved)));
-            }
-        }
-        for h in holds {
-            m.entry(h.id.clone()).or_default().reserved += worst;
-        }
-        Ok(None)
-    }
-
     /// Spent and reserved of every budget today (for `sluice spend` and `/metrics`).
     pub fn snapshot(&self) -> Vec<(Budget, Nanos, Nanos)> {
-        let today = self.today();
-        let m = self.local.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.cfg
-            .budgets
-            .iter()
-            .map(|b| {
-                let id = format!(
-                    "{}|{}|{}",
-                    b.scope.label(),
-                    b.period.as_str(),
-                    b.period.id(today)
-                );
-                let c = m.get(&id).copied().unwrap_or_default();
-                (b.clone(), c.spent, c.reserved)
+        holds_for(&self.cfg.budgets, self.today(), |_| true)
+            .into_iter()
+            .map(|h| {
+                let c = self.store.counter(&h.id);
+                (h.budget, c.spent, c.reserved)
             })
             .collect()
     }
+}
+
+/// The counters of the budgets `applies` picks, for the period that contains `today`.
+fn holds_for(budgets: &[Budget], today: Date, applies: impl Fn(&Budget) -> bool) -> Vec<Hold> {
+    budgets
+        .iter()
+        .filter(|b| applies(b))
+        .map(|b| Hold {
+            id: format!(
+                "{}|{}|{}",
+                b.scope.label(),
+                b.period.as_str(),
+                b.period.id(today)
+            ),
+            budget: b.clone(),
+        })
+        .collect()
 }
 
 impl Charge {
@@ -410,211 +379,19 @@ impl Charge {
             return;
         }
         let a = &self.accountant;
-        match &a.cfg.redis {
-            Some(r) => r.settle(
-                &self.holds,
-                self.reserved,
-                cost,
-                &self.reservation_id,
-                a.alerts.clone(),
-            ),
-            None => {
-                let mut crossed = Vec::new();
-                {
-                    let mut m = a.local.0.lock().unwrap_or_else(|p| p.into_inner());
-                    for h in &self.holds {
-                        let c = m.entry(h.id.clone()).or_default();
-                        c.reserved = c.reserved.saturating_sub(self.reserved);
-                        crossed.push((h, c.spent, c.spent + cost));
-                        c.spent += cost;
-                    }
-                }
-                if let Some(al) = &a.alerts {
-                    for (h, before, after) in crossed {
-                        al.budget(&h.id, before, after, h.budget.limit);
-                    }
-                }
-            }
-        }
+        a.store.settle(
+            &self.holds,
+            self.reserved,
+            cost,
+            &self.reservation_id,
+            a.alerts.clone(),
+        );
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
         self.finish(0);
-    }
-}
-
-const RESERVE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local amount = tonumber(ARGV[1])
-local rid = ARGV[2]
-local hold_ms = tonumber(ARGV[3])
-local n = #KEYS
-for i = 1, n do
-  local h = KEYS[i]
-  local z = h .. ':res'
-  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
-  for _, m in ipairs(expired) do
-    local amt = tonumber(string.match(m, ':(%d+)$') or '0')
-    redis.call('HINCRBY', h, 'reserved', -amt)
-  end
-  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
-end
-for i = 1, n do
-  local h = KEYS[i]
-  local limit = tonumber(ARGV[3 + i])
-  local spent = tonumber(redis.call('HGET', h, 'spent') or '0')
-  local reserved = tonumber(redis.call('HGET', h, 'reserved') or '0')
-  if spent + reserved + amount > limit then
-    return {i, spent, reserved}
-  end
-end
-for i = 1, n do
-  local h = KEYS[i]
-  redis.call('HINCRBY', h, 'reserved', amount)
-  redis.call('ZADD', h .. ':res', now + hold_ms, rid .. ':' .. amount)
-  local ttl = tonumber(ARGV[3 + n + i])
-  redis.call('PEXPIRE', h, ttl)
-  redis.call('PEXPIRE', h .. ':res', ttl)
-end
-return {0, 0, 0}
-"#;
-
-const SETTLE: &str = r#"
-local out = {}
-local member = ARGV[1] .. ':' .. ARGV[2]
-for i = 1, #KEYS do
-  local h = KEYS[i]
-  if redis.call('ZREM', h .. ':res', member) == 1 then
-    redis.call('HINCRBY', h, 'reserved', -tonumber(ARGV[2]))
-  end
-  out[i] = redis.call('HINCRBY', h, 'spent', tonumber(ARGV[3]))
-end
-return out
-"#;
-
-/// Budget counters in Redis: one hash (`spent`, `reserved`) per budget and period, and a sorted
-/// set of reservations by expiry so a crashed process's holds are released.
-#[derive(Clone)]
-pub struct RedisBudgets {
-    conn: ConnectionManager,
-    prefix: String,
-    reserve: Arc<Script>,
-    settle: Arc<Script>,
-}
-
-impl std::fmt::Debug for RedisBudgets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBudgets")
-            .field("prefix", &self.prefix)
-            .finish()
-    }
-}
-
-fn budget_redis_err(e: redis::RedisError) -> Error {
-    // Fail closed: a budget that cannot be checked does not let spend through.
-    Error::new(
-        ErrorKind::BudgetExceeded,
-        format!("budget state (Redis) unavailable, request refused: {e}"),
-    )
-    .with_retryable(true)
-}
-
-impl RedisBudgets {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
-        let conn = crate::redis_conn::connect(url, budget_redis_err).await?;
-        Ok(RedisBudgets {
-            conn,
-            prefix: prefix.to_string(),
-            reserve: Arc::new(Script::new(RESERVE)),
-            settle: Arc::new(Script::new(SETTLE)),
-        })
-    }
-
-    fn key(&self, id: &str) -> String {
-        format!("{}:budget:{id}", self.prefix)
-    }
-
-    async fn reserve(
-        &self,
-        holds: &[Hold],
-        amount: Nanos,
-        rid: &str,
-        hold_for: Duration,
-    ) -> Result<Option<(usize, Nanos, Nanos)>, Error> {
-        let mut inv = self.reserve.prepare_invoke();
-        for h in holds {
-            inv.key(self.key(&h.id));
-        }
-        inv.arg(amount).arg(rid).arg(hold_for.as_millis() as u64);
-        for h in holds {
-            inv.arg(h.budget.limit);
-        }
-        for h in holds {
-            let ttl_days = match h.budget.period {
-                Period::Day => 2,
-                Period::Month => 32,
-            };
-            inv.arg(ttl_days * 86_400_000u64);
-        }
-        let mut conn = self.conn.clone();
-        let (i, spent, reserved): (i64, i64, i64) = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(budget_redis_err)?;
-        Ok((i > 0).then(|| {
-            (
-                (i - 1) as usize,
-                spent.max(0) as Nanos,
-                reserved.max(0) as Nanos,
-            )
-        }))
-    }
-
-    fn settle(
-        &self,
-        holds: &[Hold],
-        reserved: Nanos,
-        cost: Nanos,
-        rid: &str,
-        alerts: Option<Arc<crate::alerts::Alerter>>,
-    ) {
-        let mut conn = self.conn.clone();
-        let limits: Vec<(String, Nanos)> = holds
-            .iter()
-            .map(|h| (h.id.clone(), h.budget.limit))
-            .collect();
-        let script = self.settle.clone();
-        let keys: Vec<String> = holds.iter().map(|h| self.key(&h.id)).collect();
-        let rid = rid.to_string();
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            tracing::error!(
-                "budget (Redis): settled outside a runtime; the hold expires on its own"
-            );
-            return;
-        };
-        rt.spawn(async move {
-            let mut inv = script.prepare_invoke();
-            for k in &keys {
-                inv.key(k);
-            }
-            inv.arg(&rid).arg(reserved).arg(cost);
-            match inv.invoke_async::<Vec<i64>>(&mut conn).await {
-                Ok(spent) => {
-                    if let Some(al) = alerts {
-                        for ((id, limit), after) in limits.iter().zip(spent) {
-                            let after = after.max(0) as Nanos;
-                            al.budget(id, after.saturating_sub(cost), after, *limit);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "budget (Redis): settling a request failed; its hold expires on its own");
-                }
-            }
-        });
     }
 }
 
