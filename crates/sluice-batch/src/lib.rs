@@ -22,11 +22,12 @@ pub mod input;
 pub mod journal;
 pub mod output;
 mod progress;
+mod setup;
 pub mod summary;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use input::{Line, Lines};
 use journal::{Event, Journal, State};
+pub use setup::EngineSettings;
 pub use summary::Summary;
 use summary::{Tally, Totals};
 
@@ -66,7 +68,8 @@ pub struct BatchConfig {
     pub state_dir: Option<PathBuf>,
     /// Requests in flight at most. Default 256.
     pub window: usize,
-    /// Stop admitting before spending more than this (nano-dollars).
+    /// The job's whole spend, across its runs, stays under this (nano-dollars): a budget of the
+    /// engine's spend stage, started from what the output files show was spent before.
     pub budget: Option<Nanos>,
     /// Attempts per request (the engine's retries). Default 10.
     pub max_attempts: u32,
@@ -287,6 +290,24 @@ impl Bits {
 }
 
 pub async fn run(
+    settings: &EngineSettings,
+    cfg: BatchConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<Report, BatchError> {
+    let setup::Prepared {
+        engine,
+        registry,
+        ledger,
+    } = setup::prepare(settings, &cfg)?;
+    let report = run_with(engine, registry, cfg, stop).await;
+    if let Some(l) = &ledger {
+        l.flush().await;
+    }
+    report
+}
+
+/// [`run`] with its engine built.
+async fn run_with(
     engine: Engine,
     prices: Registry,
     cfg: BatchConfig,
@@ -452,8 +473,13 @@ pub async fn run(
         Ok(())
     });
 
+    // The job budget (`--budget-usd`) continues from what earlier runs spent.
+    engine.spend().carry_over(
+        &sluice::spend::BudgetScope::Job(cfg.job.clone()),
+        sluice::spend::Period::Total,
+        prior_spent,
+    );
     let tally = Arc::new(Tally::default());
-    let reserved = Arc::new(AtomicU64::new(0));
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let fatal_flag = Arc::new(AtomicBool::new(false));
     // A spending budget of the engine (per job, key or global, per day or month) refused a
@@ -469,7 +495,6 @@ pub async fn run(
     // Pass 2: send what is not done.
     let permits = Arc::new(Semaphore::new(cfg.window.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut budget_reached = false;
     let mut interrupted = false;
     let mut lines = Lines::open(&input).map_err(io_err(&input))?;
     loop {
@@ -552,33 +577,21 @@ pub async fn run(
                     .to_string();
                 let path = url.trim_start_matches("/v1");
                 let est = estimate::estimate(path, &value);
-                // Money: reserve the worst case before sending.
-                let price = prices.price(&model);
-                let worst = price.map(|p| p.worst_case(est.prompt, est.output));
-                if let Some(budget) = cfg.budget {
-                    let Some(worst) = worst else {
-                        *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
-                            "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to your model registry file (--registry FILE: [[model]] id = {model:?} with input_per_mtok and output_per_mtok), refresh the registry with `sluice models update`, or run without --budget-usd"
-                        ));
-                        fatal_flag.store(true, Ordering::Release);
-                        break;
-                    };
-                    let spent = prior_spent + tally.spent_nanos.load(Ordering::Acquire);
-                    let held = reserved.load(Ordering::Acquire);
-                    if spent + held + worst > budget {
-                        budget_reached = true;
-                        break;
-                    }
+                // Money is the engine's (its spend stage reserves the worst case against the
+                // job's budgets); a job budget cannot hold over a model without a price.
+                if cfg.budget.is_some() && prices.price(&model).is_none() {
+                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to your model registry file (--registry FILE: [[model]] id = {model:?} with input_per_mtok and output_per_mtok), refresh the registry with `sluice models update`, or run without --budget-usd"
+                    ));
+                    fatal_flag.store(true, Ordering::Release);
+                    break;
                 }
-                let worst = worst.unwrap_or(0);
-                reserved.fetch_add(worst, Ordering::AcqRel);
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => break,
                     },
                     _ = stop.changed() => {
-                        reserved.fetch_sub(worst, Ordering::AcqRel);
                         interrupted = true;
                         break;
                     }
@@ -608,7 +621,6 @@ pub async fn run(
                 let engine = engine.clone();
                 let tx = tx.clone();
                 let tally = tally.clone();
-                let reserved = reserved.clone();
                 let fatal = fatal.clone();
                 let fatal_flag = fatal_flag.clone();
                 let engine_budget = engine_budget.clone();
@@ -618,7 +630,6 @@ pub async fn run(
                     let _permit = permit;
                     let t0 = Instant::now();
                     let result = send_patiently(&engine, call, &fatal_flag).await;
-                    reserved.fetch_sub(worst, Ordering::AcqRel);
                     let msg = match result {
                         Ok(reply) => {
                             tally.latency(t0.elapsed());
@@ -769,7 +780,7 @@ pub async fn run(
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let outcome = if let Some(reason) = fatal {
         Outcome::Stopped(reason)
-    } else if budget_reached || engine_budget.load(Ordering::Acquire) {
+    } else if engine_budget.load(Ordering::Acquire) {
         Outcome::BudgetReached
     } else if interrupted {
         Outcome::Interrupted

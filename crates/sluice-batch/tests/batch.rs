@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice::models::Registry;
-use sluice_batch::{BatchConfig, BatchError, Outcome, ProgressMode};
+use sluice::keypool::KeySpec;
+use sluice_batch::{BatchConfig, BatchError, EngineSettings, Outcome, ProgressMode};
 use sluice_mock::{MockServer, Scenario};
 use tokio::sync::watch;
 
@@ -39,20 +39,20 @@ async fn mock(toml: &str) -> MockServer {
         .unwrap()
 }
 
-fn engine(m: &MockServer) -> sluice::Engine {
-    sluice::Client::builder()
-        .base_url(m.base_url())
-        .api_key("sk-batch-test-00001")
-        .retry_policy(sluice::RetryPolicy {
+/// The engine settings of a job against `m`: fast retries, no ledger.
+fn engine(m: &MockServer) -> EngineSettings {
+    EngineSettings {
+        base_url: Some(m.base_url()),
+        keys: vec![KeySpec::Value("sk-batch-test-00001".into())],
+        retry: sluice::RetryPolicy {
             backoff_base: Duration::from_millis(5),
             backoff_cap: Duration::from_millis(50),
             budget_ratio: 1.0,
             ..sluice::RetryPolicy::default()
-        })
-        .build()
-        .unwrap()
-        .engine()
-        .clone()
+        },
+        ledger: sluice::spend::LedgerSetting::Off,
+        ..EngineSettings::default()
+    }
 }
 
 fn cfg(input: &Path) -> BatchConfig {
@@ -106,7 +106,7 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
     let input = write_input(&d, &lines);
     let m = mock("").await;
     let c = cfg(&input);
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -146,7 +146,7 @@ async fn bad_lines_go_to_errors_and_the_rest_run() {
     assert!(seen.values().all(|n| *n == 1));
     // Running again sends nothing and writes nothing.
     let before = m.stats().requests;
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.summary.already_done, 7);
@@ -168,7 +168,7 @@ async fn duplicate_ids_are_refused_before_sending() {
         ],
     );
     let m = mock("").await;
-    let e = sluice_batch::run(engine(&m), Registry::builtin(), cfg(&input), never())
+    let e = sluice_batch::run(&engine(&m), cfg(&input), never())
         .await
         .unwrap_err();
     let BatchError::Duplicates(msg) = e else {
@@ -191,7 +191,7 @@ async fn budget_stops_and_raising_it_continues() {
     let mut c = cfg(&input);
     c.window = 4;
     c.budget = Some(150_000); // $0.00015: about ten requests
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::BudgetReached);
@@ -204,7 +204,7 @@ async fn budget_stops_and_raising_it_continues() {
     );
     // Raise the budget: the job continues where it stopped.
     c.budget = Some(10_000_000);
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -228,7 +228,8 @@ async fn stop_signal_then_resume() {
     c.window = 4;
     let (tx, rx) = watch::channel(false);
     let e = engine(&m);
-    let job = tokio::spawn(sluice_batch::run(e, Registry::builtin(), c.clone(), rx));
+    let c2 = c.clone();
+    let job = tokio::spawn(async move { sluice_batch::run(&e, c2, rx).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx.send(true).unwrap();
     let r = job.await.unwrap().unwrap();
@@ -236,7 +237,7 @@ async fn stop_signal_then_resume() {
     assert!(r.summary.not_done > 0);
     // In-flight requests were allowed to finish: nothing half-written, nothing in flight.
     assert_eq!(m.stats().in_flight, 0);
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -254,7 +255,7 @@ async fn torn_last_line_is_repaired_on_resume() {
     let input = write_input(&d, &lines);
     let m = mock("").await;
     let c = cfg(&input);
-    sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     // Simulate a kill in the middle of writing the last record.
@@ -263,7 +264,7 @@ async fn torn_last_line_is_repaired_on_resume() {
     let last = kept.pop().unwrap();
     let torn = format!("{}\n{}", kept.join("\n"), &last[..last.len() / 2]);
     std::fs::write(c.output_path(), torn).unwrap();
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -293,7 +294,7 @@ async fn quota_errors_stop_the_job_without_failing_lines() {
     let input = write_input(&d, &lines);
     let m = mock("[[keys]]\nkey = \"sk-batch-test-00001\"\nquota_exhausted = true\n").await;
     let c = cfg(&input);
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     let Outcome::Stopped(reason) = &r.outcome else {
@@ -306,7 +307,7 @@ async fn quota_errors_stop_the_job_without_failing_lines() {
     );
     // Fix the billing: the same command completes the job.
     m.set_scenario(Scenario::from_toml("").unwrap());
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -323,7 +324,7 @@ async fn faults_are_retried_and_summary_is_written() {
     let m = mock("seed = 9\n[faults]\nerror_500 = 0.2\nerror_503 = 0.1\nreset = 0.05\n").await;
     let mut c = cfg(&input);
     c.summary_json = Some(d.join("summary.json"));
-    let r = sluice_batch::run(engine(&m), Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -339,8 +340,6 @@ async fn faults_are_retried_and_summary_is_written() {
 
 #[tokio::test]
 async fn one_job_spreads_over_several_keys_and_survives_a_revoked_one() {
-    use sluice::credentials::KeySource;
-    use sluice::keypool::PoolSource;
     let d = dir("keys");
     let lines: Vec<String> = (0..40)
         .map(|i| chat_line(&format!("k{i}"), &format!("q{i}")))
@@ -350,19 +349,16 @@ async fn one_job_spreads_over_several_keys_and_survives_a_revoked_one() {
         "auth = \"listed\"\n[[keys]]\nkey = \"sk-batch-key-one-0001\"\nname = \"one\"\n[[keys]]\nkey = \"sk-batch-key-two-0002\"\nname = \"two\"\n[[keys]]\nkey = \"sk-batch-key-bad-0003\"\nname = \"bad\"\nrevoked = true\n",
     )
     .await;
-    let engine = sluice::Client::builder()
-        .base_url(m.base_url())
-        .key_pool(vec![
-            PoolSource::One(KeySource::fixed("sk-batch-key-bad-0003")),
-            PoolSource::One(KeySource::fixed("sk-batch-key-one-0001")),
-            PoolSource::One(KeySource::fixed("sk-batch-key-two-0002")),
-        ])
-        .build()
-        .unwrap()
-        .engine()
-        .clone();
+    let settings = EngineSettings {
+        keys: vec![
+            KeySpec::Value("sk-batch-key-bad-0003".into()),
+            KeySpec::Value("sk-batch-key-one-0001".into()),
+            KeySpec::Value("sk-batch-key-two-0002".into()),
+        ],
+        ..engine(&m)
+    };
     let c = cfg(&input);
-    let r = sluice_batch::run(engine, Registry::builtin(), c.clone(), never())
+    let r = sluice_batch::run(&settings, c.clone(), never())
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Completed);
@@ -423,12 +419,8 @@ fn the_upstream_model_list_is_checked_before_the_first_line() {
         let e = engine(&m);
         let mut c = cfg(&input);
         c.models_check_every = Some(Duration::from_secs(3600));
-        let r = sluice_batch::run(e.clone(), Registry::builtin(), c, never())
-            .await
-            .unwrap();
+        let r = sluice_batch::run(&e, c, never()).await.unwrap();
         assert_eq!(r.summary.failed, 2);
-        let listed = e.catalog().listed().expect("asked before sending");
-        assert!(!listed.contains(&"gpt-4o-mini".to_string()));
     });
     let alerts = sum(
         &all,
@@ -447,7 +439,7 @@ fn each_batch_line_is_one_request_in_the_metrics() {
             .collect();
         let input = write_input(&d, &lines);
         let m = mock("[output]\nmin_tokens = 4\nmax_tokens = 4\n").await;
-        let r = sluice_batch::run(engine(&m), Registry::builtin(), cfg(&input), never())
+        let r = sluice_batch::run(&engine(&m), cfg(&input), never())
             .await
             .unwrap();
         assert_eq!(r.summary.succeeded, 3);

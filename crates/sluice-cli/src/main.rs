@@ -330,148 +330,52 @@ async fn builtin_mock() -> Result<sluice_mock::MockServer, Fail> {
     Ok(mock)
 }
 
+/// `sluice batch run`: the flags as the batch runner's settings, its outcome as an exit code.
 async fn batch_run(a: RunArgs) -> Result<(), Fail> {
-    use sluice::admission::{AdmissionConfig, Limits, OnStateError, StateBackend};
+    use sluice::keypool::KeySpec;
 
-    // The built-in simulator, when asked for, lives as long as the job.
-    let mut _mock = None;
-    let mut builder = sluice::Client::builder();
-    match (a.upstream, &a.base_url) {
-        (Some(Upstream::Mock), _) => {
-            let mock = builtin_mock().await?;
-            builder = builder
-                .base_url(mock.base_url())
-                .api_key("sk-sluice-mock-local");
-            _mock = Some(mock);
-        }
-        (None, Some(url)) => builder = builder.base_url(url.clone()),
-        (None, None) => {}
-    }
-    if a.upstream.is_none() {
-        use sluice::credentials::KeySource;
-        use sluice::keypool::PoolSource;
-        let mut sources: Vec<PoolSource> = a
-            .api_key_env
-            .iter()
-            .map(|v| PoolSource::One(KeySource::env(v.clone())))
-            .collect();
-        if let Some(path) = &a.keys_file {
-            sources.push(PoolSource::lines(path));
-        }
-        if sources.is_empty() {
-            sources.push(PoolSource::One(KeySource::env("OPENAI_API_KEY")));
-        }
-        builder = builder.key_pool(sources);
-    }
-    let window = a.concurrency.max(1);
-    let mut admission = AdmissionConfig {
-        limits: Limits {
-            rpm: a.rpm,
-            tpm: a.tpm,
-            ..Limits::default()
+    let dollars = |flag: &str, v: &Option<String>| -> Result<Option<u64>, Fail> {
+        v.as_ref()
+            .map(|s| {
+                sluice::pricing::parse_dollars(s).ok_or_else(|| {
+                    Fail(
+                        exit::USAGE,
+                        format!("{flag}: {s:?} is not an amount of dollars"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let mut settings = sluice_batch::EngineSettings {
+        base_url: a.base_url.clone(),
+        keys: a.api_key_env.iter().cloned().map(KeySpec::Env).collect(),
+        rpm: a.rpm,
+        tpm: a.tpm,
+        state_url: a.state_url.clone(),
+        registry: a.registry.clone(),
+        on_retired: match a.on_retired {
+            OnRetiredArg::Reject => sluice::model_policy::OnRetired::Reject,
+            OnRetiredArg::Substitute => sluice::model_policy::OnRetired::Substitute,
+            OnRetiredArg::Allow => sluice::model_policy::OnRetired::Allow,
         },
-        // A batch would rather wait than fail: long admission waits, a queue the window fits in.
-        max_wait: Duration::from_secs(3600),
-        max_queue: window * 2 + 16,
-        ..AdmissionConfig::default()
-    };
-    admission.concurrency.max = window;
-    // Start at half the window: the upstream's limits are learned and 429s still back off.
-    admission.concurrency.initial = (window / 2).max(1);
-    if let Some(url) = &a.state_url {
-        admission.state = StateBackend::Redis {
-            url: url.clone(),
-            prefix: "sluice:batch".into(),
-            on_error: OnStateError::FailClosed,
-        };
-    }
-    let registry = std::sync::Arc::new(models_cmd::registry(a.registry.as_ref())?);
-    let policy = sluice::model_policy::ModelPolicy::new(
-        registry.clone(),
-        sluice::model_policy::PolicyConfig {
-            on_retired: match a.on_retired {
-                OnRetiredArg::Reject => sluice::model_policy::OnRetired::Reject,
-                OnRetiredArg::Substitute => sluice::model_policy::OnRetired::Substitute,
-                OnRetiredArg::Allow => sluice::model_policy::OnRetired::Allow,
-            },
-            ..Default::default()
+        ledger: match a.ledger.as_deref() {
+            None => sluice::spend::LedgerSetting::Default,
+            Some(v) => sluice::spend::LedgerSetting::parse(v)
+                .map_err(|e| Fail(exit::USAGE, format!("--ledger: {e}")))?,
         },
-    );
-    let ledger_path = match a.ledger.as_deref() {
-        Some("off") => None,
-        Some(p) => Some(PathBuf::from(p)),
-        None => sluice::spend::ledger::default_path(),
+        budget_per_day: dollars("--budget-per-day", &a.budget_per_day)?,
+        budget_per_month: dollars("--budget-per-month", &a.budget_per_month)?,
+        ..Default::default()
     };
-    let ledger = match ledger_path {
-        Some(p) => {
-            Some(sluice::spend::Ledger::sqlite(p).map_err(|e| Fail(exit::USAGE, e.to_string()))?)
-        }
-        None => None,
-    };
-    let job = sluice_batch::BatchConfig::new(&a.input).job;
-    let mut budgets = Vec::new();
-    for (flag, value, period) in [
-        (
-            "--budget-per-day",
-            &a.budget_per_day,
-            sluice::spend::Period::Day,
-        ),
-        (
-            "--budget-per-month",
-            &a.budget_per_month,
-            sluice::spend::Period::Month,
-        ),
-    ] {
-        if let Some(v) = value {
-            let limit = sluice::pricing::parse_dollars(v).ok_or_else(|| {
-                Fail(
-                    exit::USAGE,
-                    format!("{flag}: {v:?} is not an amount of dollars"),
-                )
-            })?;
-            if ledger.is_none() {
-                return Err(Fail(
-                    exit::USAGE,
-                    format!(
-                        "{flag} counts spend in the ledger: do not combine it with --ledger off"
-                    ),
-                ));
-            }
-            budgets.push(sluice::spend::Budget {
-                scope: sluice::spend::BudgetScope::Job(job.clone()),
-                period,
-                limit,
-            });
-        }
+    if let Some(path) = &a.keys_file {
+        settings.keys.push(KeySpec::KeysFile(path.clone()));
     }
-    let client = builder
-        .model_policy(policy)
-        .spend(sluice::spend::SpendConfig {
-            ledger: ledger.clone(),
-            budgets,
-            ..Default::default()
-        })
-        .admission(admission)
-        .max_attempts(a.max_attempts.max(1))
-        .total_timeout(Duration::from_secs(1800))
-        .pool_max_idle_per_host(window)
-        .build()
-        .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
-    let budget = match &a.budget_usd {
-        Some(s) => Some(sluice::pricing::parse_dollars(s).ok_or_else(|| {
-            Fail(
-                exit::USAGE,
-                format!("--budget-usd: {s:?} is not an amount of dollars"),
-            )
-        })?),
-        None => None,
-    };
     let mut cfg = sluice_batch::BatchConfig::new(&a.input);
     cfg.output = a.output.clone();
     cfg.errors = a.errors.clone();
     cfg.state_dir = a.state_dir.clone();
-    cfg.window = window;
-    cfg.budget = budget;
+    cfg.window = a.concurrency.max(1);
+    cfg.budget = dollars("--budget-usd", &a.budget_usd)?;
     cfg.max_attempts = a.max_attempts.max(1);
     cfg.summary_json = a.summary_json.clone();
     cfg.models_check_every = Some(a.models_check_every).filter(|d| !d.is_zero());
@@ -481,8 +385,15 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         ProgressArg::Log => sluice_batch::ProgressMode::Log,
         ProgressArg::Off => sluice_batch::ProgressMode::Off,
     };
-    let stop = stop_signals();
-    let report = sluice_batch::run(client.engine().clone(), (*registry).clone(), cfg, stop)
+    // The built-in simulator, when asked for, lives as long as the job.
+    let mut _mock = None;
+    if let Some(Upstream::Mock) = a.upstream {
+        let mock = builtin_mock().await?;
+        settings.base_url = Some(mock.base_url());
+        settings.keys = vec![KeySpec::Value("sk-sluice-mock-local".into())];
+        _mock = Some(mock);
+    }
+    let report = sluice_batch::run(&settings, cfg, stop_signals())
         .await
         .map_err(|e| match e {
             sluice_batch::BatchError::Duplicates(m) | sluice_batch::BatchError::Config(m) => {
@@ -490,9 +401,6 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
             }
             other => Fail(exit::FAILURE, other.to_string()),
         })?;
-    if let Some(l) = &ledger {
-        l.flush().await;
-    }
     print!("{}", report.summary.table());
     match report.outcome {
         sluice_batch::Outcome::Completed => Ok(()),
@@ -553,71 +461,12 @@ async fn serve(
     // First line of stdout, so scripts can read the address when port 0 was asked for.
     println!("sluice serve listening on {}", gateway.base_url());
     if let Some(path) = config {
-        tokio::spawn(watch_config(path, gateway.reloader(), cfg_listen_port));
+        tokio::spawn(gateway.reloader().watch_file(path, cfg_listen_port));
     }
     wait_signal().await;
     eprintln!("sluice: draining requests in flight");
     gateway.shutdown().await;
     Ok(())
-}
-
-/// Reload the gateway's configuration when the file changes (checked every 2 s) or on SIGHUP.
-/// A file that does not parse is reported and the running configuration stays.
-async fn watch_config(path: PathBuf, reloader: sluice_gateway::Reloader, listen: SocketAddr) {
-    // The config file and the fetched model registry (`sluice models update`): a change to
-    // either reloads.
-    let fetched = sluice::models::fetched_path();
-    let stamp = |p: &PathBuf| {
-        let one = |p: &PathBuf| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.modified().ok(), m.len()))
-        };
-        (one(p), fetched.as_ref().and_then(one))
-    };
-    let mut last = stamp(&path);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        let forced = tokio::select! {
-            _ = hangup => true,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => false,
-        };
-        let now = stamp(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
-        let loaded = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|text| {
-                sluice_gateway::GatewayConfig::from_toml(&path.display().to_string(), &text)
-                    .map_err(|e| e.to_string())
-            });
-        match loaded {
-            Ok(mut cfg) => {
-                cfg.listen = listen;
-                match reloader.reload(cfg) {
-                    Ok(()) => eprintln!("sluice: configuration reloaded from {}", path.display()),
-                    Err(e) => {
-                        eprintln!("sluice: reload refused, keeping the running configuration: {e}")
-                    }
-                }
-            }
-            Err(e) => eprintln!("sluice: reload refused, keeping the running configuration: {e}"),
-        }
-    }
 }
 
 async fn run(cli: Cli) -> Result<(), Fail> {

@@ -221,15 +221,6 @@ struct RawVirtualKey {
     routes: Vec<String>,
 }
 
-/// Where an upstream key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySpec {
-    Env(String),
-    File(PathBuf),
-    KeysFile(PathBuf),
-    Value(String),
-}
-
 /// A caller's key: its name (logged), the SHA-256 of its secret (compared in constant time),
 /// and the models it may use.
 #[derive(Clone)]
@@ -258,27 +249,8 @@ impl std::fmt::Debug for VirtualKey {
     }
 }
 
-/// Where the cost ledger goes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum LedgerSetting {
-    /// `SLUICE_LEDGER` if set, else `$XDG_DATA_HOME/sluice/ledger.db`, else
-    /// `~/.local/share/sluice/ledger.db`.
-    #[default]
-    Default,
-    Off,
-    Path(PathBuf),
-}
-
-impl LedgerSetting {
-    /// The file to open, if any.
-    pub fn resolve(&self) -> Option<PathBuf> {
-        match self {
-            LedgerSetting::Off => None,
-            LedgerSetting::Path(p) => Some(p.clone()),
-            LedgerSetting::Default => sluice::spend::ledger::default_path(),
-        }
-    }
-}
+pub use sluice::keypool::KeySpec;
+pub use sluice::spend::LedgerSetting;
 
 /// Model policy settings.
 #[derive(Debug, Clone)]
@@ -602,7 +574,7 @@ impl GatewayConfig {
                 (Some(e), ..) => KeySpec::Env(e),
                 (_, Some(f), ..) => KeySpec::File(f),
                 (_, _, Some(f), _) => KeySpec::KeysFile(f),
-                (.., Some(v)) => KeySpec::Value(v),
+                (.., Some(v)) => KeySpec::Value(v.into()),
                 _ => return Err(invalid(format!("upstream.keys[{i}]"), "empty")),
             });
         }
@@ -704,14 +676,7 @@ impl GatewayConfig {
         let spend = raw.spend.unwrap_or_default();
         c.spend.ledger = match spend.ledger.as_deref() {
             None => LedgerSetting::Default,
-            Some("off") => LedgerSetting::Off,
-            Some("") => {
-                return Err(invalid(
-                    "spend.ledger".into(),
-                    "give a file path or \"off\"",
-                ))
-            }
-            Some(p) => LedgerSetting::Path(PathBuf::from(p)),
+            Some(v) => LedgerSetting::parse(v).map_err(|e| invalid("spend.ledger".into(), &e))?,
         };
         c.spend.redis_url = spend.redis_url;
         if let Some(p) = spend.redis_prefix {

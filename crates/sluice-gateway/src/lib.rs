@@ -23,6 +23,7 @@ mod headers;
 mod log;
 mod request;
 mod route;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -36,8 +37,6 @@ use bytes::Bytes;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 use sluice::admission::{estimate, Admission, AdmissionConfig, Limits};
-use sluice::credentials::KeySource;
-use sluice::keypool::PoolSource;
 use sluice::model_policy::{ModelPolicy, PolicyConfig};
 use sluice::models::Registry;
 use sluice::pricing::{dollars_exact, Nanos};
@@ -73,10 +72,7 @@ impl SpendBackends {
                 redis: Some(RedisBudgets::connect(url, prefix).await?),
             });
         }
-        let ledger = match cfg.spend.ledger.resolve() {
-            Some(p) => Some(Ledger::sqlite(p)?),
-            None => None,
-        };
+        let ledger = cfg.spend.ledger.open()?;
         Ok(SpendBackends {
             ledger,
             redis: None,
@@ -134,21 +130,8 @@ pub fn engine(
     if let Some(url) = &cfg.base_url {
         b = b.base_url(url.clone());
     }
-    let sources: Vec<PoolSource> = if cfg.keys.is_empty() {
-        vec![PoolSource::One(KeySource::env("OPENAI_API_KEY"))]
-    } else {
-        cfg.keys
-            .iter()
-            .map(|k| match k {
-                KeySpec::Env(v) => PoolSource::One(KeySource::env(v.clone())),
-                KeySpec::File(p) => PoolSource::One(KeySource::file(p.clone())),
-                KeySpec::KeysFile(p) => PoolSource::lines(p.clone()),
-                KeySpec::Value(v) => PoolSource::One(KeySource::fixed(v.as_str())),
-            })
-            .collect()
-    };
     let client = b
-        .key_pool(sources)
+        .key_pool(KeySpec::sources(&cfg.keys))
         .timeouts(cfg.timeouts)
         .max_attempts(cfg.max_attempts)
         // The caller's own request decides the output limit; the gateway does not add one.
@@ -166,8 +149,7 @@ pub fn engine(
                 ..AdmissionConfig::default()
             };
             // Many callers share one gateway: start wide; 429s and slowdowns still narrow it.
-            a.concurrency.max = cfg.max_concurrency;
-            a.concurrency.initial = (cfg.max_concurrency / 2).max(1);
+            a.concurrency = a.concurrency.window(cfg.max_concurrency);
             a.max_queue = cfg.max_concurrency * 4;
             a
         })

@@ -21,6 +21,39 @@ use crate::error::{Error, ErrorKind};
 use crate::headers::RateLimits;
 use crate::secret::SecretString;
 
+/// Where an upstream key comes from, as a face's configuration names it. The one place where
+/// such settings become key sources (the gateway's `[upstream] keys`, the batch runner's
+/// `--api-key-env` / `--keys-file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpec {
+    /// An environment variable holding the key.
+    Env(String),
+    /// A file holding one key, re-read when it changes.
+    File(PathBuf),
+    /// A file with one key per line, re-read when it changes.
+    KeysFile(PathBuf),
+    /// The key itself (written in a config file): never shown by `Debug`.
+    Value(SecretString),
+}
+
+impl KeySpec {
+    /// The pool sources of these specs; none at all means `OPENAI_API_KEY`.
+    pub fn sources(specs: &[KeySpec]) -> Vec<PoolSource> {
+        if specs.is_empty() {
+            return vec![PoolSource::One(KeySource::env("OPENAI_API_KEY"))];
+        }
+        specs
+            .iter()
+            .map(|k| match k {
+                KeySpec::Env(v) => PoolSource::One(KeySource::env(v.clone())),
+                KeySpec::File(p) => PoolSource::One(KeySource::file(p.clone())),
+                KeySpec::KeysFile(p) => PoolSource::lines(p.clone()),
+                KeySpec::Value(v) => PoolSource::One(KeySource::fixed(v.clone())),
+            })
+            .collect()
+    }
+}
+
 /// The keys of a keys file as last read: its modification time, its size, its keys.
 type FileKeys = (Option<SystemTime>, u64, Vec<SecretString>);
 

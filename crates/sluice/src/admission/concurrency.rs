@@ -41,6 +41,17 @@ impl Default for ConcurrencyConfig {
     }
 }
 
+impl ConcurrencyConfig {
+    /// At most `max` in flight, starting at half of it: a face that knows its window (the
+    /// batch runner's `--concurrency`, the gateway's `max_concurrency`) starts wide, and 429s
+    /// and slowdowns still narrow it.
+    pub fn window(mut self, max: usize) -> Self {
+        self.max = max.max(1);
+        self.initial = (self.max / 2).max(1);
+        self
+    }
+}
+
 /// Latency samples before the long-run average is trusted.
 const WARMUP: u64 = 50;
 

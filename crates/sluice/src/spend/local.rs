@@ -125,6 +125,14 @@ impl BudgetStore for LocalBudgets {
         }
     }
 
+    fn carry_over(&self, id: &str, spent: Nanos) {
+        self.counters
+            .lock()
+            .entry(id.to_string())
+            .or_default()
+            .spent = spent;
+    }
+
     fn counter(&self, id: &str) -> Counter {
         self.counters.lock().get(id).copied().unwrap_or_default()
     }

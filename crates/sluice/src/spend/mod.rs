@@ -26,7 +26,7 @@ use crate::error::{Error, ErrorKind};
 use crate::models::{today_utc, Registry};
 use crate::pricing::{dollars, Nanos, Price};
 use crate::wire::Usage;
-pub use ledger::{By, Filter, Ledger, Row};
+pub use ledger::{By, Filter, Ledger, LedgerSetting, Row};
 pub use local::BudgetCounters;
 pub use redis::RedisBudgets;
 pub use store::Counter;
@@ -100,6 +100,8 @@ impl BudgetScope {
 pub enum Period {
     Day,
     Month,
+    /// Ever: a batch job's whole spend, across its runs (`--budget-usd`).
+    Total,
 }
 
 impl Period {
@@ -107,6 +109,7 @@ impl Period {
         match self {
             Period::Day => "day",
             Period::Month => "month",
+            Period::Total => "total",
         }
     }
 
@@ -114,6 +117,7 @@ impl Period {
         match self {
             Period::Day => today,
             Period::Month => today.first_of_month(),
+            Period::Total => jiff::civil::date(1970, 1, 1),
         }
     }
 
@@ -121,6 +125,7 @@ impl Period {
         match self {
             Period::Day => today.to_string(),
             Period::Month => format!("{:04}-{:02}", today.year(), today.month()),
+            Period::Total => "all".to_string(),
         }
     }
 }
@@ -308,6 +313,17 @@ impl Accountant {
         charge.holds = holds;
         charge.reserved = worst;
         Ok(charge)
+    }
+
+    /// Start `scope`'s `period` counter from `spent`: spend the face has counted itself (a
+    /// batch job's earlier runs, from its output files) rather than the ledger. Call before the
+    /// first request; in-process counters only (shared ones are already the truth).
+    pub fn carry_over(&self, scope: &BudgetScope, period: Period, spent: Nanos) {
+        for h in holds_for(&self.cfg.budgets, self.today(), |b| {
+            &b.scope == scope && b.period == period
+        }) {
+            self.store.carry_over(&h.id, spent);
+        }
     }
 
     /// Spent and reserved of every budget today (for `sluice spend` and `/metrics`).

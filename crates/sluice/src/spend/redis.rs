@@ -79,6 +79,7 @@ impl RedisBudgets {
             let ttl_days = match h.budget.period {
                 Period::Day => 2,
                 Period::Month => 32,
+                Period::Total => 400,
             };
             inv.arg(ttl_days * 86_400_000u64);
         }
@@ -107,6 +108,9 @@ impl BudgetStore for RedisBudgets {
         self.reserve_holds(holds, amount, reservation_id, hold_for)
             .boxed()
     }
+
+    /// Shared counters already hold every run's spend.
+    fn carry_over(&self, _id: &str, _spent: Nanos) {}
 
     /// Shared counters are read with `sluice spend` from Redis; this process keeps none.
     fn counter(&self, _id: &str) -> Counter {

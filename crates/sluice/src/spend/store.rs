@@ -60,6 +60,9 @@ pub(crate) trait BudgetStore: Send + Sync + std::fmt::Debug {
         alerts: Option<Arc<crate::alerts::Alerter>>,
     );
 
+    /// Set a counter's spend to what a face counted itself (see `Accountant::carry_over`).
+    fn carry_over(&self, id: &str, spent: Nanos);
+
     /// One counter as this process sees it (for `/metrics` and `sluice spend`).
     fn counter(&self, id: &str) -> Counter;
 }

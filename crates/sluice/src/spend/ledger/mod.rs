@@ -61,6 +61,43 @@ pub fn default_path() -> Option<PathBuf> {
     }
 }
 
+/// Where a face's cost ledger goes (the gateway's `[spend] ledger`, the batch runner's
+/// `--ledger`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LedgerSetting {
+    /// `SLUICE_LEDGER` if set, else `ledger.db` in the data directory ([`default_path`]).
+    #[default]
+    Default,
+    /// No ledger: costs are computed and counted in metrics, not stored.
+    Off,
+    Path(PathBuf),
+}
+
+impl LedgerSetting {
+    /// `off`, or a path; empty is an error.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(LedgerSetting::Off),
+            "" => Err("empty: give a file path, or \"off\" for no ledger".into()),
+            p => Ok(LedgerSetting::Path(PathBuf::from(p))),
+        }
+    }
+
+    /// The file to open, if any.
+    pub fn resolve(&self) -> Option<PathBuf> {
+        match self {
+            LedgerSetting::Off => None,
+            LedgerSetting::Path(p) => Some(p.clone()),
+            LedgerSetting::Default => default_path(),
+        }
+    }
+
+    /// Open the SQLite ledger this setting names, if any.
+    pub fn open(&self) -> Result<Option<Ledger>, Error> {
+        self.resolve().map(Ledger::sqlite).transpose()
+    }
+}
+
 /// How `sluice spend` groups totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
