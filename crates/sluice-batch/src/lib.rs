@@ -191,8 +191,8 @@ pub struct Report {
     pub summary: Summary,
 }
 
-/// A record for the writer.
-enum Write {
+/// What the writer task is told: a request went out, or its output or error record.
+enum Record {
     /// The request was sent (journal only).
     Sent(u32),
     Output {
@@ -405,14 +405,14 @@ async fn run_with(
     // The writer: one blocking thread owns the files and the journal.
     let mut out = output::Appender::open(&out_path).map_err(io_err(&out_path))?;
     let mut errs = output::Appender::open(&err_path).map_err(io_err(&err_path))?;
-    let (tx, mut rx) = mpsc::channel::<Write>(4096);
+    let (tx, mut rx) = mpsc::channel::<Record>(4096);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut journal = journal;
         let mut pending: Vec<Event> = Vec::with_capacity(1024);
         let mut last_flush = Instant::now();
         // Take whatever is queued in one go: one write per file and one journal transaction
         // for many records, instead of a wake-up and a syscall per record.
-        let mut batch: Vec<Write> = Vec::with_capacity(1024);
+        let mut batch: Vec<Record> = Vec::with_capacity(1024);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while batch.len() < 4096 {
@@ -423,13 +423,13 @@ async fn run_with(
             }
             for w in batch.drain(..) {
                 match w {
-                    Write::Sent(line) => pending.push(Event {
+                    Record::Sent(line) => pending.push(Event {
                         line,
                         state: State::InFlight,
                         cost_nanos: 0,
                         attempts: 0,
                     }),
-                    Write::Output {
+                    Record::Output {
                         line,
                         record,
                         cost,
@@ -443,7 +443,7 @@ async fn run_with(
                             attempts,
                         });
                     }
-                    Write::Error {
+                    Record::Error {
                         line,
                         record,
                         attempts,
@@ -530,7 +530,7 @@ async fn run_with(
                 tally.fail(code);
                 progress.tick();
                 if tx
-                    .send(Write::Error {
+                    .send(Record::Error {
                         line,
                         record: rec,
                         attempts: 0,
@@ -561,7 +561,7 @@ async fn run_with(
                         );
                         tally.fail("invalid_body");
                         let _ = tx
-                            .send(Write::Error {
+                            .send(Record::Error {
                                 line,
                                 record: rec,
                                 attempts: 0,
@@ -596,7 +596,7 @@ async fn run_with(
                         break;
                     }
                 };
-                let _ = tx.send(Write::Sent(line)).await;
+                let _ = tx.send(Record::Sent(line)).await;
                 let call = Call {
                     method: http::Method::POST,
                     path: path.to_string(),
@@ -648,7 +648,7 @@ async fn run_with(
                                     "the response body is not JSON",
                                     None,
                                 );
-                                Some(Write::Error {
+                                Some(Record::Error {
                                     line,
                                     record,
                                     attempts: reply.meta.attempts,
@@ -678,7 +678,7 @@ async fn run_with(
                                     reply.meta.request_id.as_deref(),
                                     &reply.body,
                                 );
-                                Some(Write::Output {
+                                Some(Record::Output {
                                     line,
                                     record,
                                     cost,
@@ -734,7 +734,7 @@ async fn run_with(
                                 e.message(),
                                 response,
                             );
-                            Some(Write::Error {
+                            Some(Record::Error {
                                 line,
                                 record,
                                 attempts: e.attempts(),

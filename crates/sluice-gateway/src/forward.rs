@@ -59,13 +59,13 @@ pub(crate) fn is_usage_chunk(data: &str) -> bool {
 
 /// A stream being passed through, with what is logged when it ends — or when the caller
 /// leaves and the stream is dropped (which drops the upstream request too).
-pub(crate) struct Passing {
+pub(crate) struct PassThrough {
     pub(crate) events: sluice::EventStream,
     pub(crate) log: RequestLog,
     pub(crate) logged: bool,
 }
 
-impl Passing {
+impl PassThrough {
     fn finish(&mut self, err: Option<&Error>) {
         if self.logged {
             return;
@@ -79,7 +79,7 @@ impl Passing {
     }
 }
 
-impl Drop for Passing {
+impl Drop for PassThrough {
     fn drop(&mut self) {
         if !self.logged {
             // The caller went away mid-stream; dropping `events` cancels the upstream request
@@ -134,7 +134,7 @@ pub(crate) fn stream_response(
         // The caller's virtual-key reservation settles with the stream's usage.
         events.settle_with(t);
     }
-    let state = Passing {
+    let state = PassThrough {
         events,
         log,
         logged: false,

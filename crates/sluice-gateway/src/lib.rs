@@ -185,7 +185,7 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
 /// The configuration in force and the engine built from it. Replaced whole on reload; a request
 /// keeps the one it started with, so in-flight requests finish on what they began with.
 #[derive(Debug)]
-struct Live {
+struct Generation {
     engine: Engine,
     cfg: GatewayConfig,
     /// Per-caller budgets (virtual keys with rpm/tpm): one admission stage, scoped by key name.
@@ -224,12 +224,12 @@ fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
 
 #[derive(Debug)]
 struct AppState {
-    live: std::sync::RwLock<Arc<Live>>,
+    live: std::sync::RwLock<Arc<Generation>>,
     backends: SpendBackends,
 }
 
 impl AppState {
-    fn live(&self) -> Arc<Live> {
+    fn live(&self) -> Arc<Generation> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -289,7 +289,7 @@ impl Reloader {
         } else {
             callers_admission(&cfg)
         };
-        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live {
+        *self.state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Generation {
             engine,
             cfg,
             callers,
@@ -345,7 +345,7 @@ impl Gateway {
         let every = cfg.models.check_upstream_every;
         let callers = callers_admission(&cfg);
         let state = Arc::new(AppState {
-            live: std::sync::RwLock::new(Arc::new(Live {
+            live: std::sync::RwLock::new(Arc::new(Generation {
                 engine,
                 cfg,
                 callers,

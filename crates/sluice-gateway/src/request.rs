@@ -8,9 +8,9 @@ use super::*;
 /// Uploads larger than this (or of unknown length) are streamed upstream, not held in memory.
 pub(crate) const STREAM_UPLOADS_ABOVE: u64 = 8 * 1024 * 1024;
 
-/// Operations whose body is a model request: estimated for admission, model required and
-/// checked, sent through the model policy.
-pub(crate) fn typed(op: &sluice::routes::Op) -> Option<&'static str> {
+/// The endpoint label of an operation whose body is a model request (estimated for admission,
+/// model required and checked, sent through the model policy); `None` for the others.
+pub(crate) fn model_endpoint(op: &sluice::routes::Op) -> Option<&'static str> {
     if op.method != Method::POST {
         return None;
     }
@@ -132,7 +132,7 @@ pub(crate) async fn api(
             sluice::routes::Body::Json | sluice::routes::Body::JsonOrMultipart
         );
     let mut value: Option<Value> = None;
-    if json_body || typed(op).is_some() {
+    if json_body || model_endpoint(op).is_some() {
         value = Some(match serde_json::from_slice(&bytes) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => {
@@ -166,7 +166,7 @@ pub(crate) async fn api(
     // assistants runs), not buffered into one answer.
     let stream = named.stream && op.stream != sluice::routes::Stream::Never;
     let list_models = op.method == Method::GET && op.path == "/models";
-    if let (Some(endpoint), Some(mut value)) = (typed(op), value.take()) {
+    if let (Some(endpoint), Some(mut value)) = (model_endpoint(op), value.take()) {
         let model = match value.get("model") {
             Some(Value::String(m)) => Some(m.clone()),
             None if endpoint == "moderations" => None,

@@ -434,7 +434,7 @@ impl Engine {
 
     /// Admission, then the request until its headers; error statuses become errors here.
     /// Returns the response and the admission ticket that must live as long as its body.
-    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<Opened, Error> {
+    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<OkResponse, Error> {
         let keys = &self.inner.keys;
         let chosen = keys.take(ctx.deadline).await?;
         let headers = AttemptHeaders {
@@ -508,7 +508,7 @@ impl Engine {
             if let Some(a) = &admitted {
                 a.admission.observe(&a.scope, model, &rl, None).await;
             }
-            return Ok(Opened {
+            return Ok(OkResponse {
                 resp,
                 ticket: admitted.map(|a| a.ticket),
                 key_label: chosen.label,
@@ -539,7 +539,7 @@ impl Engine {
     }
 
     async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<(Reply, RequestEnd), Error> {
-        let Opened {
+        let OkResponse {
             resp,
             ticket,
             key_label,
@@ -586,7 +586,7 @@ impl Engine {
     }
 
     async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
-        let Opened {
+        let OkResponse {
             resp,
             ticket,
             key_label,
@@ -637,9 +637,9 @@ impl Engine {
     }
 }
 
-/// A 2xx answer's headers, the admission ticket that let it through (it lives as long as the
+/// A 2xx response whose body is still to be read, the admission ticket that let it through (it lives as long as the
 /// body), and what the headers said about limits (read once).
-struct Opened {
+struct OkResponse {
     resp: crate::transport::Response,
     ticket: Option<Ticket>,
     key_label: String,

@@ -146,8 +146,8 @@ pub struct SpendConfig {
     pub ledger: Option<Ledger>,
     /// Shared budget counters (several processes, one budget); `None`: in-process.
     pub redis: Option<RedisBudgets>,
-    /// Refuse requests for models without a price when a budget applies (default true: an
-    /// unpriced model would otherwise spend past the limit unseen).
+    /// Let requests for models without a price through while a budget applies (default false:
+    /// they are refused, since an unpriced model would spend past the limit unseen).
     pub allow_unpriced: bool,
     /// Pinned day for tests; `None`: today (UTC).
     pub today: Option<Date>,
