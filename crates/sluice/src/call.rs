@@ -180,6 +180,25 @@ pub struct BodyFacts {
     pub choices: Vec<ChoiceFacts>,
 }
 
+impl BodyFacts {
+    /// Read from an answer's body by key, without parsing the rest of it (an answer can be
+    /// long; its usage and finish reasons are a few bytes): the last `usage` object's counts
+    /// and every `finish_reason` string.
+    pub(crate) fn read(body: &[u8]) -> BodyFacts {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return BodyFacts::default();
+        };
+        BodyFacts {
+            usage: crate::wire::last_usage(text),
+            choices: crate::wire::finish_reasons(text)
+                .map(|r| ChoiceFacts {
+                    finish_reason: Some(r.to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct ChoiceFacts {
     #[serde(default)]
@@ -194,4 +213,40 @@ pub struct StreamReply {
     pub events: EventStream,
     pub headers: HeaderMap,
     pub meta: Meta,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_facts_are_read_by_key_whatever_the_layout() {
+        let compact = br#"{"choices":[{"index":0,"message":{"content":"say \"usage\":{\"prompt_tokens\":99} and \"finish_reason\":\"x\""},"finish_reason":"stop"},{"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"completion_tokens_details":{"reasoning_tokens":2}}}"#;
+        let f = BodyFacts::read(compact);
+        let u = f.usage.expect("usage");
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (5, 7, 12)
+        );
+        assert_eq!(u.reasoning_tokens(), 2);
+        let reasons: Vec<_> = f
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.as_deref())
+            .collect();
+        assert_eq!(
+            reasons,
+            ["stop", "length"],
+            "text inside a string is not a key"
+        );
+        let spaced = b"{\n  \"choices\": [ { \"finish_reason\" : null } ],\n  \"usage\" : { \"input_tokens\": 3, \"output_tokens\": 4 }\n}";
+        let f = BodyFacts::read(spaced);
+        assert!(f.choices.is_empty());
+        assert_eq!(
+            f.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((3, 4))
+        );
+        assert!(BodyFacts::read(b"not json \xff").usage.is_none());
+        assert!(BodyFacts::read(br#"{"usage":null}"#).usage.is_none());
+    }
 }

@@ -198,13 +198,9 @@ fn usage_of(data: &str) -> Option<Usage> {
         .and_then(|e| e.usage.or(e.response.and_then(|r| r.usage)))
 }
 
-/// A chunk's non-null `finish_reason`, found without parsing the whole chunk, whatever the
-/// whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
+/// A chunk's first non-null `finish_reason`.
 fn finish_reason(data: &str) -> Option<&str> {
-    crate::wire::values_of(data, "finish_reason").find_map(|v| {
-        v.strip_prefix('"')
-            .and_then(|v| v.find('"').map(|end| &v[..end]))
-    })
+    crate::wire::finish_reasons(data).next()
 }
 
 #[cfg(test)]

@@ -31,9 +31,10 @@ pub const MODEL_FALLBACKS: &str = "sluice_model_fallbacks_total";
 pub const COST: &str = "sluice_cost_nanodollars_total";
 pub const BUDGET_REFUSALS: &str = "sluice_budget_refusals_total";
 
-/// The model names the `model` label may take.
-fn known() -> &'static RwLock<HashSet<String>> {
-    static KNOWN: OnceLock<RwLock<HashSet<String>>> = OnceLock::new();
+/// The model names the `model` label may take, interned: a label value is then a `&'static
+/// str`, which the metrics keys hold without allocating (every request records several).
+fn known() -> &'static RwLock<HashSet<&'static str>> {
+    static KNOWN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
     KNOWN.get_or_init(|| RwLock::new(HashSet::new()))
 }
 
@@ -54,22 +55,19 @@ where
         }
         let n = n.as_ref();
         if !n.is_empty() && !k.contains(n) {
-            k.insert(n.to_string());
+            // Bounded by MAX_KNOWN: at most that many names are ever leaked.
+            k.insert(Box::leak(n.to_string().into_boxed_str()));
         }
     }
 }
 
 /// The `model` label for `model`: itself when known, else `other` (empty stays empty).
-pub fn model_label(model: &str) -> String {
+pub fn model_label(model: &str) -> &'static str {
     if model.is_empty() {
-        return String::new();
+        return "";
     }
     let k = known().read().unwrap_or_else(|p| p.into_inner());
-    if k.contains(model) {
-        model.to_string()
-    } else {
-        "other".to_string()
-    }
+    k.get(model).copied().unwrap_or("other")
 }
 
 /// Register descriptions with whatever recorder is installed (harmless to call repeatedly).
@@ -184,8 +182,7 @@ pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
 /// The end of a logical request.
 pub fn request_done(endpoint: &'static str, model: &str, outcome: &'static str, latency: Duration) {
     let model = model_label(model);
-    counter!(REQUESTS, "endpoint" => endpoint, "model" => model.clone(), "outcome" => outcome)
-        .increment(1);
+    counter!(REQUESTS, "endpoint" => endpoint, "model" => model, "outcome" => outcome).increment(1);
     histogram!(REQUEST_DURATION, "endpoint" => endpoint, "model" => model, "outcome" => outcome)
         .record(latency.as_secs_f64());
 }
@@ -213,11 +210,11 @@ pub fn default_max_tokens(model: &str) {
 /// Token counts of a finished request.
 pub fn usage(model: &str, u: &Usage) {
     let m = model_label(model);
-    counter!(TOKENS, "model" => m.clone(), "kind" => "prompt").increment(u.prompt_tokens);
-    counter!(TOKENS, "model" => m.clone(), "kind" => "completion").increment(u.completion_tokens);
+    counter!(TOKENS, "model" => m, "kind" => "prompt").increment(u.prompt_tokens);
+    counter!(TOKENS, "model" => m, "kind" => "completion").increment(u.completion_tokens);
     let cached = u.cached_tokens();
     if cached > 0 {
-        counter!(TOKENS, "model" => m.clone(), "kind" => "cached").increment(cached);
+        counter!(TOKENS, "model" => m, "kind" => "cached").increment(cached);
     }
     let reasoning = u.reasoning_tokens();
     if reasoning > 0 {
@@ -243,7 +240,7 @@ pub fn finish_reason_strs(model: &str, request_id: Option<&str>, reasons: &[&str
             "function_call" => "function_call",
             _ => "other",
         };
-        counter!(FINISH_REASONS, "model" => m.clone(), "reason" => label).increment(1);
+        counter!(FINISH_REASONS, "model" => m, "reason" => label).increment(1);
         if matches!(label, "length" | "content_filter") {
             tracing::warn!(model, request_id, finish_reason = label, "answer cut short");
         }

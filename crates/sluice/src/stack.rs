@@ -557,7 +557,7 @@ impl Engine {
                 return Err(e.with_request_id(request_id));
             }
         };
-        let facts = serde_json::from_slice::<crate::call::BodyFacts>(&body).unwrap_or_default();
+        let facts = crate::call::BodyFacts::read(&body);
         let mut end = RequestEnd::new(ticket);
         if let Some(charge) = ctx.take_charge() {
             // A unary answer without usage is settled at zero tokens.

@@ -186,23 +186,44 @@ impl From<FinishReason> for String {
     }
 }
 
+/// The text after the colon of a `"key":` whose quoted key ends at byte `end`.
+fn value_after(json: &str, end: usize) -> Option<&str> {
+    json.get(end..)?
+        .trim_start()
+        .strip_prefix(':')
+        .map(str::trim_start)
+}
+
 /// The text after each `"key":` of a JSON text (whitespace around the colon skipped), in order:
-/// a cheap look at one field of a stream chunk before (or instead of) parsing it. Only a
-/// filter — it can match inside a string value, so what matters is parsed as JSON after.
+/// a cheap look at one field of an answer or a stream chunk instead of parsing it. A key cannot
+/// occur inside a JSON string (its quotes are escaped there), so a match is a key — at any depth.
+/// memchr's SIMD substring search finds them: answers can be long, and this runs on each.
 pub(crate) fn values_of<'a>(json: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    let mut rest = json;
-    std::iter::from_fn(move || loop {
-        let i = rest.find('"')?;
-        let after = &rest[i + 1..];
-        match after.strip_prefix(key).and_then(|a| a.strip_prefix('"')) {
-            Some(a) => {
-                rest = a;
-                if let Some(v) = a.trim_start().strip_prefix(':') {
-                    return Some(v.trim_start());
-                }
-            }
-            None => rest = after,
-        }
+    let b = json.as_bytes();
+    memchr::memmem::find_iter(b, key.as_bytes()).filter_map(move |at| {
+        let end = at + key.len();
+        let quoted = at > 0 && b[at - 1] == b'"' && b.get(end) == Some(&b'"');
+        quoted.then(|| value_after(json, end + 1)).flatten()
+    })
+}
+
+/// Each non-null `finish_reason` string of a JSON text (an answer or a stream chunk), whatever
+/// the whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
+pub(crate) fn finish_reasons(json: &str) -> impl Iterator<Item = &str> {
+    values_of(json, "finish_reason").filter_map(|v| {
+        v.strip_prefix('"')
+            .and_then(|v| v.find('"').map(|end| &v[..end]))
+    })
+}
+
+/// The counts of the last `"usage"` object of a JSON text, read without parsing the rest (an
+/// answer puts its usage at the end, after the content).
+pub(crate) fn last_usage(json: &str) -> Option<Usage> {
+    const KEY: &str = "\"usage\"";
+    memchr::memmem::rfind_iter(json.as_bytes(), KEY).find_map(|at| {
+        let v = value_after(json, at + KEY.len()).filter(|v| v.starts_with('{'))?;
+        let mut de = serde_json::Deserializer::from_str(v);
+        usage_counts(&mut de).ok().flatten()
     })
 }
 
