@@ -46,6 +46,8 @@ fn main() {
                         AdmissionConfig::default().burst,
                         std::time::Duration::from_secs_f64,
                     ),
+                // bench/goodput.toml's upstream settles reservations to usage.
+                upstream_refunds: true,
                 ..AdmissionConfig::default()
             })
             .build()?;

@@ -390,6 +390,19 @@ impl Call {
         Ok(())
     }
 
+    /// The prompt as the rate limiter counts it: `exact` (the tokenizer's count), or with
+    /// `prompt_count = "characters"` about a token per four characters of every string in
+    /// `texts` (the request's messages, prompt or input, and its tools).
+    pub fn limiter_prompt(&self, exact: u64, texts: &[Option<&serde_json::Value>]) -> u64 {
+        match self.live.scenario.prompt_count {
+            crate::config::PromptCount::Tokenizer => exact,
+            crate::config::PromptCount::Characters => {
+                let chars: u64 = texts.iter().flatten().map(|v| text_chars(v)).sum();
+                chars.div_ceil(4)
+            }
+        }
+    }
+
     /// Charge one request and `tokens` tokens, or answer 429 as the real service does.
     pub fn admit(&mut self, model: &str, tokens: u64) -> Result<(), Response> {
         let scope = if self.live.scenario.per_model_limits {
@@ -406,6 +419,7 @@ impl Call {
                     limiter: self.live.limiter.clone(),
                     scope,
                     charged,
+                    refund: self.live.scenario.charge == crate::config::ChargeMode::RefundUnused,
                 });
                 Ok(())
             }
@@ -607,4 +621,15 @@ pub fn usage_json(prompt: u64, completion: u64, cached: u64) -> Value {
             "rejected_prediction_tokens": 0
         }
     })
+}
+
+/// Characters of every string in a JSON value (keys excluded).
+fn text_chars(v: &serde_json::Value) -> u64 {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.chars().count() as u64,
+        Value::Array(a) => a.iter().map(text_chars).sum(),
+        Value::Object(o) => o.values().map(text_chars).sum(),
+        _ => 0,
+    }
 }

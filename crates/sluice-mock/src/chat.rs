@@ -71,7 +71,9 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         ));
     }
     call.server_faults()?;
-    call.admit(&model.id, prompt_tokens + out_reserve * req.n)?;
+    let charged_prompt =
+        call.limiter_prompt(prompt_tokens, &[body.get("messages"), body.get("tools")]);
+    call.admit(&model.id, charged_prompt + out_reserve * req.n)?;
     let cached = call.cached_prefix(&prompt);
     call.rec.prompt_tokens = prompt_tokens;
     call.rec.cached_tokens = cached;

@@ -99,7 +99,8 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
     }
     let prompt_tokens: u64 = counts.iter().sum();
     call.server_faults()?;
-    call.admit(&model.id, prompt_tokens + max * n * prompts.len() as u64)?;
+    let charged_prompt = call.limiter_prompt(prompt_tokens, &[body.get("prompt")]);
+    call.admit(&model.id, charged_prompt + max * n * prompts.len() as u64)?;
     call.rec.prompt_tokens = prompt_tokens;
 
     let s = &call.live.scenario;

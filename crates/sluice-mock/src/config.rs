@@ -43,6 +43,29 @@ pub enum AuthMode {
     Listed,
 }
 
+/// What a request costs the tokens-per-minute budget, and whether any of it comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeMode {
+    /// The prompt estimate plus the whole `max_tokens` reservation, nothing given back (what
+    /// the real services document and their users report; the default).
+    #[default]
+    MaxTokens,
+    /// The reservation is settled to the tokens really used when the answer ends.
+    RefundUnused,
+}
+
+/// How the rate limiter counts a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptCount {
+    /// With the model's tokenizer (exact; `usage` is always counted this way).
+    #[default]
+    Tokenizer,
+    /// OpenAI's estimate: about four characters a token over the request's text.
+    Characters,
+}
+
 /// What a model is for, which decides the endpoints that accept it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +103,16 @@ pub struct RawScenario {
     pub models: Vec<RawModel>,
     /// Remember at most this many distinct Idempotency-Key / X-Request-Id values in stats.
     pub max_tracked_ids: Option<usize>,
+    /// `POST /v1/moderations`: the words that flag each category.
+    pub moderations: Option<RawModerations>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModerations {
+    /// Category (`violence`, `hate`, `self-harm/intent`, …) → words that flag it.
+    #[serde(default)]
+    pub words: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,6 +124,10 @@ pub struct RawLimits {
     /// once, `"1s"` allows only a second's worth of burst.
     #[serde(default, with = "humantime_serde")]
     pub burst: Option<Duration>,
+    /// `"max_tokens"` (default) or `"refund_unused"`.
+    pub charge: Option<ChargeMode>,
+    /// `"tokenizer"` (default) or `"characters"`.
+    pub prompt_count: Option<PromptCount>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -273,6 +310,8 @@ pub struct Scenario {
     pub default_max_tokens: u64,
     pub per_model_limits: bool,
     pub limits: Limits,
+    pub charge: ChargeMode,
+    pub prompt_count: PromptCount,
     pub keys: Vec<KeySpec>,
     pub latency: Latency,
     pub faults: Faults,
@@ -281,6 +320,8 @@ pub struct Scenario {
     pub cache: Cache,
     pub models: BTreeMap<String, ModelSpec>,
     pub max_tracked_ids: usize,
+    /// Moderation categories and their lower-cased trigger words.
+    pub moderation_words: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Scenario {
@@ -297,6 +338,8 @@ impl Default for Scenario {
                 tpm: Some(DEFAULT_TPM),
                 burst: Duration::from_secs(60),
             },
+            charge: ChargeMode::default(),
+            prompt_count: PromptCount::default(),
             keys: Vec::new(),
             latency: Latency::default(),
             faults: Faults::default(),
@@ -308,6 +351,7 @@ impl Default for Scenario {
                 block: 128,
             },
             models: default_models(),
+            moderation_words: BTreeMap::new(),
             max_tracked_ids: 2_000_000,
         })
     }
@@ -466,6 +510,8 @@ impl Scenario {
             default_max_tokens: raw.default_max_tokens.unwrap_or(1024),
             per_model_limits: raw.per_model_limits.unwrap_or(false),
             limits,
+            charge: raw_limits.charge.unwrap_or_default(),
+            prompt_count: raw_limits.prompt_count.unwrap_or_default(),
             keys,
             latency,
             faults,
@@ -474,6 +520,7 @@ impl Scenario {
             cache,
             models,
             max_tracked_ids: raw.max_tracked_ids.unwrap_or(2_000_000),
+            moderation_words: moderation_words(raw.moderations.unwrap_or_default())?,
         })
     }
 
@@ -488,6 +535,45 @@ fn nonzero(field: &str, v: Option<u64>) -> Result<Option<u64>, ConfigError> {
         Some(0) => Err(invalid(field, "must be at least 1 (omit it for no limit)")),
         other => Ok(other),
     }
+}
+
+/// The categories `POST /v1/moderations` reports (omni-moderation's set).
+pub const MODERATION_CATEGORIES: [&str; 13] = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+fn moderation_words(raw: RawModerations) -> Result<BTreeMap<String, Vec<String>>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (category, words) in raw.words {
+        if !MODERATION_CATEGORIES.contains(&category.as_str()) {
+            return Err(ConfigError::Invalid {
+                field: "moderations.words".into(),
+                reason: format!(
+                    "unknown category {category:?} (one of {})",
+                    MODERATION_CATEGORIES.join(", ")
+                ),
+            });
+        }
+        let words: Vec<String> = words
+            .into_iter()
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_lowercase())
+            .collect();
+        out.insert(category, words);
+    }
+    Ok(out)
 }
 
 fn burst(field: &str, v: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
@@ -656,7 +742,7 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
             true,
         ),
     ];
-    table
+    let mut models: BTreeMap<String, ModelSpec> = table
         .iter()
         .map(
             |&(id, kind, encoding, context_window, max_output, dimensions, retired)| {
@@ -674,7 +760,34 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
                 )
             },
         )
-        .collect()
+        .collect();
+    // Dated snapshots the real service serves beside its aliases (OpenAI's models pages): each
+    // is its own model, answering with its own id.
+    let snapshots: &[(&str, &str)] = &[
+        ("gpt-4o-2024-05-13", "gpt-4o"),
+        ("gpt-4o-2024-11-20", "gpt-4o"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("gpt-4.1-2025-04-14", "gpt-4.1"),
+        ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+        ("gpt-4.1-nano-2025-04-14", "gpt-4.1-nano"),
+        ("gpt-5-2025-08-07", "gpt-5"),
+        ("gpt-5-mini-2025-08-07", "gpt-5-mini"),
+        ("o3-2025-04-16", "o3"),
+        ("o4-mini-2025-04-16", "o4-mini"),
+        ("gpt-4-turbo-2024-04-09", "gpt-4-turbo"),
+    ];
+    for (snapshot, alias) in snapshots {
+        if let Some(spec) = models.get(*alias).cloned() {
+            models.insert(
+                snapshot.to_string(),
+                ModelSpec {
+                    id: snapshot.to_string(),
+                    ..spec
+                },
+            );
+        }
+    }
+    models
 }
 
 #[cfg(test)]

@@ -136,7 +136,8 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
     }
     let prompt_tokens: u64 = inputs.iter().map(|x| x.tokens).sum();
     call.server_faults()?;
-    call.admit(&model.id, prompt_tokens)?;
+    let charged_prompt = call.limiter_prompt(prompt_tokens, &[body.get("input")]);
+    call.admit(&model.id, charged_prompt)?;
     call.rec.prompt_tokens = prompt_tokens;
     if !call.rolls.ttft.is_zero() {
         tokio::time::sleep(call.rolls.ttft).await;

@@ -31,6 +31,7 @@ mod errors;
 mod generate;
 pub mod godur;
 mod models;
+mod moderations;
 pub mod ratelimit;
 mod server;
 pub mod stats;
@@ -111,6 +112,7 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
+        .route("/v1/moderations", post(moderations::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/_mock/scenario", post(admin::set_scenario))

@@ -191,6 +191,9 @@ pub struct Settlement {
     pub limiter: Arc<Limiter>,
     pub scope: String,
     pub charged: u64,
+    /// The scenario gives unused tokens back (`charge = "refund_unused"`); otherwise the
+    /// charge stands as taken.
+    pub refund: bool,
 }
 
 /// Everything one request contributes to the stats, flushed on drop.
@@ -242,10 +245,15 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         if let Some(s) = self.settlement.take() {
-            // Tokens actually used: the prompt and whatever output was produced before the end.
-            let used = self.prompt_tokens + self.completion_tokens;
-            s.limiter.settle(&s.scope, s.charged, used);
-            self.charged = used;
+            if s.refund {
+                // Tokens actually used: the prompt and whatever output was produced before the
+                // end.
+                let used = self.prompt_tokens + self.completion_tokens;
+                s.limiter.settle(&s.scope, s.charged, used);
+                self.charged = used;
+            } else {
+                self.charged = s.charged;
+            }
         }
         let stats = self.stats.clone();
         stats.flush(self);

@@ -273,6 +273,13 @@ async fn models_list_and_get() {
     let gone = get(&mock, "/v1/models/gpt-4-32k").await;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.error_code(), "model_not_found");
+    // Dated snapshots are models of their own, listed and answering with their own id.
+    assert!(ids.contains(&"gpt-4o-mini-2024-07-18"));
+    let mut body = chat("hi");
+    body["model"] = json!("gpt-4o-mini-2024-07-18");
+    let r = post(&mock, "/v1/chat/completions", body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["model"], "gpt-4o-mini-2024-07-18");
 }
 
 #[tokio::test]
@@ -323,5 +330,56 @@ fn example_scenarios_parse() {
     assert!(
         n >= 3,
         "the realistic tier, chaos drill and throughput examples"
+    );
+}
+
+#[tokio::test]
+async fn moderations_flag_the_configured_words_deterministically() {
+    let mock =
+        start("[moderations]\nwords = { violence = [\"attack\"], hate = [\"hateword\"] }\n").await;
+    let r = post(
+        &mock,
+        "/v1/moderations",
+        json!({"input": ["We attack at dawn", "a quiet afternoon"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["model"], "omni-moderation-latest");
+    assert!(v["id"].as_str().unwrap().starts_with("modr-"));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["flagged"], true);
+    assert_eq!(results[0]["categories"]["violence"], true);
+    assert_eq!(results[0]["categories"]["hate"], false);
+    assert!(results[0]["category_scores"]["violence"].as_f64().unwrap() >= 0.9);
+    assert_eq!(results[1]["flagged"], false);
+    assert!(results[1]["category_scores"]["violence"].as_f64().unwrap() < 0.01);
+    assert_eq!(
+        results[1]["category_applied_input_types"]["hate"],
+        json!(["text"])
+    );
+    // The same text scores the same every time.
+    let again = post(
+        &mock,
+        "/v1/moderations",
+        json!({"input": "a quiet afternoon"}),
+    )
+    .await;
+    assert_eq!(
+        again.json()["results"][0]["category_scores"],
+        results[1]["category_scores"]
+    );
+    let bad = post(
+        &mock,
+        "/v1/moderations",
+        json!({"model": "gpt-4o", "input": "x"}),
+    )
+    .await;
+    assert_eq!(bad.status, 404);
+    let missing = post(&mock, "/v1/moderations", json!({})).await;
+    assert_eq!(missing.status, 400);
+    assert!(
+        sluice_mock::Scenario::from_toml("[moderations]\nwords = { nope = [\"x\"] }\n").is_err()
     );
 }

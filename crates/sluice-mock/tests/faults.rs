@@ -297,7 +297,9 @@ async fn idempotency_keys_and_request_ids_are_counted() {
     assert_eq!(s.idempotency_keys["job-1-line-8"].completed, 0);
     assert_eq!(s.request_ids["client-req-1"], 2);
     assert!(s.tokens.prompt > 0 && s.tokens.completion > 0);
-    assert_eq!(s.tokens.charged, s.tokens.prompt + s.tokens.completion);
+    // The default charge: prompt + the whole max_tokens reservation (the scenario's default of
+    // 1024 here), nothing given back.
+    assert_eq!(s.tokens.charged, s.tokens.prompt + 2 * 1024);
 }
 
 #[tokio::test]

@@ -106,9 +106,10 @@ async fn requests_limit_429_then_refill() {
 
 #[tokio::test(start_paused = true)]
 async fn token_reservation_is_refunded_after_generation() {
-    let mock =
-        start("[limits]\nrpm = 10000\ntpm = 6000\n[output]\nmin_tokens = 10\nmax_tokens = 10\n")
-            .await;
+    let mock = start(
+        "[limits]\nrpm = 10000\ntpm = 6000\ncharge = \"refund_unused\"\n[output]\nmin_tokens = 10\nmax_tokens = 10\n",
+    )
+    .await;
     let mut body = chat("x");
     body["max_tokens"] = json!(5000);
     let r = post(&mock, "/v1/chat/completions", body.clone()).await;
@@ -197,4 +198,58 @@ async fn embeddings_are_charged_their_input() {
     )
     .await;
     assert_eq!(r.header("x-ratelimit-remaining-tokens"), "59998");
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_the_whole_reservation_is_kept() {
+    let mock =
+        start("[limits]\nrpm = 10000\ntpm = 6000\n[output]\nmin_tokens = 10\nmax_tokens = 10\n")
+            .await;
+    let mut body = chat("x");
+    body["max_tokens"] = json!(2500);
+    let r = post(&mock, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(r.status, 200);
+    let prompt = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        r.header("x-ratelimit-remaining-tokens"),
+        (6000 - prompt - 2500).to_string()
+    );
+    // Only 10 tokens were generated, but nothing comes back: the next header shows both
+    // reservations taken.
+    let r = post(&mock, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-ratelimit-remaining-tokens"),
+        (6000 - 2 * (prompt + 2500)).to_string()
+    );
+    // A third does not fit until the budget refills (100 tokens a second).
+    assert_eq!(
+        post(&mock, "/v1/chat/completions", body.clone())
+            .await
+            .status,
+        429
+    );
+    let s = mock.stats();
+    assert_eq!(s.tokens.charged, 2 * (prompt + 2500), "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn characters_mode_counts_about_four_characters_a_token() {
+    let mock = start(
+        "[limits]\nrpm = 10000\ntpm = 60000\nprompt_count = \"characters\"\n[output]\nmin_tokens = 5\nmax_tokens = 5\n",
+    )
+    .await;
+    // 396 characters of content plus the role's 4: 400 characters, 100 tokens by the estimate.
+    let text = "word ".repeat(79) + "x";
+    let mut body = chat(&text);
+    body["max_tokens"] = json!(50);
+    let r = post(&mock, "/v1/chat/completions", body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-ratelimit-remaining-tokens"),
+        (60000 - 100 - 50).to_string()
+    );
+    // `usage` is still the tokenizer's count, which differs from the estimate.
+    let exact = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_ne!(exact, 100);
 }

@@ -699,7 +699,7 @@ impl Admitted {
     }
 
     fn release(mut ticket: Ticket, e: &Error) {
-        ticket.settle(0, 0);
+        ticket.give_back();
         ticket.finish(admission::outcome_of(e));
     }
 }

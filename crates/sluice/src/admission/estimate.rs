@@ -170,17 +170,73 @@ pub fn warm_up() {
 /// A request's token estimate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Estimate {
-    /// Prompt tokens.
+    /// Prompt tokens, by the model's tokenizer (what `usage` will say; budgets price it).
     pub prompt: u64,
     /// Output tokens reserved (limit × choices).
     pub output: u64,
+    /// Characters of the request's text (messages, tools, input, prompt, instructions).
+    pub characters: u64,
 }
 
 impl Estimate {
-    /// What the upstream charges at admission.
+    /// Prompt and output tokens as the tokenizer counts them.
     pub fn total(&self) -> u64 {
-        self.prompt + self.output
+        self.prompt.saturating_add(self.output)
     }
+
+    /// The prompt as an upstream's rate limiter counts it: the larger of the tokenizer's count
+    /// and about a token per four characters. OpenAI's limiter estimates from characters, not
+    /// with a tokenizer (its users' reports; Azure OpenAI documents the same), so reserving the
+    /// tokenizer's count alone would fall short of what the upstream takes whenever the
+    /// character estimate is the higher one.
+    pub fn limiter_prompt(&self) -> u64 {
+        self.prompt.max(self.characters.div_ceil(4))
+    }
+
+    /// What admission reserves against a tokens-per-minute budget: the limiter's prompt plus
+    /// the whole output reservation.
+    pub fn charged(&self) -> u64 {
+        self.limiter_prompt().saturating_add(self.output)
+    }
+}
+
+/// Tokens only (characters are filled in by [`estimate`]).
+fn tokens(prompt: u64, output: u64) -> Estimate {
+    Estimate {
+        prompt,
+        output,
+        characters: 0,
+    }
+}
+
+/// Characters of every string in a JSON value (keys excluded).
+fn chars_of(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.chars().count() as u64,
+        Value::Array(a) => a.iter().map(chars_of).fold(0, u64::saturating_add),
+        Value::Object(o) => o.values().map(chars_of).fold(0, u64::saturating_add),
+        _ => 0,
+    }
+}
+
+/// The request text a rate limiter's character estimate covers.
+fn characters(path: &str, body: &Value) -> u64 {
+    let fields: &[&str] = if path.ends_with("/chat/completions") {
+        &["messages", "tools"]
+    } else if path.ends_with("/embeddings") || path.ends_with("/moderations") {
+        &["input"]
+    } else if path.ends_with("/completions") {
+        &["prompt"]
+    } else if path.ends_with("/responses") {
+        &["input", "instructions", "tools"]
+    } else {
+        return chars_of(body);
+    };
+    fields
+        .iter()
+        .filter_map(|f| body.get(*f))
+        .map(chars_of)
+        .fold(0, u64::saturating_add)
 }
 
 /// Output limit the upstream assumes when a chat request names none (sluice's client sets a
@@ -213,6 +269,12 @@ fn text_of(content: &Value, enc: Encoding) -> u64 {
 /// Estimate a request to `path` (`/chat/completions`, `/embeddings`, `/completions`,
 /// `/responses`, …) from its JSON body.
 pub fn estimate(path: &str, body: &Value) -> Estimate {
+    let mut e = estimate_tokens(path, body);
+    e.characters = characters(path, body);
+    e
+}
+
+fn estimate_tokens(path: &str, body: &Value) -> Estimate {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let enc = encoding_for(model);
     let n = u64_field(body, "n").unwrap_or(1).max(1);
@@ -244,10 +306,7 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
         let limit = u64_field(body, "max_completion_tokens")
             .or_else(|| u64_field(body, "max_tokens"))
             .unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
-        return Estimate {
-            prompt,
-            output: limit * n,
-        };
+        return tokens(prompt, limit.saturating_mul(n));
     }
     if path.ends_with("/embeddings") {
         let prompt = match body.get("input") {
@@ -264,7 +323,7 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
             Some(other) => count(enc, &other.to_string()),
             None => 0,
         };
-        return Estimate { prompt, output: 0 };
+        return tokens(prompt, 0);
     }
     if path.ends_with("/completions") {
         let prompts: Vec<u64> = match body.get("prompt") {
@@ -283,10 +342,10 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
         };
         let limit = u64_field(body, "max_tokens").unwrap_or(COMPLETION_OUTPUT_WHEN_UNSET);
         let k = prompts.len().max(1) as u64;
-        return Estimate {
-            prompt: prompts.iter().sum(),
-            output: limit * n * k,
-        };
+        return tokens(
+            prompts.iter().fold(0, |a, p| a.saturating_add(*p)),
+            limit.saturating_mul(n).saturating_mul(k),
+        );
     }
     if path.ends_with("/responses") {
         let prompt = body.get("input").map_or(0, |i| text_of(i, enc))
@@ -295,20 +354,14 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
                 .and_then(Value::as_str)
                 .map_or(0, |s| count(enc, s));
         let limit = u64_field(body, "max_output_tokens").unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
-        return Estimate {
-            prompt,
-            output: limit,
-        };
+        return tokens(prompt, limit);
     }
     if path.ends_with("/moderations") {
         let prompt = body.get("input").map_or(0, |i| text_of(i, enc));
-        return Estimate { prompt, output: 0 };
+        return tokens(prompt, 0);
     }
     // Other endpoints: count the body as text (an upper bound for anything token-billed).
-    Estimate {
-        prompt: count(enc, &body.to_string()),
-        output: 0,
-    }
+    tokens(count(enc, &body.to_string()), 0)
 }
 
 #[cfg(test)]
@@ -414,7 +467,8 @@ mod tests {
             e,
             Estimate {
                 prompt: 5,
-                output: 0
+                output: 0,
+                characters: 11,
             }
         );
         let e = estimate(
@@ -422,6 +476,28 @@ mod tests {
             &json!({"model":"gpt-3.5-turbo-instruct","prompt":["a","b"],"n":2}),
         );
         assert_eq!(e.output, 16 * 2 * 2);
+    }
+
+    #[test]
+    fn the_limiter_counts_the_larger_of_tokens_and_characters_over_four() {
+        // English prose: about four characters a token either way.
+        let body = json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello world"}],"max_tokens":100});
+        let e = estimate("/chat/completions", &body);
+        assert_eq!(e.characters, 4 + 11);
+        assert_eq!(e.limiter_prompt(), e.prompt.max(4));
+        assert_eq!(e.charged(), e.limiter_prompt() + 100);
+        // Digits and punctuation: fewer characters a token than four, the tokenizer is higher.
+        // Long words: more characters a token, the character estimate is higher.
+        let long = "antidisestablishmentarianism ".repeat(40);
+        let body = json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":long}]});
+        let e = estimate("/chat/completions", &body);
+        assert!(e.characters.div_ceil(4) > e.prompt, "{e:?}");
+        assert_eq!(e.limiter_prompt(), e.characters.div_ceil(4));
+        // Output limits that would overflow saturate instead of wrapping.
+        let body = json!({"model":"gpt-4o","messages":[],"max_tokens":u64::MAX,"n":2});
+        let e = estimate("/chat/completions", &body);
+        assert_eq!(e.output, u64::MAX);
+        assert_eq!(e.charged(), u64::MAX);
     }
 
     #[test]

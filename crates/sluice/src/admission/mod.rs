@@ -109,6 +109,10 @@ pub struct AdmissionConfig {
     pub max_wait: Duration,
     pub concurrency: ConcurrencyConfig,
     pub state: StateBackend,
+    /// The upstream gives back the unused part of a request's token reservation when its answer
+    /// ends (some self-hosted servers do). Default false: OpenAI and Azure OpenAI keep it, so
+    /// reservations are kept whole here too.
+    pub upstream_refunds: bool,
 }
 
 impl Default for AdmissionConfig {
@@ -124,6 +128,7 @@ impl Default for AdmissionConfig {
             max_wait: Duration::from_secs(60),
             concurrency: ConcurrencyConfig::default(),
             state: StateBackend::Local,
+            upstream_refunds: false,
         }
     }
 }
@@ -167,15 +172,44 @@ pub struct Ticket {
 
 impl Ticket {
     /// Settle the token reservation to what was really used (`output` of it generated).
+    /// A use above the reservation is charged; the unused part is given back only when the
+    /// configuration says the upstream gives it back too ([`AdmissionConfig::upstream_refunds`]):
+    /// OpenAI's and Azure's limiters keep whole reservations, by what they document and their
+    /// users report, and a client that refunds itself against them believes in budget they do
+    /// not have.
     pub fn settle(&mut self, used_tokens: u64, output: u64) {
         if self.settled {
             return;
         }
         self.settled = true;
         self.output_tokens = Some(output);
-        let delta = used_tokens as i64 - self.reserved_tokens as i64;
-        if delta != 0 && !self.specs.is_empty() {
+        let delta = i64::try_from(used_tokens)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(self.reserved_tokens).unwrap_or(i64::MAX));
+        if delta == 0 || self.specs.is_empty() {
+            return;
+        }
+        if delta > 0 || self.admission.cfg.upstream_refunds {
             self.admission.adjust(&self.scope, &self.specs, delta);
+        }
+    }
+
+    /// Tokens this ticket reserved.
+    pub fn reserved_tokens(&self) -> u64 {
+        self.reserved_tokens
+    }
+
+    /// The attempt failed before the upstream took anything (no answer, a 429): give its whole
+    /// reservation back.
+    pub fn give_back(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        self.output_tokens = Some(0);
+        let delta = i64::try_from(self.reserved_tokens).unwrap_or(i64::MAX);
+        if delta != 0 && !self.specs.is_empty() {
+            self.admission.adjust(&self.scope, &self.specs, -delta);
         }
     }
 
@@ -395,7 +429,7 @@ impl Admission {
             tokio::time::sleep_until(until).await;
         }
         let specs = self.specs(&limits);
-        let tokens = est.total();
+        let tokens = est.charged();
         if let Some(tpm) = limits.tpm {
             if tokens > tpm {
                 counter!("sluice_admission_rejected_total", "reason" => "too_large").increment(1);
@@ -566,6 +600,7 @@ mod tests {
         Estimate {
             prompt: tokens,
             output: 0,
+            characters: 0,
         }
     }
 
@@ -620,14 +655,49 @@ mod tests {
         }
         // 1 s of burst (100 tokens) goes at once, then one per second.
         assert_eq!(t0.elapsed(), Duration::from_secs(10));
-        // Reconciliation: a request that used only 10 of its 100 gives 90 back, so the next
-        // 100-token request waits 0.1 s instead of 1 s.
+        // A request that used only 10 of its 100 gives nothing back while the upstream has not
+        // been seen to refund: the next 100-token request still waits its whole second.
         let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
         let t1 = Instant::now();
         t.settle(10, 5);
         t.finish(Outcome::Neutral);
         a.admit("s", "m", est(100), far()).await.unwrap();
-        assert_eq!(t1.elapsed(), Duration::from_millis(100));
+        assert_eq!(t1.elapsed(), Duration::from_secs(1));
+        // Using more than was reserved is always charged.
+        let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+        let t2 = Instant::now();
+        t.settle(200, 150);
+        t.finish(Outcome::Neutral);
+        a.admit("s", "m", est(100), far()).await.unwrap();
+        assert_eq!(t2.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unused_tokens_come_back_only_from_an_upstream_that_refunds() {
+        for refunds in [false, true] {
+            let mut c = cfg(1_000_000, 6000); // 100 tokens/s, 1 s of burst
+            c.upstream_refunds = refunds;
+            let a = Admission::new(c);
+            let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+            t.settle(10, 5);
+            t.finish(Outcome::Neutral);
+            let t0 = Instant::now();
+            a.admit("s", "m", est(100), far()).await.unwrap();
+            let expect = if refunds {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(1)
+            };
+            assert_eq!(t0.elapsed(), expect, "upstream_refunds = {refunds}");
+        }
+        // A failed attempt (nothing generated, nothing charged) always gives its tokens back.
+        let a = Admission::new(cfg(1_000_000, 6000));
+        let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+        t.give_back();
+        t.finish(Outcome::Neutral);
+        let t0 = Instant::now();
+        a.admit("s", "m", est(100), far()).await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
