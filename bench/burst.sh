@@ -3,6 +3,7 @@
 # burst through `sluice batch run` into `sluice mock` at 100 req/s and 10,000 tokens/s with a
 # one-second burst window, `max_tokens` 100, 20 tokens generated per answer, 80 ms to first
 # token. Targets: 0 lost, <= 10 upstream 429s, wall <= 1.05x the ideal under that charging rule.
+# The refunding upstream is run with `--upstream-refunds` (sluice does not learn it yet).
 #
 # The ideal is what the upstream's own buckets allow for what it charged: after the first
 # second's burst, requests at 100/s and charged tokens at 10,000/s, whichever takes longer
@@ -27,10 +28,11 @@ PY
 input_src="${TMPDIR:-/tmp}/burst-input.$$"
 
 for mode in $MODES; do
+  flags=
   case $mode in
     keep) charging='charge = "max_tokens"' ;;
     chars) charging=$'charge = "max_tokens"\nprompt_count = "characters"' ;;
-    refund) charging='charge = "refund_unused"' ;;
+    refund) charging='charge = "refund_unused"'; flags=--upstream-refunds ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   scenario=$(mktemp)
@@ -52,7 +54,7 @@ TOML
   cp "$input_src" "$out/in.jsonl"
   start=$(date +%s.%N)
   BENCH_KEY=sk-bench-burst-0001 ./target/release/sluice batch run "$out/in.jsonl" --base-url "$base" \
-    --api-key-env BENCH_KEY --ledger off --progress off --summary-json "$out/summary.json" >/dev/null 2>"$out/batch.err" || true
+    --api-key-env BENCH_KEY --ledger off --progress off $flags --summary-json "$out/summary.json" >/dev/null 2>"$out/batch.err" || true
   end=$(date +%s.%N)
   curl -s "$root/_mock/stats" >"$out/stats.json"
   [ -n "${KEEP_STATS:-}" ] && cp "$out/stats.json" "$KEEP_STATS.$mode.json"

@@ -38,6 +38,8 @@ pub struct EngineSettings {
     pub budget_per_day: Option<Nanos>,
     pub budget_per_month: Option<Nanos>,
     pub retry: RetryPolicy,
+    /// The upstream gives unused `max_tokens` back when an answer ends (OpenAI does not).
+    pub upstream_refunds: bool,
 }
 
 impl Default for EngineSettings {
@@ -54,6 +56,7 @@ impl Default for EngineSettings {
             budget_per_day: None,
             budget_per_month: None,
             retry: RetryPolicy::default(),
+            upstream_refunds: false,
         }
     }
 }
@@ -101,6 +104,7 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
         // A batch would rather wait than fail: long admission waits, a queue the window fits in.
         max_wait: Duration::from_secs(3600),
         max_queue: window * 2 + 16,
+        upstream_refunds: s.upstream_refunds,
         ..AdmissionConfig::default()
     };
     admission.concurrency = admission.concurrency.window(window);

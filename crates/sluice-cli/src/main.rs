@@ -198,6 +198,10 @@ struct RunArgs {
     /// Share rate limits with other processes through Redis (redis://host:port).
     #[arg(long)]
     state_url: Option<String>,
+    /// The upstream gives the unused part of `max_tokens` back when an answer ends (some
+    /// self-hosted servers); by default whole reservations are kept, as OpenAI's limits do.
+    #[arg(long)]
+    upstream_refunds: bool,
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
@@ -365,6 +369,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         },
         budget_per_day: dollars("--budget-per-day", &a.budget_per_day)?,
         budget_per_month: dollars("--budget-per-month", &a.budget_per_month)?,
+        upstream_refunds: a.upstream_refunds,
         ..Default::default()
     };
     if let Some(path) = &a.keys_file {

@@ -11,6 +11,7 @@
 //! rpm = 5000          # optional: otherwise learned from the upstream's headers
 //! tpm = 800000
 //! per_model = true
+//! refunds_unused = false  # true: the upstream gives unused max_tokens back (OpenAI does not)
 //! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
 //! max_concurrency = 2048 # requests (and streams) in flight upstream at most
 //!
@@ -179,6 +180,7 @@ struct RawUpstream {
     rpm: Option<u64>,
     tpm: Option<u64>,
     per_model: Option<bool>,
+    refunds_unused: Option<bool>,
     timeouts: Option<RawTimeouts>,
     max_attempts: Option<u32>,
     max_concurrency: Option<usize>,
@@ -320,6 +322,9 @@ pub struct GatewayConfig {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub per_model: bool,
+    /// The upstream settles a request's token reservation to its usage when the answer ends
+    /// (some self-hosted servers); default false: OpenAI and Azure keep whole reservations.
+    pub refunds_unused: bool,
     pub timeouts: sluice::Timeouts,
     pub max_attempts: u32,
     /// Most requests in flight upstream (the adaptive limit moves below it). A stream holds
@@ -344,6 +349,7 @@ impl Default for GatewayConfig {
             rpm: None,
             tpm: None,
             per_model: true,
+            refunds_unused: false,
             timeouts: sluice::Timeouts::default(),
             max_attempts: 5,
             max_concurrency: 2048,
@@ -581,6 +587,7 @@ impl GatewayConfig {
         c.rpm = up.rpm;
         c.tpm = up.tpm;
         c.per_model = up.per_model.unwrap_or(true);
+        c.refunds_unused = up.refunds_unused.unwrap_or(false);
         if let Some(n) = up.max_attempts {
             if n == 0 {
                 return Err(invalid(
@@ -768,8 +775,9 @@ mod tests {
 listen = "127.0.0.1:9999"
 [upstream]
 base_url = "http://127.0.0.1:1/v1"
-keys = [{ env = "A" }, { keys_file = "/tmp/k" }]
+keys = [{ env = "A" }, { keys_file = "/tmp/k" }, { value = "sk-inline-upstream-key" }]
 rpm = 10
+refunds_unused = true
 timeouts = { idle = "5s" }
 [[virtual_keys]]
 name = "team-a"
@@ -782,7 +790,10 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         )
         .unwrap();
         assert_eq!(c.listen.port(), 9999);
-        assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.keys.len(), 3);
+        assert!(c.refunds_unused);
+        // An inline upstream key is a secret: the config's Debug never shows it.
+        assert!(!format!("{c:?}").contains("sk-inline-upstream-key"));
         assert_eq!(c.timeouts.idle, Duration::from_secs(5));
         assert_eq!(c.virtual_keys[0].digest, digest("sk-team-a-secret"));
         assert_eq!(c.virtual_keys[1].digest, digest(""));

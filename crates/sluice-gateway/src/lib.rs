@@ -144,6 +144,7 @@ pub fn engine(
                     ..Limits::default()
                 },
                 per_model: cfg.per_model,
+                upstream_refunds: cfg.refunds_unused,
                 // Callers wait at most this long in admission before a 429 with Retry-After.
                 max_wait: std::time::Duration::from_secs(30),
                 ..AdmissionConfig::default()
@@ -214,6 +215,8 @@ fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
         burst: std::time::Duration::from_secs(60),
         max_wait: std::time::Duration::ZERO,
         max_queue: usize::MAX / 2,
+        // These budgets are the gateway's own: a caller's tokens are what it used.
+        upstream_refunds: true,
         ..AdmissionConfig::default()
     };
     a.concurrency.adaptive = false;
