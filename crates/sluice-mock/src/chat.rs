@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`: streaming and not, `n` choices, token limits, tool calls,
-//! content-filter triggers, exact usage with cached prompt tokens.
+//! structured outputs (`response_format` `json_object` and `json_schema`), content-filter
+//! triggers, exact usage with cached prompt tokens.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::api::{fields, unix_now, usage_json, Call};
 use crate::config::{ModelKind, ModelSpec};
 use crate::errors::BadField;
-use crate::generate::{hash64, tool_arguments, words, SplitMix};
+use crate::generate::{hash64, json_for_schema, tool_arguments, words, SplitMix};
 use crate::server::ConnKill;
 use crate::stream::{self, Format, Output, Plan};
 use crate::{tokens, AppState};
@@ -22,6 +23,56 @@ use crate::{tokens, AppState};
 enum ToolChoice {
     Text,
     Call(String, Option<Value>),
+}
+
+/// The shape the answer's content must take.
+enum ResponseFormat {
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON that validates against this schema.
+    JsonSchema(Value),
+}
+
+fn response_format(
+    body: &Map<String, Value>,
+    messages: &[Value],
+) -> Result<ResponseFormat, BadField> {
+    let Some(rf) = body.get("response_format").filter(|v| !v.is_null()) else {
+        return Ok(ResponseFormat::Text);
+    };
+    let Some(obj) = rf.as_object() else {
+        return Err(BadField::wrong_type("response_format", "an object", rf));
+    };
+    match obj.get("type").and_then(Value::as_str) {
+        None => Err(BadField::missing("response_format.type")),
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => {
+            // As the real endpoint: JSON mode needs the word "json" somewhere in the messages.
+            if !tokens::chat_text(messages).to_lowercase().contains("json") {
+                return Err(BadField::invalid(
+                    "messages",
+                    "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+                ));
+            }
+            Ok(ResponseFormat::JsonObject)
+        }
+        Some("json_schema") => {
+            let js = obj
+                .get("json_schema")
+                .and_then(Value::as_object)
+                .ok_or_else(|| BadField::missing("response_format.json_schema"))?;
+            if js.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(BadField::missing("response_format.json_schema.name"));
+            }
+            let schema = js.get("schema").cloned().unwrap_or_else(|| json!({"type": "object"}));
+            Ok(ResponseFormat::JsonSchema(schema))
+        }
+        Some(other) => Err(BadField::invalid(
+            "response_format.type",
+            format!("Invalid value: '{other}'. Supported values are: 'text', 'json_object', and 'json_schema'."),
+        )),
+    }
 }
 
 pub async fn handle(
@@ -152,6 +203,7 @@ struct ChatRequest<'a> {
     messages: &'a [Value],
     tools: Option<&'a Value>,
     tool_choice: ToolChoice,
+    format: ResponseFormat,
     n: u64,
     max_out: Option<u64>,
     stream: bool,
@@ -255,10 +307,12 @@ fn parse<'a>(body: &'a Map<String, Value>, model: &ModelSpec) -> Result<ChatRequ
             ))
         }
     };
+    let format = response_format(body, messages)?;
     Ok(ChatRequest {
         messages,
         tools,
         tool_choice,
+        format,
         n,
         max_out,
         stream,
@@ -303,6 +357,35 @@ fn plan(call: &Call, req: &ChatRequest<'_>, model: &ModelSpec) -> Vec<Plan> {
                     finish,
                 };
             }
+            let json = match &req.format {
+                ResponseFormat::Text => None,
+                ResponseFormat::JsonObject => {
+                    let w = words(seed, 6).concat();
+                    Some(json!({"answer": w.trim()}).to_string())
+                }
+                ResponseFormat::JsonSchema(schema) => {
+                    Some(json_for_schema(seed, schema).to_string())
+                }
+            };
+            if let Some(text) = json {
+                // The answer's tokens, each its own piece (and stream chunk).
+                let mut toks = tokens::encode(model.encoding, &text);
+                let mut finish = "stop";
+                if let Some(max) = req.max_out {
+                    if toks.len() as u64 > max {
+                        toks.truncate(max as usize);
+                        finish = "length";
+                    }
+                }
+                let pieces = toks
+                    .iter()
+                    .map(|t| std::borrow::Cow::Owned(tokens::decode(model.encoding, &[*t])))
+                    .collect();
+                return Plan {
+                    output: Output::Text(pieces),
+                    finish,
+                };
+            }
             let mut rng = SplitMix::new(seed);
             let natural = rng.range(s.output_min_tokens, s.output_max_tokens);
             let mut w = words(rng.next_u64(), natural);
@@ -317,7 +400,7 @@ fn plan(call: &Call, req: &ChatRequest<'_>, model: &ModelSpec) -> Vec<Plan> {
                 }
             }
             Plan {
-                output: Output::Text(w),
+                output: Output::Text(w.into_iter().map(std::borrow::Cow::Borrowed).collect()),
                 finish,
             }
         })

@@ -126,7 +126,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
                 finish = "length";
             }
             plans.push(Plan {
-                output: Output::Text(w),
+                output: Output::Text(w.into_iter().map(std::borrow::Cow::Borrowed).collect()),
                 finish,
             });
         }

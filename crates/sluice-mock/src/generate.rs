@@ -179,12 +179,52 @@ pub fn embedding(seed: u64, dims: usize) -> Vec<f32> {
 pub fn tool_arguments(seed: u64, parameters: Option<&Value>) -> Value {
     let mut rng = SplitMix::new(seed);
     match parameters {
-        Some(schema) => value_for(schema, &mut rng, 0),
+        Some(schema) => value_for(schema, schema, &mut rng, 0),
         None => Value::Object(Map::new()),
     }
 }
 
-fn value_for(schema: &Value, rng: &mut SplitMix, depth: usize) -> Value {
+/// A value that validates against a JSON schema (the subset structured outputs use: objects,
+/// arrays, scalars, `enum`, `const`, `anyOf` / `oneOf`, `$ref` into `$defs` / `definitions`),
+/// deterministic from `seed`.
+pub fn json_for_schema(seed: u64, schema: &Value) -> Value {
+    value_for(schema, schema, &mut SplitMix::new(seed), 0)
+}
+
+fn value_for(schema: &Value, root: &Value, rng: &mut SplitMix, depth: usize) -> Value {
+    if depth > 12 {
+        return Value::Null;
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r
+            .strip_prefix("#/")
+            .map(|path| {
+                path.split('/')
+                    .try_fold(root, |v, k| v.get(k))
+                    .unwrap_or(&Value::Null)
+            })
+            .unwrap_or(&Value::Null);
+        return if r == "#" {
+            value_for(root, root, rng, depth + 1)
+        } else {
+            value_for(target, root, rng, depth + 1)
+        };
+    }
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(options) = schema.get(key).and_then(Value::as_array) {
+            // The first option that is not `null` (an Optional field answers with a value).
+            let pick = options
+                .iter()
+                .find(|o| o.get("type").and_then(Value::as_str) != Some("null"))
+                .or(options.first());
+            if let Some(o) = pick {
+                return value_for(o, root, rng, depth + 1);
+            }
+        }
+    }
     if let Some(first) = schema
         .get("enum")
         .and_then(Value::as_array)
@@ -204,7 +244,7 @@ fn value_for(schema: &Value, rng: &mut SplitMix, depth: usize) -> Value {
             if depth < 6 {
                 if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                     for (k, v) in props {
-                        map.insert(k.clone(), value_for(v, rng, depth + 1));
+                        map.insert(k.clone(), value_for(v, root, rng, depth + 1));
                     }
                 }
             }
@@ -215,8 +255,13 @@ fn value_for(schema: &Value, rng: &mut SplitMix, depth: usize) -> Value {
                 .get("items")
                 .cloned()
                 .unwrap_or(json!({"type":"string"}));
+            let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(1);
             if depth < 6 {
-                json!([value_for(&item, rng, depth + 1)])
+                Value::Array(
+                    (0..min.clamp(1, 8))
+                        .map(|_| value_for(&item, root, rng, depth + 1))
+                        .collect(),
+                )
             } else {
                 json!([])
             }

@@ -20,8 +20,8 @@ use crate::stats::Record;
 /// What one choice will produce.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// Text, one token per element.
-    Text(Vec<&'static str>),
+    /// Text, one token per element (words, or the pieces of a JSON answer).
+    Text(Vec<std::borrow::Cow<'static, str>>),
     /// A function call whose JSON arguments stream in fragments.
     Tool {
         id: String,
@@ -295,7 +295,7 @@ impl State {
             Ev::Text(c, t) => {
                 self.spec.rec.completion_tokens += 1;
                 let word = match &self.spec.plans[c].output {
-                    Output::Text(w) => w.get(t).copied().unwrap_or(""),
+                    Output::Text(w) => w.get(t).map_or("", |p| p.as_ref()),
                     Output::Tool { .. } => "",
                 };
                 (c, json!({"content": word}), Value::Null)

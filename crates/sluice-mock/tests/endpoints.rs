@@ -383,3 +383,79 @@ async fn moderations_flag_the_configured_words_deterministically() {
         sluice_mock::Scenario::from_toml("[moderations]\nwords = { nope = [\"x\"] }\n").is_err()
     );
 }
+
+#[tokio::test]
+async fn structured_outputs_follow_the_schema_streamed_or_not() {
+    let mock = start("").await;
+    // A Pydantic-style schema: $defs, $ref, an Optional (anyOf with null), an enum, strict.
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}},
+            "final_answer": {"type": "string"},
+            "confidence": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "mood": {"enum": ["calm", "busy"]}
+        },
+        "required": ["steps", "final_answer", "confidence", "mood"],
+        "additionalProperties": false,
+        "$defs": {"Step": {"type": "object", "properties": {
+            "explanation": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["explanation", "n"], "additionalProperties": false}}
+    });
+    let mut body = chat("solve it");
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "solution", "strict": true, "schema": schema}});
+    let r = post(&mock, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer: serde_json::Value = serde_json::from_str(&content).unwrap();
+    assert!(answer["steps"][0]["explanation"].is_string());
+    assert!(answer["steps"][0]["n"].is_i64());
+    assert!(answer["final_answer"].is_string());
+    assert!(answer["confidence"].is_number());
+    assert_eq!(answer["mood"], "calm");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    // Each content token is one stream chunk; together they are the same JSON.
+    body["stream"] = json!(true);
+    let r = post(&mock, "/v1/chat/completions", body.clone()).await;
+    let streamed: String = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(streamed, content);
+    // Cut by max_tokens: the JSON is unfinished and the reason says so.
+    body["stream"] = json!(false);
+    body["max_tokens"] = json!(5);
+    let r = post(&mock, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "length");
+    // Refused shapes, as the real endpoint refuses them.
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"schema": {}}});
+    assert_eq!(
+        post(&mock, "/v1/chat/completions", body.clone())
+            .await
+            .status,
+        400
+    );
+    body["response_format"] = json!({"type": "json_object"});
+    assert_eq!(
+        post(&mock, "/v1/chat/completions", body.clone())
+            .await
+            .status,
+        400,
+        "no 'json' in the messages"
+    );
+    body["messages"] = json!([{"role": "user", "content": "answer in JSON"}]);
+    let r = post(&mock, "/v1/chat/completions", body).await;
+    assert_eq!(r.status, 200);
+}

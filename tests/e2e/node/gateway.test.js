@@ -14,7 +14,10 @@ let gateway;
 
 before(async () => {
   assert.ok(existsSync(bin), `sluice binary not found at ${bin}: run cargo build first`);
-  writeFileSync(join(dir, "mock.toml"), 'auth = "listed"\n[[keys]]\nkey = "sk-upstream-good-0001"\n');
+  writeFileSync(
+    join(dir, "mock.toml"),
+    'auth = "listed"\n[[keys]]\nkey = "sk-upstream-good-0001"\n[moderations]\nwords = { violence = ["attack"] }\n',
+  );
   const upstream = await start(["mock", "--listen", "127.0.0.1:0", "--config", join(dir, "mock.toml")]);
   writeFileSync(
     join(dir, "gateway.toml"),
@@ -84,4 +87,31 @@ test("errors map to the SDK's classes", async () => {
     client().chat.completions.create({ model: "gpt-4o-mini", messages: [{ role: "user", content: "w ".repeat(130000) }] }),
     OpenAI.BadRequestError,
   );
+});
+
+test("structured output with a JSON schema", async () => {
+  const schema = {
+    type: "object",
+    properties: { city: { type: "string" }, population: { type: "integer" }, tags: { type: "array", items: { type: "string" } } },
+    required: ["city", "population", "tags"],
+    additionalProperties: false,
+  };
+  const r = await client().chat.completions.create({
+    model: "gpt-4o-mini",
+    messages: [{ role: "user", content: "name a city" }],
+    response_format: { type: "json_schema", json_schema: { name: "city", strict: true, schema } },
+    max_tokens: 200,
+  });
+  const v = JSON.parse(r.choices[0].message.content);
+  assert.equal(typeof v.city, "string");
+  assert.ok(Number.isInteger(v.population));
+  assert.ok(Array.isArray(v.tags));
+});
+
+test("moderations", async () => {
+  const r = await client().moderations.create({ input: ["we attack at dawn", "a quiet day"] });
+  assert.equal(r.results.length, 2);
+  assert.equal(r.results[0].flagged, true);
+  assert.equal(r.results[0].categories.violence, true);
+  assert.equal(r.results[1].flagged, false);
 });

@@ -141,3 +141,66 @@ def test_server_error_after_sdk_retries(mock_factory):
     c = openai.OpenAI(base_url=mock.base_url, api_key="sk-any-key-0000000", max_retries=1, timeout=10)
     with pytest.raises(openai.InternalServerError):
         c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+
+
+def test_structured_output_parse_with_a_pydantic_model(keyed):
+    from typing import List, Optional
+
+    from pydantic import BaseModel
+
+    class Step(BaseModel):
+        explanation: str
+        output: str
+
+    class Solution(BaseModel):
+        steps: List[Step]
+        final_answer: str
+        confidence: Optional[float]
+
+    c = client(keyed)
+    r = c.chat.completions.parse(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "solve 8x + 7 = -23"}],
+        response_format=Solution,
+        max_tokens=400,
+    )
+    parsed = r.choices[0].message.parsed
+    assert isinstance(parsed, Solution)
+    assert parsed.steps and isinstance(parsed.steps[0], Step)
+    assert isinstance(parsed.final_answer, str)
+    # The same question gets the same answer.
+    again = c.chat.completions.parse(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "solve 8x + 7 = -23"}],
+        response_format=Solution,
+        max_tokens=400,
+    )
+    assert again.choices[0].message.parsed == parsed
+
+
+def test_json_mode_answers_a_json_object_and_needs_the_word(keyed):
+    c = client(keyed)
+    r = c.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Reply in JSON: what is sluice?"}],
+        response_format={"type": "json_object"},
+        max_tokens=100,
+    )
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "what is sluice?"}],
+            response_format={"type": "json_object"},
+        )
+    assert "json" in str(e.value)
+
+
+def test_moderations(shared_mock_factory):
+    mock = shared_mock_factory(KEYS + '\n[moderations]\nwords = { violence = ["attack"] }\n')
+    c = client(mock)
+    r = c.moderations.create(input=["We attack at dawn", "a quiet afternoon"])
+    assert r.results[0].flagged is True
+    assert r.results[0].categories.violence is True
+    assert r.results[1].flagged is False
+    assert r.model.startswith("omni-moderation")
