@@ -33,6 +33,7 @@ pub mod godur;
 mod models;
 mod moderations;
 pub mod ratelimit;
+mod responses;
 mod server;
 pub mod stats;
 mod stream;
@@ -113,6 +114,7 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/moderations", post(moderations::handle))
+        .route("/v1/responses", post(responses::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/_mock/scenario", post(admin::set_scenario))

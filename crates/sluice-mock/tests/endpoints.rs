@@ -459,3 +459,89 @@ async fn structured_outputs_follow_the_schema_streamed_or_not() {
     let r = post(&mock, "/v1/chat/completions", body).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn responses_answer_and_stream_as_the_real_api() {
+    let mock = start("[output]\nmin_tokens = 12\nmax_tokens = 12\n").await;
+    let body = json!({"model": "gpt-4o-mini", "instructions": "Be brief.",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "hello there"}]}]});
+    let r = post(&mock, "/v1/responses", body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert!(v["id"].as_str().unwrap().starts_with("resp"));
+    let text = v["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(!text.is_empty());
+    assert_eq!(v["usage"]["output_tokens"], 12);
+    assert_eq!(
+        v["usage"]["total_tokens"],
+        v["usage"]["input_tokens"].as_u64().unwrap() + 12
+    );
+    assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 0);
+    // Streamed: named events with sequence numbers, ending at response.completed, no [DONE].
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    let r = post(&mock, "/v1/responses", s).await;
+    assert_eq!(r.status, 200);
+    let events: Vec<&str> = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(events.first(), Some(&"response.created"));
+    assert_eq!(events.last(), Some(&"response.completed"));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| **e == "response.output_text.delta")
+            .count(),
+        12
+    );
+    assert!(!r.text.contains("[DONE]"));
+    let seqs: Vec<u64> = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(d).unwrap()["sequence_number"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    let deltas: String = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deltas, text, "the stream says what the unary answer says");
+    let missing = post(&mock, "/v1/responses", json!({"model": "gpt-4o-mini"})).await;
+    assert_eq!(missing.status, 400);
+}
+
+#[tokio::test]
+async fn a_response_cut_by_max_output_tokens_is_incomplete() {
+    let mock = start("[output]\nmin_tokens = 40\nmax_tokens = 40\n").await;
+    let r = post(
+        &mock,
+        "/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 16}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["status"], "incomplete");
+    assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
+    assert_eq!(v["usage"]["output_tokens"], 16);
+    let r = post(
+        &mock,
+        "/v1/responses",
+        json!({"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 16, "stream": true}),
+    )
+    .await;
+    assert!(r.text.contains("event: response.incomplete"));
+}

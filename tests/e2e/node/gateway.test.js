@@ -115,3 +115,19 @@ test("moderations", async () => {
   assert.equal(r.results[0].categories.violence, true);
   assert.equal(r.results[1].flagged, false);
 });
+
+test("responses: unary and streamed", async () => {
+  const r = await client().responses.create({ model: "gpt-4o-mini", input: "hello from node" });
+  assert.equal(r.status, "completed");
+  assert.ok(r.output_text.length > 0);
+  const types = [];
+  let text = "";
+  const s = await client().responses.create({ model: "gpt-4o-mini", input: "hello from node", stream: true });
+  for await (const ev of s) {
+    types.push(ev.type);
+    if (ev.type === "response.output_text.delta") text += ev.delta;
+  }
+  assert.equal(types[0], "response.created");
+  assert.equal(types.at(-1), "response.completed");
+  assert.equal(text, r.output_text);
+});

@@ -153,3 +153,17 @@ budget = {{ day = "0.0003" }}
         assert sent < 50
     finally:
         g.close()
+
+
+def test_responses_through_the_gateway(gateway):
+    c = client(gateway)
+    r = c.responses.create(model="gpt-4o-mini", input="hello through the gateway")
+    assert r.status == "completed" and r.output_text
+    events = list(c.responses.create(model="gpt-4o-mini", input="hello through the gateway", stream=True))
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    with c.responses.stream(model="gpt-4o-mini", input="hello through the gateway") as s:
+        final = s.get_final_response()
+    assert final.output_text == r.output_text
+    assert final.usage.output_tokens == r.usage.output_tokens

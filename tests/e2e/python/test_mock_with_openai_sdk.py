@@ -204,3 +204,31 @@ def test_moderations(shared_mock_factory):
     assert r.results[0].categories.violence is True
     assert r.results[1].flagged is False
     assert r.model.startswith("omni-moderation")
+
+
+def test_responses_create_stream_and_helper(keyed):
+    c = client(keyed)
+    r = c.responses.create(model="gpt-4o-mini", instructions="Be brief.", input="hello there")
+    assert r.status == "completed"
+    assert r.output_text
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+    # Streamed with stream=True: typed events, ending at response.completed.
+    types = []
+    text = ""
+    for ev in c.responses.create(model="gpt-4o-mini", input="hello there", instructions="Be brief.", stream=True):
+        types.append(ev.type)
+        if ev.type == "response.output_text.delta":
+            text += ev.delta
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert text == r.output_text
+    # The responses.stream() helper gathers the final response.
+    with c.responses.stream(model="gpt-4o-mini", input="hello there", instructions="Be brief.") as s:
+        for _ in s:
+            pass
+        final = s.get_final_response()
+    assert final.output_text == r.output_text
+    # Cut short: incomplete, and why.
+    cut = c.responses.create(model="gpt-4o-mini", input="a long story please", max_output_tokens=16)
+    assert cut.status in ("incomplete", "completed")
+    if cut.status == "incomplete":
+        assert cut.incomplete_details.reason == "max_output_tokens"
