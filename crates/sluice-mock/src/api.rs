@@ -166,8 +166,28 @@ impl Call {
 
     /// Finish a response: the headers the real service always sends, and the status count.
     pub fn respond(&mut self, mut resp: Response) -> Response {
+        use crate::config::HeaderDialect;
         self.rec.status = Some(resp.status().as_u16());
         let h = resp.headers_mut();
+        match self.live.scenario.headers {
+            HeaderDialect::Openai => {}
+            HeaderDialect::None => return resp,
+            HeaderDialect::Azure => {
+                put(h, "apim-request-id", &self.response_id);
+                put(h, "x-ms-region", "East US");
+                if let Some(r) = self.snapshot.requests {
+                    put(
+                        h,
+                        "x-ratelimit-remaining-requests",
+                        &r.remaining.to_string(),
+                    );
+                }
+                if let Some(t) = self.snapshot.tokens {
+                    put(h, "x-ratelimit-remaining-tokens", &t.remaining.to_string());
+                }
+                return resp;
+            }
+        }
         put(h, "x-request-id", &self.response_id);
         put(
             h,

@@ -55,6 +55,22 @@ pub enum ChargeMode {
     RefundUnused,
 }
 
+/// Which response headers the simulated service sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderDialect {
+    /// OpenAI's: `x-request-id`, `openai-*`, and the six `x-ratelimit-*` (limit, remaining,
+    /// reset for requests and tokens).
+    #[default]
+    Openai,
+    /// Azure OpenAI's: `apim-request-id` and `x-ms-region` instead of OpenAI's ids, and of the
+    /// rate-limit headers only `x-ratelimit-remaining-requests` and
+    /// `x-ratelimit-remaining-tokens` (no limits, no resets).
+    Azure,
+    /// None at all, as vLLM and many local servers answer.
+    None,
+}
+
 /// How the rate limiter counts a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -105,6 +121,8 @@ pub struct RawScenario {
     pub max_tracked_ids: Option<usize>,
     /// `POST /v1/moderations`: the words that flag each category.
     pub moderations: Option<RawModerations>,
+    /// `"openai"` (default), `"azure"` or `"none"`.
+    pub headers: Option<HeaderDialect>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -322,6 +340,7 @@ pub struct Scenario {
     pub max_tracked_ids: usize,
     /// Moderation categories and their lower-cased trigger words.
     pub moderation_words: BTreeMap<String, Vec<String>>,
+    pub headers: HeaderDialect,
 }
 
 impl Default for Scenario {
@@ -352,6 +371,7 @@ impl Default for Scenario {
             },
             models: default_models(),
             moderation_words: BTreeMap::new(),
+            headers: HeaderDialect::default(),
             max_tracked_ids: 2_000_000,
         })
     }
@@ -521,6 +541,7 @@ impl Scenario {
             models,
             max_tracked_ids: raw.max_tracked_ids.unwrap_or(2_000_000),
             moderation_words: moderation_words(raw.moderations.unwrap_or_default())?,
+            headers: raw.headers.unwrap_or_default(),
         })
     }
 

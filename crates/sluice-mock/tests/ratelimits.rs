@@ -253,3 +253,32 @@ async fn characters_mode_counts_about_four_characters_a_token() {
     let exact = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
     assert_ne!(exact, 100);
 }
+
+#[tokio::test]
+async fn azure_and_header_less_dialects() {
+    let mock = start("headers = \"azure\"\n[limits]\nrpm = 600\ntpm = 100000\n").await;
+    let r = post(&mock, "/v1/chat/completions", chat("hi")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), "599");
+    assert!(!r.header("x-ratelimit-remaining-tokens").is_empty());
+    assert!(r.header("apim-request-id").starts_with("req_"));
+    assert_eq!(r.header("x-ms-region"), "East US");
+    for absent in [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-reset-tokens",
+        "x-request-id",
+        "openai-version",
+    ] {
+        assert!(r.headers.get(absent).is_none(), "{absent}");
+    }
+    let mock = start("headers = \"none\"\n").await;
+    let r = post(&mock, "/v1/chat/completions", chat("hi")).await;
+    assert_eq!(r.status, 200);
+    for absent in [
+        "x-ratelimit-remaining-requests",
+        "x-request-id",
+        "openai-processing-ms",
+    ] {
+        assert!(r.headers.get(absent).is_none(), "{absent}");
+    }
+}

@@ -368,3 +368,31 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
+
+#[tokio::test]
+async fn upstreams_without_rate_limit_headers_are_not_waited_for() {
+    // vLLM and many local servers send no x-ratelimit-* at all; Azure sends only the remaining
+    // counts. Admission must not stall waiting to learn limits that never come.
+    for dialect in ["none", "azure"] {
+        let m = mock(&format!("headers = \"{dialect}\"\n")).await;
+        let c = Client::builder()
+            .base_url(m.base_url())
+            .api_key(KEY)
+            .build()
+            .unwrap();
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { c.chat().create(req(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            m.stats().by_status.get("200").copied(),
+            Some(40),
+            "{dialect}"
+        );
+    }
+}
