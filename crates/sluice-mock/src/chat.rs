@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use serde_json::{json, Map, Value};
 
@@ -167,7 +167,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "system_fingerprint": "fp_sluicemock",
     });
     call.rec.completed = true;
-    let resp = axum::Json(body).into_response();
+    let resp = crate::json_style::response(&body, call.live.scenario.json_style);
     Ok(call.respond(resp))
 }
 

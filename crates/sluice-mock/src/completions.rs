@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use serde_json::{json, Value};
 
@@ -172,6 +172,6 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "usage": usage_json(prompt_tokens, completion, 0),
     });
     call.rec.completed = true;
-    let resp = axum::Json(body).into_response();
+    let resp = crate::json_style::response(&body, call.live.scenario.json_style);
     Ok(call.respond(resp))
 }

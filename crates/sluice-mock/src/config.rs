@@ -71,6 +71,17 @@ pub enum HeaderDialect {
     None,
 }
 
+/// How JSON is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonStyle {
+    /// `{"a":1}`, as OpenAI writes it.
+    #[default]
+    Compact,
+    /// `{"a": 1}`, as Python servers (vLLM) write it.
+    Spaced,
+}
+
 /// How the rate limiter counts a prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +134,8 @@ pub struct RawScenario {
     pub moderations: Option<RawModerations>,
     /// `"openai"` (default), `"azure"` or `"none"`.
     pub headers: Option<HeaderDialect>,
+    /// `"compact"` (default) or `"spaced"`.
+    pub json_style: Option<JsonStyle>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -341,6 +354,7 @@ pub struct Scenario {
     /// Moderation categories and their lower-cased trigger words.
     pub moderation_words: BTreeMap<String, Vec<String>>,
     pub headers: HeaderDialect,
+    pub json_style: JsonStyle,
 }
 
 impl Default for Scenario {
@@ -372,6 +386,7 @@ impl Default for Scenario {
             models: default_models(),
             moderation_words: BTreeMap::new(),
             headers: HeaderDialect::default(),
+            json_style: JsonStyle::default(),
             max_tracked_ids: 2_000_000,
         })
     }
@@ -542,6 +557,7 @@ impl Scenario {
             max_tracked_ids: raw.max_tracked_ids.unwrap_or(2_000_000),
             moderation_words: moderation_words(raw.moderations.unwrap_or_default())?,
             headers: raw.headers.unwrap_or_default(),
+            json_style: raw.json_style.unwrap_or_default(),
         })
     }
 

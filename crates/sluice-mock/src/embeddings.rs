@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -163,6 +163,6 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     });
     call.rec.completed = true;
-    let resp = axum::Json(body).into_response();
+    let resp = crate::json_style::response(&body, call.live.scenario.json_style);
     Ok(call.respond(resp))
 }

@@ -30,6 +30,7 @@ mod embeddings;
 mod errors;
 mod generate;
 pub mod godur;
+mod json_style;
 mod models;
 mod moderations;
 pub mod ratelimit;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use serde_json::{json, Map, Value};
 
@@ -118,6 +118,6 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "results": results,
     });
     call.rec.completed = true;
-    let resp = axum::Json(answer).into_response();
+    let resp = crate::json_style::response(&answer, call.live.scenario.json_style);
     Ok(call.respond(resp))
 }

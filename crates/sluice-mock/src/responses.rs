@@ -15,13 +15,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::api::{fields, unix_now, Call, Pacer};
-use crate::config::ModelKind;
+use crate::config::{JsonStyle, ModelKind};
 use crate::errors::BadField;
 use crate::generate::{hash64, words, SplitMix};
 use crate::server::ConnKill;
@@ -159,7 +159,8 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         true,
     );
     call.rec.completed = true;
-    Ok(call.respond(axum::Json(v).into_response()))
+    let resp = crate::json_style::response(&v, call.live.scenario.json_style);
+    Ok(call.respond(resp))
 }
 
 struct Ids {
@@ -241,12 +242,15 @@ fn response_object(
 }
 
 /// One named event, as the real stream writes it.
-fn event(kind: &str, seq: u64, mut data: Value) -> Bytes {
+fn event(kind: &str, seq: u64, mut data: Value, style: JsonStyle) -> Bytes {
     if let Some(o) = data.as_object_mut() {
         o.insert("type".into(), json!(kind));
         o.insert("sequence_number".into(), json!(seq));
     }
-    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+    let mut out = format!("event: {kind}\ndata: ").into_bytes();
+    out.extend(crate::json_style::to_vec(&data, style));
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 struct Streaming {
@@ -257,6 +261,7 @@ struct Streaming {
     cached: u64,
     pacer: Pacer,
     rec: Record,
+    style: JsonStyle,
     /// The next event to send: 0 created, 1 in_progress, 2 item added, 3 part added,
     /// 4.. deltas, then text done, part done, item done, completed.
     step: usize,
@@ -279,21 +284,25 @@ impl Streaming {
                 "response.created",
                 seq,
                 json!({"response": response_object(&self.ids, &self.echo, &self.answer, None, false)}),
+                self.style,
             ),
             1 => event(
                 "response.in_progress",
                 seq,
                 json!({"response": response_object(&self.ids, &self.echo, &self.answer, None, false)}),
+                self.style,
             ),
             2 => event(
                 "response.output_item.added",
                 seq,
                 json!({"output_index": 0, "item": message_item(&self.ids, "", false)}),
+                self.style,
             ),
             3 => event(
                 "response.content_part.added",
                 seq,
                 json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part(String::new())}),
+                self.style,
             ),
             s if s < 4 + n => {
                 if s > 4 && !self.pacer.is_off() {
@@ -304,22 +313,26 @@ impl Streaming {
                     "response.output_text.delta",
                     seq,
                     json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": self.answer.pieces[s - 4], "logprobs": []}),
+                    self.style,
                 )
             }
             s if s == 4 + n => event(
                 "response.output_text.done",
                 seq,
                 json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text(), "logprobs": []}),
+                self.style,
             ),
             s if s == 5 + n => event(
                 "response.content_part.done",
                 seq,
                 json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part(text())}),
+                self.style,
             ),
             s if s == 6 + n => event(
                 "response.output_item.done",
                 seq,
                 json!({"output_index": 0, "item": message_item(&self.ids, &text(), true)}),
+                self.style,
             ),
             s if s == 7 + n => {
                 self.rec.completed = true;
@@ -333,6 +346,7 @@ impl Streaming {
                     kind,
                     seq,
                     json!({"response": response_object(&self.ids, &self.echo, &self.answer, Some(counts), true)}),
+                    self.style,
                 )
             }
             _ => return None,
@@ -350,6 +364,7 @@ fn streamed(
     cached: u64,
 ) -> Response {
     let pacer = call.pacer();
+    let style = call.live.scenario.json_style;
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
     h.insert(
@@ -371,6 +386,7 @@ fn streamed(
         cached,
         pacer,
         rec,
+        style,
         step: 0,
         seq: 0,
     };

@@ -103,6 +103,7 @@ pub struct StreamSpec {
     pub stall_for: Duration,
     pub kill: Option<ConnKill>,
     pub rec: Record,
+    pub style: crate::config::JsonStyle,
 }
 
 #[derive(Debug)]
@@ -214,7 +215,7 @@ impl State {
                             "param": null,
                             "code": null,
                         }});
-                        return Some(Ok(sse(&err)));
+                        return Some(Ok(sse(&err, self.spec.style)));
                     }
                 }
             }
@@ -247,12 +248,12 @@ impl State {
                 );
                 let mut chunk = self.envelope(Vec::new());
                 chunk["usage"] = usage;
-                sse(&chunk)
+                sse(&chunk, self.spec.style)
             }
             other => {
                 let choice = self.choice(other);
                 let chunk = self.envelope(vec![choice]);
-                sse(&chunk)
+                sse(&chunk, self.spec.style)
             }
         };
         Some(Ok(bytes))
@@ -338,11 +339,10 @@ impl State {
     }
 }
 
-fn sse(v: &Value) -> Bytes {
+fn sse(v: &Value, style: crate::config::JsonStyle) -> Bytes {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"data: ");
-    // Writing a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
+    out.extend(crate::json_style::to_vec(v, style));
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
@@ -398,6 +398,7 @@ pub fn respond(
     );
     let mut resp = call.respond(resp);
     let prompt_tokens = call.rec.prompt_tokens;
+    let style = call.live.scenario.json_style;
     let Call { rec, kill, .. } = call;
     *resp.body_mut() = body(StreamSpec {
         format,
@@ -414,6 +415,7 @@ pub fn respond(
         stall_for,
         kill,
         rec,
+        style,
     });
     resp
 }

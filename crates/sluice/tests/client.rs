@@ -73,6 +73,23 @@ async fn chat_create_exposes_usage_and_meta() {
 }
 
 #[tokio::test]
+async fn answers_written_with_spaces_are_read_the_same() {
+    // Python servers write `"usage": {...}`: usage, cost and finish reasons are still read.
+    let m = mock("json_style = \"spaced\"\n").await;
+    let c = client(&m);
+    let r = c.chat().create(hello().max_tokens(50)).await.unwrap();
+    assert!(r.usage.as_ref().unwrap().completion_tokens > 0);
+    assert!(
+        r.meta.cost_nanos.unwrap_or(0) > 0,
+        "priced from the usage read by key"
+    );
+    assert_eq!(r.finish_reasons().len(), 1);
+    let s = c.chat().stream(hello().max_tokens(20)).await.unwrap();
+    let done = s.collect_completion().await.unwrap();
+    assert!(done.usage.is_some());
+}
+
+#[tokio::test]
 async fn unknown_fields_pass_through() {
     let m = mock("").await;
     let c = client(&m);
