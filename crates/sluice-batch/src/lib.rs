@@ -24,6 +24,9 @@ pub mod output;
 mod progress;
 mod setup;
 pub mod summary;
+mod writer;
+
+use writer::Record;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,10 +40,10 @@ use sluice::models::Registry;
 use sluice::pricing::{dollars, Nanos};
 use sluice::ErrorKind;
 use sluice::{Call, Engine, RequestOptions};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use input::{Line, Lines};
-use journal::{Event, Journal, State};
+use journal::Journal;
 pub use setup::EngineSettings;
 pub use summary::Summary;
 use summary::{Tally, Totals};
@@ -191,32 +194,6 @@ pub struct Report {
     pub summary: Summary,
 }
 
-/// What the writer task is told: a request went out, or its output or error record.
-enum Record {
-    /// The request was sent (journal only).
-    Sent(u32),
-    Output {
-        line: u32,
-        record: Vec<u8>,
-        cost: Nanos,
-        attempts: u32,
-    },
-    Error {
-        line: u32,
-        record: Vec<u8>,
-        attempts: u32,
-    },
-}
-
-/// Errors that mean every other request would fail the same way: stop instead of filling the
-/// errors file.
-fn job_fatal(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::QuotaExhausted | ErrorKind::Authentication | ErrorKind::PermissionDenied
-    )
-}
-
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
@@ -271,6 +248,188 @@ fn error_record(
 }
 
 /// A bitset of line numbers.
+/// Errors that mean every other request would fail the same way: stop instead of filling the
+/// errors file.
+fn job_fatal(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::QuotaExhausted | ErrorKind::Authentication | ErrorKind::PermissionDenied
+    )
+}
+
+/// The flags that stop a job, shared by every line's task.
+struct Stops<'a> {
+    /// The reason the upstream refused the whole job, once known.
+    fatal: &'a std::sync::Mutex<Option<String>>,
+    /// Set when nothing more should be sent.
+    fatal_flag: &'a AtomicBool,
+    /// A spending budget of the engine refused a line.
+    engine_budget: &'a AtomicBool,
+}
+
+/// What one line's answer or error writes (or `None`: the line stays pending — the job is
+/// stopping, or a budget refused it).
+fn line_record(
+    result: Result<sluice::Reply, sluice::Error>,
+    line: u32,
+    rid: &str,
+    custom_id: &str,
+    elapsed: Duration,
+    tally: &Tally,
+    stops: &Stops<'_>,
+) -> Option<Record> {
+    let Stops {
+        fatal,
+        fatal_flag,
+        engine_budget,
+    } = stops;
+    match result {
+        Ok(reply) => {
+            tally.latency(elapsed);
+            // The engine has read usage and finish reasons already; a body it
+            // could not read as JSON has neither and is checked here.
+            if reply.facts.usage.is_none()
+                && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_err()
+            {
+                tally.fail("decode");
+                let record = error_record(
+                    rid,
+                    Some(custom_id),
+                    line,
+                    "decode",
+                    "the response body is not JSON",
+                    None,
+                );
+                Some(Record::Error {
+                    line,
+                    record,
+                    attempts: reply.meta.attempts,
+                })
+            } else {
+                // The engine priced the answer (at the model it sent, after
+                // any substitution); the job's total is the sum of those.
+                let cost = reply.meta.cost_nanos.unwrap_or(0);
+                if let Some(u) = &reply.facts.usage {
+                    tally.tokens(u.prompt_tokens, u.cached_tokens(), u.completion_tokens);
+                }
+                tally.spent_nanos.fetch_add(cost, Ordering::AcqRel);
+                for c in &reply.facts.choices {
+                    if let Some(r) = &c.finish_reason {
+                        tally.finish_reason(r);
+                    }
+                }
+                tally.succeeded.fetch_add(1, Ordering::Relaxed);
+                let record = output_record(
+                    rid,
+                    custom_id,
+                    reply.meta.status,
+                    reply.meta.request_id.as_deref(),
+                    &reply.body,
+                );
+                Some(Record::Output {
+                    line,
+                    record,
+                    cost,
+                    attempts: reply.meta.attempts,
+                })
+            }
+        }
+        Err(e) if job_fatal(e.kind()) => {
+            let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(format!("the upstream refused the job: {e}"));
+            }
+            fatal_flag.store(true, Ordering::Release);
+            None
+        }
+        Err(e) if e.kind() == ErrorKind::Overloaded && fatal_flag.load(Ordering::Acquire) => None,
+        Err(e) if e.kind() == ErrorKind::BudgetExceeded => {
+            if !engine_budget.swap(true, Ordering::AcqRel) {
+                tracing::warn!(line, error = %e, "a spending budget is reached: stopping; this line and the rest stay pending for the next run");
+            }
+            fatal_flag.store(true, Ordering::Release);
+            None
+        }
+        Err(e) => {
+            tally.fail(e.kind().as_str());
+            let response = e.status().map(|s| {
+                // The upstream's error body, or (a proxy's HTML page, an
+                // empty answer) the same shape written from the error.
+                let body = e.api_error().map_or_else(
+                    || {
+                        sluice::ApiError::new(
+                            e.message(),
+                            "upstream_error",
+                            Some(e.kind().as_str()),
+                            None,
+                        )
+                        .to_body()
+                    },
+                    sluice::ApiError::to_body,
+                );
+                (s, e.request_id(), body)
+            });
+            let record = error_record(
+                rid,
+                Some(custom_id),
+                line,
+                e.kind().as_str(),
+                e.message(),
+                response,
+            );
+            Some(Record::Error {
+                line,
+                record,
+                attempts: e.attempts(),
+            })
+        }
+    }
+}
+
+/// What earlier runs finished: the lines in the output and errors files, and what their answers
+/// cost.
+struct Done {
+    lines: Bits,
+    count: u64,
+    spent: Nanos,
+}
+
+/// Read back the output and errors files (cutting off a line torn by a kill first).
+fn done_so_far(
+    paths: &[&PathBuf],
+    idx: &input::Index,
+    prices: &Registry,
+) -> Result<Done, BatchError> {
+    let mut done = Done {
+        lines: Bits::new(idx.lines + 1),
+        count: 0,
+        spent: 0,
+    };
+    for path in paths {
+        output::repair(path).map_err(io_err(path))?;
+        output::scan(path, |rec| {
+            let line = rec
+                .line
+                .or_else(|| rec.custom_id.as_deref().and_then(|c| idx.line_of(c)));
+            if let Some(l) = line {
+                if !done.lines.get(l) {
+                    done.lines.set(l);
+                    done.count += 1;
+                }
+            }
+            if let Some(body) = rec.response.as_ref().and_then(|r| r.body.as_ref()) {
+                if let (Some(model), Some(u)) = (&body.model, &body.usage) {
+                    if let Some(p) = prices.price(model) {
+                        done.spent = done.spent.saturating_add(p.cost(u));
+                    }
+                }
+            }
+        })
+        .map_err(io_err(path))?;
+    }
+    Ok(done)
+}
+
 struct Bits(Vec<u64>);
 
 impl Bits {
@@ -373,105 +532,19 @@ async fn run_with(
         .map_err(io_err(&jpath))?;
 
     // What is already done: whatever the output and errors files hold.
-    let mut done = Bits::new(idx.lines + 1);
-    let mut already_done = 0u64;
-    let mut prior_spent: Nanos = 0;
-    for path in [&out_path, &err_path] {
-        output::repair(path).map_err(io_err(path))?;
-        output::scan(path, |rec| {
-            let line = rec
-                .line
-                .or_else(|| rec.custom_id.as_deref().and_then(|c| idx.line_of(c)));
-            if let Some(l) = line {
-                if !done.get(l) {
-                    done.set(l);
-                    already_done += 1;
-                }
-            }
-            if let Some(body) = rec.response.as_ref().and_then(|r| r.body.as_ref()) {
-                if let (Some(model), Some(u)) = (&body.model, &body.usage) {
-                    if let Some(p) = prices.price(model) {
-                        prior_spent += p.cost(u);
-                    }
-                }
-            }
-        })
-        .map_err(io_err(path))?;
-    }
+    let Done {
+        lines: done,
+        count: already_done,
+        spent: prior_spent,
+    } = done_so_far(&[&out_path, &err_path], &idx, &prices)?;
     let total_lines = u64::from(idx.requests + idx.invalid);
     let content_hash = idx.content_hash;
     drop(idx);
 
     // The writer: one blocking thread owns the files and the journal.
-    let mut out = output::Appender::open(&out_path).map_err(io_err(&out_path))?;
-    let mut errs = output::Appender::open(&err_path).map_err(io_err(&err_path))?;
-    let (tx, mut rx) = mpsc::channel::<Record>(4096);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut journal = journal;
-        let mut pending: Vec<Event> = Vec::with_capacity(1024);
-        let mut last_flush = Instant::now();
-        // Take whatever is queued in one go: one write per file and one journal transaction
-        // for many records, instead of a wake-up and a syscall per record.
-        let mut batch: Vec<Record> = Vec::with_capacity(1024);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
-                }
-            }
-            for w in batch.drain(..) {
-                match w {
-                    Record::Sent(line) => pending.push(Event {
-                        line,
-                        state: State::InFlight,
-                        cost_nanos: 0,
-                        attempts: 0,
-                    }),
-                    Record::Output {
-                        line,
-                        record,
-                        cost,
-                        attempts,
-                    } => {
-                        out.append(&record)?;
-                        pending.push(Event {
-                            line,
-                            state: State::Done,
-                            cost_nanos: cost,
-                            attempts,
-                        });
-                    }
-                    Record::Error {
-                        line,
-                        record,
-                        attempts,
-                    } => {
-                        errs.append(&record)?;
-                        pending.push(Event {
-                            line,
-                            state: State::Failed,
-                            cost_nanos: 0,
-                            attempts,
-                        });
-                    }
-                }
-            }
-            // The records reach the OS before the journal may say they are done.
-            out.flush()?;
-            errs.flush()?;
-            if pending.len() >= 2000 || last_flush.elapsed() >= Duration::from_millis(200) {
-                journal.record(&pending)?;
-                pending.clear();
-                last_flush = Instant::now();
-            }
-        }
-        journal.record(&pending)?;
-        out.sync()?;
-        errs.sync()?;
-        Ok(())
-    });
+    let out = output::Appender::open(&out_path).map_err(io_err(&out_path))?;
+    let errs = output::Appender::open(&err_path).map_err(io_err(&err_path))?;
+    let (tx, writer) = writer::spawn(journal, out, errs);
 
     // The job budget (`--budget-usd`) continues from what earlier runs spent.
     engine.spend().carry_over(
@@ -630,117 +703,19 @@ async fn run_with(
                     let _permit = permit;
                     let t0 = Instant::now();
                     let result = send_patiently(&engine, call, &fatal_flag).await;
-                    let msg = match result {
-                        Ok(reply) => {
-                            tally.latency(t0.elapsed());
-                            // The engine has read usage and finish reasons already; a body it
-                            // could not read as JSON has neither and is checked here.
-                            if reply.facts.usage.is_none()
-                                && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body)
-                                    .is_err()
-                            {
-                                tally.fail("decode");
-                                let record = error_record(
-                                    &rid,
-                                    Some(&custom_id),
-                                    line,
-                                    "decode",
-                                    "the response body is not JSON",
-                                    None,
-                                );
-                                Some(Record::Error {
-                                    line,
-                                    record,
-                                    attempts: reply.meta.attempts,
-                                })
-                            } else {
-                                // The engine priced the answer (at the model it sent, after
-                                // any substitution); the job's total is the sum of those.
-                                let cost = reply.meta.cost_nanos.unwrap_or(0);
-                                if let Some(u) = &reply.facts.usage {
-                                    tally.tokens(
-                                        u.prompt_tokens,
-                                        u.cached_tokens(),
-                                        u.completion_tokens,
-                                    );
-                                }
-                                tally.spent_nanos.fetch_add(cost, Ordering::AcqRel);
-                                for c in &reply.facts.choices {
-                                    if let Some(r) = &c.finish_reason {
-                                        tally.finish_reason(r);
-                                    }
-                                }
-                                tally.succeeded.fetch_add(1, Ordering::Relaxed);
-                                let record = output_record(
-                                    &rid,
-                                    &custom_id,
-                                    reply.meta.status,
-                                    reply.meta.request_id.as_deref(),
-                                    &reply.body,
-                                );
-                                Some(Record::Output {
-                                    line,
-                                    record,
-                                    cost,
-                                    attempts: reply.meta.attempts,
-                                })
-                            }
-                        }
-                        Err(e) if job_fatal(e.kind()) => {
-                            let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
-                            if f.is_none() {
-                                *f = Some(format!("the upstream refused the job: {e}"));
-                            }
-                            fatal_flag.store(true, Ordering::Release);
-                            None
-                        }
-                        Err(e)
-                            if e.kind() == ErrorKind::Overloaded
-                                && fatal_flag.load(Ordering::Acquire) =>
-                        {
-                            None
-                        }
-                        Err(e) if e.kind() == ErrorKind::BudgetExceeded => {
-                            if !engine_budget.swap(true, Ordering::AcqRel) {
-                                tracing::warn!(line, error = %e, "a spending budget is reached: stopping; this line and the rest stay pending for the next run");
-                            }
-                            fatal_flag.store(true, Ordering::Release);
-                            None
-                        }
-                        Err(e) => {
-                            tally.fail(e.kind().as_str());
-                            let response = e.status().map(|s| {
-                                // The upstream's error body, or (a proxy's HTML page, an
-                                // empty answer) the same shape written from the error.
-                                let body = e.api_error().map_or_else(
-                                    || {
-                                        sluice::ApiError::new(
-                                            e.message(),
-                                            "upstream_error",
-                                            Some(e.kind().as_str()),
-                                            None,
-                                        )
-                                        .to_body()
-                                    },
-                                    sluice::ApiError::to_body,
-                                );
-                                (s, e.request_id(), body)
-                            });
-                            let record = error_record(
-                                &rid,
-                                Some(&custom_id),
-                                line,
-                                e.kind().as_str(),
-                                e.message(),
-                                response,
-                            );
-                            Some(Record::Error {
-                                line,
-                                record,
-                                attempts: e.attempts(),
-                            })
-                        }
-                    };
+                    let msg = line_record(
+                        result,
+                        line,
+                        &rid,
+                        &custom_id,
+                        t0.elapsed(),
+                        &tally,
+                        &Stops {
+                            fatal: &fatal,
+                            fatal_flag: &fatal_flag,
+                            engine_budget: &engine_budget,
+                        },
+                    );
                     progress.tick();
                     if let Some(m) = msg {
                         let _ = tx.send(m).await;
