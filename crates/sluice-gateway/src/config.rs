@@ -303,7 +303,8 @@ impl GatewayConfig {
 #[derive(Debug, Clone, Default)]
 pub struct SpendSettings {
     pub ledger: LedgerSetting,
-    pub redis_url: Option<String>,
+    /// May carry a password: a secret, never shown by `Debug`.
+    pub redis_url: Option<sluice::SecretString>,
     pub redis_prefix: String,
     /// Global budgets (nano-dollars per period).
     pub budgets: Vec<(Period, Nanos)>,
@@ -685,7 +686,7 @@ impl GatewayConfig {
             None => LedgerSetting::Default,
             Some(v) => LedgerSetting::parse(v).map_err(|e| invalid("spend.ledger".into(), &e))?,
         };
-        c.spend.redis_url = spend.redis_url;
+        c.spend.redis_url = spend.redis_url.map(sluice::SecretString::from);
         if let Some(p) = spend.redis_prefix {
             c.spend.redis_prefix = p;
         }
@@ -794,6 +795,16 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         assert!(c.refunds_unused);
         // An inline upstream key is a secret: the config's Debug never shows it.
         assert!(!format!("{c:?}").contains("sk-inline-upstream-key"));
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            "[spend]\nredis_url = \"redis://:hunter2@127.0.0.1:6379\"\n",
+        )
+        .unwrap();
+        assert!(c.spend.redis_url.is_some());
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "a Redis password is a secret"
+        );
         assert_eq!(c.timeouts.idle, Duration::from_secs(5));
         assert_eq!(c.virtual_keys[0].digest, digest("sk-team-a-secret"));
         assert_eq!(c.virtual_keys[1].digest, digest(""));

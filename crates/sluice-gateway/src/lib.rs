@@ -65,7 +65,12 @@ impl SpendBackends {
     /// Open what `cfg.spend` names: Redis (budgets and ledger) when a URL is set, else the
     /// SQLite ledger file.
     pub async fn open(cfg: &GatewayConfig) -> Result<Self, Error> {
-        if let Some(url) = &cfg.spend.redis_url {
+        if let Some(url) = cfg
+            .spend
+            .redis_url
+            .as_ref()
+            .map(sluice::SecretString::expose)
+        {
             let prefix = &cfg.spend.redis_prefix;
             return Ok(SpendBackends {
                 ledger: Some(Ledger::redis(url, prefix).await?),
