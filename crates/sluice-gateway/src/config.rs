@@ -795,14 +795,14 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         assert!(c.refunds_unused);
         // An inline upstream key is a secret: the config's Debug never shows it.
         assert!(!format!("{c:?}").contains("sk-inline-upstream-key"));
-        let c = GatewayConfig::from_toml(
+        let r = GatewayConfig::from_toml(
             "g.toml",
             "[spend]\nredis_url = \"redis://:hunter2@127.0.0.1:6379\"\n",
         )
         .unwrap();
-        assert!(c.spend.redis_url.is_some());
+        assert!(r.spend.redis_url.is_some());
         assert!(
-            !format!("{c:?}").contains("hunter2"),
+            !format!("{r:?}").contains("hunter2"),
             "a Redis password is a secret"
         );
         assert_eq!(c.timeouts.idle, Duration::from_secs(5));
