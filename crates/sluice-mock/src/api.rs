@@ -45,6 +45,24 @@ pub struct Rolls {
 }
 
 impl Rolls {
+    /// No fault and no latency.
+    fn calm() -> Rolls {
+        Rolls {
+            reset: false,
+            stall_headers: false,
+            e500: false,
+            e502: false,
+            e503: false,
+            stall_stream: false,
+            drop_stream: false,
+            no_done: false,
+            sse_error: false,
+            cut: 0.0,
+            ttft: Duration::ZERO,
+            jitter_seed: 0,
+        }
+    }
+
     fn draw(live: &Live) -> Rolls {
         let f = &live.scenario.faults;
         let l = &live.scenario.latency;
@@ -113,7 +131,14 @@ pub struct Call {
     pub api_key: String,
     pub limits: Limits,
     pub snapshot: Snapshot,
+    /// A line of a batch the mock runs itself: the Batch API has its own quota, so no rate
+    /// limit, fault or latency applies.
+    pub internal: bool,
 }
+
+/// The header that marks the mock's own batch requests (its value is the process's salt, so a
+/// client cannot send it).
+pub const INTERNAL_BATCH: &str = "x-sluice-mock-batch";
 
 impl Call {
     /// Start a call: count it, note the ids the caller sent, and apply network-level faults.
@@ -137,6 +162,12 @@ impl Call {
             hash64(&[&salt, &nb])
         );
         let limits = live.scenario.limits;
+        let internal =
+            header_str(headers, INTERNAL_BATCH) == Some(format!("{:016x}", app.salt).as_str());
+        let mut rolls = rolls;
+        if internal {
+            rolls = Rolls::calm();
+        }
         let mut call = Call {
             live,
             rec,
@@ -147,6 +178,7 @@ impl Call {
             api_key: String::new(),
             limits,
             snapshot: Snapshot::default(),
+            internal,
         };
         if call.rolls.reset {
             if let Some(k) = call.kill.as_ref() {
@@ -373,6 +405,9 @@ impl Call {
 
     /// 5xx faults and the 429 storm, which strike valid requests before they are charged.
     pub fn server_faults(&mut self) -> Result<(), Response> {
+        if self.internal {
+            return Ok(());
+        }
         if let Some(storm) = self.live.scenario.faults.storm {
             let since = self.live.applied_at.elapsed();
             if since >= storm.after && since < storm.after + storm.duration {
@@ -425,6 +460,9 @@ impl Call {
 
     /// Charge one request and `tokens` tokens, or answer 429 as the real service does.
     pub fn admit(&mut self, model: &str, tokens: u64) -> Result<(), Response> {
+        if self.internal {
+            return Ok(());
+        }
         let scope = if self.live.scenario.per_model_limits {
             format!("{}\u{0}{}", self.api_key, model)
         } else {
@@ -524,7 +562,11 @@ impl Call {
 
     /// Per-token pacing for this request.
     pub fn pacer(&self) -> Pacer {
-        let l = &self.live.scenario.latency;
+        let l = if self.internal {
+            &crate::config::Latency::default()
+        } else {
+            &self.live.scenario.latency
+        };
         Pacer {
             base: l.per_token,
             jitter: l.per_token_jitter,

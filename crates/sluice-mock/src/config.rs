@@ -136,6 +136,27 @@ pub struct RawScenario {
     pub headers: Option<HeaderDialect>,
     /// `"compact"` (default) or `"spaced"`.
     pub json_style: Option<JsonStyle>,
+    /// `/v1/files`: the largest upload kept (in memory).
+    pub files: Option<RawFiles>,
+    /// `/v1/batches`: how fast the compressed clock runs.
+    pub batches: Option<RawBatches>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFiles {
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatches {
+    /// From creation to `completed` (default 2 s; the real window is up to 24 h).
+    #[serde(default, with = "humantime_serde")]
+    pub complete_after: Option<Duration>,
+    /// A batch not complete by then is `expired` (default: never).
+    #[serde(default, with = "humantime_serde")]
+    pub expire_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -355,6 +376,9 @@ pub struct Scenario {
     pub moderation_words: BTreeMap<String, Vec<String>>,
     pub headers: HeaderDialect,
     pub json_style: JsonStyle,
+    pub files_max_bytes: u64,
+    pub batch_complete_after: Duration,
+    pub batch_expire_after: Option<Duration>,
 }
 
 impl Default for Scenario {
@@ -387,6 +411,9 @@ impl Default for Scenario {
             moderation_words: BTreeMap::new(),
             headers: HeaderDialect::default(),
             json_style: JsonStyle::default(),
+            files_max_bytes: 64 * 1024 * 1024,
+            batch_complete_after: Duration::from_secs(2),
+            batch_expire_after: None,
             max_tracked_ids: 2_000_000,
         })
     }
@@ -558,6 +585,17 @@ impl Scenario {
             moderation_words: moderation_words(raw.moderations.unwrap_or_default())?,
             headers: raw.headers.unwrap_or_default(),
             json_style: raw.json_style.unwrap_or_default(),
+            files_max_bytes: raw
+                .files
+                .as_ref()
+                .and_then(|f| f.max_bytes)
+                .unwrap_or(64 * 1024 * 1024),
+            batch_complete_after: raw
+                .batches
+                .as_ref()
+                .and_then(|b| b.complete_after)
+                .unwrap_or(Duration::from_secs(2)),
+            batch_expire_after: raw.batches.as_ref().and_then(|b| b.expire_after),
         })
     }
 

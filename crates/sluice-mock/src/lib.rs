@@ -22,12 +22,14 @@
 
 mod admin;
 mod api;
+mod batches;
 mod chat;
 mod completions;
 pub mod config;
 pub mod demo;
 mod embeddings;
 mod errors;
+mod files;
 mod generate;
 pub mod godur;
 mod json_style;
@@ -84,6 +86,10 @@ pub(crate) struct AppState {
     pub counter: AtomicU64,
     /// Makes response ids differ between runs.
     pub salt: u64,
+    /// Uploaded files (`/v1/files`), kept across scenario changes.
+    pub files: Mutex<std::collections::BTreeMap<String, files::StoredFile>>,
+    /// Batches (`/v1/batches`).
+    pub batches: Mutex<std::collections::BTreeMap<String, batches::Job>>,
 }
 
 impl AppState {
@@ -93,6 +99,8 @@ impl AppState {
             live: RwLock::new(Arc::new(Live::new(scenario))),
             counter: AtomicU64::new(0),
             salt: rand::random(),
+            files: Mutex::new(std::collections::BTreeMap::new()),
+            batches: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -116,6 +124,12 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/moderations", post(moderations::handle))
         .route("/v1/responses", post(responses::handle))
+        .route("/v1/files", post(files::upload).get(files::list))
+        .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", post(batches::create).get(batches::list))
+        .route("/v1/batches/{id}", get(batches::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/_mock/scenario", post(admin::set_scenario))

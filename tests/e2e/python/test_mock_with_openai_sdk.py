@@ -232,3 +232,46 @@ def test_responses_create_stream_and_helper(keyed):
     assert cut.status in ("incomplete", "completed")
     if cut.status == "incomplete":
         assert cut.incomplete_details.reason == "max_output_tokens"
+
+
+def test_files_and_batches(shared_mock_factory, tmp_path):
+    import time
+
+    mock = shared_mock_factory(KEYS + '\n[batches]\ncomplete_after = "1s"\n')
+    c = client(mock)
+    lines = [
+        {"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 10}}
+        for i in range(3)
+    ]
+    lines.append({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions",
+                  "body": {"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}})
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(json.dumps(l) for l in lines) + "\n")
+    f = c.files.create(file=open(path, "rb"), purpose="batch")
+    assert f.purpose == "batch" and f.bytes == path.stat().st_size
+    assert any(x.id == f.id for x in c.files.list(purpose="batch"))
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert b.status in ("validating", "in_progress")
+    for _ in range(50):
+        b = c.batches.retrieve(b.id)
+        if b.status in ("completed", "failed", "expired", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert b.status == "completed", b
+    assert b.request_counts.total == 4
+    assert (b.request_counts.completed, b.request_counts.failed) == (3, 1)
+    out = [json.loads(l) for l in c.files.content(b.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == ["q0", "q1", "q2"]
+    assert all(o["response"]["status_code"] == 200 for o in out)
+    assert out[0]["response"]["body"]["object"] == "chat.completion"
+    errs = [json.loads(l) for l in c.files.content(b.error_file_id).text.splitlines()]
+    assert errs[0]["custom_id"] == "bad" and errs[0]["response"]["status_code"] == 404
+    # A non-JSONL upload for a batch is refused, as upstream refuses it.
+    bad = tmp_path / "batch.txt"
+    bad.write_text("hello")
+    with pytest.raises(openai.BadRequestError):
+        c.files.create(file=open(bad, "rb"), purpose="batch")
+    assert c.files.delete(f.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        c.files.retrieve(f.id)
