@@ -245,6 +245,13 @@ impl Call {
         resp
     }
 
+    /// A finished JSON answer, written in the scenario's `json_style`.
+    pub fn json<T: serde::Serialize>(&mut self, v: &T) -> Response {
+        self.rec.completed = true;
+        let resp = crate::json_style::response(v, self.live.scenario.json_style);
+        self.respond(resp)
+    }
+
     /// An error response, finished.
     pub fn fail(
         &mut self,
@@ -578,6 +585,28 @@ impl Call {
     pub fn object_id(&self, prefix: &str) -> String {
         format!("{prefix}-{}", &self.response_id[4..])
     }
+}
+
+/// One page of a list endpoint in OpenAI's cursor shape (`data`, `first_id`, `last_id`,
+/// `has_more`): the `limit` items after the one whose id is `after`.
+pub fn list_page<T>(
+    items: &[T],
+    id_of: impl Fn(&T) -> &str,
+    object: impl Fn(&T) -> Value,
+    after: Option<&str>,
+    limit: usize,
+) -> Value {
+    let start = after
+        .and_then(|a| items.iter().position(|x| id_of(x) == a).map(|i| i + 1))
+        .unwrap_or(0);
+    let page: Vec<&T> = items.iter().skip(start).take(limit).collect();
+    serde_json::json!({
+        "object": "list",
+        "data": page.iter().map(|x| object(x)).collect::<Vec<_>>(),
+        "first_id": page.first().map(|x| id_of(x)),
+        "last_id": page.last().map(|x| id_of(x)),
+        "has_more": start + page.len() < items.len(),
+    })
 }
 
 /// Seconds since the epoch, for `created` fields.

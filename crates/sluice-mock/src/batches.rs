@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::api::{unix_now, Call, INTERNAL_BATCH};
+use crate::api::{list_page, unix_now, Call, INTERNAL_BATCH};
 use crate::errors::BadField;
 use crate::generate::hash64;
 use crate::server::ConnKill;
@@ -123,6 +123,12 @@ impl Job {
             "metadata": self.metadata,
         })
     }
+}
+
+/// The compressed clock of the scenario in force: completion after, expiry after.
+fn clock(call: &Call) -> (Duration, Option<Duration>) {
+    let s = &call.live.scenario;
+    (s.batch_complete_after, s.batch_expire_after)
 }
 
 async fn begin(
@@ -261,9 +267,7 @@ pub async fn create(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(job.id.clone(), job);
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&v, call.live.scenario.json_style);
-    call.respond(resp)
+    call.json(&v)
 }
 
 /// Run a batch's lines against the mock itself and write its output and error files.
@@ -396,19 +400,9 @@ pub async fn retrieve(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (after, expire) = (
-        call.live.scenario.batch_complete_after,
-        call.live.scenario.batch_expire_after,
-    );
+    let (after, expire) = clock(&call);
     match current(&app, &id, after, expire).await {
-        Some(job) => {
-            call.rec.completed = true;
-            let resp = crate::json_style::response(
-                &job.object(after, expire),
-                call.live.scenario.json_style,
-            );
-            call.respond(resp)
-        }
+        Some(job) => call.json(&job.object(after, expire)),
         None => call.fail(
             StatusCode::NOT_FOUND,
             format!("No batch found with id '{id}'."),
@@ -435,10 +429,7 @@ pub async fn list(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (after, expire) = (
-        call.live.scenario.batch_complete_after,
-        call.live.scenario.batch_expire_after,
-    );
+    let (after, expire) = clock(&call);
     let ids: Vec<String> = app
         .batches
         .lock()
@@ -453,23 +444,15 @@ pub async fn list(
         }
     }
     jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    let start = q
-        .after
-        .as_deref()
-        .and_then(|a| jobs.iter().position(|j| j.id == a).map(|i| i + 1))
-        .unwrap_or(0);
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let page: Vec<&Job> = jobs.iter().skip(start).take(limit).collect();
-    let v = json!({
-        "object": "list",
-        "data": page.iter().map(|j| j.object(after, expire)).collect::<Vec<_>>(),
-        "first_id": page.first().map(|j| j.id.clone()),
-        "last_id": page.last().map(|j| j.id.clone()),
-        "has_more": start + page.len() < jobs.len(),
-    });
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&v, call.live.scenario.json_style);
-    call.respond(resp)
+    let v = list_page(
+        &jobs,
+        |j| &j.id,
+        |j| j.object(after, expire),
+        q.after.as_deref(),
+        limit,
+    );
+    call.json(&v)
 }
 
 pub async fn cancel(
@@ -482,10 +465,7 @@ pub async fn cancel(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (after, expire) = (
-        call.live.scenario.batch_complete_after,
-        call.live.scenario.batch_expire_after,
-    );
+    let (after, expire) = clock(&call);
     let job = {
         let mut jobs = app.batches.lock().unwrap_or_else(|p| p.into_inner());
         jobs.get_mut(&id).map(|j| {
@@ -499,14 +479,7 @@ pub async fn cancel(
         })
     };
     match job {
-        Some(Ok(j)) => {
-            call.rec.completed = true;
-            let resp = crate::json_style::response(
-                &j.object(after, expire),
-                call.live.scenario.json_style,
-            );
-            call.respond(resp)
-        }
+        Some(Ok(j)) => call.json(&j.object(after, expire)),
         Some(Err(st)) => call.fail(
             StatusCode::CONFLICT,
             format!("Cannot cancel a batch with status '{st}'."),

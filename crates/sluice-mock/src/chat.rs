@@ -166,9 +166,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "service_tier": "default",
         "system_fingerprint": "fp_sluicemock",
     });
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&body, call.live.scenario.json_style);
-    Ok(call.respond(resp))
+    Ok(call.json(&body))
 }
 
 fn choice(index: usize, p: &Plan) -> Value {

@@ -171,7 +171,5 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "choices": choices,
         "usage": usage_json(prompt_tokens, completion, 0),
     });
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&body, call.live.scenario.json_style);
-    Ok(call.respond(resp))
+    Ok(call.json(&body))
 }

@@ -162,7 +162,5 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "model": model.id,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     });
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&body, call.live.scenario.json_style);
-    Ok(call.respond(resp))
+    Ok(call.json(&body))
 }

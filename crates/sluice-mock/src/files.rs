@@ -13,7 +13,7 @@ use axum::Extension;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::api::{unix_now, Call};
+use crate::api::{list_page, unix_now, Call};
 use crate::errors::BadField;
 use crate::server::ConnKill;
 use crate::AppState;
@@ -73,6 +73,14 @@ pub fn store(
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, f.clone());
     f
+}
+
+fn lookup(app: &AppState, id: &str) -> Option<StoredFile> {
+    app.files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .cloned()
 }
 
 async fn begin(
@@ -182,9 +190,7 @@ pub async fn upload(
     }
     let id = call.object_id("file");
     let f = store(&app, id, filename, &purpose, bytes);
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&f.object(), call.live.scenario.json_style);
-    call.respond(resp)
+    call.json(&f.object())
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -214,24 +220,15 @@ pub async fn list(
         .collect();
     // Newest first; ids break ties so pages are stable.
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    let start = q
-        .after
-        .as_deref()
-        .and_then(|a| all.iter().position(|f| f.id == a).map(|i| i + 1))
-        .unwrap_or(0);
     let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
-    let page: Vec<&StoredFile> = all.iter().skip(start).take(limit).collect();
-    let has_more = start + page.len() < all.len();
-    let v = json!({
-        "object": "list",
-        "data": page.iter().map(|f| f.object()).collect::<Vec<_>>(),
-        "first_id": page.first().map(|f| f.id.clone()),
-        "last_id": page.last().map(|f| f.id.clone()),
-        "has_more": has_more,
-    });
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&v, call.live.scenario.json_style);
-    call.respond(resp)
+    let v = list_page(
+        &all,
+        |f| &f.id,
+        StoredFile::object,
+        q.after.as_deref(),
+        limit,
+    );
+    call.json(&v)
 }
 
 pub async fn retrieve(
@@ -244,18 +241,9 @@ pub async fn retrieve(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let f = app
-        .files
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-        .cloned();
+    let f = lookup(&app, &id);
     match f {
-        Some(f) => {
-            call.rec.completed = true;
-            let resp = crate::json_style::response(&f.object(), call.live.scenario.json_style);
-            call.respond(resp)
-        }
+        Some(f) => call.json(&f.object()),
         None => not_found(&mut call, &id),
     }
 }
@@ -270,12 +258,7 @@ pub async fn content(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let f = app
-        .files
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-        .cloned();
+    let f = lookup(&app, &id);
     match f {
         Some(f) => {
             call.rec.completed = true;
@@ -306,12 +289,7 @@ pub async fn delete(
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     match gone {
-        Some(_) => {
-            call.rec.completed = true;
-            let v = json!({"id": id, "object": "file", "deleted": true});
-            let resp = crate::json_style::response(&v, call.live.scenario.json_style);
-            call.respond(resp)
-        }
+        Some(_) => call.json(&json!({"id": id, "object": "file", "deleted": true})),
         None => not_found(&mut call, &id),
     }
 }

@@ -117,7 +117,5 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "model": model,
         "results": results,
     });
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&answer, call.live.scenario.json_style);
-    Ok(call.respond(resp))
+    Ok(call.json(&answer))
 }

@@ -158,9 +158,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         Some((prompt_tokens, cached, out)),
         true,
     );
-    call.rec.completed = true;
-    let resp = crate::json_style::response(&v, call.live.scenario.json_style);
-    Ok(call.respond(resp))
+    Ok(call.json(&v))
 }
 
 struct Ids {
