@@ -72,6 +72,11 @@ struct State {
     fast_latency: f64,
     slow_latency: f64,
     samples: u64,
+    /// Until the first congestion signal the limit grows by one per success — doubling each
+    /// round trip, as TCP's slow start does — instead of by one per round trip: an upstream
+    /// whose answers take seconds would otherwise need minutes to reach what its rate limits
+    /// allow in flight.
+    slow_start: bool,
 }
 
 /// The limiter for one upstream.
@@ -115,6 +120,7 @@ impl Concurrency {
                 fast_latency: 0.0,
                 slow_latency: 0.0,
                 samples: 0,
+                slow_start: true,
             }),
             cfg,
             notify: Notify::new(),
@@ -174,14 +180,18 @@ impl Concurrency {
                 }
                 if s.samples > WARMUP && s.fast_latency > 3.0 * s.slow_latency {
                     overloaded = true;
-                } else {
-                    s.limit = (s.limit + 1.0 / s.limit).min(self.cfg.max as f64);
+                } else if (s.in_flight + 1) as f64 >= s.limit / 2.0 {
+                    // Grown only while it is being used: a limit nobody presses against says
+                    // nothing about the upstream.
+                    let step = if s.slow_start { 1.0 } else { 1.0 / s.limit };
+                    s.limit = (s.limit + step).min(self.cfg.max as f64);
                 }
             }
             if overloaded {
                 let due = s
                     .last_decrease
                     .is_none_or(|t| now.duration_since(t) >= self.cfg.decrease_every);
+                s.slow_start = false;
                 if due {
                     s.limit = (s.limit * 0.75).max(self.cfg.min as f64);
                     s.last_decrease = Some(now);
@@ -230,24 +240,42 @@ mod tests {
             ..Default::default()
         });
         let far = Instant::now() + Duration::from_secs(60);
+        // One at a time never presses against a limit of 10: it says nothing, nothing grows.
         for _ in 0..10 {
             c.acquire(far)
                 .await
                 .unwrap()
                 .finish(Outcome::Success(Duration::from_millis(100)));
         }
+        assert_eq!(c.snapshot().0, 10, "not grown while unused");
+        // Slow start: a full window of successes adds one each (doubling per round trip).
+        let full = |n: usize| {
+            let c = c.clone();
+            async move {
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    held.push(c.acquire(far).await.unwrap());
+                }
+                for p in held {
+                    p.finish(Outcome::Success(Duration::from_millis(100)));
+                }
+            }
+        };
+        full(10).await;
+        // +1 for each success that came back while at least half the window was in use.
+        assert_eq!(c.snapshot().0, 14);
+        c.acquire(far).await.unwrap().finish(Outcome::Overload);
         assert_eq!(
             c.snapshot().0,
             10,
-            "about +1 per limit's worth of successes"
+            "the first congestion signal ends slow start"
         );
-        for _ in 0..11 {
-            c.acquire(far)
-                .await
-                .unwrap()
-                .finish(Outcome::Success(Duration::from_millis(100)));
-        }
+        // Then AIMD: about +1 per round trip at the limit.
+        full(10).await;
+        assert_eq!(c.snapshot().0, 10);
+        full(10).await;
         assert_eq!(c.snapshot().0, 11);
+        tokio::time::advance(Duration::from_millis(300)).await;
         c.acquire(far).await.unwrap().finish(Outcome::Overload);
         assert_eq!(c.snapshot().0, 8);
         // A second overload right away does not cut again.
