@@ -39,21 +39,47 @@ pub struct Price {
 impl Price {
     /// Cost of a finished request from its usage: uncached prompt, cached prompt, and
     /// completion (reasoning tokens are part of the completion count).
+    /// Saturating: counts an upstream (or a caller) made up cannot wrap into a small cost.
     pub fn cost(&self, u: &Usage) -> Nanos {
         let cached = u.cached_tokens().min(u.prompt_tokens);
         let fresh = u.prompt_tokens - cached;
-        (fresh * self.input + cached * self.cached_input + u.completion_tokens * self.output) / 1000
+        fresh
+            .saturating_mul(self.input)
+            .saturating_add(cached.saturating_mul(self.cached_input))
+            .saturating_add(u.completion_tokens.saturating_mul(self.output))
+            / 1000
     }
 
     /// Worst case before sending: every prompt token uncached, every output token used.
+    /// Saturating: a `max_tokens` of `u64::MAX` costs the most there is, never a wrapped small
+    /// amount that a budget would let through.
     pub fn worst_case(&self, prompt: u64, output: u64) -> Nanos {
-        (prompt * self.input + output * self.output).div_ceil(1000)
+        prompt
+            .saturating_mul(self.input)
+            .saturating_add(output.saturating_mul(self.output))
+            .div_ceil(1000)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_counts_saturate_instead_of_wrapping() {
+        let p = Price {
+            input: 150_000,
+            cached_input: 75_000,
+            output: 600_000,
+        };
+        assert_eq!(p.worst_case(10, u64::MAX), u64::MAX.div_ceil(1000));
+        let u = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: u64::MAX,
+            ..Usage::default()
+        };
+        assert_eq!(p.cost(&u), u64::MAX / 1000);
+    }
     use crate::models::Registry;
 
     fn usage(prompt: u64, cached: u64, completion: u64) -> Usage {

@@ -442,6 +442,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_absurd_max_tokens_cannot_wrap_past_a_tiny_budget() {
+        // max_tokens = u64::MAX once wrapped the worst case to a few nanos.
+        let a = accountant(vec![Budget {
+            scope: BudgetScope::Key("alice".into()),
+            period: Period::Day,
+            limit: 1_000, // $0.000001
+        }]);
+        let e = a
+            .reserve(
+                "gpt-4o-mini",
+                &alice(),
+                10,
+                u64::MAX,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BudgetExceeded);
+    }
+
+    #[tokio::test]
     async fn reservations_hold_until_settled_and_refuse_past_the_limit() {
         // gpt-4o-mini: 1,000 prompt + 1,000 output worst case = 150,000 + 600,000 nanos.
         let a = accountant(vec![Budget {
