@@ -390,6 +390,13 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         ProgressArg::Log => sluice_batch::ProgressMode::Log,
         ProgressArg::Off => sluice_batch::ProgressMode::Off,
     };
+    // An input that cannot be read is a usage error (exit 2), found before anything starts.
+    if let Err(e) = std::fs::File::open(&a.input) {
+        return Err(Fail(
+            exit::USAGE,
+            format!("cannot read the input {}: {e}", a.input.display()),
+        ));
+    }
     // The built-in simulator, when asked for, lives as long as the job.
     let mut _mock = None;
     if let Some(Upstream::Mock) = a.upstream {

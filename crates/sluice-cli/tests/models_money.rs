@@ -296,3 +296,22 @@ fn a_job_budget_per_day_stops_the_job_and_holds_across_runs() {
     assert!(v[0]["cost_nanos"].as_u64().unwrap() <= 200_000);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn an_unreadable_input_is_a_usage_error_before_anything_starts() {
+    let missing = temp_dir().join("no-such-input.jsonl");
+    let o = sluice(&[
+        "batch",
+        "run",
+        missing.to_str().unwrap(),
+        "--upstream",
+        "mock",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no-such-input.jsonl"), "{err}");
+    assert!(
+        !err.contains("built-in simulator"),
+        "the simulator is not started: {err}"
+    );
+}
