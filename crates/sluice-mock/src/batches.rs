@@ -125,6 +125,16 @@ impl Job {
     }
 }
 
+fn batch_not_found(call: &mut Call, id: &str) -> Response {
+    call.fail(
+        StatusCode::NOT_FOUND,
+        format!("No batch found with id '{id}'."),
+        "invalid_request_error",
+        Some("batch_id"),
+        None,
+    )
+}
+
 /// The compressed clock of the scenario in force: completion after, expiry after.
 fn clock(call: &Call) -> (Duration, Option<Duration>) {
     let s = &call.live.scenario;
@@ -283,6 +293,8 @@ async fn run_lines(app: &Arc<AppState>, job: &Job) -> Finished {
     let mut out = Vec::new();
     let mut errs = Vec::new();
     let (mut completed, mut failed) = (0u64, 0u64);
+    // Built once: each line is one request through it.
+    let router = crate::router(app.clone());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -302,7 +314,7 @@ async fn run_lines(app: &Arc<AppState>, job: &Job) -> Finished {
         let Ok(req) = req else {
             continue;
         };
-        let resp = match crate::router(app.clone()).oneshot(req).await {
+        let resp = match router.clone().oneshot(req).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
@@ -403,13 +415,7 @@ pub async fn retrieve(
     let (after, expire) = clock(&call);
     match current(&app, &id, after, expire).await {
         Some(job) => call.json(&job.object(after, expire)),
-        None => call.fail(
-            StatusCode::NOT_FOUND,
-            format!("No batch found with id '{id}'."),
-            "invalid_request_error",
-            Some("batch_id"),
-            None,
-        ),
+        None => batch_not_found(&mut call, &id),
     }
 }
 
@@ -487,12 +493,6 @@ pub async fn cancel(
             None,
             None,
         ),
-        None => call.fail(
-            StatusCode::NOT_FOUND,
-            format!("No batch found with id '{id}'."),
-            "invalid_request_error",
-            Some("batch_id"),
-            None,
-        ),
+        None => batch_not_found(&mut call, &id),
     }
 }

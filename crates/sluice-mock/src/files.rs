@@ -170,21 +170,20 @@ pub async fn upload(
                 "Invalid file format for Batch API. Must be .jsonl",
             ));
         }
-        let bad = std::str::from_utf8(&bytes).ok().and_then(|text| {
-            text.lines()
+        // The first line that is not a JSON object (line 1 for a file that is not UTF-8).
+        let bad = match std::str::from_utf8(&bytes) {
+            Err(_) => Some(1),
+            Ok(text) => text
+                .lines()
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
                 .find(|(_, l)| !serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object()))
-                .map(|(i, _)| i + 1)
-        });
-        let not_utf8 = std::str::from_utf8(&bytes).is_err();
-        if not_utf8 || bad.is_some() {
+                .map(|(i, _)| i + 1),
+        };
+        if let Some(line) = bad {
             return call.bad(BadField::invalid(
                 "file",
-                format!(
-                    "Invalid file format for Batch API: line {} is not a JSON object.",
-                    bad.unwrap_or(1)
-                ),
+                format!("Invalid file format for Batch API: line {line} is not a JSON object."),
             ));
         }
     }

@@ -363,17 +363,7 @@ fn streamed(
 ) -> Response {
     let pacer = call.pacer();
     let style = call.live.scenario.json_style;
-    let mut resp = Response::new(Body::empty());
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
-    );
-    let mut resp = call.respond(resp);
+    let mut resp = call.respond(crate::stream::event_stream_head());
     let Call { mut rec, .. } = call;
     rec.stream = true;
     let state = Streaming {

@@ -386,17 +386,7 @@ pub fn respond(
     let no_done = r.no_done;
     let stall_for = call.live.scenario.faults.stall_for;
     let pacer = call.pacer();
-    let mut resp = axum::response::Response::new(Body::empty());
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
-    );
-    let mut resp = call.respond(resp);
+    let mut resp = call.respond(event_stream_head());
     let prompt_tokens = call.rec.prompt_tokens;
     let style = call.live.scenario.json_style;
     let Call { rec, kill, .. } = call;
@@ -417,6 +407,21 @@ pub fn respond(
         rec,
         style,
     });
+    resp
+}
+
+/// An empty `text/event-stream` answer whose body a stream fills in (chat and Responses alike).
+pub fn event_stream_head() -> axum::response::Response {
+    let mut resp = axum::response::Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
     resp
 }
 
