@@ -48,6 +48,10 @@
 //! p99_above = "20s"
 //! completion_tokens_above = 1000
 //! finish_reason_above = { length = 0.1, content_filter = 0.01 }
+//!
+//! [reload]                                # read from the new file: the change is meant
+//! allow_removing_upstream = false         # a reload without [upstream] is refused
+//! allow_removing_all_virtual_keys = false # a reload without virtual keys is refused
 //! ```
 
 use std::net::SocketAddr;
@@ -67,12 +71,39 @@ use sluice::spend::Period;
 pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    #[error("{path}: `{field}`: {reason}")]
+    #[error("{path}{}: `{field}`: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         path: String,
+        /// Where the setting is written (1-based), when it is written at all.
+        line: Option<usize>,
         field: String,
         reason: String,
     },
+}
+
+/// The line (1-based) of `text` on which the setting `field` (`virtual_keys[1].budget.day`) is
+/// written: the deepest part of the path that the file spells out. Only read on the error
+/// path, so the file is parsed a second time, with spans.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item = doc.as_item();
+    let mut at = None;
+    for part in field.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some(next) = item.get(name) else { break };
+        item = next;
+        at = item.span().map(|s| s.start).or(at);
+        if let Some(i) = index {
+            let Some(next) = item.get(i) else { break };
+            item = next;
+            at = item.span().map(|s| s.start).or(at);
+        }
+    }
+    let at = at?;
+    Some(text.get(..at)?.bytes().filter(|b| *b == b'\n').count() + 1)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +119,26 @@ struct RawConfig {
     alerts: Option<RawAlerts>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    reload: Option<RawReload>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    allow_removing_upstream: Option<bool>,
+    allow_removing_all_virtual_keys: Option<bool>,
+}
+
+/// What a reload may do that would otherwise be refused as a mistake (a truncated or emptied
+/// file): both are read from the *new* file, so the change has to say it is meant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Apply a file without `[upstream]` while the running one has it (the upstream would
+    /// fall back to `OPENAI_BASE_URL` or the public API).
+    pub allow_removing_upstream: bool,
+    /// Apply a file with no virtual key while the running one has some (loopback callers
+    /// would then need no key at all).
+    pub allow_removing_all_virtual_keys: bool,
 }
 
 /// An operation the built-in route table lacks (`[[routes]]`).
@@ -338,6 +389,9 @@ pub struct GatewayConfig {
     pub alerts: sluice::alerts::AlertRules,
     /// The route table: OpenAI's operations plus `[[routes]]`.
     pub routes: sluice::routes::RouteTable,
+    /// The file had an `[upstream]` table (a reload that drops it is refused).
+    pub upstream_table: bool,
+    pub reload: ReloadSettings,
 }
 
 impl Default for GatewayConfig {
@@ -362,6 +416,8 @@ impl Default for GatewayConfig {
             },
             alerts: sluice::alerts::AlertRules::default(),
             routes: sluice::routes::RouteTable::builtin(),
+            upstream_table: false,
+            reload: ReloadSettings::default(),
         }
     }
 }
@@ -493,6 +549,22 @@ fn route(
     Ok(ops)
 }
 
+/// A limit that, when given, is at least 1: `0` would mean "unlimited" to some readers and
+/// "refuse everything" to others, so it is refused and the message says how to ask for each.
+fn at_least_one(
+    v: Option<u64>,
+    field: &str,
+    invalid: &dyn Fn(String, &str) -> ConfigError,
+) -> Result<Option<u64>, ConfigError> {
+    match v {
+        Some(0) => Err(invalid(
+            field.to_string(),
+            "must be at least 1 (leave it out for no limit of sluice's own)",
+        )),
+        v => Ok(v),
+    }
+}
+
 /// SHA-256 of a caller's key.
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -546,6 +618,7 @@ impl GatewayConfig {
         })?;
         let invalid = |field: String, reason: &str| ConfigError::Invalid {
             path: path.to_string(),
+            line: line_of(text, &field),
             field,
             reason: reason.to_string(),
         };
@@ -558,6 +631,13 @@ impl GatewayConfig {
                 return Err(invalid("max_body_bytes".into(), "must be at least 1"));
             }
             c.max_body_bytes = m;
+        }
+        c.upstream_table = raw.upstream.is_some();
+        if let Some(r) = raw.reload {
+            c.reload = ReloadSettings {
+                allow_removing_upstream: r.allow_removing_upstream.unwrap_or(false),
+                allow_removing_all_virtual_keys: r.allow_removing_all_virtual_keys.unwrap_or(false),
+            };
         }
         let up = raw.upstream.unwrap_or_default();
         c.base_url = up.base_url;
@@ -581,12 +661,20 @@ impl GatewayConfig {
                 (Some(e), ..) => KeySpec::Env(e),
                 (_, Some(f), ..) => KeySpec::File(f),
                 (_, _, Some(f), _) => KeySpec::KeysFile(f),
-                (.., Some(v)) => KeySpec::Value(v.into()),
+                (.., Some(v)) => {
+                    if v.trim() != v || v.is_empty() {
+                        return Err(invalid(
+                            format!("upstream.keys[{i}].value"),
+                            "has spaces around it or is empty: the upstream would refuse it",
+                        ));
+                    }
+                    KeySpec::Value(v.into())
+                }
                 _ => return Err(invalid(format!("upstream.keys[{i}]"), "empty")),
             });
         }
-        c.rpm = up.rpm;
-        c.tpm = up.tpm;
+        c.rpm = at_least_one(up.rpm, "upstream.rpm", &invalid)?;
+        c.tpm = at_least_one(up.tpm, "upstream.tpm", &invalid)?;
         c.per_model = up.per_model.unwrap_or(true);
         c.refunds_unused = up.refunds_unused.unwrap_or(false);
         if let Some(n) = up.max_attempts {
@@ -618,6 +706,12 @@ impl GatewayConfig {
         }
         for (i, v) in raw.virtual_keys.into_iter().enumerate() {
             let digest = match (v.key, v.sha256) {
+                (Some(k), None) if k.trim() != k => {
+                    return Err(invalid(
+                        format!("virtual_keys[{i}].key"),
+                        "has spaces around it: no caller could send it (SDKs trim keys)",
+                    ))
+                }
                 (Some(k), None) if !k.is_empty() => digest(&k),
                 (None, Some(h)) => parse_hex(&h).ok_or_else(|| {
                     invalid(
@@ -638,12 +732,24 @@ impl GatewayConfig {
                     "must not be empty",
                 ));
             }
+            if let Some(j) = c.virtual_keys.iter().position(|k| k.name == v.name) {
+                return Err(invalid(
+                    format!("virtual_keys[{i}].name"),
+                    &format!("is also the name of virtual_keys[{j}]: names must be unique (logs, metrics and budgets go by them)"),
+                ));
+            }
+            if let Some(j) = c.virtual_keys.iter().position(|k| k.digest == digest) {
+                return Err(invalid(
+                    format!("virtual_keys[{i}]"),
+                    &format!("has the same key as virtual_keys[{j}]: a caller must be one key"),
+                ));
+            }
             c.virtual_keys.push(VirtualKey {
                 name: v.name,
                 digest,
                 models: v.models,
-                rpm: v.rpm.filter(|n| *n > 0),
-                tpm: v.tpm.filter(|n| *n > 0),
+                rpm: at_least_one(v.rpm, &format!("virtual_keys[{i}].rpm"), &invalid)?,
+                tpm: at_least_one(v.tpm, &format!("virtual_keys[{i}].tpm"), &invalid)?,
                 budgets: budgets(v.budget, &format!("virtual_keys[{i}].budget"), &invalid)?,
                 routes: v.routes,
             });
@@ -844,6 +950,64 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
             let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
             assert!(e.to_string().contains(field), "{e} should name {field}");
         }
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line() {
+        let text = "listen = \"127.0.0.1:0\"\n\n[[virtual_keys]]\nname = \"a\"\nkey = \"k1\"\n\n[[virtual_keys]]\nname = \"b\"\nkey = \"k2\"\nbudget = { month = \"lots\" }\n";
+        let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("g.toml:10: `virtual_keys[1].budget.month`"),
+            "{e}"
+        );
+        let e = GatewayConfig::from_toml("g.toml", "[upstream]\n\nmax_attempts = 0\n").unwrap_err();
+        assert!(e.to_string().starts_with("g.toml:3: "), "{e}");
+    }
+
+    #[test]
+    fn mistakes_that_would_pass_silently_are_refused() {
+        for (text, field) in [
+            (
+                "[[virtual_keys]]\nname = \"a\"\nkey = \"k1\"\n[[virtual_keys]]\nname = \"a\"\nkey = \"k2\"\n",
+                "virtual_keys[1].name",
+            ),
+            (
+                "[[virtual_keys]]\nname = \"a\"\nkey = \"k1\"\n[[virtual_keys]]\nname = \"b\"\nkey = \"k1\"\n",
+                "virtual_keys[1]",
+            ),
+            (
+                "[[virtual_keys]]\nname = \"a\"\nkey = \" sk-padded \"\n",
+                "virtual_keys[0].key",
+            ),
+            (
+                "[upstream]\nkeys = [{ value = \"sk-x \" }]\n",
+                "upstream.keys[0].value",
+            ),
+            // 0 means the same everywhere: nothing; it is refused with how to say "no limit".
+            ("[upstream]\nrpm = 0\n", "upstream.rpm"),
+            ("[upstream]\ntpm = 0\n", "upstream.tpm"),
+            (
+                "[[virtual_keys]]\nname = \"a\"\nkey = \"k\"\nrpm = 0\n",
+                "virtual_keys[0].rpm",
+            ),
+        ] {
+            let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{field}`")), "{e} should name {field}");
+        }
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            "[upstream]\n[reload]\nallow_removing_all_virtual_keys = true\n",
+        )
+        .unwrap();
+        assert!(c.upstream_table);
+        assert!(c.reload.allow_removing_all_virtual_keys);
+        assert!(!c.reload.allow_removing_upstream);
+        assert!(
+            !GatewayConfig::from_toml("g.toml", "")
+                .unwrap()
+                .upstream_table
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub(crate) fn error_response(e: &Error) -> Response {
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             };
             let param = (e.kind() == ErrorKind::ModelRetired).then_some("model");
-            openai_error(status, e.message(), ty, Some(e.kind().as_str()), param)
+            openai_error(status, caller_message(e), ty, Some(e.kind().as_str()), param)
         }
     };
     let h = resp.headers_mut();
@@ -109,6 +109,32 @@ pub(crate) fn error_response(e: &Error) -> Response {
         set(h, "x-request-id", id);
     }
     resp
+}
+
+/// What a caller is told of an error the gateway found itself. The messages of limits, budgets,
+/// timeouts and bad requests are about the request and are shown; the others (a key source
+/// that gives no key, a ledger that cannot be written, anything unforeseen) are about the
+/// server and may name its files or variables, so the caller gets a fixed sentence and the
+/// operator the log line (which names the kind).
+pub(crate) fn caller_message(e: &Error) -> &str {
+    match e.kind() {
+        ErrorKind::Overloaded
+        | ErrorKind::RateLimitedRequests
+        | ErrorKind::RateLimitedTokens
+        | ErrorKind::BudgetExceeded
+        | ErrorKind::QuotaExhausted
+        | ErrorKind::TimeoutConnect
+        | ErrorKind::TimeoutFirstByte
+        | ErrorKind::TimeoutIdle
+        | ErrorKind::TimeoutTotal
+        | ErrorKind::ModelRetired
+        | ErrorKind::BadRequest => e.message(),
+        ErrorKind::Authentication => "The gateway has no usable upstream API key. This is the gateway's configuration, not your key; the operator has to fix it.",
+        ErrorKind::Connection | ErrorKind::StreamInterrupted | ErrorKind::Decode => {
+            "The gateway could not get an answer from its upstream."
+        }
+        _ => "The gateway failed to handle the request; its operator can find why in its log.",
+    }
 }
 
 /// A 429 for a caller over its own limits, with the headers an SDK waits on.

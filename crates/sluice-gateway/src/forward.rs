@@ -161,7 +161,7 @@ pub(crate) fn stream_response(
                 Some(Err(e)) => {
                     p.finish(Some(&e));
                     let api = sluice::ApiError::new(
-                        e.message(),
+                        caller_message(&e),
                         "server_error",
                         Some(e.kind().as_str()),
                         None,

@@ -276,6 +276,10 @@ impl Reloader {
     /// error the old configuration stays.
     pub fn reload(&self, mut cfg: GatewayConfig) -> Result<(), Error> {
         let old = self.state.live();
+        if let Some(why) = widens(&old.cfg, &cfg) {
+            return Err(Error::new(ErrorKind::Config, why));
+        }
+        check_keys(&cfg)?;
         if cfg.listen != old.cfg.listen && cfg.listen.port() != 0 {
             tracing::warn!(old = %old.cfg.listen, new = %cfg.listen, "the listen address does not change on reload; restart to move it");
         }
@@ -310,6 +314,31 @@ impl Reloader {
     }
 }
 
+/// Why `new` would open the gateway or drop its upstream where `old` did not, unless `new`
+/// says the change is meant (`[reload]`): the usual cause is a file caught half-written or
+/// emptied by mistake, and applying it would let loopback callers in without a key, or send
+/// requests to the public API.
+fn widens(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
+    if old.upstream_table && !new.upstream_table && !new.reload.allow_removing_upstream {
+        return Some("the new file has no [upstream] table but the running configuration has one (set [reload] allow_removing_upstream = true if that is meant)".into());
+    }
+    if !old.virtual_keys.is_empty()
+        && new.virtual_keys.is_empty()
+        && !new.reload.allow_removing_all_virtual_keys
+    {
+        return Some(format!("the new file removes all {} virtual keys (set [reload] allow_removing_all_virtual_keys = true if that is meant)", old.virtual_keys.len()));
+    }
+    None
+}
+
+/// Every upstream key source is read once now, so a missing file or an unset variable stops
+/// the start (or the reload) naming the setting, instead of turning every request into a 502.
+fn check_keys(cfg: &GatewayConfig) -> Result<(), Error> {
+    sluice::keypool::KeySpec::check_all(&cfg.keys, "upstream.keys")
+        .map(|_| ())
+        .map_err(|e| Error::new(ErrorKind::Config, e))
+}
+
 /// A running gateway (for tests and embedding).
 #[derive(Debug)]
 pub struct Gateway {
@@ -324,6 +353,7 @@ impl Gateway {
     /// Bind `cfg.listen` and serve until [`Gateway::shutdown`].
     pub async fn start(cfg: GatewayConfig) -> Result<Gateway, Error> {
         let _ = prometheus();
+        check_keys(&cfg)?;
         let backends = SpendBackends::open(&cfg).await?;
         let engine = engine(&cfg, &backends, None)?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)

@@ -40,13 +40,13 @@ impl RequestLog {
 
     /// Log the failure and answer it in OpenAI's shape.
     pub(crate) fn failed(&mut self, e: &Error) -> Response {
-        if self.status == 0 {
-            self.status = e.status().unwrap_or(0);
-        }
+        let resp = error_response(e);
+        // The status the caller got (the gateway's own 502, 429 or 504 included).
+        self.status = resp.status().as_u16();
         self.attempts = e.attempts();
         self.request_id = e.request_id().map(str::to_string);
         self.emit(Some(e));
-        error_response(e)
+        resp
     }
 
     pub(crate) fn emit(&self, err: Option<&Error>) {

@@ -714,3 +714,34 @@ async fn the_upstream_model_list_is_checked_at_start_and_periodically() {
     assert!(seen, "model_unavailable raised");
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_file_gone_after_start_tells_callers_nothing_of_the_server() {
+    let m = MockServer::start(Scenario::default()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("sluice-gw-gone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("operator-secret-path");
+    std::fs::write(&key_file, "sk-present-at-start-01\n").unwrap();
+    let mut cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ file = \"{}\" }}]\nmax_attempts = 1\n",
+            m.base_url(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    cfg.spend.ledger = LedgerSetting::Off;
+    let g = start(cfg).await;
+    std::fs::remove_file(&key_file).unwrap();
+    let r = post(&g, None, "/chat/completions", chat(false).to_string()).await;
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("no usable upstream API key"), "{text}");
+    assert!(
+        !text.contains("operator-secret-path") && !text.contains(dir.to_str().unwrap()),
+        "a caller never sees the server's paths: {text}"
+    );
+    g.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

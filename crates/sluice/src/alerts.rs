@@ -81,7 +81,8 @@ impl Default for AlertRules {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Alert {
     /// `upstream_remaining_low`, `budget_threshold`, `deprecated_model`, `key_quarantined`,
-    /// `error_rate`, `p99_latency`, `large_request`, `finish_reason_rate`.
+    /// `error_rate`, `p99_latency`, `large_request`, `finish_reason_rate`,
+    /// `config_reload_refused`.
     pub rule: &'static str,
     /// What it is about (a key label, a model, a budget): with `rule`, the de-duplication key.
     pub subject: String,
@@ -279,6 +280,17 @@ impl Alerter {
                 threshold: 0.0,
             });
         }
+    }
+
+    /// A configuration reload was refused (the running configuration stays).
+    pub fn reload_refused(&self, why: &str) {
+        self.fire(Alert {
+            rule: "config_reload_refused",
+            subject: String::new(),
+            message: format!("configuration reload refused, the running one stays: {why}"),
+            value: 1.0,
+            threshold: 0.0,
+        });
     }
 
     /// One request's completion tokens.

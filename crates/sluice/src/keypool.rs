@@ -52,6 +52,90 @@ impl KeySpec {
             })
             .collect()
     }
+
+    /// Read this source once, now: how many keys it holds, or why it gives none. The reason
+    /// names neither the file nor the variable (the caller of this names the setting), so it
+    /// can be shown wherever the setting's name can.
+    pub fn check(&self) -> Result<usize, String> {
+        let file = |p: &std::path::Path| -> Result<String, String> {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => Err("is a directory, not a file".into()),
+                Ok(_) => std::fs::read_to_string(p).map_err(|e| format!("cannot be read: {e}")),
+                Err(e) => Err(format!("cannot be read: {e}")),
+            }
+        };
+        let keys = match self {
+            KeySpec::Value(v) => vec![v.expose().to_string()],
+            KeySpec::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => vec![v.trim().to_string()],
+                Ok(_) => return Err("the environment variable is empty".into()),
+                Err(std::env::VarError::NotPresent) => {
+                    return Err("the environment variable is not set".into())
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err("the environment variable is not valid UTF-8".into())
+                }
+            },
+            KeySpec::File(p) => {
+                let text = file(p)?;
+                let lines: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                match lines.len() {
+                    0 => return Err("the file is empty".into()),
+                    1 => vec![lines[0].to_string()],
+                    n => return Err(format!(
+                        "the file holds {n} keys: a `file` holds one (use `keys_file` for a pool)"
+                    )),
+                }
+            }
+            KeySpec::KeysFile(p) => {
+                let keys: Vec<String> = file(p)?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string)
+                    .collect();
+                if keys.is_empty() {
+                    return Err("the keys file holds no key".into());
+                }
+                keys
+            }
+        };
+        if keys
+            .iter()
+            .any(|k| k.bytes().any(|b| !b.is_ascii_graphic()))
+        {
+            return Err("a key holds a space or a character an HTTP header cannot carry".into());
+        }
+        Ok(keys.len())
+    }
+
+    /// [`KeySpec::check`] for every spec, by its place in `field` (`upstream.keys`); none at all
+    /// means `OPENAI_API_KEY`, checked the same way.
+    pub fn check_all(specs: &[KeySpec], field: &str) -> Result<usize, String> {
+        if specs.is_empty() {
+            return KeySpec::Env("OPENAI_API_KEY".into())
+                .check()
+                .map_err(|e| format!("{field}: none listed, so OPENAI_API_KEY is used, but {e}"));
+        }
+        let mut n = 0usize;
+        for (i, k) in specs.iter().enumerate() {
+            let kind = match k {
+                KeySpec::Env(_) => "env",
+                KeySpec::File(_) => "file",
+                KeySpec::KeysFile(_) => "keys_file",
+                KeySpec::Value(_) => "value",
+            };
+            n = n.saturating_add(
+                k.check()
+                    .map_err(|e| format!("{field}[{i}] ({kind}): {e}"))?,
+            );
+        }
+        Ok(n)
+    }
 }
 
 /// The keys of a keys file as last read: its modification time, its size, its keys.
