@@ -12,7 +12,7 @@ ensure_venv() {
 # the mock and the temp dir go away when the script exits.
 start_mock() {
   out=$(mktemp -d)
-  ./target/release/sluice mock --listen 127.0.0.1:0 --config "$1" >"$out/mock.out" 2>/dev/null &
+  "${SLUICE:-./target/release/sluice}" mock --listen 127.0.0.1:0 --config "$1" >"$out/mock.out" 2>/dev/null &
   mock_pid=$!
   trap 'kill $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
   for _ in $(seq 100); do
@@ -27,8 +27,8 @@ start_mock() {
 
 # start_gateway UPSTREAM_BASE [WRAPPER...]: `sluice serve` in front of it (one fixed upstream
 # key, ledger and data directory in $out), run under WRAPPER when given (e.g. valgrind); the
-# binary is $SLUICE (default this tree's release build). Sets $gw_base and $gw_pid. Call after
-# start_mock (it writes into $out).
+# binary is $SLUICE (default this tree's release build); $GW_EXTRA is appended to its config.
+# Sets $gw_base and $gw_pid. Call after start_mock (it writes into $out).
 start_gateway() {
   local upstream=$1
   shift
@@ -37,6 +37,7 @@ listen = "127.0.0.1:0"
 [upstream]
 base_url = "$upstream"
 keys = [{ value = "sk-bench-upstream-001" }]
+${GW_EXTRA:-}
 TOML
   SLUICE_LEDGER="$out/ledger.db" SLUICE_DATA_DIR="$out" RUST_LOG=warn \
     "$@" "${SLUICE:-./target/release/sluice}" serve --config "$out/gw.toml" >"$out/gw.out" 2>"$out/gw.err" &

@@ -68,6 +68,11 @@ struct RawLine {
     body: Option<Box<RawValue>>,
 }
 
+/// The longest line sent (8 MiB): a request this large is far past any model's context window
+/// (about two million tokens of text), so it is named for what it is instead of waiting for a
+/// token budget it can never fit.
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Check one line's text (without its newline).
 pub fn parse_line(line: u32, text: &[u8]) -> Line {
     let invalid = |custom_id: Option<String>, code, message: String| Line::Invalid {
@@ -76,6 +81,26 @@ pub fn parse_line(line: u32, text: &[u8]) -> Line {
         code,
         message: format!("line {line}: {message}"),
     };
+    if text.len() > MAX_LINE_BYTES {
+        return invalid(
+            None,
+            "line_too_long",
+            format!(
+                "the line is {} bytes; the most a line may hold is {MAX_LINE_BYTES} (8 MiB)",
+                text.len()
+            ),
+        );
+    }
+    if let Err(e) = std::str::from_utf8(text) {
+        return invalid(
+            None,
+            "invalid_utf8",
+            format!(
+                "not UTF-8: byte {} of the line does not start a valid UTF-8 character (JSON Lines files are UTF-8)",
+                e.valid_up_to() + 1
+            ),
+        );
+    }
     let raw: RawLine = match serde_json::from_slice(text) {
         Ok(r) => r,
         Err(e) => return invalid(None, "invalid_json", format!("not a JSON object: {e}")),
@@ -147,6 +172,8 @@ pub struct Lines<R> {
     reader: BufReader<R>,
     buf: Vec<u8>,
     number: u32,
+    consumed: u64,
+    bom: bool,
 }
 
 impl Lines<File> {
@@ -161,7 +188,19 @@ impl<R: Read> Lines<R> {
             reader: BufReader::with_capacity(256 * 1024, r),
             buf: Vec::with_capacity(4096),
             number: 0,
+            consumed: 0,
+            bom: false,
         }
+    }
+
+    /// Bytes read so far, line endings included.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The first line began with a UTF-8 byte order mark (skipped: it is not part of the JSON).
+    pub fn had_bom(&self) -> bool {
+        self.bom
     }
 
     /// The next non-blank line and its number.
@@ -172,7 +211,12 @@ impl<R: Read> Lines<R> {
             if n == 0 {
                 return Ok(None);
             }
+            self.consumed = self.consumed.saturating_add(n as u64);
             self.number += 1;
+            if self.number == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
+                self.bom = true;
+                self.buf.drain(..3);
+            }
             while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
                 self.buf.pop();
             }
@@ -202,6 +246,11 @@ pub struct Index {
     pub duplicates: Vec<(String, Vec<u32>)>,
     /// A hash of the file's bytes: the job's identity.
     pub content_hash: u128,
+    /// How many bytes of the file were read: the job is this prefix of the file (the snapshot);
+    /// lines appended while it runs are left for the next run.
+    pub bytes: u64,
+    /// The file began with a UTF-8 byte order mark (skipped).
+    pub bom: bool,
     /// The models the requests name (at most [`MAX_MODELS`]), to check against the upstream's
     /// model list before they are sent.
     pub models: std::collections::BTreeSet<String>,
@@ -272,6 +321,8 @@ pub fn index(path: &Path) -> std::io::Result<Index> {
         }
     }
     idx.content_hash = hasher.digest128();
+    idx.bytes = lines.consumed();
+    idx.bom = lines.had_bom();
     idx.ids.sort_unstable();
     // Equal neighbours: duplicates or (rarely) hash collisions.
     let mut clashes: HashMap<IdHash, Vec<u32>> = HashMap::new();
@@ -293,7 +344,7 @@ pub fn index(path: &Path) -> std::io::Result<Index> {
         .flat_map(|(h, ls)| ls.iter().map(move |l| (*l, *h)))
         .collect();
     let mut by_id: HashMap<String, Vec<u32>> = HashMap::new();
-    let mut lines = Lines::open(path)?;
+    let mut lines = Lines::new(File::open(path)?.take(idx.bytes));
     while let Some((n, text)) = lines.next_line()? {
         if !wanted.contains_key(&n) {
             continue;
@@ -378,6 +429,28 @@ mod tests {
                 assert!(message.starts_with("line 9: "), "{message}");
             }
         }
+    }
+
+    #[test]
+    fn bom_invalid_utf8_and_long_lines_are_named() {
+        let good = br#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#;
+        let mut data = b"\xEF\xBB\xBF".to_vec();
+        data.extend_from_slice(good);
+        data.push(b'\n');
+        data.extend_from_slice(b"{\"custom_id\":\"b\xFF\"}\n");
+        let mut l = Lines::new(&data[..]);
+        let (n, t) = l.next_line().unwrap().unwrap();
+        assert_eq!(kind(&parse_line(n, t)), "ok", "the BOM is skipped");
+        assert!(l.had_bom());
+        let (n, t) = l.next_line().unwrap().unwrap();
+        let bad = parse_line(n, t);
+        assert_eq!(kind(&bad), "invalid_utf8");
+        if let Line::Invalid { message, .. } = bad {
+            assert!(message.contains("byte 16 "), "{message}");
+        }
+        assert_eq!(l.consumed(), data.len() as u64);
+        let long = vec![b' '; MAX_LINE_BYTES + 1];
+        assert_eq!(kind(&parse_line(1, &long)), "line_too_long");
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod setup;
 pub mod summary;
 mod writer;
 
+use std::collections::HashMap;
 use writer::Record;
 
 use std::io::Write as _;
@@ -226,10 +227,32 @@ fn output_record(
     v
 }
 
+/// Where a record comes from: its input line and a hash of that line's text. An error record
+/// keeps both, so a line that changed since (a torn line completed, a fixed request) is sent
+/// on the next run instead of being matched to its old error by number alone.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    line: u32,
+    hash: u64,
+}
+
+impl At {
+    fn of(line: u32, text: &[u8]) -> Self {
+        At {
+            line,
+            hash: xxhash_rust::xxh3::xxh3_64(text),
+        }
+    }
+
+    fn hash_hex(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+}
+
 fn error_record(
     id: &str,
     custom_id: Option<&str>,
-    line: u32,
+    at: At,
     code: &str,
     message: &str,
     response: Option<(u16, Option<&str>, serde_json::Value)>,
@@ -240,7 +263,8 @@ fn error_record(
     let v = serde_json::json!({
         "id": id,
         "custom_id": custom_id,
-        "line": line,
+        "line": at.line,
+        "line_hash": at.hash_hex(),
         "response": response,
         "error": {"code": code, "message": message},
     });
@@ -271,7 +295,7 @@ struct Stops<'a> {
 /// stopping, or a budget refused it).
 fn line_record(
     result: Result<sluice::Reply, sluice::Error>,
-    line: u32,
+    at: At,
     rid: &str,
     custom_id: &str,
     elapsed: Duration,
@@ -295,13 +319,13 @@ fn line_record(
                 let record = error_record(
                     rid,
                     Some(custom_id),
-                    line,
+                    at,
                     "decode",
                     "the response body is not JSON",
                     None,
                 );
                 Some(Record::Error {
-                    line,
+                    line: at.line,
                     record,
                     attempts: reply.meta.attempts,
                 })
@@ -327,7 +351,7 @@ fn line_record(
                     &reply.body,
                 );
                 Some(Record::Output {
-                    line,
+                    line: at.line,
                     record,
                     cost,
                     attempts: reply.meta.attempts,
@@ -345,7 +369,7 @@ fn line_record(
         Err(e) if e.kind() == ErrorKind::Overloaded && fatal_flag.load(Ordering::Acquire) => None,
         Err(e) if e.kind() == ErrorKind::BudgetExceeded => {
             if !engine_budget.swap(true, Ordering::AcqRel) {
-                tracing::warn!(line, error = %e, "a spending budget is reached: stopping; this line and the rest stay pending for the next run");
+                tracing::warn!(line = at.line, error = %e, "a spending budget is reached: stopping; this line and the rest stay pending for the next run");
             }
             fatal_flag.store(true, Ordering::Release);
             None
@@ -372,13 +396,13 @@ fn line_record(
             let record = error_record(
                 rid,
                 Some(custom_id),
-                line,
+                at,
                 e.kind().as_str(),
                 e.message(),
                 response,
             );
             Some(Record::Error {
-                line,
+                line: at.line,
                 record,
                 attempts: e.attempts(),
             })
@@ -389,7 +413,11 @@ fn line_record(
 /// What earlier runs finished: the lines in the output and errors files, and what their answers
 /// cost.
 struct Done {
+    /// Lines answered (output file) or failed for good with no line hash (older records).
     lines: Bits,
+    /// Lines with an error record: the hash of the line's text when it was written. The line is
+    /// done only while its text is still the same.
+    errored: HashMap<u32, u64>,
     count: u64,
     spent: Nanos,
 }
@@ -402,6 +430,7 @@ fn done_so_far(
 ) -> Result<Done, BatchError> {
     let mut done = Done {
         lines: Bits::new(idx.lines + 1),
+        errored: HashMap::new(),
         count: 0,
         spent: 0,
     };
@@ -411,9 +440,18 @@ fn done_so_far(
             let line = rec
                 .line
                 .or_else(|| rec.custom_id.as_deref().and_then(|c| idx.line_of(c)));
+            let hash = rec
+                .line_hash
+                .as_deref()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
             if let Some(l) = line {
-                if !done.lines.get(l) {
-                    done.lines.set(l);
+                if !done.lines.get(l) && !done.errored.contains_key(&l) {
+                    match hash {
+                        Some(h) if rec.error.is_some() => {
+                            done.errored.insert(l, h);
+                        }
+                        _ => done.lines.set(l),
+                    }
                     done.count += 1;
                 }
             }
@@ -534,9 +572,14 @@ async fn run_with(
     // What is already done: whatever the output and errors files hold.
     let Done {
         lines: done,
+        errored,
         count: already_done,
         spent: prior_spent,
     } = done_so_far(&[&out_path, &err_path], &idx, &prices)?;
+    let snapshot_bytes = idx.bytes;
+    if idx.bom {
+        tracing::info!(file = %input.display(), "the input begins with a UTF-8 byte order mark; skipped");
+    }
     let total_lines = u64::from(idx.requests + idx.invalid);
     let content_hash = idx.content_hash;
     drop(idx);
@@ -569,7 +612,12 @@ async fn run_with(
     let permits = Arc::new(Semaphore::new(cfg.window.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut interrupted = false;
-    let mut lines = Lines::open(&input).map_err(io_err(&input))?;
+    // The snapshot: exactly the bytes the first pass read, whatever is appended meanwhile.
+    let mut lines = Lines::new(std::io::Read::take(
+        std::fs::File::open(&input).map_err(io_err(&input))?,
+        snapshot_bytes,
+    ));
+    let mut changed = 0u64;
     loop {
         if *stop.borrow() {
             interrupted = true;
@@ -585,6 +633,14 @@ async fn run_with(
         if done.get(n) {
             continue;
         }
+        let at = At::of(n, text);
+        if let Some(h) = errored.get(&n) {
+            if *h == at.hash {
+                continue;
+            }
+            // The line changed since its error was written: send it as it is now.
+            changed += 1;
+        }
         match input::parse_line(n, text) {
             Line::Invalid {
                 line,
@@ -595,7 +651,7 @@ async fn run_with(
                 let rec = error_record(
                     &record_id(content_hash, line),
                     custom_id.as_deref(),
-                    line,
+                    at,
                     code,
                     &message,
                     None,
@@ -627,7 +683,7 @@ async fn run_with(
                         let rec = error_record(
                             &record_id(content_hash, line),
                             Some(&custom_id),
-                            line,
+                            at,
                             "invalid_body",
                             &e.to_string(),
                             None,
@@ -705,7 +761,7 @@ async fn run_with(
                     let result = send_patiently(&engine, call, &fatal_flag).await;
                     let msg = line_record(
                         result,
-                        line,
+                        at,
                         &rid,
                         &custom_id,
                         t0.elapsed(),
@@ -727,6 +783,23 @@ async fn run_with(
         }
     }
     drop(lines);
+    // Lines whose error was for other text were counted as done; they were sent again.
+    let already_done = already_done.saturating_sub(changed);
+    if changed > 0 {
+        tracing::info!(
+            lines = changed,
+            "lines changed since their error was recorded were sent again"
+        );
+    }
+    if let Ok(m) = std::fs::metadata(&input) {
+        if m.len() > snapshot_bytes && !interrupted {
+            tracing::warn!(
+                file = %input.display(),
+                appended_bytes = m.len() - snapshot_bytes,
+                "the input grew while the job ran: this run sent the input as it was when it started; run the same command again to send what was appended"
+            );
+        }
+    }
 
     // Let in-flight requests finish (within the grace period once stopping).
     let stopping = interrupted || *stop.borrow();

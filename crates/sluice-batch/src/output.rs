@@ -112,6 +112,8 @@ pub struct Scanned {
     pub custom_id: Option<String>,
     /// Input line (errors file; and for lines without a readable custom_id).
     pub line: Option<u32>,
+    /// A hash of the input line's text when an error was recorded for it (hex).
+    pub line_hash: Option<String>,
     pub response: Option<ScannedResponse>,
     pub error: Option<ScannedError>,
 }

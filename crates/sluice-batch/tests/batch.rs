@@ -468,3 +468,97 @@ fn each_batch_line_is_one_request_in_the_metrics() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_torn_line_completed_later_is_sent_and_a_bom_is_skipped() {
+    let d = dir("torn-input");
+    let p = d.join("in.jsonl");
+    // A BOM before line 1; line 3 still being written (no newline, JSON cut short).
+    let whole = chat_line("c", "three");
+    let (head, tail) = whole.split_at(30);
+    std::fs::write(
+        &p,
+        format!(
+            "\u{feff}{}\n{}\n{head}",
+            chat_line("a", "one"),
+            chat_line("b", "two")
+        ),
+    )
+    .unwrap();
+    let m = mock("").await;
+    let c = cfg(&p);
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
+        .await
+        .unwrap();
+    assert_eq!((r.summary.succeeded, r.summary.failed), (2, 1));
+    let errors = std::fs::read_to_string(c.errors_path()).unwrap();
+    let e: Value = serde_json::from_str(errors.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (e["line"].as_u64(), e["error"]["code"].as_str()),
+        (Some(3), Some("invalid_json"))
+    );
+    assert!(e["line_hash"].as_str().is_some_and(|h| h.len() == 16));
+
+    // The writer finishes the line: the next run sends it, since its text is not the text
+    // the error was written for; a and b are not sent again.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, format!("{tail}\n").as_bytes()).unwrap();
+    drop(f);
+    let before = m.stats().requests;
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert_eq!(
+        m.stats().requests - before,
+        1,
+        "only the completed line is sent"
+    );
+    let seen = appearances(&c);
+    assert_eq!(seen.get("a"), Some(&1));
+    assert_eq!(seen.get("b"), Some(&1));
+    assert_eq!(seen.get("c"), Some(&1), "{seen:?}");
+}
+
+#[tokio::test]
+async fn lines_appended_while_a_job_runs_are_left_for_the_next_run() {
+    let d = dir("appended");
+    let lines: Vec<String> = (0..40).map(|i| chat_line(&format!("r{i}"), "x")).collect();
+    let input = write_input(&d, &lines);
+    // Slow answers: the job is still running when lines are appended.
+    let m = mock("[latency]\nttft = \"150ms\"\n").await;
+    let mut c = cfg(&input);
+    c.window = 4;
+    let job = tokio::spawn({
+        let (s, c) = (engine(&m), c.clone());
+        async move { sluice_batch::run(&s, c, never()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    for i in 40..45 {
+        // r0 again: a duplicate the first pass never saw.
+        let id = if i == 44 {
+            "r0".to_string()
+        } else {
+            format!("r{i}")
+        };
+        std::io::Write::write_all(&mut f, format!("{}\n", chat_line(&id, "late")).as_bytes())
+            .unwrap();
+    }
+    drop(f);
+    let r = job.await.unwrap().unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert_eq!(
+        r.summary.succeeded, 40,
+        "the run sends its snapshot, nothing more"
+    );
+    let seen = appearances(&c);
+    assert_eq!(seen.len(), 40);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    // The next run reads the grown file: its duplicate is refused before anything is sent.
+    let r = sluice_batch::run(&engine(&m), c.clone(), never()).await;
+    assert!(matches!(r, Err(BatchError::Duplicates(_))), "{r:?}");
+}

@@ -49,6 +49,13 @@
 //! completion_tokens_above = 1000
 //! finish_reason_above = { length = 0.1, content_filter = 0.01 }
 //!
+//! [server]                                # connection limits (fixed until a restart)
+//! max_connections = 4096                  # default: half the open-file limit, at most 4096
+//! header_timeout = "30s"                  # a request head; also idle keep-alive (HTTP/1)
+//! body_timeout = "60s"                    # a request body read whole (408 past it)
+//! idle_timeout = "5m"                     # no byte either way: closed
+//! http2_max_streams = 100                 # concurrent streams per HTTP/2 connection
+//!
 //! [reload]                                # read from the new file: the change is meant
 //! allow_removing_upstream = false         # a reload without [upstream] is refused
 //! allow_removing_all_virtual_keys = false # a reload without virtual keys is refused
@@ -120,6 +127,20 @@ struct RawConfig {
     #[serde(default)]
     routes: Vec<RawRoute>,
     reload: Option<RawReload>,
+    server: Option<RawServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    body_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
+    http2_max_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +413,8 @@ pub struct GatewayConfig {
     /// The file had an `[upstream]` table (a reload that drops it is refused).
     pub upstream_table: bool,
     pub reload: ReloadSettings,
+    /// Connection limits (read at start; a reload does not change them).
+    pub server: crate::ServerLimits,
 }
 
 impl Default for GatewayConfig {
@@ -418,6 +441,7 @@ impl Default for GatewayConfig {
             routes: sluice::routes::RouteTable::builtin(),
             upstream_table: false,
             reload: ReloadSettings::default(),
+            server: crate::ServerLimits::default(),
         }
     }
 }
@@ -639,6 +663,38 @@ impl GatewayConfig {
                 allow_removing_all_virtual_keys: r.allow_removing_all_virtual_keys.unwrap_or(false),
             };
         }
+        if let Some(sv) = raw.server {
+            let d = crate::ServerLimits::default();
+            let nonzero = |v: Option<Duration>, field: &str, dflt: Duration| match v {
+                Some(t) if t.is_zero() => Err(invalid(
+                    format!("server.{field}"),
+                    "must be longer than zero",
+                )),
+                v => Ok(v.unwrap_or(dflt)),
+            };
+            c.server =
+                crate::ServerLimits {
+                    max_connections: match sv.max_connections {
+                        Some(0) => return Err(invalid(
+                            "server.max_connections".into(),
+                            "must be at least 1 (leave it out to size it from the open-file limit)",
+                        )),
+                        n => n,
+                    },
+                    header_timeout: nonzero(sv.header_timeout, "header_timeout", d.header_timeout)?,
+                    body_timeout: nonzero(sv.body_timeout, "body_timeout", d.body_timeout)?,
+                    idle_timeout: nonzero(sv.idle_timeout, "idle_timeout", d.idle_timeout)?,
+                    http2_max_streams: match sv.http2_max_streams {
+                        Some(0) => {
+                            return Err(invalid(
+                                "server.http2_max_streams".into(),
+                                "must be at least 1",
+                            ))
+                        }
+                        n => n.unwrap_or(d.http2_max_streams),
+                    },
+                };
+        }
         let up = raw.upstream.unwrap_or_default();
         c.base_url = up.base_url;
         for (i, k) in up.keys.into_iter().enumerate() {
@@ -703,6 +759,15 @@ impl GatewayConfig {
                 idle: t.idle.unwrap_or(d.idle),
                 total: t.total.unwrap_or(d.total),
             };
+        }
+        // A connection silent for idle_timeout is closed, so it must outlast every silence a
+        // request may have upstream (waiting for the first byte, or between two events).
+        let quiet = c.timeouts.first_byte.max(c.timeouts.idle);
+        if c.server.idle_timeout <= quiet {
+            return Err(invalid(
+                "server.idle_timeout".into(),
+                &format!("must be longer than upstream.timeouts first_byte and idle ({}s here): a caller's connection would be closed while its request waits upstream", quiet.as_secs_f64()),
+            ));
         }
         for (i, v) in raw.virtual_keys.into_iter().enumerate() {
             let digest = match (v.key, v.sha256) {
@@ -1008,6 +1073,36 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
                 .unwrap()
                 .upstream_table
         );
+    }
+
+    #[test]
+    fn server_limits() {
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            "[server]\nmax_connections = 10\nheader_timeout = \"5s\"\nbody_timeout = \"1m\"\nhttp2_max_streams = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, Some(10));
+        assert_eq!(c.server.connections(), 10);
+        assert_eq!(c.server.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.http2_max_streams, 8);
+        // Sized from the open-file limit when not given: never zero, never past 4096.
+        let d = GatewayConfig::default().server.connections();
+        assert!((16..=4096).contains(&d), "{d}");
+        for (text, field) in [
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nheader_timeout = \"0s\"\n", "server.header_timeout"),
+            ("[server]\nhttp2_max_streams = 0\n", "server.http2_max_streams"),
+            // A connection closed for silence while its request waits upstream: refused.
+            (
+                "[server]\nidle_timeout = \"30s\"\n[upstream]\ntimeouts = { first_byte = \"60s\" }\n",
+                "server.idle_timeout",
+            ),
+        ] {
+            let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{field}`")), "{e} should name {field}");
+        }
     }
 
     #[test]

@@ -98,9 +98,27 @@ pub(crate) async fn api(
     } else {
         body
     };
-    let bytes = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return too_large(),
+    // A body that never ends (or trickles) is not waited on for good.
+    let bytes = match tokio::time::timeout(
+        st.cfg.server.body_timeout,
+        axum::body::to_bytes(body, st.cfg.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return openai_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "The request body did not arrive within {}s.",
+                    st.cfg.server.body_timeout.as_secs_f64()
+                ),
+                "invalid_request_error",
+                Some("body_timeout"),
+                None,
+            )
+        }
     };
     let path_and_query = match uri.query() {
         Some(q) => format!("{path}?{q}"),

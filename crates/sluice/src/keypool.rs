@@ -86,9 +86,11 @@ impl KeySpec {
                 match lines.len() {
                     0 => return Err("the file is empty".into()),
                     1 => vec![lines[0].to_string()],
-                    n => return Err(format!(
+                    n => {
+                        return Err(format!(
                         "the file holds {n} keys: a `file` holds one (use `keys_file` for a pool)"
-                    )),
+                    ))
+                    }
                 }
             }
             KeySpec::KeysFile(p) => {

@@ -1,0 +1,152 @@
+//! `sluice serve` against connections that trickle their headers or never speak: they are
+//! closed after the header timeout, and normal requests are served all the while; past the
+//! connection cap new connections wait, and are served once a slot frees.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::start;
+
+/// POST a small chat request on a new connection; the HTTP status.
+fn chat(addr: &str) -> u16 {
+    let body =
+        r#"{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"x"}]}"#;
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Closed by the server: a read sees the end (or a reset) before `wait`.
+fn closed(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut sink = Vec::new();
+    match s.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn gateway(dir: &Path, upstream: &str, server: &str) -> (common::Proc, String) {
+    let cfg = dir.join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!("listen = \"127.0.0.1:0\"\n[server]\n{server}\n[upstream]\nbase_url = \"{upstream}\"\nkeys = [{{ value = \"sk-upstream-0000001\" }}]\n"),
+    )
+    .unwrap();
+    let (gw, base) = start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    (gw, addr)
+}
+
+#[test]
+fn trickling_and_silent_connections_are_closed_while_requests_are_served() {
+    let dir = std::env::temp_dir().join(format!("sluice-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
+    let (_gw, addr) = gateway(&dir, &upstream, "header_timeout = \"2s\"");
+    assert_eq!(chat(&addr), 200);
+
+    // 200 connections that send a request line, then a header byte every 250 ms; 100 that
+    // never send a byte.
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut silent: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let t0 = Instant::now();
+    let mut served = 0;
+    while t0.elapsed() < Duration::from_millis(3500) {
+        for s in &mut slow {
+            let _ = s.write_all(b"a");
+        }
+        assert_eq!(chat(&addr), 200, "a normal request while slow ones hang on");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(served >= 5);
+    let open_slow = slow
+        .iter_mut()
+        .map(|s| closed(s, Duration::from_secs(3)))
+        .filter(|c| !c)
+        .count();
+    let open_silent = silent
+        .iter_mut()
+        .map(|s| closed(s, Duration::from_secs(3)))
+        .filter(|c| !c)
+        .count();
+    assert_eq!(
+        (open_slow, open_silent),
+        (0, 0),
+        "connections still open past the header timeout"
+    );
+    assert_eq!(chat(&addr), 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn past_the_connection_cap_a_new_connection_waits_and_is_served() {
+    let dir = std::env::temp_dir().join(format!("sluice-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
+    let (_gw, addr) = gateway(
+        &dir,
+        &upstream,
+        "header_timeout = \"1500ms\"\nmax_connections = 8",
+    );
+    assert_eq!(chat(&addr), 200);
+    // Every slot taken by a silent connection...
+    let _silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ...a new caller waits (in the listen backlog) instead of being refused, and is served
+    // once the silent ones are closed.
+    let t0 = Instant::now();
+    assert_eq!(chat(&addr), 200);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "served before a slot was free: the cap did not hold"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_body_that_never_ends_is_answered_408() {
+    let dir = std::env::temp_dir().join(format!("sluice-body-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
+    let (_gw, addr) = gateway(&dir, &upstream, "body_timeout = \"1s\"");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    // Says 1,000 bytes, sends 20, and then nothing.
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":\"gpt-4o-mi"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
