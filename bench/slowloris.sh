@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Normal requests while hundreds of connections trickle their headers (issue 15). `sluice serve`
 # in front of `sluice mock` (20 ms answers); open-loop load (bench/src/bin/load.rs) at RATE req/s
-# for SECONDS, in alternating rounds without and with SLOW connections that each send a request
+# for ROUND_SECONDS, in alternating rounds without and with SLOW connections that each send a request
 # line and then one header byte a second (below the 30 s header timeout, so they stay open for
 # the whole round). The figure is the p50/p99 the slow connections add to the normal requests
 # (median over ROUNDS of with − without in the same round). Target: p99 under 50 ms added with 300.
 #
-#   bench/slowloris.sh          # RATE=500 SECONDS=8 SLOW=300 ROUNDS=3
+#   bench/slowloris.sh          # RATE=500 ROUND_SECONDS=8 SLOW=300 ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-500}
-SECONDS_PER_ROUND=${SECONDS:-8}
+SECONDS_PER_ROUND=${ROUND_SECONDS:-8}
 SLOW=${SLOW:-300}
 ROUNDS=${ROUNDS:-3}
 [ -n "${SLUICE:-}" ] || cargo build --release --quiet -p sluice-cli -p sluice-bench

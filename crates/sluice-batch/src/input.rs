@@ -453,6 +453,30 @@ mod tests {
         assert_eq!(kind(&parse_line(1, &long)), "line_too_long");
     }
 
+    // Fuzz targets (bounded here; `PROPTEST_CASES=200000 cargo test -p sluice-batch fuzz_` for a
+    // long run): any bytes, and near-valid lines, never panic, and the reader accounts for
+    // every byte it was given.
+    proptest::proptest! {
+        #[test]
+        fn fuzz_any_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let mut l = Lines::new(&data[..]);
+            while let Some((n, t)) = l.next_line().unwrap() {
+                let _ = parse_line(n, t);
+            }
+            proptest::prop_assert_eq!(l.consumed(), data.len() as u64);
+        }
+
+        #[test]
+        fn fuzz_near_valid_lines(id in "\\PC{0,12}", url in "(/v1/[a-z/]{0,20}|\\PC{0,8})",
+                                 body in "(\\{[^\\n]{0,40}\\}|\\PC{0,10})", cut in 0usize..120) {
+            let line = format!(r#"{{"custom_id":{},"method":"POST","url":{},"body":{body}}}"#,
+                serde_json::Value::from(id), serde_json::Value::from(url));
+            let text = &line.as_bytes()[..cut.min(line.len())];
+            let _ = parse_line(1, text);
+            let _ = parse_line(1, line.as_bytes());
+        }
+    }
+
     #[test]
     fn lines_skip_blanks_and_strip_crlf() {
         let data = b"a\r\n\n  \nb\nc";

@@ -1075,6 +1075,69 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
 
+    /// A file that uses every table, for the fuzz target to mutate.
+    const EVERYTHING: &str = r#"listen = "127.0.0.1:9999"
+max_body_bytes = 1000
+[server]
+max_connections = 10
+header_timeout = "5s"
+[upstream]
+base_url = "http://127.0.0.1:1/v1"
+keys = [{ env = "A" }, { value = "sk-x" }]
+rpm = 10
+timeouts = { idle = "5s", first_byte = "10s" }
+[[virtual_keys]]
+name = "a"
+key = "k"
+models = ["gpt-4o-mini"]
+budget = { day = "5.25", month = 100 }
+[[routes]]
+path = "/tokenize"
+methods = ["POST"]
+[models]
+aliases = { fast = "gpt-4o-mini" }
+fallbacks = { "gpt-4.1" = ["gpt-4o"] }
+[spend]
+ledger = "off"
+[alerts]
+remaining_below = 0.5
+finish_reason_above = { length = 0.1 }
+[reload]
+allow_removing_upstream = true
+"#;
+
+    // Fuzz targets (bounded here; `PROPTEST_CASES=200000 cargo test -p sluice-gateway fuzz_`
+    // for a long run): any text, and a full file with a byte cut out, swapped or added, is
+    // either a config or an error that names the file, never a panic.
+    proptest::proptest! {
+        #[test]
+        fn fuzz_any_text(text in "\\PC{0,300}") {
+            if let Err(e) = GatewayConfig::from_toml("g.toml", &text) {
+                proptest::prop_assert!(e.to_string().starts_with("g.toml"));
+            }
+        }
+
+        #[test]
+        fn fuzz_mutated_file(at in 0usize..700, op in 0u8..3, ch in proptest::char::any()) {
+            let mut chars: Vec<char> = EVERYTHING.chars().collect();
+            let i = at % chars.len();
+            match op {
+                0 => { chars.remove(i); }
+                1 => chars[i] = ch,
+                _ => chars.insert(i, ch),
+            }
+            let text: String = chars.into_iter().collect();
+            if let Err(e) = GatewayConfig::from_toml("g.toml", &text) {
+                proptest::prop_assert!(e.to_string().starts_with("g.toml"));
+            }
+        }
+    }
+
+    #[test]
+    fn everything_parses() {
+        GatewayConfig::from_toml("g.toml", EVERYTHING).unwrap();
+    }
+
     #[test]
     fn server_limits() {
         let c = GatewayConfig::from_toml(

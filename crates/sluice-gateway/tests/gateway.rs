@@ -745,3 +745,24 @@ async fn a_key_file_gone_after_start_tells_callers_nothing_of_the_server() {
     g.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn an_absurd_max_tokens_is_a_400_before_admission() {
+    let (m, g) = setup("", "").await;
+    for body in [
+        json!({"model": "gpt-4o-mini", "max_tokens": u64::MAX, "messages": [{"role": "user", "content": "x"}]}),
+        json!({"model": "gpt-4o-mini", "max_completion_tokens": 1_000_000_000u64, "n": 2, "messages": [{"role": "user", "content": "x"}]}),
+    ] {
+        let r = post(&g, None, "/chat/completions", body.to_string()).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()["x-should-retry"], "false");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("output tokens"));
+    }
+    assert_eq!(m.stats().requests, 0, "nothing reached the upstream");
+    g.shutdown().await;
+}

@@ -869,6 +869,37 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
 mod tests {
     use super::*;
 
+    // Fuzz targets (bounded here; `PROPTEST_CASES=200000 cargo test -p sluice-mock fuzz_` for a
+    // long run): any text, and each shipped scenario with a character cut out, replaced or
+    // added, loads or fails with an error, never a panic.
+    proptest::proptest! {
+        #[test]
+        fn fuzz_any_text(text in "\\PC{0,300}") {
+            let _ = Scenario::from_toml(&text);
+        }
+
+        #[test]
+        fn fuzz_mutated_scenarios(which in 0usize..6, at in 0usize..4000, op in 0u8..3,
+                                  ch in proptest::char::any()) {
+            let files = [
+                include_str!("../../../examples/mock/realistic-tier.toml"),
+                include_str!("../../../examples/mock/chaos-drill.toml"),
+                include_str!("../../../examples/mock/azure-openai.toml"),
+                include_str!("../../../examples/mock/openai-strict.toml"),
+                include_str!("../../../examples/mock/local-server.toml"),
+                include_str!("../../../examples/mock/throughput.toml"),
+            ];
+            let mut chars: Vec<char> = files[which].chars().collect();
+            let i = at % chars.len().max(1);
+            match op {
+                0 if !chars.is_empty() => { chars.remove(i); }
+                1 if !chars.is_empty() => chars[i] = ch,
+                _ => chars.insert(i.min(chars.len()), ch),
+            }
+            let _ = Scenario::from_toml(&chars.into_iter().collect::<String>());
+        }
+    }
+
     #[test]
     fn empty_scenario_has_defaults() {
         let s = Scenario::from_toml("").unwrap();

@@ -237,6 +237,25 @@ mod tests {
     }
 
     proptest! {
+        /// Fuzz target (`PROPTEST_CASES=200000 cargo test -p sluice --lib fuzz_` for a long run):
+        /// every rate-limit and retry header at once, any value.
+        #[test]
+        fn fuzz_rate_limit_headers(values in proptest::collection::vec("\\PC{0,24}", 9)) {
+            let names = ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "retry-after",
+                "retry-after-ms", "x-should-retry"];
+            let mut h = HeaderMap::new();
+            for (n, v) in names.iter().zip(&values) {
+                if let Ok(v) = http::HeaderValue::from_str(v) {
+                    h.insert(*n, v);
+                }
+            }
+            let r = RateLimits::from_headers(&h);
+            let _ = r.tokens.remaining_fraction();
+            let _ = r.requests.remaining_fraction();
+        }
+
         #[test]
         fn parsers_never_panic(s in "\\PC{0,40}") {
             let _ = parse_go_duration(&s);

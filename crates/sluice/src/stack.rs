@@ -328,6 +328,9 @@ impl Engine {
         ctx: &Ctx<'_>,
         _kind: A,
     ) -> Result<(A::Out, Routed), Error> {
+        if let Some(why) = ctx.call.estimate.as_ref().and_then(|e| e.refusal()) {
+            return Err(Error::new(ErrorKind::BadRequest, why).with_retryable(false));
+        }
         let Some(requested) = ctx.call.model.as_deref() else {
             let (v, attempts) = self.retries(ctx).run(|| A::run(self, ctx)).await?;
             let routed = Routed {

@@ -200,6 +200,24 @@ impl Estimate {
     }
 }
 
+/// The most output tokens one request may reserve (limit × choices). No model writes more than
+/// a few hundred thousand tokens in an answer, so a reservation past this is a mistake — a
+/// `max_tokens` of 2^64 − 1, a wrapped counter — and is refused as a bad request before
+/// admission, instead of being held against (or hiding behind) the token budget.
+pub const MAX_OUTPUT_RESERVATION: u64 = 100_000_000;
+
+impl Estimate {
+    /// Why this request cannot be sent at all (a clear 400), if it cannot.
+    pub fn refusal(&self) -> Option<String> {
+        (self.output > MAX_OUTPUT_RESERVATION).then(|| {
+            format!(
+                "the request reserves {} output tokens (max_tokens or max_completion_tokens × n); no model writes more than {MAX_OUTPUT_RESERVATION} in one request",
+                self.output
+            )
+        })
+    }
+}
+
 /// Tokens only (characters are filled in by [`estimate`]).
 fn tokens(prompt: u64, output: u64) -> Estimate {
     Estimate {
@@ -498,6 +516,12 @@ mod tests {
         let e = estimate("/chat/completions", &body);
         assert_eq!(e.output, u64::MAX);
         assert_eq!(e.charged(), u64::MAX);
+        assert!(e.refusal().is_some_and(|m| m.contains("18446744073709551615")));
+        let fine = estimate(
+            "/chat/completions",
+            &json!({"model":"gpt-4o","messages":[],"max_tokens":128000,"n":128}),
+        );
+        assert_eq!(fine.refusal(), None);
     }
 
     #[test]
@@ -517,6 +541,69 @@ mod tests {
             ] {
                 let _ = estimate(path, &body);
             }
+        }
+    }
+
+    /// Any JSON, of the shapes request bodies take.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,30}".prop_map(Value::from),
+            prop_oneof![Just("messages"), Just("content"), Just("role"), Just("user")]
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("messages".to_string()),
+                            Just("content".to_string()),
+                            Just("input".to_string()),
+                            Just("prompt".to_string()),
+                            Just("tools".to_string()),
+                            Just("max_tokens".to_string()),
+                            Just("n".to_string()),
+                            Just("instructions".to_string()),
+                            "[a-z_]{1,8}",
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    // Fuzz targets (`PROPTEST_CASES=200000 cargo test -p sluice --lib fuzz_` for a long run).
+    proptest::proptest! {
+        /// Any body on any path: an estimate, never a panic, and what admission charges is never
+        /// less than the output it reserves.
+        #[test]
+        fn fuzz_estimate_any_body(body in json_value(), which in 0usize..6) {
+            let path = ["/chat/completions", "/embeddings", "/completions", "/responses",
+                "/moderations", "/images/generations"][which];
+            let e = estimate(path, &body);
+            proptest::prop_assert!(e.charged() >= e.output);
+            proptest::prop_assert!(e.charged() >= e.limiter_prompt());
+        }
+
+        /// The output reservation is max_tokens × n, saturating: never less than the worst case.
+        #[test]
+        fn fuzz_output_is_the_worst_case(max in proptest::prelude::any::<u64>(), n in 0u64..1000,
+                                         text in "\\PC{0,50}") {
+            let body = json!({"model":"gpt-4o-mini","max_tokens":max,"n":n,
+                "messages":[{"role":"user","content":text}]});
+            let e = estimate("/chat/completions", &body);
+            proptest::prop_assert_eq!(e.output, max.saturating_mul(n.max(1)));
+            proptest::prop_assert_eq!(e.refusal().is_some(), e.output > MAX_OUTPUT_RESERVATION);
         }
     }
 }
