@@ -22,6 +22,7 @@ pub mod input;
 pub mod journal;
 pub mod output;
 mod progress;
+pub use progress::suspend as suspend_progress;
 mod setup;
 pub mod summary;
 mod writer;

@@ -25,6 +25,24 @@ struct Inner {
     ticker: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The bar on screen now, if any: log lines are written around it (see [`suspend`]).
+static SHOWN: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+fn shown() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
+    SHOWN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run `f` (a write to the terminal) with the progress bar cleared first and redrawn after, so
+/// that a log line is neither cut by the bar's next redraw nor left under a stale frame. With no
+/// bar on screen, `f` runs as it is.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    let bar = shown().clone();
+    match bar {
+        Some(b) => b.suspend(f),
+        None => f(),
+    }
+}
+
 fn line(tally: &Tally, engine: &Engine, started: Instant) -> (u64, String) {
     let done = tally.succeeded.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64().max(0.001);
@@ -59,6 +77,7 @@ pub fn start(mode: ProgressMode, total: u64, tally: Arc<Tally>, engine: Engine) 
         ) {
             b.set_style(style);
         }
+        *shown() = Some(b.clone());
         b
     });
     let ticker = {
@@ -101,6 +120,7 @@ impl Progress {
             }
             if let Some(b) = &i.bar {
                 b.finish_and_clear();
+                *shown() = None;
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod doctor_cmd;
 mod models_cmd;
@@ -22,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = env!("SLUICE_VERSION_LINE"),
     about = "A traffic controller for OpenAI-compatible LLM APIs"
 )]
 struct Cli {
@@ -82,6 +82,14 @@ enum Command {
     /// Diagnose an endpoint and key: DNS, TCP, TLS, first byte, key, limits, model.
     /// Exit code: 0 healthy, 1 degraded, 2 broken.
     Doctor(doctor_cmd::DoctorArgs),
+    /// Print shell completions: `sluice completions bash > ~/.local/share/bash-completion/completions/sluice`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line's definition.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,14 +178,15 @@ struct RunArgs {
     /// File with one API key per line, re-read when it changes (a rotated secret).
     #[arg(long)]
     keys_file: Option<PathBuf>,
-    /// Requests in flight at most.
-    #[arg(long, default_value_t = 256)]
-    concurrency: usize,
-    /// Requests per minute allowed (default: learned from the upstream's headers).
-    #[arg(long)]
+    /// Requests in flight at most (at least 1).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Requests per minute allowed (default: learned from the upstream's headers). At least 1:
+    /// leave it out for no limit of sluice's own.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rpm: Option<u64>,
-    /// Tokens per minute allowed (default: learned from the upstream's headers).
-    #[arg(long)]
+    /// Tokens per minute allowed (default: learned from the upstream's headers). At least 1.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     tpm: Option<u64>,
     /// Stop before spending more than this many US dollars (the whole job, across runs).
     #[arg(long)]
@@ -189,8 +198,8 @@ struct RunArgs {
     /// The same per UTC month.
     #[arg(long)]
     budget_per_month: Option<String>,
-    /// Attempts per request.
-    #[arg(long, default_value_t = 10)]
+    /// Attempts per request (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
     /// Also write the final summary as JSON here.
     #[arg(long)]
@@ -239,15 +248,46 @@ pub(crate) mod exit {
 }
 
 fn init_logs(format: &str, default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: escape codes in a log file or a pipe are noise.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(colour)
+        .with_writer(|| LogWriter);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// `bytes` to stdout; a reader that stopped early (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<(), Fail> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Fail(exit::FAILURE, format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Log lines to stderr, with a running progress bar taken off the screen while each is written
+/// (and redrawn below it), so a line is never torn by a redraw nor left under a stale frame.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sluice_batch::suspend_progress(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -379,7 +419,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     cfg.output = a.output.clone();
     cfg.errors = a.errors.clone();
     cfg.state_dir = a.state_dir.clone();
-    cfg.window = a.concurrency.max(1);
+    cfg.window = usize::try_from(a.concurrency).unwrap_or(usize::MAX);
     cfg.budget = dollars("--budget-usd", &a.budget_usd)?;
     cfg.max_attempts = a.max_attempts.max(1);
     cfg.summary_json = a.summary_json.clone();
@@ -543,6 +583,20 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             Some(ModelsCommand::Update { from }) => models_cmd::update(&from, json).await,
         },
         Command::Spend(args) => spend_cmd::spend(args).await,
+        // Written whole from memory: clap_complete panics on a failed write (a closed pipe).
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut text);
+            print_bytes(&text)
+        }
+        // The plain version: the page is committed (packaging/), and must not change per commit.
+        Command::Manpage => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command().version(env!("CARGO_PKG_VERSION")))
+                .render(&mut text)
+                .map_err(|e| Fail(exit::FAILURE, format!("cannot render the man page: {e}")))?;
+            print_bytes(&text)
+        }
         Command::Doctor(args) => {
             let code = doctor_cmd::doctor(args).await?;
             if code == 0 {

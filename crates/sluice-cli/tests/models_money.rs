@@ -315,3 +315,13 @@ fn an_unreadable_input_is_a_usage_error_before_anything_starts() {
         "the simulator is not started: {err}"
     );
 }
+
+#[test]
+fn a_limit_of_zero_is_refused_not_read_as_unlimited() {
+    for flag in ["--rpm", "--tpm", "--concurrency", "--max-attempts"] {
+        let o = sluice(&["batch", "run", "in.jsonl", "--upstream", "mock", flag, "0"]);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(flag) && err.contains("not in 1.."), "{err}");
+    }
+}

@@ -108,6 +108,9 @@ struct State {
     last_fired: HashMap<(&'static str, String), Instant>,
     minute_start: Instant,
     minute_sent: u32,
+    /// The most an upstream has said is left, per key and kind: the capacity it really grants
+    /// at once (see [`Alerter::remaining`]).
+    peaks: HashMap<String, u64>,
 }
 
 /// The alerting stage, shared by an engine's requests.
@@ -137,6 +140,7 @@ impl Alerter {
                 last_fired: HashMap::new(),
                 minute_start: now,
                 minute_sent: 0,
+                peaks: HashMap::new(),
             }),
             http,
         }
@@ -216,13 +220,31 @@ impl Alerter {
                 if lim == 0 {
                     continue;
                 }
-                let f = rem as f64 / lim as f64;
+                // Headroom against what the upstream grants at once, not its per-minute
+                // figure: an upstream that enforces a short window (Azure's 1–10 s, the
+                // simulator's realistic tier) never reports more than that window's share left,
+                // so against the limit it would look nearly drained on every request. The
+                // largest remaining seen so far is that capacity (the limit for OpenAI, which
+                // counts the whole minute); the first reading is the capacity itself.
+                let subject = format!("{key_label}:{what}");
+                let capacity = {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let peak = st.peaks.entry(subject.clone()).or_insert(0);
+                    *peak = (*peak).max(rem).min(lim);
+                    (*peak).max(1)
+                };
+                let f = rem as f64 / capacity as f64;
                 if f < below {
+                    let of = if capacity < lim {
+                        format!("{capacity} it grants at once ({lim} a minute)")
+                    } else {
+                        lim.to_string()
+                    };
                     self.fire(Alert {
                         rule: "upstream_remaining_low",
-                        subject: format!("{key_label}:{what}"),
+                        subject,
                         message: format!(
-                            "upstream {what} for {key_label}: {rem} of {lim} left ({:.0}%), under {:.0}%",
+                            "upstream {what} for {key_label}: {rem} of {of} left ({:.0}%), under {:.0}%",
                             f * 100.0,
                             below * 100.0
                         ),
@@ -458,6 +480,39 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(600)).await;
         assert!(a.fire(alert("key-1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remaining_is_judged_against_what_the_upstream_grants_at_once() {
+        let a = Alerter::new(rules());
+        let reading = |rem: u64| crate::headers::RateLimits {
+            requests: crate::headers::Budget {
+                limit: Some(5000),
+                remaining: Some(rem),
+                reset: None,
+            },
+            ..Default::default()
+        };
+        let fired = |a: &Alerter| {
+            a.state
+                .lock()
+                .unwrap()
+                .last_fired
+                .keys()
+                .any(|(r, _)| *r == "upstream_remaining_low")
+        };
+        // A 10 s window of a 5,000-a-minute limit: 832 left is a full window, not 17% left.
+        a.remaining("key-1", &reading(832));
+        a.remaining("key-1", &reading(700));
+        assert!(!fired(&a), "a full short window is not low headroom");
+        // Under 20% of that window: low.
+        a.remaining("key-1", &reading(120));
+        assert!(fired(&a));
+        // An upstream that counts the whole minute (OpenAI): the limit is the capacity.
+        let b = Alerter::new(rules());
+        b.remaining("key-1", &reading(5000));
+        b.remaining("key-1", &reading(900));
+        assert!(fired(&b), "900 of 5,000 is under 20%");
     }
 
     #[tokio::test(start_paused = true)]

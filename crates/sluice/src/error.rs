@@ -179,8 +179,36 @@ struct ApiErrorEnvelope {
 
 /// An engine error. Carries what the server said (never the key that was used). Boxed inside,
 /// so a `Result` stays one pointer wide on the success path.
-#[derive(Debug)]
 pub struct Error(Box<Inner>);
+
+/// What a person reads when a program's `main` returns this error (Rust prints its `Debug`):
+/// the kind, the message, the status, the request id to quote to the provider, the attempts
+/// and the wait asked for — not the internals.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.0;
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &format_args!("{}", i.kind.as_str()))
+            .field("message", &i.message);
+        if let Some(s) = i.status {
+            d.field("status", &s);
+        }
+        if let Some(r) = &i.request_id {
+            d.field("request_id", r);
+        }
+        if i.attempts > 0 {
+            d.field("attempts", &i.attempts);
+        }
+        if let Some(w) = i.retry_after {
+            d.field("retry_after", &w);
+        }
+        d.field("retryable", &i.retryable);
+        if let Some(src) = &i.source {
+            d.field("source", &format_args!("{src}"));
+        }
+        d.finish()
+    }
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -569,6 +597,22 @@ mod tests {
             e.to_string(),
             "rate_limited_requests: m (HTTP 429, request req_1); retry after 2.000s"
         );
+    }
+
+    #[test]
+    fn debug_reads_as_a_report_not_internals() {
+        let e = Error::from_response(
+            429,
+            &HeaderMap::new(),
+            br#"{"error":{"message":"Rate limit reached","type":"tokens","code":"rate_limit_exceeded"}}"#,
+        );
+        let d = format!("{e:?}");
+        assert!(d.starts_with("Error { kind: rate_limited_"), "{d}");
+        assert!(
+            d.contains("message: \"Rate limit reached") && d.contains("status: 429"),
+            "{d}"
+        );
+        assert!(!d.contains("Inner") && !d.contains("retry_now"), "{d}");
     }
 
     proptest! {

@@ -516,7 +516,9 @@ mod tests {
         let e = estimate("/chat/completions", &body);
         assert_eq!(e.output, u64::MAX);
         assert_eq!(e.charged(), u64::MAX);
-        assert!(e.refusal().is_some_and(|m| m.contains("18446744073709551615")));
+        assert!(e
+            .refusal()
+            .is_some_and(|m| m.contains("18446744073709551615")));
         let fine = estimate(
             "/chat/completions",
             &json!({"model":"gpt-4o","messages":[],"max_tokens":128000,"n":128}),
@@ -554,8 +556,13 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             any::<f64>().prop_map(Value::from),
             "\\PC{0,30}".prop_map(Value::from),
-            prop_oneof![Just("messages"), Just("content"), Just("role"), Just("user")]
-                .prop_map(Value::from),
+            prop_oneof![
+                Just("messages"),
+                Just("content"),
+                Just("role"),
+                Just("user")
+            ]
+            .prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
