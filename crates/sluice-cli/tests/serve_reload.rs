@@ -212,3 +212,48 @@ fn a_key_source_that_gives_no_key_stops_the_start_naming_the_setting() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_access_log_says_the_status_the_caller_got() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("sluice-serve-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gateway.toml");
+    // Nothing listens on port 9: the gateway answers its own 502.
+    std::fs::write(
+        &cfg,
+        "listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [{ value = \"sk-upstream-0000001\" }]\nmax_attempts = 1\n[models]\ncheck_upstream_every = \"0s\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(common::BIN)
+        .env("SLUICE_LEDGER", "off")
+        .env("SLUICE_DATA_DIR", common::no_data_dir())
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(chat(&base, "none"), 502);
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let t0 = Instant::now();
+    let mut logged = String::new();
+    while !logged.contains("sluice::gateway: request") {
+        logged.clear();
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no request log line"
+        );
+        if err.read_line(&mut logged).unwrap() == 0 {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(logged.contains("status=502"), "{logged}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
