@@ -55,12 +55,12 @@ fn the_committed_man_page_is_the_command_line_s() {
     assert!(o.status.success());
     let committed = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../packaging/data/share/man/man1/sluice.1"
+        "/../../packaging/wheel-data/data/share/man/man1/sluice.1"
     ))
     .unwrap();
     assert!(
         o.stdout == committed,
-        "packaging/data/share/man/man1/sluice.1 is stale: regenerate it with `cargo run --bin sluice -- manpage > packaging/data/share/man/man1/sluice.1`"
+        "packaging/wheel-data/data/share/man/man1/sluice.1 is stale: regenerate it with `cargo run --bin sluice -- manpage > packaging/wheel-data/data/share/man/man1/sluice.1`"
     );
 }
 
