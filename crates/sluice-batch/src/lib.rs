@@ -867,7 +867,14 @@ async fn send_patiently(
 ) -> Result<sluice::Reply, sluice::Error> {
     loop {
         match engine.send(call.clone()).await {
-            Err(e) if e.kind() == ErrorKind::Overloaded && !fatal.load(Ordering::Acquire) => {
+            // sluice's own queue is full, or the upstream's breaker is open: the line waits
+            // (the breaker's probe decides when the upstream is back), it does not fail.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Overloaded | ErrorKind::UpstreamUnavailable
+                ) && !fatal.load(Ordering::Acquire) =>
+            {
                 let wait = e
                     .retry_after()
                     .unwrap_or(Duration::from_secs(1))

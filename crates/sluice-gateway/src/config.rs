@@ -14,6 +14,7 @@
 //! refunds_unused = false  # true: the upstream gives unused max_tokens back (OpenAI does not)
 //! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
 //! max_concurrency = 2048 # requests (and streams) in flight upstream at most
+//! breaker = { failures = 5, failing_for = "1s", cooldown = "30s", max_cooldown = "5m" }
 //!
 //! [[virtual_keys]]
 //! name = "team-a"
@@ -256,6 +257,20 @@ struct RawUpstream {
     timeouts: Option<RawTimeouts>,
     max_attempts: Option<u32>,
     max_concurrency: Option<usize>,
+    breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    enabled: Option<bool>,
+    failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    failing_for: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_cooldown: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,6 +418,8 @@ pub struct GatewayConfig {
     /// Most requests in flight upstream (the adaptive limit moves below it). A stream holds
     /// its slot until it ends, so this bounds concurrent streams too. Default 2048.
     pub max_concurrency: usize,
+    /// The upstream's circuit breaker (`[upstream] breaker`).
+    pub breaker: sluice::breaker::BreakerConfig,
     /// Empty: any caller, but only from loopback.
     pub virtual_keys: Vec<VirtualKey>,
     pub models: ModelsSettings,
@@ -431,6 +448,7 @@ impl Default for GatewayConfig {
             timeouts: sluice::Timeouts::default(),
             max_attempts: 5,
             max_concurrency: 2048,
+            breaker: sluice::breaker::BreakerConfig::default(),
             virtual_keys: Vec::new(),
             models: ModelsSettings::default(),
             spend: SpendSettings {
@@ -750,6 +768,29 @@ impl GatewayConfig {
                 ));
             }
             c.max_concurrency = n;
+        }
+        if let Some(b) = up.breaker {
+            let d = sluice::breaker::BreakerConfig::default();
+            if b.failures == Some(0) {
+                return Err(invalid(
+                    "upstream.breaker.failures".into(),
+                    "must be at least 1 (enabled = false turns the breaker off)",
+                ));
+            }
+            if b.cooldown.is_some_and(|c| c.is_zero()) {
+                return Err(invalid(
+                    "upstream.breaker.cooldown".into(),
+                    "must be longer than zero",
+                ));
+            }
+            c.breaker = sluice::breaker::BreakerConfig {
+                enabled: b.enabled.unwrap_or(true),
+                failures: b.failures.unwrap_or(d.failures),
+                failing_for: b.failing_for.unwrap_or(d.failing_for),
+                cooldown: b.cooldown.unwrap_or(d.cooldown),
+                max_cooldown: b.max_cooldown.unwrap_or(d.max_cooldown),
+            };
+            c.breaker.max_cooldown = c.breaker.max_cooldown.max(c.breaker.cooldown);
         }
         if let Some(t) = up.timeouts {
             let d = sluice::Timeouts::default();

@@ -65,6 +65,11 @@ pub(crate) fn error_response(e: &Error) -> Response {
                 ErrorKind::BudgetExceeded | ErrorKind::QuotaExhausted => {
                     (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota")
                 }
+                // The upstream's breaker is open: a 503 with Retry-After, as a service that is
+                // down for a while answers (the SDKs retry it after that long).
+                ErrorKind::UpstreamUnavailable => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable")
+                }
                 ErrorKind::TimeoutConnect
                 | ErrorKind::TimeoutFirstByte
                 | ErrorKind::TimeoutIdle
@@ -96,10 +101,12 @@ pub(crate) fn error_response(e: &Error) -> Response {
         e.kind(),
         ErrorKind::BudgetExceeded | ErrorKind::QuotaExhausted
     );
+    // Not retried inside the gateway (it fails fast), but the caller may come back later.
+    let later = e.kind() == ErrorKind::UpstreamUnavailable;
     set(
         h,
         "x-should-retry",
-        if e.is_retryable() && !never {
+        if (e.is_retryable() || later) && !never {
             "true"
         } else {
             "false"
@@ -128,6 +135,7 @@ pub(crate) fn caller_message(e: &Error) -> &str {
         | ErrorKind::TimeoutIdle
         | ErrorKind::TimeoutTotal
         | ErrorKind::ModelRetired
+        | ErrorKind::UpstreamUnavailable
         | ErrorKind::BadRequest => e.message(),
         ErrorKind::Authentication => "The gateway has no usable upstream API key. This is the gateway's configuration, not your key; the operator has to fix it.",
         ErrorKind::Connection | ErrorKind::StreamInterrupted | ErrorKind::Decode => {

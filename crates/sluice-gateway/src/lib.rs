@@ -162,6 +162,7 @@ pub fn engine(
             a
         })
         .pool_max_idle_per_host(cfg.max_concurrency)
+        .breaker(cfg.breaker)
         .build()?;
     Ok(client.engine().clone())
 }

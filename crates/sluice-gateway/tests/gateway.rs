@@ -766,3 +766,46 @@ async fn an_absurd_max_tokens_is_a_400_before_admission() {
     assert_eq!(m.stats().requests, 0, "nothing reached the upstream");
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failing_upstream_opens_the_breaker_and_one_probe_closes_it() {
+    let (m, g) = setup(
+        "[faults]\nerror_503 = 1.0\n",
+        "max_attempts = 1\nbreaker = { failures = 3, failing_for = \"200ms\", cooldown = \"1s\" }\n",
+    )
+    .await;
+    let body = || chat(false).to_string();
+    // Failing attempts reach the upstream until the breaker has seen enough of them...
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = post(&g, None, "/chat/completions", body()).await;
+        let kind = r.headers().get("retry-after").is_some();
+        let v: Value = r.json().await.unwrap();
+        statuses.push((v["error"]["type"].as_str().unwrap_or("").to_string(), kind));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let reached = m.stats().requests;
+    assert!(
+        (3..8).contains(&reached),
+        "the upstream saw {reached} requests: {statuses:?}"
+    );
+    // ...then the gateway answers a 503 itself, with Retry-After, and sends nothing.
+    let (last, has_wait) = statuses.last().unwrap();
+    assert_eq!(last, "upstream_unavailable", "{statuses:?}");
+    assert!(*has_wait);
+    let r = post(&g, None, "/chat/completions", body()).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-should-retry"], "true");
+    assert_eq!(m.stats().requests, reached, "nothing sent while open");
+
+    // The upstream recovers; after the cooldown one probe goes, is answered, and it closes.
+    m.set_scenario(Scenario::default());
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let r = post(&g, None, "/chat/completions", body()).await;
+    assert_eq!(r.status(), 200);
+    for _ in 0..3 {
+        let r = post(&g, None, "/chat/completions", body()).await;
+        assert_eq!(r.status(), 200);
+    }
+    g.shutdown().await;
+}

@@ -82,7 +82,7 @@ impl Default for AlertRules {
 pub struct Alert {
     /// `upstream_remaining_low`, `budget_threshold`, `deprecated_model`, `key_quarantined`,
     /// `error_rate`, `p99_latency`, `large_request`, `finish_reason_rate`,
-    /// `config_reload_refused`.
+    /// `config_reload_refused`, `circuit_breaker`.
     pub rule: &'static str,
     /// What it is about (a key label, a model, a budget): with `rule`, the de-duplication key.
     pub subject: String,
@@ -302,6 +302,17 @@ impl Alerter {
                 threshold: 0.0,
             });
         }
+    }
+
+    /// An upstream's circuit breaker moved (`open`, `half_open`, `closed`).
+    pub fn circuit_breaker(&self, upstream: &str, to: &str, why: &str) {
+        self.fire(Alert {
+            rule: "circuit_breaker",
+            subject: format!("{upstream}:{to}"),
+            message: format!("upstream {upstream}: circuit breaker {to}: {why}"),
+            value: f64::from(u8::from(to == "open")),
+            threshold: 0.0,
+        });
     }
 
     /// A configuration reload was refused (the running configuration stays).

@@ -404,6 +404,7 @@ pub struct ClientBuilder {
     models: Option<Arc<ModelPolicy>>,
     spend: SpendConfig,
     alerts: Option<crate::alerts::AlertRules>,
+    breaker: crate::breaker::BreakerConfig,
 }
 
 impl ClientBuilder {
@@ -535,6 +536,13 @@ impl ClientBuilder {
         self
     }
 
+    /// The upstream's circuit breaker (default on; [`crate::breaker::BreakerConfig::off`] sends
+    /// every request whatever the upstream's state).
+    pub fn breaker(mut self, cfg: crate::breaker::BreakerConfig) -> Self {
+        self.breaker = cfg;
+        self
+    }
+
     /// An extra header on every request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -601,6 +609,7 @@ impl ClientBuilder {
             models: self.models.unwrap_or_default(),
             spend: self.spend,
             alerts: self.alerts.unwrap_or_default(),
+            breaker: self.breaker,
         })?;
         Ok(Client {
             engine,

@@ -60,6 +60,9 @@ pub enum ErrorKind {
     BudgetExceeded,
     /// sluice's own capacity (admission queue) is full.
     Overloaded,
+    /// The upstream is failing and its circuit breaker is open: not sent; retry after the
+    /// time given.
+    UpstreamUnavailable,
     /// The client was configured wrongly, or a request could not be built.
     Config,
 }
@@ -90,6 +93,7 @@ impl ErrorKind {
             ErrorKind::Decode => "decode",
             ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::Config => "config",
         }
     }

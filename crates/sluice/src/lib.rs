@@ -22,6 +22,7 @@
 mod accumulate;
 pub mod admission;
 pub mod alerts;
+pub mod breaker;
 mod call;
 pub mod catalog;
 mod chat_stream;

@@ -71,6 +71,8 @@ pub struct EngineConfig {
     pub spend: SpendConfig,
     /// Alert rules (default: [`AlertRules::default`], log and metric only).
     pub alerts: AlertRules,
+    /// The upstream's circuit breaker (default on: see [`crate::breaker`]).
+    pub breaker: crate::breaker::BreakerConfig,
 }
 
 /// The shared engine. Cheap to clone.
@@ -91,6 +93,7 @@ struct Inner {
     models: Arc<ModelPolicy>,
     spend: Arc<Accountant>,
     alerts: Arc<Alerter>,
+    breaker: Arc<crate::breaker::Breaker>,
     counters: Counters,
     catalog: Catalog,
 }
@@ -135,6 +138,7 @@ impl Engine {
         );
         let transport = Transport::new(&cfg.base_url, &cfg.transport)?;
         let alerts = Arc::new(Alerter::new(cfg.alerts));
+        let breaker = crate::breaker::Breaker::new(cfg.breaker, "default", alerts.clone());
         Ok(Engine {
             inner: Arc::new(Inner {
                 transport,
@@ -149,6 +153,7 @@ impl Engine {
                         .with_alerts(alerts.clone()),
                 ),
                 alerts,
+                breaker,
                 models: cfg.models,
                 counters: Counters::default(),
                 catalog: Catalog::default(),
@@ -438,6 +443,27 @@ impl Engine {
     /// Admission, then the request until its headers; error statuses become errors here.
     /// Returns the response and the admission ticket that must live as long as its body.
     async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<OkResponse, Error> {
+        // A failing upstream is not sent to while its breaker is open: the request fails now,
+        // with the time to come back, instead of spending its retries and deadline there.
+        let pass = self.inner.breaker.admit().map_err(|wait| {
+            Error::new(
+                ErrorKind::UpstreamUnavailable,
+                format!(
+                    "the upstream is failing (connections, timeouts or 5xx) and its circuit breaker is open: not sent; try again in {:.1}s",
+                    wait.as_secs_f64()
+                ),
+            )
+            .with_retry_after(Some(wait))
+        })?;
+        let result = self.open_passed(ctx, stream).await;
+        pass.record(match &result {
+            Ok(_) => crate::breaker::Health::Answered,
+            Err(e) => crate::breaker::Health::of(e),
+        });
+        result
+    }
+
+    async fn open_passed(&self, ctx: &Ctx<'_>, stream: bool) -> Result<OkResponse, Error> {
         let keys = &self.inner.keys;
         let chosen = keys.take(ctx.deadline).await?;
         let headers = AttemptHeaders {

@@ -1,0 +1,367 @@
+//! A circuit breaker for the upstream: when it is down, requests fail at once with the time to
+//! come back (`upstream_unavailable`, `Retry-After`) instead of each one spending its retries
+//! and its deadline on it, and instead of a thousand callers hammering a service that is
+//! trying to recover.
+//!
+//! It opens when the upstream has failed `failures` attempts in a row (connection refused or
+//! reset, connect or first-byte timeouts, 5xx) *and* has not answered well for `failing_for`:
+//! a flaky but living upstream, which fails a third of its requests in a burst and answers the
+//! rest within milliseconds, never meets both, while a dead one meets them on the first few
+//! requests. 429s and 4xx are answers: the upstream is up. Open, it refuses for a cooldown
+//! (±20% jitter, so replicas do not probe in step), then lets one probe request through
+//! (half-open): an answer closes it, a failure opens it again for twice as long, up to
+//! `max_cooldown`. Every transition is logged, counted (`sluice_breaker_transitions_total`)
+//! and alerted (`circuit_breaker`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::alerts::Alerter;
+
+/// When the breaker opens and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Off: every request is sent whatever the upstream's state.
+    pub enabled: bool,
+    /// Failed attempts in a row before it opens (default 5)...
+    pub failures: u32,
+    /// ...and for at least this long without a good answer (default 1 s).
+    pub failing_for: Duration,
+    /// How long it stays open the first time (default 30 s), doubled after each failed probe.
+    pub cooldown: Duration,
+    /// The longest it stays open (default 5 min).
+    pub max_cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failures: 5,
+            failing_for: Duration::from_secs(1),
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(300),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// No breaker.
+    pub fn off() -> Self {
+        BreakerConfig {
+            enabled: false,
+            ..BreakerConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    /// The cooldown is over; `probing` while the one probe request is out.
+    HalfOpen {
+        probing: bool,
+    },
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// Failed attempts in a row, and when the first of them was.
+    failed: u32,
+    failing_since: Option<Instant>,
+    /// Times it opened since it was last closed (each doubles the cooldown).
+    reopened: u32,
+}
+
+/// One upstream's breaker, shared by the engine's requests.
+#[derive(Debug)]
+pub struct Breaker {
+    cfg: BreakerConfig,
+    /// `upstream` label of its metric and log lines.
+    name: String,
+    state: Mutex<State>,
+    alerts: Arc<Alerter>,
+}
+
+/// Leave to send one attempt. Report what came of it with [`Pass::record`]; a pass dropped
+/// without a report (the request was cancelled) frees the probe slot for another request.
+#[derive(Debug)]
+pub struct Pass {
+    breaker: Option<Arc<Breaker>>,
+    probe: bool,
+}
+
+/// What one attempt says about the upstream's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// It answered (2xx, 4xx, 429): it is up.
+    Answered,
+    /// It could not be reached or failed (connection, connect or first-byte timeout, 5xx).
+    Failed,
+    /// Says nothing about the upstream (the request was refused before it was sent).
+    Unknown,
+}
+
+impl Health {
+    /// The health an attempt's error shows.
+    pub fn of(e: &crate::Error) -> Self {
+        use crate::ErrorKind as K;
+        match e.kind() {
+            K::Connection | K::TimeoutConnect | K::TimeoutFirstByte | K::ServerError => {
+                // A 408 is the upstream timing out the request body: it is up.
+                if e.status() == Some(408) {
+                    Health::Answered
+                } else {
+                    Health::Failed
+                }
+            }
+            _ if e.status().is_some() => Health::Answered,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+impl Breaker {
+    pub fn new(cfg: BreakerConfig, name: impl Into<String>, alerts: Arc<Alerter>) -> Arc<Self> {
+        Arc::new(Breaker {
+            cfg,
+            name: name.into(),
+            state: Mutex::new(State {
+                phase: Phase::Closed,
+                failed: 0,
+                failing_since: None,
+                reopened: 0,
+            }),
+            alerts,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May an attempt go now? `Err(wait)`: the breaker is open (or its probe is out) for about
+    /// this long more.
+    pub fn admit(self: &Arc<Self>) -> Result<Pass, Duration> {
+        if !self.cfg.enabled {
+            return Ok(Pass {
+                breaker: None,
+                probe: false,
+            });
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Closed => Ok(Pass {
+                breaker: Some(self.clone()),
+                probe: false,
+            }),
+            Phase::Open { until } if now < until => Err(until - now),
+            Phase::Open { .. } | Phase::HalfOpen { probing: false } => {
+                if matches!(st.phase, Phase::Open { .. }) {
+                    drop(st);
+                    self.transition("half_open", "the cooldown is over: one probe request goes");
+                    st = self.lock();
+                }
+                st.phase = Phase::HalfOpen { probing: true };
+                Ok(Pass {
+                    breaker: Some(self.clone()),
+                    probe: true,
+                })
+            }
+            // The probe is out: the others wait for its answer, a moment at a time.
+            Phase::HalfOpen { probing: true } => Err(Duration::from_secs(1).min(self.cfg.cooldown)),
+        }
+    }
+
+    fn record(&self, probe: bool, health: Health) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match health {
+            Health::Unknown => {
+                if probe {
+                    st.phase = Phase::HalfOpen { probing: false };
+                }
+            }
+            Health::Answered => {
+                st.failed = 0;
+                st.failing_since = None;
+                // Any answer (the probe's, or a request's sent before it opened) shows it is up.
+                if st.phase != Phase::Closed {
+                    st.phase = Phase::Closed;
+                    st.reopened = 0;
+                    drop(st);
+                    self.transition("closed", "the probe request was answered");
+                }
+            }
+            Health::Failed => {
+                st.failed = st.failed.saturating_add(1);
+                let since = *st.failing_since.get_or_insert(now);
+                let open_now = if probe {
+                    true
+                } else {
+                    st.phase == Phase::Closed
+                        && st.failed >= self.cfg.failures
+                        && now.duration_since(since) >= self.cfg.failing_for
+                };
+                if open_now {
+                    let base = self
+                        .cfg
+                        .cooldown
+                        .saturating_mul(1u32 << st.reopened.min(16))
+                        .min(self.cfg.max_cooldown);
+                    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+                    let cooldown = base.mul_f64(jitter);
+                    st.phase = Phase::Open {
+                        until: now + cooldown,
+                    };
+                    st.reopened = st.reopened.saturating_add(1);
+                    let why = if probe {
+                        format!(
+                            "the probe request failed; open for {:.1}s",
+                            cooldown.as_secs_f64()
+                        )
+                    } else {
+                        format!(
+                            "{} attempts in a row failed over {:.1}s; open for {:.1}s",
+                            st.failed,
+                            now.duration_since(since).as_secs_f64(),
+                            cooldown.as_secs_f64()
+                        )
+                    };
+                    drop(st);
+                    self.transition("open", &why);
+                }
+            }
+        }
+    }
+
+    fn transition(&self, to: &'static str, why: &str) {
+        metrics::counter!("sluice_breaker_transitions_total", "upstream" => self.name.clone(), "to" => to)
+            .increment(1);
+        if to == "closed" {
+            tracing::info!(target: "sluice::breaker", upstream = %self.name, to, "{why}");
+        } else {
+            tracing::warn!(target: "sluice::breaker", upstream = %self.name, to, "{why}");
+        }
+        self.alerts.circuit_breaker(&self.name, to, why);
+    }
+
+    /// Whether it refuses requests now (open and not yet due for a probe).
+    pub fn is_open(&self) -> bool {
+        matches!(self.lock().phase, Phase::Open { until } if Instant::now() < until)
+    }
+}
+
+impl Pass {
+    /// What the attempt showed.
+    pub fn record(mut self, health: Health) {
+        if let Some(b) = self.breaker.take() {
+            b.record(self.probe, health);
+        }
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(b) = self.breaker.take() {
+            if self.probe {
+                b.record(true, Health::Unknown);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Arc<Breaker> {
+        Breaker::new(
+            BreakerConfig {
+                cooldown: Duration::from_secs(10),
+                ..BreakerConfig::default()
+            },
+            "test",
+            Arc::new(Alerter::new(crate::alerts::AlertRules::default())),
+        )
+    }
+
+    fn fail(b: &Arc<Breaker>) {
+        b.admit().unwrap().record(Health::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_failures_from_a_living_upstream_does_not_open_it() {
+        let b = breaker();
+        // Ten failures in a row within milliseconds, then an answer: flaky, not down.
+        for _ in 0..10 {
+            fail(&b);
+            tokio::time::advance(Duration::from_millis(5)).await;
+        }
+        b.admit().unwrap().record(Health::Answered);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for _ in 0..4 {
+            fail(&b);
+        }
+        assert!(b.admit().is_ok(), "four failures are not five");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_upstream_opens_it_then_one_probe_decides() {
+        let b = breaker();
+        for _ in 0..5 {
+            fail(&b);
+            tokio::time::advance(Duration::from_millis(300)).await;
+        }
+        let wait = b.admit().unwrap_err();
+        assert!(
+            wait >= Duration::from_secs(7) && wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+        tokio::time::advance(Duration::from_secs(13)).await;
+        // Half-open: one probe, the others wait for it.
+        let probe = b.admit().unwrap();
+        assert!(b.admit().is_err());
+        probe.record(Health::Failed);
+        // Open again, for about twice as long.
+        let wait = b.admit().unwrap_err();
+        assert!(wait >= Duration::from_secs(15), "{wait:?}");
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let probe = b.admit().unwrap();
+        probe.record(Health::Answered);
+        assert!(b.admit().is_ok() && b.admit().is_ok(), "closed again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_without_an_answer_frees_the_slot() {
+        let b = breaker();
+        for _ in 0..5 {
+            fail(&b);
+            tokio::time::advance(Duration::from_millis(300)).await;
+        }
+        tokio::time::advance(Duration::from_secs(13)).await;
+        drop(b.admit().unwrap());
+        assert!(b.admit().is_ok(), "the next request may probe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn off_sends_everything() {
+        let b = Breaker::new(
+            BreakerConfig::off(),
+            "test",
+            Arc::new(Alerter::new(crate::alerts::AlertRules::default())),
+        );
+        for _ in 0..20 {
+            fail(&b);
+            tokio::time::advance(Duration::from_millis(300)).await;
+        }
+        assert!(b.admit().is_ok());
+    }
+}
