@@ -129,6 +129,36 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     reload: Option<RawReload>,
     server: Option<RawServer>,
+    #[serde(default)]
+    upstreams: Vec<RawUpstreamEntry>,
+}
+
+/// One of several upstreams (`[[upstreams]]`); the shared settings stay in `[upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamEntry {
+    name: String,
+    base_url: String,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    models: Vec<String>,
+    priority: Option<i32>,
+    weight: Option<u32>,
+}
+
+/// One of several upstreams, checked.
+#[derive(Debug, Clone)]
+pub struct UpstreamEntry {
+    /// In logs, metrics and `x-sluice-upstream`.
+    pub name: String,
+    pub base_url: String,
+    /// Empty: `OPENAI_API_KEY`.
+    pub keys: Vec<KeySpec>,
+    /// Models it serves (`*` globs); empty: all.
+    pub models: Vec<String>,
+    pub priority: i32,
+    pub weight: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -427,7 +457,11 @@ pub struct GatewayConfig {
     pub alerts: sluice::alerts::AlertRules,
     /// The route table: OpenAI's operations plus `[[routes]]`.
     pub routes: sluice::routes::RouteTable,
-    /// The file had an `[upstream]` table (a reload that drops it is refused).
+    /// Several upstreams (`[[upstreams]]`): when any, requests go to them (by model, priority
+    /// and weight, with failover) and `base_url` / `keys` above are unused.
+    pub upstreams: Vec<UpstreamEntry>,
+    /// The file had an `[upstream]` table or `[[upstreams]]` (a reload that drops them is
+    /// refused).
     pub upstream_table: bool,
     pub reload: ReloadSettings,
     /// Connection limits (read at start; a reload does not change them).
@@ -457,6 +491,7 @@ impl Default for GatewayConfig {
             },
             alerts: sluice::alerts::AlertRules::default(),
             routes: sluice::routes::RouteTable::builtin(),
+            upstreams: Vec::new(),
             upstream_table: false,
             reload: ReloadSettings::default(),
             server: crate::ServerLimits::default(),
@@ -607,6 +642,48 @@ fn at_least_one(
     }
 }
 
+/// Key sources from `[{ env = ... }, { file = ... }, ...]`, by their place in `field`.
+fn keys(
+    raw: Vec<RawKey>,
+    field: &str,
+    invalid: &dyn Fn(String, &str) -> ConfigError,
+) -> Result<Vec<KeySpec>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, k) in raw.into_iter().enumerate() {
+        let set = [
+            k.env.is_some(),
+            k.file.is_some(),
+            k.keys_file.is_some(),
+            k.value.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(invalid(
+                format!("{field}[{i}]"),
+                "give exactly one of env, file, keys_file, value",
+            ));
+        }
+        out.push(match (k.env, k.file, k.keys_file, k.value) {
+            (Some(e), ..) => KeySpec::Env(e),
+            (_, Some(f), ..) => KeySpec::File(f),
+            (_, _, Some(f), _) => KeySpec::KeysFile(f),
+            (.., Some(v)) => {
+                if v.trim() != v || v.is_empty() {
+                    return Err(invalid(
+                        format!("{field}[{i}].value"),
+                        "has spaces around it or is empty: the upstream would refuse it",
+                    ));
+                }
+                KeySpec::Value(v.into())
+            }
+            _ => return Err(invalid(format!("{field}[{i}]"), "empty")),
+        });
+    }
+    Ok(out)
+}
+
 /// SHA-256 of a caller's key.
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -674,7 +751,7 @@ impl GatewayConfig {
             }
             c.max_body_bytes = m;
         }
-        c.upstream_table = raw.upstream.is_some();
+        c.upstream_table = raw.upstream.is_some() || !raw.upstreams.is_empty();
         if let Some(r) = raw.reload {
             c.reload = ReloadSettings {
                 allow_removing_upstream: r.allow_removing_upstream.unwrap_or(false),
@@ -715,36 +792,41 @@ impl GatewayConfig {
         }
         let up = raw.upstream.unwrap_or_default();
         c.base_url = up.base_url;
-        for (i, k) in up.keys.into_iter().enumerate() {
-            let set = [
-                k.env.is_some(),
-                k.file.is_some(),
-                k.keys_file.is_some(),
-                k.value.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if set != 1 {
+        c.keys = keys(up.keys, "upstream.keys", &invalid)?;
+        let single = c.base_url.is_some() || !c.keys.is_empty();
+        for (i, u) in raw.upstreams.into_iter().enumerate() {
+            let at = |f: &str| format!("upstreams[{i}].{f}");
+            if single {
                 return Err(invalid(
-                    format!("upstream.keys[{i}]"),
-                    "give exactly one of env, file, keys_file, value",
+                    "upstream".into(),
+                    "has base_url or keys, and [[upstreams]] is given too: with several upstreams, each [[upstreams]] entry has its own (the shared settings stay in [upstream])",
                 ));
             }
-            c.keys.push(match (k.env, k.file, k.keys_file, k.value) {
-                (Some(e), ..) => KeySpec::Env(e),
-                (_, Some(f), ..) => KeySpec::File(f),
-                (_, _, Some(f), _) => KeySpec::KeysFile(f),
-                (.., Some(v)) => {
-                    if v.trim() != v || v.is_empty() {
-                        return Err(invalid(
-                            format!("upstream.keys[{i}].value"),
-                            "has spaces around it or is empty: the upstream would refuse it",
-                        ));
-                    }
-                    KeySpec::Value(v.into())
-                }
-                _ => return Err(invalid(format!("upstream.keys[{i}]"), "empty")),
+            if u.name.trim().is_empty() || u.name.trim() != u.name {
+                return Err(invalid(
+                    at("name"),
+                    "must be a name without spaces around it",
+                ));
+            }
+            if let Some(j) = c.upstreams.iter().position(|e| e.name == u.name) {
+                return Err(invalid(
+                    at("name"),
+                    &format!("is also the name of upstreams[{j}]: names must be unique"),
+                ));
+            }
+            if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://")) {
+                return Err(invalid(at("base_url"), "must be an http(s) URL"));
+            }
+            if u.weight == Some(0) {
+                return Err(invalid(at("weight"), "must be at least 1"));
+            }
+            c.upstreams.push(UpstreamEntry {
+                keys: keys(u.keys, &at("keys"), &invalid)?,
+                name: u.name,
+                base_url: u.base_url,
+                models: u.models,
+                priority: u.priority.unwrap_or(0),
+                weight: u.weight.unwrap_or(1),
             });
         }
         c.rpm = at_least_one(up.rpm, "upstream.rpm", &invalid)?;
@@ -1177,6 +1259,43 @@ allow_removing_upstream = true
     #[test]
     fn everything_parses() {
         GatewayConfig::from_toml("g.toml", EVERYTHING).unwrap();
+    }
+
+    #[test]
+    fn several_upstreams() {
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            "[upstream]\nmax_attempts = 3\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\nkeys = [{ env = \"A\" }]\nmodels = [\"gpt-4o*\"]\nweight = 3\n[[upstreams]]\nname = \"b\"\nbase_url = \"https://b.example/v1\"\npriority = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!((c.upstreams[0].weight, c.upstreams[1].priority), (3, 1));
+        assert!(c.upstream_table);
+        for (text, field) in [
+            (
+                "[upstream]\nbase_url = \"http://x/v1\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\n",
+                "upstream",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://z/v1\"\n",
+                "upstreams[1].name",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\nweight = 0\n",
+                "upstreams[0].weight",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nbase_url = \"y\"\n",
+                "upstreams[0].base_url",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\nkeys = [{}]\n",
+                "upstreams[0].keys[0]",
+            ),
+        ] {
+            let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{field}`")), "{e} should name {field}");
+        }
     }
 
     #[test]

@@ -81,10 +81,13 @@ pub(crate) fn error_response(e: &Error) -> Response {
                 // A retired model (model registry): a 404 like the upstream's, so the SDK
                 // raises NotFoundError, with the replacement named in the message.
                 ErrorKind::ModelRetired => (StatusCode::NOT_FOUND, "invalid_request_error"),
+                // No configured upstream serves the model: a 404 as OpenAI answers an unknown one.
+                ErrorKind::ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error"),
                 ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             };
-            let param = (e.kind() == ErrorKind::ModelRetired).then_some("model");
+            let param = matches!(e.kind(), ErrorKind::ModelRetired | ErrorKind::ModelNotFound)
+                .then_some("model");
             openai_error(status, caller_message(e), ty, Some(e.kind().as_str()), param)
         }
     };
@@ -135,6 +138,7 @@ pub(crate) fn caller_message(e: &Error) -> &str {
         | ErrorKind::TimeoutIdle
         | ErrorKind::TimeoutTotal
         | ErrorKind::ModelRetired
+        | ErrorKind::ModelNotFound
         | ErrorKind::UpstreamUnavailable
         | ErrorKind::BadRequest => e.message(),
         ErrorKind::Authentication => "The gateway has no usable upstream API key. This is the gateway's configuration, not your key; the operator has to fix it.",

@@ -75,7 +75,7 @@ pub(crate) fn pass_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 /// What the model policy did, for the caller to see: `x-sluice-model-deprecated` (model;
 /// shutdown; replacement), `x-sluice-model-substituted` and `x-sluice-model-fallback`
-/// (requested -> sent).
+/// (requested -> sent), and `x-sluice-upstream` (the name of the upstream that answered).
 pub(crate) fn sluice_headers(h: &mut HeaderMap, meta: &Meta) {
     if let Some(n) = &meta.deprecation {
         set(h, "x-sluice-model-deprecated", &n.header_value());
@@ -91,5 +91,8 @@ pub(crate) fn sluice_headers(h: &mut HeaderMap, meta: &Meta) {
     }
     if let Some(from) = &meta.fallback_from {
         set(h, "x-sluice-model-fallback", &format!("{from} -> {sent}"));
+    }
+    if let Some(u) = &meta.upstream {
+        set(h, "x-sluice-upstream", u);
     }
 }

@@ -45,7 +45,7 @@ use sluice::spend::{Budget, BudgetScope, Ledger, RedisBudgets, SpendConfig, Spen
 use sluice::{Call, Engine, Meta, RequestOptions};
 use sluice::{Client, Error, ErrorKind};
 
-pub use config::{ConfigError, GatewayConfig, KeySpec, LedgerSetting, VirtualKey};
+pub use config::{ConfigError, GatewayConfig, KeySpec, LedgerSetting, UpstreamEntry, VirtualKey};
 pub use server::ServerLimits;
 
 use auth::*;
@@ -136,6 +136,16 @@ pub fn engine(
         .alerts(cfg.alerts.clone());
     if let Some(url) = &cfg.base_url {
         b = b.base_url(url.clone());
+    }
+    for u in &cfg.upstreams {
+        b = b.upstream(sluice::UpstreamSpec {
+            name: u.name.clone(),
+            base_url: u.base_url.clone(),
+            keys: KeySpec::sources(&u.keys),
+            models: u.models.clone(),
+            priority: u.priority,
+            weight: u.weight,
+        });
     }
     let client = b
         .key_pool(KeySpec::sources(&cfg.keys))
@@ -353,9 +363,18 @@ fn widens(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
 /// Every upstream key source is read once now, so a missing file or an unset variable stops
 /// the start (or the reload) naming the setting, instead of turning every request into a 502.
 fn check_keys(cfg: &GatewayConfig) -> Result<(), Error> {
-    sluice::keypool::KeySpec::check_all(&cfg.keys, "upstream.keys")
-        .map(|_| ())
-        .map_err(|e| Error::new(ErrorKind::Config, e))
+    let check = |keys: &[KeySpec], field: &str| {
+        sluice::keypool::KeySpec::check_all(keys, field)
+            .map(|_| ())
+            .map_err(|e| Error::new(ErrorKind::Config, e))
+    };
+    if cfg.upstreams.is_empty() {
+        return check(&cfg.keys, "upstream.keys");
+    }
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        check(&u.keys, &format!("upstreams[{i}].keys"))?;
+    }
+    Ok(())
 }
 
 /// A running gateway (for tests and embedding).

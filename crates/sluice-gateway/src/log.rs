@@ -14,6 +14,7 @@ pub(crate) struct RequestLog {
     pub(crate) attempts: u32,
     pub(crate) request_id: Option<String>,
     pub(crate) upstream_key: Option<String>,
+    pub(crate) upstream: Option<String>,
     pub(crate) ttft: Option<std::time::Duration>,
     pub(crate) prompt_tokens: Option<u64>,
     pub(crate) cached_tokens: Option<u64>,
@@ -28,6 +29,7 @@ impl RequestLog {
         self.attempts = meta.attempts;
         self.request_id = meta.request_id.clone();
         self.upstream_key = meta.upstream_key.clone();
+        self.upstream = meta.upstream.clone();
         self.ttft = meta.ttft;
         self.model_sent = meta.model.clone().filter(|m| *m != self.model);
     }
@@ -66,6 +68,7 @@ impl RequestLog {
             completion_tokens = self.completion_tokens,
             cost_usd = self.cost.map(dollars_exact).as_deref(),
             upstream_key = self.upstream_key.as_deref(),
+            upstream = self.upstream.as_deref(),
             "request"
         );
     }

@@ -99,6 +99,8 @@ pub struct Meta {
     pub cost_nanos: Option<Nanos>,
     /// The pool position of the upstream key that answered (`key-2`), never the key.
     pub upstream_key: Option<String>,
+    /// The name of the upstream that answered (`default` when one is configured).
+    pub upstream: Option<String>,
 }
 
 impl Meta {
@@ -125,6 +127,7 @@ impl Meta {
             deprecation: None,
             cost_nanos: None,
             upstream_key: None,
+            upstream: None,
         }
     }
 

@@ -405,6 +405,23 @@ pub struct ClientBuilder {
     spend: SpendConfig,
     alerts: Option<crate::alerts::AlertRules>,
     breaker: crate::breaker::BreakerConfig,
+    upstreams: Vec<UpstreamSpec>,
+}
+
+/// One of several upstreams ([`ClientBuilder::upstream`]).
+#[derive(Debug)]
+pub struct UpstreamSpec {
+    /// In logs, metrics and `x-sluice-upstream`; never a secret.
+    pub name: String,
+    pub base_url: String,
+    /// Its keys (empty: `OPENAI_API_KEY`).
+    pub keys: Vec<PoolSource>,
+    /// The models it serves, exact or with `*` (empty: all).
+    pub models: Vec<String>,
+    /// Lower is tried first.
+    pub priority: i32,
+    /// Share among the upstreams of the same priority (at least 1).
+    pub weight: u32,
 }
 
 impl ClientBuilder {
@@ -543,6 +560,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Add an upstream. With one or more added, they are where requests go (by model, priority
+    /// and weight, failing over between them) and `base_url` / the keys set above are not used;
+    /// see [`crate::upstreams`].
+    pub fn upstream(mut self, spec: UpstreamSpec) -> Self {
+        self.upstreams.push(spec);
+        self
+    }
+
     /// An extra header on every request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -555,10 +580,36 @@ impl ClientBuilder {
             .base_url
             .or_else(|| env("OPENAI_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let keys = if self.pool.is_empty() {
-            KeyPool::single(self.key.unwrap_or_else(|| KeySource::env("OPENAI_API_KEY")))
+        let upstreams = if self.upstreams.is_empty() {
+            let keys = if self.pool.is_empty() {
+                KeyPool::single(self.key.unwrap_or_else(|| KeySource::env("OPENAI_API_KEY")))
+            } else {
+                KeyPool::new(self.pool)
+            };
+            vec![crate::upstreams::UpstreamConfig {
+                name: "default".into(),
+                base_url,
+                keys,
+                models: Vec::new(),
+                priority: 0,
+                weight: 1,
+            }]
         } else {
-            KeyPool::new(self.pool)
+            self.upstreams
+                .into_iter()
+                .map(|u| crate::upstreams::UpstreamConfig {
+                    keys: if u.keys.is_empty() {
+                        KeyPool::single(KeySource::env("OPENAI_API_KEY"))
+                    } else {
+                        KeyPool::new(u.keys)
+                    },
+                    name: u.name,
+                    base_url: u.base_url,
+                    models: u.models,
+                    priority: u.priority,
+                    weight: u.weight,
+                })
+                .collect()
         };
         let mut headers = HeaderMap::new();
         let mut put = |name: &str, value: &str| -> Result<(), Error> {
@@ -598,8 +649,7 @@ impl ClientBuilder {
             transport.pool_max_idle_per_host = n;
         }
         let engine = Engine::new(EngineConfig {
-            base_url,
-            keys,
+            upstreams,
             transport,
             retry: self.retry,
             headers,

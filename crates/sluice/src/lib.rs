@@ -52,6 +52,7 @@ mod sse_wire;
 mod stack;
 mod text;
 mod transport;
+pub mod upstreams;
 pub mod wire;
 
 pub use accumulate::ChatAccumulator;
@@ -60,8 +61,8 @@ pub use call::{
 };
 pub use chat_stream::{ChatStream, TextStream};
 pub use client::{
-    Chat, Client, ClientBuilder, Completions, Embeddings, Models, Response, DEFAULT_BASE_URL,
-    DEFAULT_MAX_TOKENS,
+    Chat, Client, ClientBuilder, Completions, Embeddings, Models, Response, UpstreamSpec,
+    DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS,
 };
 pub use config::{RetryPolicy, Timeouts};
 pub use error::{ApiError, Error, ErrorKind, Result};

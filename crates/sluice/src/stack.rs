@@ -41,14 +41,13 @@ use crate::config::RetryPolicy;
 use crate::error::{Error, ErrorKind};
 use crate::event_stream::EventStream;
 use crate::headers::RateLimits;
-use crate::keypool::KeyPool;
 use crate::model_policy::ModelPolicy;
 use crate::observe;
 use crate::request_end::{Ended, Request, RequestEnd};
 use crate::request_headers::AttemptHeaders;
 use crate::retry::{Retries, RetryBudget};
 use crate::spend::{Accountant, Charge, SpendConfig};
-use crate::transport::{read_body, Transport, TransportConfig, MAX_BODY};
+use crate::transport::{read_body, TransportConfig, MAX_BODY};
 
 /// Largest error body kept (they are short; a proxy's HTML page is cut).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -56,8 +55,8 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Everything the engine needs to be built.
 #[derive(Debug)]
 pub struct EngineConfig {
-    pub base_url: String,
-    pub keys: KeyPool,
+    /// Where requests go: one or more upstreams (see [`crate::upstreams`]).
+    pub upstreams: Vec<crate::upstreams::UpstreamConfig>,
     pub transport: TransportConfig,
     pub retry: RetryPolicy,
     /// Sent on every request (organization, project, custom headers). Never the key.
@@ -71,7 +70,7 @@ pub struct EngineConfig {
     pub spend: SpendConfig,
     /// Alert rules (default: [`AlertRules::default`], log and metric only).
     pub alerts: AlertRules,
-    /// The upstream's circuit breaker (default on: see [`crate::breaker`]).
+    /// Each upstream's circuit breaker (default on: see [`crate::breaker`]).
     pub breaker: crate::breaker::BreakerConfig,
 }
 
@@ -83,8 +82,7 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    transport: Transport,
-    keys: KeyPool,
+    upstreams: crate::upstreams::Upstreams,
     timeouts: crate::config::Timeouts,
     retry: RetryPolicy,
     budget: RetryBudget,
@@ -93,7 +91,6 @@ struct Inner {
     models: Arc<ModelPolicy>,
     spend: Arc<Accountant>,
     alerts: Arc<Alerter>,
-    breaker: Arc<crate::breaker::Breaker>,
     counters: Counters,
     catalog: Catalog,
 }
@@ -115,6 +112,8 @@ struct Ctx<'a> {
     max_attempts: u32,
     /// The budget reservation of this request, taken by the attempt that succeeds.
     charge: std::sync::Mutex<Option<Charge>>,
+    /// The upstreams (by index) an attempt of this request failed on: the next goes elsewhere.
+    failed_on: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Engine {
@@ -136,13 +135,12 @@ impl Engine {
                     std::iter::once(f.as_str()).chain(c.iter().map(String::as_str))
                 })),
         );
-        let transport = Transport::new(&cfg.base_url, &cfg.transport)?;
         let alerts = Arc::new(Alerter::new(cfg.alerts));
-        let breaker = crate::breaker::Breaker::new(cfg.breaker, "default", alerts.clone());
+        let upstreams =
+            crate::upstreams::Upstreams::new(cfg.upstreams, &cfg.transport, cfg.breaker, &alerts)?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                transport,
-                keys: cfg.keys,
+                upstreams,
                 timeouts: cfg.transport.timeouts,
                 budget: RetryBudget::new(&cfg.retry),
                 retry: cfg.retry,
@@ -153,7 +151,6 @@ impl Engine {
                         .with_alerts(alerts.clone()),
                 ),
                 alerts,
-                breaker,
                 models: cfg.models,
                 counters: Counters::default(),
                 catalog: Catalog::default(),
@@ -162,7 +159,7 @@ impl Engine {
     }
 
     pub fn base_url(&self) -> &str {
-        self.inner.transport.base_url()
+        self.inner.upstreams.first().transport.base_url()
     }
 
     /// 429s seen and retries made so far.
@@ -218,6 +215,7 @@ impl Engine {
                 .unwrap_or(self.inner.retry.max_attempts)
                 .max(1),
             charge: std::sync::Mutex::new(None),
+            failed_on: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -374,6 +372,7 @@ impl Engine {
                 },
                 max_attempts: ctx.max_attempts,
                 charge: std::sync::Mutex::new(Some(self.reserve(&call, ctx.deadline).await?)),
+                failed_on: std::sync::Mutex::new(Vec::new()),
             };
             let outcome = self.retries(&here).run(|| A::run(self, &here)).await;
             drop(here);
@@ -443,28 +442,51 @@ impl Engine {
     /// Admission, then the request until its headers; error statuses become errors here.
     /// Returns the response and the admission ticket that must live as long as its body.
     async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<OkResponse, Error> {
-        // A failing upstream is not sent to while its breaker is open: the request fails now,
-        // with the time to come back, instead of spending its retries and deadline there.
-        let pass = self.inner.breaker.admit().map_err(|wait| {
-            Error::new(
-                ErrorKind::UpstreamUnavailable,
-                format!(
-                    "the upstream is failing (connections, timeouts or 5xx) and its circuit breaker is open: not sent; try again in {:.1}s",
-                    wait.as_secs_f64()
-                ),
-            )
-            .with_retry_after(Some(wait))
-        })?;
-        let result = self.open_passed(ctx, stream).await;
-        pass.record(match &result {
+        // The upstream: one that serves the model, not failed on yet by this request, whose
+        // breaker is closed; a failing upstream is not sent to while its breaker is open.
+        let model = ctx.call.model.as_deref().unwrap_or("");
+        let ups = &self.inner.upstreams;
+        let failed_on = ctx
+            .failed_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (i, pass) = ups.pick(model, &failed_on)?;
+        let up = ups.get(i);
+        let result = self.open_on(up, ctx, stream).await;
+        let health = match &result {
             Ok(_) => crate::breaker::Health::Answered,
             Err(e) => crate::breaker::Health::of(e),
-        });
-        result
+        };
+        pass.record(health);
+        match result {
+            Ok(mut ok) => {
+                ok.upstream = up.name.clone();
+                Ok(ok)
+            }
+            Err(mut e) => {
+                if health == crate::breaker::Health::Failed {
+                    ctx.failed_on
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(i);
+                    // Another upstream can take the next attempt now: no backoff for it.
+                    if e.is_retryable() && ups.another_serves(model, i) {
+                        e.set_retry_now();
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
-    async fn open_passed(&self, ctx: &Ctx<'_>, stream: bool) -> Result<OkResponse, Error> {
-        let keys = &self.inner.keys;
+    async fn open_on(
+        &self,
+        up: &crate::upstreams::Upstream,
+        ctx: &Ctx<'_>,
+        stream: bool,
+    ) -> Result<OkResponse, Error> {
+        let keys = &up.keys;
         let chosen = keys.take(ctx.deadline).await?;
         let headers = AttemptHeaders {
             configured: &self.inner.headers,
@@ -478,7 +500,7 @@ impl Engine {
         let admitted = match &self.inner.admission {
             Some(a) => {
                 let scope = admission::scope_of(
-                    self.inner.transport.base_url(),
+                    up.transport.base_url(),
                     &chosen.key,
                     model,
                     a.config().per_model,
@@ -509,8 +531,7 @@ impl Engine {
                 }
             },
         };
-        let sent = self
-            .inner
+        let sent = up
             .transport
             .send(
                 ctx.call.method.clone(),
@@ -542,6 +563,7 @@ impl Engine {
                 ticket: admitted.map(|a| a.ticket),
                 key_label: chosen.label,
                 rate_limits: rl,
+                upstream: String::new(),
             });
         }
         let headers = resp.headers().clone();
@@ -572,6 +594,7 @@ impl Engine {
             resp,
             ticket,
             key_label,
+            upstream,
             rate_limits,
         } = self.open(ctx, false).await?;
         let status = resp.status().as_u16();
@@ -604,6 +627,7 @@ impl Engine {
             ctx.call.model.clone(),
         );
         meta.upstream_key = Some(key_label);
+        meta.upstream = Some(upstream);
         meta.cost_nanos = end.cost();
         let reply = Reply {
             body,
@@ -619,6 +643,7 @@ impl Engine {
             resp,
             ticket,
             key_label,
+            upstream,
             rate_limits,
         } = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
@@ -658,6 +683,7 @@ impl Engine {
             ctx.call.model.clone(),
         );
         meta.upstream_key = Some(key_label);
+        meta.upstream = Some(upstream);
         Ok(StreamReply {
             events,
             meta,
@@ -673,6 +699,8 @@ struct OkResponse {
     ticket: Option<Ticket>,
     key_label: String,
     rate_limits: RateLimits,
+    /// The upstream's name.
+    upstream: String,
 }
 
 impl Ctx<'_> {

@@ -1,0 +1,236 @@
+//! Several upstreams behind one gateway (`[[upstreams]]`): failover when one is down or failing,
+//! weights, per-model routing, and streams that move only before their first event.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sluice_gateway::{Gateway, GatewayConfig, LedgerSetting};
+use sluice_mock::{MockServer, Scenario};
+
+async fn mock(toml: &str) -> MockServer {
+    MockServer::start(Scenario::from_toml(toml).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A gateway over `upstreams` (TOML of `[[upstreams]]` entries), shared settings in `[upstream]`.
+async fn gateway(upstream: &str, upstreams: &str) -> Gateway {
+    let mut cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!("listen = \"127.0.0.1:0\"\n[upstream]\n{upstream}\n{upstreams}"),
+    )
+    .unwrap();
+    cfg.spend.ledger = LedgerSetting::Off;
+    cfg.models.check_upstream_every = None;
+    Gateway::start(cfg).await.unwrap()
+}
+
+fn entry(name: &str, base: &str, extra: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = \"{name}\"\nbase_url = \"{base}\"\nkeys = [{{ value = \"sk-{name}-upstream-01\" }}]\n{extra}\n"
+    )
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "max_tokens": 8,
+           "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// POST; the status and the `x-sluice-upstream` that answered.
+async fn post(g: &Gateway, path: &str, body: &Value) -> (u16, String, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", g.base_url()))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let up = r
+        .headers()
+        .get("x-sluice-upstream")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let v = r.json().await.unwrap_or(Value::Null);
+    (status, up, v)
+}
+
+/// A port nothing listens on.
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+#[tokio::test]
+async fn a_dead_primary_loses_no_request_and_a_failing_one_opens_its_breaker() {
+    let backup = mock("").await;
+    let g = gateway(
+        "max_attempts = 3\nbreaker = { failures = 3, failing_for = \"0s\", cooldown = \"30s\" }",
+        &(entry("primary", &closed_port(), "priority = 0")
+            + &entry("backup", &backup.base_url(), "priority = 1")),
+    )
+    .await;
+    for i in 0..40 {
+        let (status, up, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+        assert_eq!(status, 200, "request {i}: {v}");
+        assert_eq!(up, "backup");
+    }
+    assert_eq!(backup.stats().requests, 40);
+    g.shutdown().await;
+
+    // The same with a primary that answers 503: its breaker opens, and then it is not even
+    // tried (its request count stops).
+    let failing = mock("[faults]\nerror_503 = 1.0\n").await;
+    let backup = mock("").await;
+    let g = gateway(
+        "max_attempts = 3\nbreaker = { failures = 3, failing_for = \"0s\", cooldown = \"30s\" }",
+        &(entry("primary", &failing.base_url(), "priority = 0")
+            + &entry("backup", &backup.base_url(), "priority = 1")),
+    )
+    .await;
+    for _ in 0..20 {
+        let (status, up, _) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+        assert_eq!((status, up.as_str()), (200, "backup"));
+    }
+    assert_eq!(
+        failing.stats().requests,
+        3,
+        "tried until its breaker opened"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn weights_share_the_requests_of_one_priority() {
+    let a = mock("").await;
+    let b = mock("").await;
+    let g = gateway(
+        "",
+        &(entry("a", &a.base_url(), "weight = 3") + &entry("b", &b.base_url(), "weight = 1")),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/chat/completions", g.base_url());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let results = futures_util::stream::iter(0..1000)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client
+                    .post(url)
+                    .json(&chat("gpt-4o-mini", false))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.headers()["x-sluice-upstream"]
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for up in results {
+        *seen.entry(up).or_default() += 1;
+    }
+    let share = seen["a"] as f64 / 1000.0;
+    assert!(
+        (0.675..=0.825).contains(&share),
+        "a took {share} of 3:1 ({seen:?})"
+    );
+    assert_eq!(a.stats().requests + b.stats().requests, 1000);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_model_goes_where_it_is_served() {
+    let chats = mock("").await;
+    let embeds = mock("").await;
+    let g = gateway(
+        "",
+        &(entry("chats", &chats.base_url(), "models = [\"gpt-4o*\"]")
+            + &entry(
+                "embeds",
+                &embeds.base_url(),
+                "models = [\"text-embedding-*\"]",
+            )),
+    )
+    .await;
+    let (s, up, _) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!((s, up.as_str()), (200, "chats"));
+    let (s, up, _) = post(
+        &g,
+        "/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": "x"}),
+    )
+    .await;
+    assert_eq!((s, up.as_str()), (200, "embeds"));
+    let (s, _, v) = post(&g, "/chat/completions", &chat("gpt-4.1", false)).await;
+    assert_eq!(s, 404, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no upstream serves"));
+    assert_eq!((chats.stats().requests, embeds.stats().requests), (1, 1));
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_moves_before_its_first_event_and_never_after() {
+    // Before: the primary refuses streams with 503s; the stream is served by the backup.
+    let failing = mock("[faults]\nerror_503 = 1.0\n").await;
+    let backup = mock("").await;
+    let g = gateway(
+        "max_attempts = 3",
+        &(entry("primary", &failing.base_url(), "priority = 0")
+            + &entry("backup", &backup.base_url(), "priority = 1")),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/chat/completions", g.base_url()))
+        .json(&chat("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-sluice-upstream"], "backup");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("[DONE]"), "{text}");
+    g.shutdown().await;
+
+    // After: the primary fails the stream (an error event) once it has begun; it is not sent
+    // again elsewhere.
+    let cutting =
+        mock("[faults]\nsse_error = 1.0\n[output]\nmin_tokens = 30\nmax_tokens = 30\n").await;
+    let backup = mock("").await;
+    let g = gateway(
+        "max_attempts = 3",
+        &(entry("primary", &cutting.base_url(), "priority = 0")
+            + &entry("backup", &backup.base_url(), "priority = 1")),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/chat/completions", g.base_url()))
+        .json(&chat("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-sluice-upstream"], "primary");
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        text.contains("data: {") && !text.contains("[DONE]"),
+        "cut: {text}"
+    );
+    assert_eq!(
+        backup.stats().requests,
+        0,
+        "a stream that has begun is never sent again: {text}"
+    );
+    g.shutdown().await;
+}

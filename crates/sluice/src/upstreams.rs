@@ -1,0 +1,226 @@
+//! Several upstreams behind one engine: which of them serve a model (`models` globs), the order
+//! they are tried in (priority, then weight), and failover — an attempt that failed on one
+//! upstream (connection, timeout, 5xx) sends the next attempt of the same request to another at
+//! once, under the same retry budget, idempotency key and deadline. Each upstream has its own
+//! connection pool, key pool and circuit breaker; an open breaker is skipped before anything
+//! waits. Admission needs nothing here: its scopes already include the upstream's base URL.
+
+use std::sync::Arc;
+
+use crate::breaker::{Breaker, BreakerConfig, Pass};
+use crate::error::{Error, ErrorKind};
+use crate::keypool::KeyPool;
+use crate::transport::{Transport, TransportConfig};
+
+/// One upstream, as a face configures it.
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    /// In logs, metrics and `x-sluice-upstream`; never a secret.
+    pub name: String,
+    pub base_url: String,
+    pub keys: KeyPool,
+    /// The models it serves: exact names or globs with `*` (`gpt-4o*`, `*`). Empty: all.
+    pub models: Vec<String>,
+    /// Lower is tried first.
+    pub priority: i32,
+    /// Share of the requests among the upstreams of the same priority.
+    pub weight: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) transport: Transport,
+    pub(crate) keys: KeyPool,
+    pub(crate) breaker: Arc<Breaker>,
+    models: Vec<String>,
+    priority: i32,
+    weight: u32,
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*` at all: exact
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl Upstream {
+    fn serves(&self, model: &str) -> bool {
+        model.is_empty() || self.models.is_empty() || self.models.iter().any(|p| glob(p, model))
+    }
+}
+
+/// The engine's upstreams, in configuration order (the first is [`Upstreams::first`]).
+#[derive(Debug)]
+pub(crate) struct Upstreams(Vec<Upstream>);
+
+impl Upstreams {
+    pub(crate) fn new(
+        configs: Vec<UpstreamConfig>,
+        transport: &TransportConfig,
+        breaker: BreakerConfig,
+        alerts: &Arc<crate::alerts::Alerter>,
+    ) -> Result<Self, Error> {
+        if configs.is_empty() {
+            return Err(Error::new(ErrorKind::Config, "no upstream configured"));
+        }
+        let mut out = Vec::with_capacity(configs.len());
+        for c in configs {
+            out.push(Upstream {
+                transport: Transport::new(&c.base_url, transport)?,
+                breaker: Breaker::new(breaker, c.name.clone(), alerts.clone()),
+                name: c.name,
+                keys: c.keys,
+                models: c.models,
+                priority: c.priority,
+                weight: c.weight.max(1),
+            });
+        }
+        Ok(Upstreams(out))
+    }
+
+    pub(crate) fn first(&self) -> &Upstream {
+        &self.0[0]
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &Upstream {
+        &self.0[i]
+    }
+
+    /// The upstream for the next attempt at `model`, and its breaker's leave: those that serve
+    /// the model, those this request has not failed on yet first, then by priority, then by
+    /// weight at random; an upstream whose breaker is open is passed over for the next. When
+    /// none can take it, one error says why for each.
+    pub(crate) fn pick(&self, model: &str, failed_on: &[usize]) -> Result<(usize, Pass), Error> {
+        if self.0.len() == 1 {
+            let u = &self.0[0];
+            if !u.serves(model) {
+                return Err(self.none_serves(model));
+            }
+            return u
+                .breaker
+                .admit()
+                .map(|p| (0, p))
+                .map_err(|wait| unavailable(&[(u.name.as_str(), wait)]));
+        }
+        let failures = |i: usize| failed_on.iter().filter(|f| **f == i).count();
+        let mut left: Vec<usize> = (0..self.0.len())
+            .filter(|i| self.0[*i].serves(model))
+            .collect();
+        if left.is_empty() {
+            return Err(self.none_serves(model));
+        }
+        let mut refused: Vec<(&str, std::time::Duration)> = Vec::new();
+        while !left.is_empty() {
+            let best = left
+                .iter()
+                .map(|i| (failures(*i), self.0[*i].priority))
+                .min()
+                .unwrap_or((0, 0));
+            let group: Vec<usize> = left
+                .iter()
+                .copied()
+                .filter(|i| (failures(*i), self.0[*i].priority) == best)
+                .collect();
+            let total: u64 = group.iter().map(|i| u64::from(self.0[*i].weight)).sum();
+            let mut at = rand::random::<u64>() % total.max(1);
+            let mut chosen = group[0];
+            for i in &group {
+                let w = u64::from(self.0[*i].weight);
+                if at < w {
+                    chosen = *i;
+                    break;
+                }
+                at -= w;
+            }
+            match self.0[chosen].breaker.admit() {
+                Ok(pass) => return Ok((chosen, pass)),
+                Err(wait) => {
+                    refused.push((self.0[chosen].name.as_str(), wait));
+                    left.retain(|i| *i != chosen);
+                }
+            }
+        }
+        Err(unavailable(&refused))
+    }
+
+    /// Whether another upstream than `i` serves `model` (so a failure on `i` is retried there
+    /// at once, without the backoff a retry on the same upstream waits).
+    pub(crate) fn another_serves(&self, model: &str, i: usize) -> bool {
+        self.0
+            .iter()
+            .enumerate()
+            .any(|(j, u)| j != i && u.serves(model) && !u.breaker.is_open())
+    }
+
+    fn none_serves(&self, model: &str) -> Error {
+        let list: Vec<String> = self
+            .0
+            .iter()
+            .map(|u| format!("{} [{}]", u.name, u.models.join(", ")))
+            .collect();
+        Error::new(
+            ErrorKind::ModelNotFound,
+            format!(
+                "no upstream serves the model {model:?} (upstreams and their models: {})",
+                list.join("; ")
+            ),
+        )
+        .with_retryable(false)
+    }
+}
+
+fn unavailable(refused: &[(&str, std::time::Duration)]) -> Error {
+    let why: Vec<String> = refused
+        .iter()
+        .map(|(n, w)| {
+            format!(
+                "{n}: failing, circuit breaker open for {:.1}s more",
+                w.as_secs_f64()
+            )
+        })
+        .collect();
+    let wait = refused.iter().map(|(_, w)| *w).min();
+    Error::new(
+        ErrorKind::UpstreamUnavailable,
+        format!(
+            "no upstream can take the request now, not sent ({}); try again in {:.1}s",
+            why.join("; "),
+            wait.unwrap_or_default().as_secs_f64()
+        ),
+    )
+    .with_retry_after(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "gpt-4o"));
+        assert!(glob("gpt-4o", "gpt-4o"));
+        assert!(!glob("gpt-4o", "gpt-4o-mini"));
+        assert!(glob("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob("*-mini", "gpt-4o-mini"));
+        assert!(glob("gpt-*-mini", "gpt-4o-mini"));
+        assert!(!glob("gpt-*-mini", "gpt-4o"));
+        assert!(!glob("text-*", "gpt-4o"));
+        assert!(glob("a*a", "aa"));
+        assert!(!glob("a*a", "a"));
+    }
+}
