@@ -234,3 +234,67 @@ async fn a_stream_moves_before_its_first_event_and_never_after() {
     );
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_survives_the_primary_dying_and_returns_to_it_after_the_probe() {
+    let primary = mock("").await;
+    let addr = primary.addr();
+    let backup = mock("").await;
+    let g = gateway(
+        "breaker = { failures = 3, failing_for = \"100ms\", cooldown = \"1s\" }",
+        &(entry("primary", &primary.base_url(), "priority = 0")
+            + &entry("backup", &backup.base_url(), "priority = 1")),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/chat/completions", g.base_url());
+    let send = |n: usize| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            futures_util::stream::iter(0..n)
+                .map(|_| {
+                    let (client, url) = (client.clone(), url.clone());
+                    async move {
+                        let r = client
+                            .post(url)
+                            .json(&chat("gpt-4o-mini", false))
+                            .send()
+                            .await
+                            .unwrap();
+                        let up = r
+                            .headers()
+                            .get("x-sluice-upstream")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        (r.status().as_u16(), up.unwrap_or_default())
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<Vec<_>>()
+                .await
+        }
+    };
+    let first = send(50).await;
+    assert!(first.iter().all(|(s, u)| *s == 200 && u == "primary"));
+    // The primary process dies mid-burst.
+    let burst = tokio::spawn(send(200));
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    primary.shutdown();
+    drop(primary);
+    let during = burst.await.unwrap();
+    let failed: Vec<_> = during.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(during.iter().any(|(_, u)| u == "backup"));
+    // It comes back on the same address; after the cooldown one probe finds it, and the
+    // traffic returns to it.
+    let primary = MockServer::bind(addr, Scenario::default()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1400)).await;
+    // (While the one probe is out, the others go to the backup.)
+    let after = send(30).await;
+    assert!(after.iter().all(|(s, _)| *s == 200));
+    let back = after.iter().filter(|(_, u)| u == "primary").count();
+    assert!(back >= 15, "{after:?}");
+    assert_eq!(primary.stats().requests as usize, back);
+    let last = send(10).await;
+    assert!(last.iter().all(|(s, u)| *s == 200 && u == "primary"), "{last:?}");
+    g.shutdown().await;
+}

@@ -230,6 +230,8 @@ struct Inner {
     /// The next attempt can go at once (another key is available): no backoff, whatever the
     /// server asked of the key that failed.
     retry_now: bool,
+    /// The next attempt goes to another upstream (see [`Error::set_failover`]).
+    failover: bool,
 }
 
 impl Error {
@@ -248,6 +250,7 @@ impl Error {
             partial: None,
             source: None,
             retry_now: false,
+            failover: false,
         }))
     }
 
@@ -269,6 +272,18 @@ impl Error {
 
     pub(crate) fn retry_now(&self) -> bool {
         self.0.retry_now
+    }
+
+    /// Retry at once on another upstream. Such an attempt does not draw on the retry budget:
+    /// the budget keeps retries from piling onto a struggling upstream, and this one goes
+    /// elsewhere; the attempt cap and the deadline still bound it.
+    pub(crate) fn set_failover(&mut self) {
+        self.set_retry_now();
+        self.0.failover = true;
+    }
+
+    pub(crate) fn is_failover(&self) -> bool {
+        self.0.failover
     }
 
     pub(crate) fn with_retryable(mut self, retryable: bool) -> Self {
@@ -367,6 +382,7 @@ impl Error {
             partial: None,
             source: None,
             retry_now: false,
+            failover: false,
         }))
     }
 

@@ -169,7 +169,7 @@ impl Retries<'_> {
                 );
                 return Err(err);
             }
-            if !self.budget.try_withdraw() {
+            if !err.is_failover() && !self.budget.try_withdraw() {
                 crate::observe::retry_budget_exhausted(endpoint);
                 tracing::warn!(
                     attempt = n,

@@ -472,7 +472,7 @@ impl Engine {
                         .push(i);
                     // Another upstream can take the next attempt now: no backoff for it.
                     if e.is_retryable() && ups.another_serves(model, i) {
-                        e.set_retry_now();
+                        e.set_failover();
                     }
                 }
                 Err(e)
