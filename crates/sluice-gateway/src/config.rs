@@ -16,6 +16,17 @@
 //! max_concurrency = 2048 # requests (and streams) in flight upstream at most
 //! breaker = { failures = 5, failing_for = "1s", cooldown = "30s", max_cooldown = "5m" }
 //!
+//! [[upstreams]]                   # several upstreams (then [upstream] keeps only shared settings)
+//! name = "azure-east"
+//! kind = "azure"                   # openai (default) | azure | compatible
+//! endpoint = "https://my-resource.openai.azure.com"   # base_url for the others
+//! api_version = "2024-10-21"
+//! deployments = { "gpt-4o-mini" = "prod-4o-mini" }
+//! keys = [{ env = "AZURE_OPENAI_API_KEY" }]
+//! models = ["gpt-4o*"]             # globs; default all
+//! priority = 0                     # lower first
+//! weight = 1                       # share within a priority
+//!
 //! [[virtual_keys]]
 //! name = "team-a"
 //! key = "sk-team-a-..."            # or sha256 = "<hex digest of the key>"
@@ -138,7 +149,14 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawUpstreamEntry {
     name: String,
-    base_url: String,
+    /// `openai` (default), `azure` or `compatible`.
+    kind: Option<String>,
+    base_url: Option<String>,
+    /// Azure: the resource's endpoint (`https://NAME.openai.azure.com`).
+    endpoint: Option<String>,
+    api_version: Option<String>,
+    #[serde(default)]
+    deployments: HashMap<String, String>,
     #[serde(default)]
     keys: Vec<RawKey>,
     #[serde(default)]
@@ -159,6 +177,7 @@ pub struct UpstreamEntry {
     pub models: Vec<String>,
     pub priority: i32,
     pub weight: u32,
+    pub dialect: sluice::upstreams::Dialect,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -814,19 +833,55 @@ impl GatewayConfig {
                     &format!("is also the name of upstreams[{j}]: names must be unique"),
                 ));
             }
-            if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://")) {
-                return Err(invalid(at("base_url"), "must be an http(s) URL"));
+            let azure = match u.kind.as_deref() {
+                None | Some("openai") | Some("compatible") => false,
+                Some("azure") => true,
+                Some(_) => return Err(invalid(at("kind"), "must be openai, azure or compatible")),
+            };
+            let (url_field, url) = match (azure, u.base_url, u.endpoint) {
+                (false, Some(b), None) => ("base_url", b),
+                (true, None, Some(e)) => ("endpoint", e.trim_end_matches('/').to_string()),
+                (false, _, _) => {
+                    return Err(invalid(at("base_url"), "give base_url (endpoint is for kind = \"azure\")"))
+                }
+                (true, _, _) => {
+                    return Err(invalid(at("endpoint"), "give the Azure resource's endpoint (https://NAME.openai.azure.com), not base_url"))
+                }
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(at(url_field), "must be an http(s) URL"));
             }
+            let dialect = if azure {
+                let Some(v) = u.api_version.filter(|v| !v.trim().is_empty()) else {
+                    return Err(invalid(
+                        at("api_version"),
+                        "is needed for kind = \"azure\" (e.g. \"2024-10-21\")",
+                    ));
+                };
+                sluice::upstreams::Dialect::Azure {
+                    api_version: v,
+                    deployments: u.deployments,
+                }
+            } else {
+                if u.api_version.is_some() || !u.deployments.is_empty() {
+                    return Err(invalid(
+                        at("kind"),
+                        "api_version and deployments are for kind = \"azure\"",
+                    ));
+                }
+                sluice::upstreams::Dialect::OpenAi
+            };
             if u.weight == Some(0) {
                 return Err(invalid(at("weight"), "must be at least 1"));
             }
             c.upstreams.push(UpstreamEntry {
                 keys: keys(u.keys, &at("keys"), &invalid)?,
                 name: u.name,
-                base_url: u.base_url,
+                base_url: url,
                 models: u.models,
                 priority: u.priority.unwrap_or(0),
                 weight: u.weight.unwrap_or(1),
+                dialect,
             });
         }
         c.rpm = at_least_one(up.rpm, "upstream.rpm", &invalid)?;
@@ -1291,6 +1346,18 @@ allow_removing_upstream = true
             (
                 "[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\nkeys = [{}]\n",
                 "upstreams[0].keys[0]",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nkind = \"azure\"\nendpoint = \"https://r.openai.azure.com\"\n",
+                "upstreams[0].api_version",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nkind = \"azure\"\nbase_url = \"https://r.openai.azure.com\"\napi_version = \"2024-10-21\"\n",
+                "upstreams[0].endpoint",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nkind = \"bedrock\"\nbase_url = \"http://y/v1\"\n",
+                "upstreams[0].kind",
             ),
         ] {
             let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();

@@ -145,6 +145,7 @@ pub fn engine(
             models: u.models.clone(),
             priority: u.priority,
             weight: u.weight,
+            dialect: u.dialect.clone(),
         });
     }
     let client = b

@@ -295,6 +295,87 @@ async fn a_burst_survives_the_primary_dying_and_returns_to_it_after_the_probe() 
     assert!(back >= 15, "{after:?}");
     assert_eq!(primary.stats().requests as usize, back);
     let last = send(10).await;
-    assert!(last.iter().all(|(s, u)| *s == 200 && u == "primary"), "{last:?}");
+    assert!(
+        last.iter().all(|(s, u)| *s == 200 && u == "primary"),
+        "{last:?}"
+    );
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
+    let azure = mock(
+        "[azure]\ndeployments = { \"prod-4o-mini\" = \"gpt-4o-mini\", \"prod-embed\" = \"text-embedding-3-small\" }\n",
+    )
+    .await;
+    let endpoint = azure.base_url().trim_end_matches("/v1").to_string();
+    let g = gateway(
+        "",
+        &format!(
+            "[[upstreams]]\nname = \"azure-east\"\nkind = \"azure\"\nendpoint = \"{endpoint}\"\napi_version = \"2024-10-21\"\ndeployments = {{ \"gpt-4o-mini\" = \"prod-4o-mini\", \"text-embedding-3-small\" = \"prod-embed\" }}\nkeys = [{{ value = \"azure-key-0000000001\" }}]\n"
+        ),
+    )
+    .await;
+    let (s, up, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!((s, up.as_str()), (200, "azure-east"), "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let r = reqwest::Client::new()
+        .post(format!("{}/chat/completions", g.base_url()))
+        .json(&chat("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("[DONE]"));
+    let (s, _, v) = post(
+        &g,
+        "/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": "x"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let seen = azure.stats().azure;
+    assert_eq!(
+        seen.get("prod-4o-mini chat/completions api-version=2024-10-21 auth=api-key"),
+        Some(&2),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("prod-embed embeddings api-version=2024-10-21 auth=api-key"),
+        Some(&1),
+        "{seen:?}"
+    );
+    // The mock is as strict as Azure: no api-version, no key, an unknown deployment.
+    let c = reqwest::Client::new();
+    let url = format!("{endpoint}/openai/deployments/prod-4o-mini/chat/completions");
+    let r = c
+        .post(&url)
+        .header("api-key", "k")
+        .json(&chat("x", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .post(format!("{url}?api-version=2024-10-21"))
+        .json(&chat("x", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!(
+            "{endpoint}/openai/deployments/nope/chat/completions?api-version=2024-10-21"
+        ))
+        .header("api-key", "k")
+        .json(&chat("x", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "DeploymentNotFound"
+    );
     g.shutdown().await;
 }

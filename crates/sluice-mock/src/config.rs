@@ -140,6 +140,16 @@ pub struct RawScenario {
     pub files: Option<RawFiles>,
     /// `/v1/batches`: how fast the compressed clock runs.
     pub batches: Option<RawBatches>,
+    /// Azure OpenAI's URL shape: `/openai/deployments/{name}/...?api-version=`.
+    pub azure: Option<RawAzure>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzure {
+    /// Deployment name → the model it runs.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -379,6 +389,8 @@ pub struct Scenario {
     pub files_max_bytes: u64,
     pub batch_complete_after: Duration,
     pub batch_expire_after: Option<Duration>,
+    /// Azure deployments (name → model) served under `/openai/deployments/`.
+    pub azure_deployments: BTreeMap<String, String>,
 }
 
 impl Default for Scenario {
@@ -414,6 +426,7 @@ impl Default for Scenario {
             files_max_bytes: 64 * 1024 * 1024,
             batch_complete_after: Duration::from_secs(2),
             batch_expire_after: None,
+            azure_deployments: BTreeMap::new(),
             max_tracked_ids: 2_000_000,
         })
     }
@@ -596,6 +609,7 @@ impl Scenario {
                 .and_then(|b| b.complete_after)
                 .unwrap_or(Duration::from_secs(2)),
             batch_expire_after: raw.batches.as_ref().and_then(|b| b.expire_after),
+            azure_deployments: raw.azure.map(|a| a.deployments).unwrap_or_default(),
         })
     }
 

@@ -22,6 +22,7 @@
 
 mod admin;
 mod api;
+mod azure;
 mod batches;
 mod chat;
 mod completions;
@@ -132,6 +133,10 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .route(
+            "/openai/deployments/{deployment}/{*operation}",
+            post(azure::deployment),
+        )
         .route("/_mock/scenario", post(admin::set_scenario))
         .route("/_mock/stats", get(admin::stats))
         .route("/_mock/reset", post(admin::reset))

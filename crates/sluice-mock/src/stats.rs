@@ -54,6 +54,8 @@ pub struct StatsSnapshot {
     pub streams: StreamStats,
     pub idempotency_keys: BTreeMap<String, IdCount>,
     pub request_ids: BTreeMap<String, u64>,
+    /// Azure-shaped requests: `"{deployment} {operation} api-version={v} auth={api-key|bearer}"`.
+    pub azure: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +69,7 @@ struct Inner {
     streams: StreamStats,
     idempotency: HashMap<String, IdCount>,
     request_ids: HashMap<String, u64>,
+    azure: HashMap<String, u64>,
 }
 
 /// Shared counters.
@@ -125,6 +128,15 @@ impl Stats {
             streams: g.streams,
             idempotency_keys: g.idempotency.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             request_ids: g.request_ids.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            azure: g.azure.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+
+    /// An Azure-shaped request, as it arrived (bounded: at most 1,000 distinct shapes).
+    pub fn azure(&self, shape: String) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.azure.len() < 1000 || g.azure.contains_key(&shape) {
+            *g.azure.entry(shape).or_default() += 1;
         }
     }
 

@@ -422,6 +422,8 @@ pub struct UpstreamSpec {
     pub priority: i32,
     /// Share among the upstreams of the same priority (at least 1).
     pub weight: u32,
+    /// How its URLs and key are written (OpenAI's, or Azure OpenAI's).
+    pub dialect: crate::upstreams::Dialect,
 }
 
 impl ClientBuilder {
@@ -593,6 +595,7 @@ impl ClientBuilder {
                 models: Vec::new(),
                 priority: 0,
                 weight: 1,
+                dialect: crate::upstreams::Dialect::OpenAi,
             }]
         } else {
             self.upstreams
@@ -608,6 +611,7 @@ impl ClientBuilder {
                     models: u.models,
                     priority: u.priority,
                     weight: u.weight,
+                    dialect: u.dialect,
                 })
                 .collect()
         };

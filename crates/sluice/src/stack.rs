@@ -497,6 +497,20 @@ impl Engine {
         }
         .build(&chosen.key, || keys.describe())?;
         let model = ctx.call.model.as_deref().unwrap_or("");
+        let mut headers = headers;
+        if up.dialect.api_key_header() {
+            if let Some(mut v) = headers.remove(http::header::AUTHORIZATION) {
+                // "Bearer KEY" → "KEY", still marked sensitive.
+                if let Some(k) = v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
+                    if let Ok(mut key) = http::HeaderValue::from_str(k) {
+                        key.set_sensitive(true);
+                        v = key;
+                    }
+                }
+                headers.insert(http::HeaderName::from_static("api-key"), v);
+            }
+        }
+        let path = up.dialect.path(&ctx.call.path, model);
         let admitted = match &self.inner.admission {
             Some(a) => {
                 let scope = admission::scope_of(
@@ -535,7 +549,7 @@ impl Engine {
             .transport
             .send(
                 ctx.call.method.clone(),
-                &ctx.call.path,
+                &path,
                 headers,
                 payload,
                 self.inner.timeouts.first_byte,

@@ -5,6 +5,8 @@
 //! connection pool, key pool and circuit breaker; an open breaker is skipped before anything
 //! waits. Admission needs nothing here: its scopes already include the upstream's base URL.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::breaker::{Breaker, BreakerConfig, Pass};
@@ -25,6 +27,86 @@ pub struct UpstreamConfig {
     pub priority: i32,
     /// Share of the requests among the upstreams of the same priority.
     pub weight: u32,
+    /// How its URLs and key are written.
+    pub dialect: Dialect,
+}
+
+/// How an upstream spells its requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI and compatible servers: `{base_url}/chat/completions`, `Authorization: Bearer`.
+    #[default]
+    OpenAi,
+    /// Azure OpenAI: the base URL is the resource's endpoint; model operations go to
+    /// `/openai/deployments/{deployment}/{operation}?api-version=…`, the rest to
+    /// `/openai/{operation}?api-version=…`, and the key is sent as `api-key`.
+    Azure {
+        api_version: String,
+        /// Model → deployment; a model not listed is its own deployment name.
+        deployments: HashMap<String, String>,
+    },
+}
+
+/// Operations Azure serves per deployment.
+const DEPLOYMENT_OPS: &[&str] = &[
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/audio/transcriptions",
+    "/audio/translations",
+    "/audio/speech",
+    "/images/generations",
+    "/images/edits",
+];
+
+impl Dialect {
+    /// The path (and query) of `path` (OpenAI's, below `/v1`) for a request naming `model`.
+    pub(crate) fn path<'a>(&self, path: &'a str, model: &str) -> Cow<'a, str> {
+        match self {
+            Dialect::OpenAi => Cow::Borrowed(path),
+            Dialect::Azure {
+                api_version,
+                deployments,
+            } => {
+                let (op, query) = match path.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (path, None),
+                };
+                let version = format!("api-version={api_version}");
+                let query = match query {
+                    Some(q) if !q.is_empty() => format!("{q}&{version}"),
+                    _ => version,
+                };
+                if !model.is_empty() && DEPLOYMENT_OPS.contains(&op) {
+                    let dep = deployments.get(model).map_or(model, String::as_str);
+                    Cow::Owned(format!(
+                        "/openai/deployments/{}{op}?{query}",
+                        encode_segment(dep)
+                    ))
+                } else {
+                    Cow::Owned(format!("/openai{op}?{query}"))
+                }
+            }
+        }
+    }
+
+    /// The key goes in `api-key`, not `Authorization`.
+    pub(crate) fn api_key_header(&self) -> bool {
+        matches!(self, Dialect::Azure { .. })
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[derive(Debug)]
@@ -36,6 +118,7 @@ pub(crate) struct Upstream {
     models: Vec<String>,
     priority: i32,
     weight: u32,
+    pub(crate) dialect: Dialect,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -88,6 +171,7 @@ impl Upstreams {
                 models: c.models,
                 priority: c.priority,
                 weight: c.weight.max(1),
+                dialect: c.dialect,
             });
         }
         Ok(Upstreams(out))
@@ -209,6 +293,30 @@ fn unavailable(refused: &[(&str, std::time::Duration)]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn azure_paths() {
+        let d = Dialect::Azure {
+            api_version: "2024-10-21".into(),
+            deployments: HashMap::from([("gpt-4o-mini".to_string(), "prod 4o".to_string())]),
+        };
+        assert_eq!(
+            d.path("/chat/completions", "gpt-4o-mini"),
+            "/openai/deployments/prod%204o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            d.path("/embeddings", "text-embedding-3-small"),
+            "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(
+            d.path("/files?purpose=batch", ""),
+            "/openai/files?purpose=batch&api-version=2024-10-21"
+        );
+        assert_eq!(
+            Dialect::OpenAi.path("/chat/completions", "m"),
+            "/chat/completions"
+        );
+    }
 
     #[test]
     fn globs() {

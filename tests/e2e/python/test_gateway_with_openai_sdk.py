@@ -167,3 +167,55 @@ def test_responses_through_the_gateway(gateway):
         final = s.get_final_response()
     assert final.output_text == r.output_text
     assert final.usage.output_tokens == r.usage.output_tokens
+
+
+def test_through_the_gateway_to_azure_openai():
+    """An app keeps the plain OpenAI client; the gateway speaks Azure's dialect upstream:
+    deployment URLs, `api-version`, the key in `api-key`."""
+    azure = Mock("""
+auth = "listed"
+[[keys]]
+key = "azure-key-0000000001"
+[azure]
+deployments = { "prod-4o-mini" = "gpt-4o-mini", "prod-embed" = "text-embedding-3-small" }
+""")
+    endpoint = azure.base_url.removesuffix("/v1")
+    g = Sluice(["serve"], f"""
+listen = "127.0.0.1:0"
+[[upstreams]]
+name = "azure-east"
+kind = "azure"
+endpoint = "{endpoint}"
+api_version = "2024-10-21"
+deployments = {{ "gpt-4o-mini" = "prod-4o-mini", "text-embedding-3-small" = "prod-embed" }}
+keys = [{{ value = "azure-key-0000000001" }}]
+[[virtual_keys]]
+name = "app"
+key = "sk-app-virtual-0001"
+[models]
+check_upstream_every = "0s"
+""")
+    try:
+        c = client(g)
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-sluice-upstream"] == "azure-east"
+        assert raw.parse().choices[0].message.content
+        chunks = list(
+            c.chat.completions.create(
+                model="gpt-4o-mini",
+                max_tokens=8,
+                stream=True,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+        )
+        assert any(ch.choices and ch.choices[0].delta.content for ch in chunks)
+        e = c.embeddings.create(model="text-embedding-3-small", input="hello")
+        assert len(e.data[0].embedding) > 0
+        seen = azure.stats()["azure"]
+        assert seen.get("prod-4o-mini chat/completions api-version=2024-10-21 auth=api-key") == 2, seen
+        assert seen.get("prod-embed embeddings api-version=2024-10-21 auth=api-key") == 1, seen
+    finally:
+        g.close()
+        azure.close()
