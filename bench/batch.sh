@@ -19,17 +19,6 @@ SLUICE=${SLUICE:-./target/release/sluice}
 source bench/lib.sh
 start_mock examples/mock/throughput.toml
 
-gen() { # N FILE
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    for i in range(n):
-        f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "max_tokens": 16,
-                     "messages": [{"role": "user", "content": f"Say something short about item {i}."}]}}) + "\n")
-PY
-}
 
 job() { # FILE LABEL
   /usr/bin/time -f "%e %M %U %S" -o "$out/time.txt" "$SLUICE" batch run "$1" \
@@ -40,7 +29,7 @@ job() { # FILE LABEL
 }
 
 export BENCH_KEY=sk-bench-batch-00001
-gen "$N" "$out/rate.jsonl"
+chat_lines "$N" "$out/rate.jsonl"
 job "$out/rate.jsonl" rate
-gen "$BIG" "$out/big.jsonl"
+chat_lines "$BIG" "$out/big.jsonl"
 job "$out/big.jsonl" big

@@ -46,3 +46,16 @@ TOML
   for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
   gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
 }
+
+# chat_lines N FILE: N small chat requests in OpenAI's Batch format (custom_id r0, r1, ...).
+chat_lines() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "max_tokens": 16,
+                     "messages": [{"role": "user", "content": f"Say something short about item {i}."}]}}) + "\n")
+PY
+}

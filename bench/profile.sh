@@ -17,15 +17,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 SLUICE=$REL
 source bench/lib.sh
 start_mock examples/mock/throughput.toml
-python3 - "$N" "$out/in.jsonl" <<'PY'
-import json, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    for i in range(n):
-        f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "max_tokens": 16,
-                     "messages": [{"role": "user", "content": f"Say something short about item {i}."}]}}) + "\n")
-PY
+chat_lines "$N" "$out/in.jsonl"
 export BENCH_KEY=sk-bench-profile-0001
 : >"$out/runs.txt"
 for r in $(seq "$ROUNDS"); do

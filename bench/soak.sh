@@ -67,15 +67,7 @@ fi
 batch_peak() {
   local n=$1 dir
   dir=$(mktemp -d)
-  python3 - "$n" "$dir/in.jsonl" <<'PY'
-import json, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    for i in range(n):
-        f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "max_tokens": 16,
-                     "messages": [{"role": "user", "content": f"line {i}"}]}}) + "\n")
-PY
+  chat_lines "$n" "$dir/in.jsonl"
   SOAK_KEY=sk-soak-batch-0001 SLUICE_LEDGER=off SLUICE_DATA_DIR="$dir" /usr/bin/time -f "%M" -o "$dir/peak" \
     "$SLUICE" batch run "$dir/in.jsonl" --base-url "$base" --api-key-env SOAK_KEY \
     --output "$dir/out.jsonl" --state-dir "$dir/state" --progress off --models-check-every 0s >/dev/null 2>"$dir/err" || {

@@ -180,23 +180,34 @@ async fn each_model_goes_where_it_is_served() {
     g.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_stream_moves_before_its_first_event_and_never_after() {
-    // Before: the primary refuses streams with 503s; the stream is served by the backup.
-    let failing = mock("[faults]\nerror_503 = 1.0\n").await;
+/// A gateway over a primary mock playing `scenario` and a healthy backup after it.
+async fn primary_and_backup(scenario: &str) -> (Gateway, MockServer, MockServer) {
+    let primary = mock(scenario).await;
     let backup = mock("").await;
     let g = gateway(
         "max_attempts = 3",
-        &(entry("primary", &failing.base_url(), "priority = 0")
+        &(entry("primary", &primary.base_url(), "priority = 0")
             + &entry("backup", &backup.base_url(), "priority = 1")),
     )
     .await;
-    let r = reqwest::Client::new()
+    (g, primary, backup)
+}
+
+/// A streamed chat request through `g`.
+async fn stream(g: &Gateway) -> reqwest::Response {
+    reqwest::Client::new()
         .post(format!("{}/chat/completions", g.base_url()))
         .json(&chat("gpt-4o-mini", true))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_moves_before_its_first_event_and_never_after() {
+    // Before: the primary refuses streams with 503s; the stream is served by the backup.
+    let (g, _failing, _backup) = primary_and_backup("[faults]\nerror_503 = 1.0\n").await;
+    let r = stream(&g).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-sluice-upstream"], "backup");
     let text = r.text().await.unwrap();
@@ -205,21 +216,11 @@ async fn a_stream_moves_before_its_first_event_and_never_after() {
 
     // After: the primary fails the stream (an error event) once it has begun; it is not sent
     // again elsewhere.
-    let cutting =
-        mock("[faults]\nsse_error = 1.0\n[output]\nmin_tokens = 30\nmax_tokens = 30\n").await;
-    let backup = mock("").await;
-    let g = gateway(
-        "max_attempts = 3",
-        &(entry("primary", &cutting.base_url(), "priority = 0")
-            + &entry("backup", &backup.base_url(), "priority = 1")),
+    let (g, _cutting, backup) = primary_and_backup(
+        "[faults]\nsse_error = 1.0\n[output]\nmin_tokens = 30\nmax_tokens = 30\n",
     )
     .await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/chat/completions", g.base_url()))
-        .json(&chat("gpt-4o-mini", true))
-        .send()
-        .await
-        .unwrap();
+    let r = stream(&g).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-sluice-upstream"], "primary");
     let text = r.text().await.unwrap_or_default();
