@@ -380,3 +380,26 @@ async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
     );
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_429_with_a_long_wait_moves_to_another_upstream() {
+    // The primary allows one request a minute and says nothing of its limits until it
+    // refuses (a compatible server): the second request meets a 429 with a long wait, and goes
+    // to the backup at once instead of waiting for the primary's window.
+    let primary = mock("headers = \"none\"\n[limits]\nrpm = 1\n").await;
+    let backup = mock("").await;
+    let g = gateway(
+        "max_attempts = 3",
+        &(entry("primary", &primary.base_url(), "priority = 0")
+            + &entry("backup", &backup.base_url(), "priority = 1")),
+    )
+    .await;
+    let (s, up, _) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!((s, up.as_str()), (200, "primary"));
+    let t0 = std::time::Instant::now();
+    let (s, up, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!((s, up.as_str()), (200, "backup"), "{v}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(primary.stats().by_status.get("429"), Some(&1));
+    g.shutdown().await;
+}

@@ -95,6 +95,10 @@ struct Inner {
     catalog: Catalog,
 }
 
+/// A 429 that asks for at least this long a wait sends the next attempt to another upstream
+/// (when one serves the model) instead of waiting for this one.
+const FAILOVER_AFTER_429_WAIT: Duration = Duration::from_secs(1);
+
 /// Running totals a face can show a person (progress lines, summaries).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -465,12 +469,16 @@ impl Engine {
                 Ok(ok)
             }
             Err(mut e) => {
-                if health == crate::breaker::Health::Failed {
+                // Failed, or rate-limited for longer than a moment (its window is spent): the
+                // next attempt goes to another upstream that serves the model, at once.
+                let spent = e.kind().is_rate_limited()
+                    && e.retry_after()
+                        .is_some_and(|w| w >= FAILOVER_AFTER_429_WAIT);
+                if health == crate::breaker::Health::Failed || spent {
                     ctx.failed_on
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(i);
-                    // Another upstream can take the next attempt now: no backoff for it.
                     if e.is_retryable() && ups.another_serves(model, i) {
                         e.set_failover();
                     }
