@@ -25,6 +25,9 @@ pub struct EngineSettings {
     pub base_url: Option<String>,
     /// Default (empty): `OPENAI_API_KEY`.
     pub keys: Vec<KeySpec>,
+    /// Several upstreams (`[[upstreams]]` of a config file): when any, requests go to them
+    /// (by model, priority and weight, with failover) and `base_url` / `keys` are unused.
+    pub upstreams: Vec<sluice::upstreams::UpstreamSetting>,
     /// Requests and tokens per minute allowed (default: learned from the upstream's headers).
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
@@ -47,6 +50,7 @@ impl Default for EngineSettings {
         EngineSettings {
             base_url: None,
             keys: Vec::new(),
+            upstreams: Vec::new(),
             rpm: None,
             tpm: None,
             state_url: None,
@@ -125,6 +129,9 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
     let mut b = sluice::Client::builder();
     if let Some(url) = &s.base_url {
         b = b.base_url(url.clone());
+    }
+    for u in &s.upstreams {
+        b = b.upstream(u.spec());
     }
     let client = b
         .key_pool(KeySpec::sources(&s.keys))

@@ -171,6 +171,11 @@ struct RunArgs {
     /// Run against a built-in upstream instead of a URL.
     #[arg(long, value_enum)]
     upstream: Option<Upstream>,
+    /// Read the upstreams from this file, in the gateway's format: its `[[upstreams]]` (several
+    /// upstreams, by model, priority and weight, with failover), or its `[upstream]` base_url
+    /// and keys.
+    #[arg(long, conflicts_with_all = ["upstream", "base_url"])]
+    config: Option<PathBuf>,
     /// Environment variable holding an API key (default OPENAI_API_KEY). Repeat it to spread
     /// the job over several keys.
     #[arg(long)]
@@ -414,6 +419,23 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
     };
     if let Some(path) = &a.keys_file {
         settings.keys.push(KeySpec::KeysFile(path.clone()));
+    }
+    if let Some(path) = &a.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Fail(exit::USAGE, format!("cannot read {}: {e}", path.display())))?;
+        let file = sluice_gateway::GatewayConfig::from_toml(&path.display().to_string(), &text)
+            .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+        if !settings.keys.is_empty() && (!file.upstreams.is_empty() || !file.keys.is_empty()) {
+            return Err(Fail(
+                exit::USAGE,
+                format!("--api-key-env / --keys-file and the keys of {} both name keys: give them in one place", path.display()),
+            ));
+        }
+        settings.upstreams = file.upstreams;
+        settings.base_url = file.base_url;
+        if settings.keys.is_empty() {
+            settings.keys = file.keys;
+        }
     }
     let mut cfg = sluice_batch::BatchConfig::new(&a.input);
     cfg.output = a.output.clone();

@@ -165,20 +165,8 @@ struct RawUpstreamEntry {
     weight: Option<u32>,
 }
 
-/// One of several upstreams, checked.
-#[derive(Debug, Clone)]
-pub struct UpstreamEntry {
-    /// In logs, metrics and `x-sluice-upstream`.
-    pub name: String,
-    pub base_url: String,
-    /// Empty: `OPENAI_API_KEY`.
-    pub keys: Vec<KeySpec>,
-    /// Models it serves (`*` globs); empty: all.
-    pub models: Vec<String>,
-    pub priority: i32,
-    pub weight: u32,
-    pub dialect: sluice::upstreams::Dialect,
-}
+/// One of several upstreams, checked (the engine's type: the batch runner reads the same).
+pub use sluice::upstreams::UpstreamSetting as UpstreamEntry;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -138,15 +138,7 @@ pub fn engine(
         b = b.base_url(url.clone());
     }
     for u in &cfg.upstreams {
-        b = b.upstream(sluice::UpstreamSpec {
-            name: u.name.clone(),
-            base_url: u.base_url.clone(),
-            keys: KeySpec::sources(&u.keys),
-            models: u.models.clone(),
-            priority: u.priority,
-            weight: u.weight,
-            dialect: u.dialect.clone(),
-        });
+        b = b.upstream(u.spec());
     }
     let client = b
         .key_pool(KeySpec::sources(&cfg.keys))

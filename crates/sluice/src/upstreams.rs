@@ -31,6 +31,37 @@ pub struct UpstreamConfig {
     pub dialect: Dialect,
 }
 
+/// One upstream as a configuration file names it (`[[upstreams]]`), shared by every face: the
+/// gateway's file and `sluice batch run --config` read the same table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSetting {
+    /// In logs, metrics and `x-sluice-upstream`.
+    pub name: String,
+    pub base_url: String,
+    /// Empty: `OPENAI_API_KEY`.
+    pub keys: Vec<crate::keypool::KeySpec>,
+    /// Models it serves (`*` globs); empty: all.
+    pub models: Vec<String>,
+    pub priority: i32,
+    pub weight: u32,
+    pub dialect: Dialect,
+}
+
+impl UpstreamSetting {
+    /// What [`crate::ClientBuilder::upstream`] takes.
+    pub fn spec(&self) -> crate::UpstreamSpec {
+        crate::UpstreamSpec {
+            name: self.name.clone(),
+            base_url: self.base_url.clone(),
+            keys: crate::keypool::KeySpec::sources(&self.keys),
+            models: self.models.clone(),
+            priority: self.priority,
+            weight: self.weight,
+            dialect: self.dialect.clone(),
+        }
+    }
+}
+
 /// How an upstream spells its requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Dialect {
