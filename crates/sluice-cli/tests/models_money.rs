@@ -325,3 +325,38 @@ fn a_limit_of_zero_is_refused_not_read_as_unlimited() {
         assert!(err.contains(flag) && err.contains("not in 1.."), "{err}");
     }
 }
+
+#[test]
+fn doctor_checks_every_upstream_of_a_config() {
+    let m = mock();
+    let dir = temp_dir();
+    let cfg = dir.join("upstreams.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[upstreams]]\nname = \"good\"\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-doctor-good-0001\" }}]\n\
+             [[upstreams]]\nname = \"gone\"\nbase_url = \"http://127.0.0.1:1/v1\"\nkeys = [{{ value = \"sk-doctor-gone-0001\" }}]\n",
+            m.1
+        ),
+    )
+    .unwrap();
+    let o = doctor(&["--config", cfg.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "the worst of them: {t}");
+    assert!(
+        t.contains("sluice doctor: good (") && t.contains("sluice doctor: gone ("),
+        "{t}"
+    );
+    assert!(
+        t.contains("verdict: Healthy") && t.contains("FAIL tcp"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("sk-doctor-good-0001"),
+        "no key in the report: {t}"
+    );
+    let o = doctor(&["--config", cfg.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -57,6 +57,19 @@ impl KeySpec {
     /// names neither the file nor the variable (the caller of this names the setting), so it
     /// can be shown wherever the setting's name can.
     pub fn check(&self) -> Result<usize, String> {
+        self.read().map(|k| k.len())
+    }
+
+    /// The first key this source gives now (for a one-off check such as `sluice doctor`).
+    pub fn first(&self) -> Result<SecretString, String> {
+        self.read()?
+            .into_iter()
+            .next()
+            .map(SecretString::new)
+            .ok_or_else(|| "no key".to_string())
+    }
+
+    fn read(&self) -> Result<Vec<String>, String> {
         let file = |p: &std::path::Path| -> Result<String, String> {
             match std::fs::metadata(p) {
                 Ok(m) if m.is_dir() => Err("is a directory, not a file".into()),
@@ -112,7 +125,7 @@ impl KeySpec {
         {
             return Err("a key holds a space or a character an HTTP header cannot carry".into());
         }
-        Ok(keys.len())
+        Ok(keys)
     }
 
     /// [`KeySpec::check`] for every spec, by its place in `field` (`upstream.keys`); none at all
