@@ -140,6 +140,9 @@ pub fn engine(
     for u in &cfg.upstreams {
         b = b.upstream(u.spec());
     }
+    if let Some(prev) = prev {
+        b = b.replaces(prev.clone());
+    }
     let client = b
         .key_pool(KeySpec::sources(&cfg.keys))
         .timeouts(cfg.timeouts)

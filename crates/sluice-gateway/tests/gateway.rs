@@ -809,3 +809,33 @@ async fn a_failing_upstream_opens_the_breaker_and_one_probe_closes_it() {
     }
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_open_breaker_stays_open_across_a_reload() {
+    let extra =
+        "max_attempts = 1\nbreaker = { failures = 2, failing_for = \"0s\", cooldown = \"60s\" }\n";
+    let (m, g) = setup("[faults]\nerror_503 = 1.0\n", extra).await;
+    for _ in 0..3 {
+        let _ = post(&g, None, "/chat/completions", chat(false).to_string()).await;
+    }
+    let reached = m.stats().requests;
+    assert_eq!(reached, 2, "open after two failures");
+    // The same file again (as a SIGHUP would apply it): the breaker is still open.
+    let mut cfg = GatewayConfig::from_toml(
+        "test.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes = 100000\n[upstream]\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-upstream-key-0001\" }}]\n{extra}",
+            m.base_url()
+        ),
+    )
+    .unwrap();
+    cfg.spend.ledger = LedgerSetting::Off;
+    cfg.models.check_upstream_every = None;
+    g.reload(cfg).unwrap();
+    let r = post(&g, None, "/chat/completions", chat(false).to_string()).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "upstream_unavailable");
+    assert_eq!(m.stats().requests, reached, "nothing sent after the reload");
+    g.shutdown().await;
+}

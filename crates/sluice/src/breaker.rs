@@ -253,6 +253,11 @@ impl Breaker {
         self.alerts.circuit_breaker(&self.name, to, why);
     }
 
+    /// What it was built with.
+    pub fn config(&self) -> BreakerConfig {
+        self.cfg
+    }
+
     /// Whether it refuses requests now (open and not yet due for a probe).
     pub fn is_open(&self) -> bool {
         matches!(self.lock().phase, Phase::Open { until } if Instant::now() < until)

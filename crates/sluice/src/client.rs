@@ -406,6 +406,7 @@ pub struct ClientBuilder {
     alerts: Option<crate::alerts::AlertRules>,
     breaker: crate::breaker::BreakerConfig,
     upstreams: Vec<UpstreamSpec>,
+    replaces: Option<Engine>,
 }
 
 /// One of several upstreams ([`ClientBuilder::upstream`]).
@@ -562,6 +563,13 @@ impl ClientBuilder {
         self
     }
 
+    /// The engine the new client replaces (a configuration reload): upstreams that stay the
+    /// same keep their circuit breakers' state.
+    pub fn replaces(mut self, engine: Engine) -> Self {
+        self.replaces = Some(engine);
+        self
+    }
+
     /// Add an upstream. With one or more added, they are where requests go (by model, priority
     /// and weight, failing over between them) and `base_url` / the keys set above are not used;
     /// see [`crate::upstreams`].
@@ -664,6 +672,7 @@ impl ClientBuilder {
             spend: self.spend,
             alerts: self.alerts.unwrap_or_default(),
             breaker: self.breaker,
+            replaces: self.replaces,
         })?;
         Ok(Client {
             engine,

@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub alerts: AlertRules,
     /// Each upstream's circuit breaker (default on: see [`crate::breaker`]).
     pub breaker: crate::breaker::BreakerConfig,
+    /// The engine this one replaces (a gateway reload): upstreams with the same name, URL and
+    /// breaker settings keep their breaker's state.
+    pub replaces: Option<Engine>,
 }
 
 /// The shared engine. Cheap to clone.
@@ -140,8 +143,18 @@ impl Engine {
                 })),
         );
         let alerts = Arc::new(Alerter::new(cfg.alerts));
-        let upstreams =
-            crate::upstreams::Upstreams::new(cfg.upstreams, &cfg.transport, cfg.breaker, &alerts)?;
+        let carried = cfg
+            .replaces
+            .as_ref()
+            .map(|e| e.inner.upstreams.breakers())
+            .unwrap_or_default();
+        let upstreams = crate::upstreams::Upstreams::new(
+            cfg.upstreams,
+            &cfg.transport,
+            cfg.breaker,
+            &alerts,
+            &carried,
+        )?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 upstreams,

@@ -188,15 +188,23 @@ impl Upstreams {
         transport: &TransportConfig,
         breaker: BreakerConfig,
         alerts: &Arc<crate::alerts::Alerter>,
+        carried: &[(String, String, Arc<Breaker>)],
     ) -> Result<Self, Error> {
         if configs.is_empty() {
             return Err(Error::new(ErrorKind::Config, "no upstream configured"));
         }
         let mut out = Vec::with_capacity(configs.len());
         for c in configs {
+            // The same upstream (name and URL) in the engine this one replaces keeps its
+            // breaker: a reload during an outage does not send the dead upstream a new wave.
+            let kept = carried
+                .iter()
+                .find(|(n, u, b)| *n == c.name && *u == c.base_url && b.config() == breaker)
+                .map(|(_, _, b)| b.clone());
             out.push(Upstream {
                 transport: Transport::new(&c.base_url, transport)?,
-                breaker: Breaker::new(breaker, c.name.clone(), alerts.clone()),
+                breaker: kept
+                    .unwrap_or_else(|| Breaker::new(breaker, c.name.clone(), alerts.clone())),
                 name: c.name,
                 keys: c.keys,
                 models: c.models,
@@ -206,6 +214,20 @@ impl Upstreams {
             });
         }
         Ok(Upstreams(out))
+    }
+
+    /// Each upstream's name, URL and breaker, for the engine that replaces this one.
+    pub(crate) fn breakers(&self) -> Vec<(String, String, Arc<Breaker>)> {
+        self.0
+            .iter()
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    u.transport.base_url().to_string(),
+                    u.breaker.clone(),
+                )
+            })
+            .collect()
     }
 
     pub(crate) fn first(&self) -> &Upstream {
