@@ -68,6 +68,11 @@
 //! idle_timeout = "5m"                     # no byte either way: closed
 //! http2_max_streams = 100                 # concurrent streams per HTTP/2 connection
 //!
+//! [state]                                 # quotas shared by replicas (admission, callers' limits)
+//! redis_url = "redis://127.0.0.1:6379"
+//! prefix = "sluice:gateway"               # the same on every replica
+//! on_redis_error = "fail_closed"          # or "fallback_local"
+//!
 //! [reload]                                # read from the new file: the change is meant
 //! allow_removing_upstream = false         # a reload without [upstream] is refused
 //! allow_removing_all_virtual_keys = false # a reload without virtual keys is refused
@@ -142,6 +147,26 @@ struct RawConfig {
     server: Option<RawServer>,
     #[serde(default)]
     upstreams: Vec<RawUpstreamEntry>,
+    state: Option<RawState>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    redis_url: String,
+    prefix: Option<String>,
+    /// `fail_closed` (default) or `fallback_local`.
+    on_redis_error: Option<String>,
+}
+
+/// Admission state shared by every replica through Redis (`[state]`).
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    /// May carry a password: never shown by `Debug`.
+    pub redis_url: sluice::SecretString,
+    /// Replicas that share quotas use the same prefix.
+    pub prefix: String,
+    pub on_error: sluice::admission::OnStateError,
 }
 
 /// One of several upstreams (`[[upstreams]]`); the shared settings stay in `[upstream]`.
@@ -473,6 +498,8 @@ pub struct GatewayConfig {
     pub reload: ReloadSettings,
     /// Connection limits (read at start; a reload does not change them).
     pub server: crate::ServerLimits,
+    /// Upstream admission and callers' limits shared by replicas (`None`: this process's own).
+    pub state: Option<StateSettings>,
 }
 
 impl Default for GatewayConfig {
@@ -502,6 +529,7 @@ impl Default for GatewayConfig {
             upstream_table: false,
             reload: ReloadSettings::default(),
             server: crate::ServerLimits::default(),
+            state: None,
         }
     }
 }
@@ -764,6 +792,28 @@ impl GatewayConfig {
                 allow_removing_upstream: r.allow_removing_upstream.unwrap_or(false),
                 allow_removing_all_virtual_keys: r.allow_removing_all_virtual_keys.unwrap_or(false),
             };
+        }
+        if let Some(st) = raw.state {
+            if !(st.redis_url.starts_with("redis://") || st.redis_url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "state.redis_url".into(),
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+            c.state = Some(StateSettings {
+                redis_url: st.redis_url.into(),
+                prefix: st.prefix.unwrap_or_else(|| "sluice:gateway".into()),
+                on_error: match st.on_redis_error.as_deref() {
+                    None | Some("fail_closed") => sluice::admission::OnStateError::FailClosed,
+                    Some("fallback_local") => sluice::admission::OnStateError::FallbackLocal,
+                    Some(_) => {
+                        return Err(invalid(
+                            "state.on_redis_error".into(),
+                            "must be fail_closed or fallback_local",
+                        ))
+                    }
+                },
+            });
         }
         if let Some(sv) = raw.server {
             let d = crate::ServerLimits::default();
@@ -1350,6 +1400,35 @@ allow_removing_upstream = true
         ] {
             let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
             assert!(e.to_string().contains(&format!("`{field}`")), "{e} should name {field}");
+        }
+    }
+
+    #[test]
+    fn shared_state() {
+        let c = GatewayConfig::from_toml(
+            "g.toml",
+            "[state]\nredis_url = \"redis://:pw@127.0.0.1:6379\"\non_redis_error = \"fallback_local\"\n",
+        )
+        .unwrap();
+        let st = c.state.as_ref().unwrap();
+        assert_eq!(st.prefix, "sluice:gateway");
+        assert_eq!(st.on_error, sluice::admission::OnStateError::FallbackLocal);
+        assert!(
+            !format!("{c:?}").contains(":pw@"),
+            "the URL's password is a secret"
+        );
+        for (text, field) in [
+            ("[state]\nredis_url = \"http://x\"\n", "state.redis_url"),
+            (
+                "[state]\nredis_url = \"redis://x\"\non_redis_error = \"shrug\"\n",
+                "state.on_redis_error",
+            ),
+        ] {
+            let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("`{field}`")),
+                "{e} should name {field}"
+            );
         }
     }
 

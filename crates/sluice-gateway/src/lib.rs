@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
-use sluice::admission::{estimate, Admission, AdmissionConfig, Limits};
+use sluice::admission::{estimate, Admission, AdmissionConfig, Limits, StateBackend};
 use sluice::model_policy::{ModelPolicy, PolicyConfig};
 use sluice::models::Registry;
 use sluice::pricing::{dollars_exact, Nanos};
@@ -164,6 +164,13 @@ pub fn engine(
             };
             // Many callers share one gateway: start wide; 429s and slowdowns still narrow it.
             a.concurrency = a.concurrency.window(cfg.max_concurrency);
+            if let Some(st) = &cfg.state {
+                a.state = StateBackend::Redis {
+                    url: st.redis_url.expose().to_string(),
+                    prefix: format!("{}:upstream", st.prefix),
+                    on_error: st.on_error,
+                };
+            }
             a.max_queue = cfg.max_concurrency * 4;
             a
         })
@@ -249,6 +256,14 @@ fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
         upstream_refunds: true,
         ..AdmissionConfig::default()
     };
+    // A caller's limits hold across replicas too.
+    if let Some(st) = &cfg.state {
+        a.state = StateBackend::Redis {
+            url: st.redis_url.expose().to_string(),
+            prefix: format!("{}:callers", st.prefix),
+            on_error: st.on_error,
+        };
+    }
     a.concurrency.adaptive = false;
     a.concurrency.initial = 1 << 20;
     a.concurrency.max = 1 << 20;
