@@ -23,24 +23,6 @@ fn redis_up() -> bool {
     up
 }
 
-fn chat(base: &str, i: usize) -> u16 {
-    let addr = base.trim_start_matches("http://").trim_end_matches("/v1");
-    let body = format!(
-        r#"{{"model":"gpt-4o-mini","max_tokens":3,"messages":[{{"role":"user","content":"q{i}"}}]}}"#
-    );
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split(' ').nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn two_replicas_share_one_upstream_quota() {
     if !redis_up() {
@@ -78,7 +60,11 @@ fn two_replicas_share_one_upstream_quota() {
         let handles: Vec<_> = (0..24)
             .map(|t| {
                 let base = if t % 2 == 0 { a.clone() } else { b.clone() };
-                s.spawn(move || (0..5).map(|i| chat(&base, t * 100 + i)).collect::<Vec<_>>())
+                s.spawn(move || {
+                    (0..5)
+                        .map(|_| common::chat_status(&base, None))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         handles

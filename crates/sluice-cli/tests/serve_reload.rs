@@ -11,21 +11,9 @@ use std::time::{Duration, Instant};
 mod common;
 use common::start;
 
-/// POST a small chat request with a bearer key; the HTTP status.
+/// A chat request with a bearer `key`; the HTTP status.
 fn chat(base: &str, key: &str) -> u16 {
-    let addr = base.trim_start_matches("http://").trim_end_matches("/v1");
-    let body =
-        r#"{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"x"}]}"#;
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split(' ').nth(1).unwrap().parse().unwrap()
+    common::chat_status(base, Some(key))
 }
 
 fn config(path: &Path, upstream: &str, vkey: &str) {

@@ -11,20 +11,9 @@ use std::time::{Duration, Instant};
 mod common;
 use common::start;
 
-/// POST a small chat request on a new connection; the HTTP status.
+/// A chat request to the gateway at `addr`; the HTTP status.
 fn chat(addr: &str) -> u16 {
-    let body =
-        r#"{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"x"}]}"#;
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split(' ').nth(1).unwrap().parse().unwrap()
+    common::chat_status(&format!("http://{addr}/v1"), None)
 }
 
 /// Closed by the server: a read sees the end (or a reset) before `wait`.

@@ -42,6 +42,28 @@ pub fn start(args: &[&str]) -> (Proc, String) {
     (Proc(child), url)
 }
 
+/// POST a small chat request to `base` (`http://ADDR/v1`) on a new connection, with a bearer
+/// `key` when given; the HTTP status.
+pub fn chat_status(base: &str, key: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches("/v1");
+    let body =
+        r#"{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"x"}]}"#;
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
 /// Days since 1970-01-01 → YYYY-MM-DD (the civil-from-days algorithm).
 pub fn civil(days: u64) -> String {
     let z = days as i64 + 719_468;
