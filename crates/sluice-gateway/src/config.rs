@@ -15,6 +15,7 @@
 //! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
 //! max_concurrency = 2048 # requests (and streams) in flight upstream at most
 //! breaker = { failures = 5, failing_for = "1s", cooldown = "30s", max_cooldown = "5m" }
+//!   # and optionally error_fraction = 0.5, window = "10s", min_requests = 20 (off by default)
 //!
 //! [[upstreams]]                   # several upstreams (then [upstream] keeps only shared settings)
 //! name = "azure-east"
@@ -333,6 +334,10 @@ struct RawBreaker {
     cooldown: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     max_cooldown: Option<Duration>,
+    error_fraction: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    window: Option<Duration>,
+    min_requests: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -964,6 +969,25 @@ impl GatewayConfig {
                 failing_for: b.failing_for.unwrap_or(d.failing_for),
                 cooldown: b.cooldown.unwrap_or(d.cooldown),
                 max_cooldown: b.max_cooldown.unwrap_or(d.max_cooldown),
+                error_fraction: match b.error_fraction {
+                    Some(f) if !(f > 0.0 && f <= 1.0) => {
+                        return Err(invalid(
+                            "upstream.breaker.error_fraction".into(),
+                            "must be a fraction above 0 and at most 1",
+                        ))
+                    }
+                    f => f,
+                },
+                window: match b.window {
+                    Some(w) if w.is_zero() => {
+                        return Err(invalid(
+                            "upstream.breaker.window".into(),
+                            "must be longer than zero",
+                        ))
+                    }
+                    w => w.unwrap_or(d.window),
+                },
+                min_requests: b.min_requests.unwrap_or(d.min_requests),
             };
             c.breaker.max_cooldown = c.breaker.max_cooldown.max(c.breaker.cooldown);
         }
@@ -1451,6 +1475,10 @@ allow_removing_upstream = true
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
             ("[server]\nheader_timeout = \"0s\"\n", "server.header_timeout"),
             ("[server]\nhttp2_max_streams = 0\n", "server.http2_max_streams"),
+            (
+                "[upstream]\nbreaker = { error_fraction = 1.5 }\n",
+                "upstream.breaker.error_fraction",
+            ),
             // A connection closed for silence while its request waits upstream: refused.
             (
                 "[server]\nidle_timeout = \"30s\"\n[upstream]\ntimeouts = { first_byte = \"60s\" }\n",

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::alerts::Alerter;
 
 /// When the breaker opens and how long it stays open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// Off: every request is sent whatever the upstream's state.
     pub enabled: bool,
@@ -33,6 +33,12 @@ pub struct BreakerConfig {
     pub cooldown: Duration,
     /// The longest it stays open (default 5 min).
     pub max_cooldown: Duration,
+    /// Also open when at least this fraction of the attempts of a `window` failed, once the
+    /// window holds `min_requests` (default off: an upstream that fails a share of its requests
+    /// but answers the rest is better used than shut out; turn it on for one that degrades).
+    pub error_fraction: Option<f64>,
+    pub window: Duration,
+    pub min_requests: u32,
 }
 
 impl Default for BreakerConfig {
@@ -43,6 +49,9 @@ impl Default for BreakerConfig {
             failing_for: Duration::from_secs(1),
             cooldown: Duration::from_secs(30),
             max_cooldown: Duration::from_secs(300),
+            error_fraction: None,
+            window: Duration::from_secs(10),
+            min_requests: 20,
         }
     }
 }
@@ -77,6 +86,10 @@ struct State {
     failing_since: Option<Instant>,
     /// Times it opened since it was last closed (each doubles the cooldown).
     reopened: u32,
+    /// The current window for `error_fraction`: when it began, attempts, failures.
+    window_start: Instant,
+    window_total: u32,
+    window_failed: u32,
 }
 
 /// One upstream's breaker, shared by the engine's requests.
@@ -137,6 +150,9 @@ impl Breaker {
                 failed: 0,
                 failing_since: None,
                 reopened: 0,
+                window_start: Instant::now(),
+                window_total: 0,
+                window_failed: 0,
             }),
             alerts,
         })
@@ -183,6 +199,17 @@ impl Breaker {
     fn record(&self, probe: bool, health: Health) {
         let now = Instant::now();
         let mut st = self.lock();
+        if health != Health::Unknown && !probe {
+            if now.duration_since(st.window_start) >= self.cfg.window {
+                st.window_start = now;
+                st.window_total = 0;
+                st.window_failed = 0;
+            }
+            st.window_total = st.window_total.saturating_add(1);
+            if health == Health::Failed {
+                st.window_failed = st.window_failed.saturating_add(1);
+            }
+        }
         match health {
             Health::Unknown => {
                 if probe {
@@ -203,13 +230,13 @@ impl Breaker {
             Health::Failed => {
                 st.failed = st.failed.saturating_add(1);
                 let since = *st.failing_since.get_or_insert(now);
-                let open_now = if probe {
-                    true
-                } else {
-                    st.phase == Phase::Closed
-                        && st.failed >= self.cfg.failures
-                        && now.duration_since(since) >= self.cfg.failing_for
-                };
+                let in_a_row = st.failed >= self.cfg.failures
+                    && now.duration_since(since) >= self.cfg.failing_for;
+                let fraction = self.cfg.error_fraction.is_some_and(|f| {
+                    st.window_total >= self.cfg.min_requests.max(1)
+                        && f64::from(st.window_failed) >= f * f64::from(st.window_total)
+                });
+                let open_now = probe || (st.phase == Phase::Closed && (in_a_row || fraction));
                 if open_now {
                     let base = self
                         .cfg
@@ -222,9 +249,20 @@ impl Breaker {
                         until: now + cooldown,
                     };
                     st.reopened = st.reopened.saturating_add(1);
+                    let window = (st.window_failed, st.window_total);
+                    st.window_total = 0;
+                    st.window_failed = 0;
+                    st.window_start = now;
                     let why = if probe {
                         format!(
                             "the probe request failed; open for {:.1}s",
+                            cooldown.as_secs_f64()
+                        )
+                    } else if !in_a_row {
+                        format!(
+                            "{} of the last {} attempts failed; open for {:.1}s",
+                            window.0,
+                            window.1,
                             cooldown.as_secs_f64()
                         )
                     } else {
@@ -354,6 +392,38 @@ mod tests {
         tokio::time::advance(Duration::from_secs(13)).await;
         drop(b.admit().unwrap());
         assert!(b.admit().is_ok(), "the next request may probe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_fraction_opens_it_when_asked_to() {
+        let make = |fraction| {
+            Breaker::new(
+                BreakerConfig {
+                    error_fraction: fraction,
+                    min_requests: 10,
+                    ..BreakerConfig::default()
+                },
+                "test",
+                Arc::new(Alerter::new(crate::alerts::AlertRules::default())),
+            )
+        };
+        // Two failures for every answer, never five in a row: 67% failing.
+        let run = |b: &Arc<Breaker>| {
+            for h in [Health::Failed, Health::Failed, Health::Answered].repeat(6) {
+                if let Ok(pass) = b.admit() {
+                    pass.record(h);
+                }
+            }
+        };
+        let off = make(None);
+        run(&off);
+        assert!(off.admit().is_ok(), "off by default");
+        let on = make(Some(0.5));
+        run(&on);
+        assert!(
+            on.admit().is_err(),
+            "two thirds failing over 18 attempts opens it"
+        );
     }
 
     #[tokio::test(start_paused = true)]
