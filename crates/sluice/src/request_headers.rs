@@ -15,6 +15,8 @@ pub(crate) struct AttemptHeaders<'a> {
     pub(crate) idempotency_key: &'a str,
     pub(crate) has_body: bool,
     pub(crate) stream: bool,
+    /// The key goes in `api-key` (Azure OpenAI) instead of `Authorization: Bearer`.
+    pub(crate) api_key_header: bool,
 }
 
 impl AttemptHeaders<'_> {
@@ -39,18 +41,26 @@ impl AttemptHeaders<'_> {
             }
             last = Some(name);
         }
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "the API key from {} has characters a header cannot carry",
-                        key_source()
-                    ),
-                )
-            })?;
+        let value = if self.api_key_header {
+            HeaderValue::from_str(key.expose())
+        } else {
+            HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        };
+        let mut auth = value.map_err(|_| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the API key from {} has characters a header cannot carry",
+                    key_source()
+                ),
+            )
+        })?;
         auth.set_sensitive(true);
-        h.insert(http::header::AUTHORIZATION, auth);
+        if self.api_key_header {
+            h.insert(HeaderName::from_static("api-key"), auth);
+        } else {
+            h.insert(http::header::AUTHORIZATION, auth);
+        }
         if let Ok(v) = HeaderValue::from_str(self.idempotency_key) {
             h.insert(HeaderName::from_static("idempotency-key"), v);
         }

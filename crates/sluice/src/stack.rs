@@ -515,22 +515,10 @@ impl Engine {
             idempotency_key: &ctx.idempotency_key,
             has_body: ctx.call.body.is_some(),
             stream,
+            api_key_header: up.dialect.api_key_header(),
         }
         .build(&chosen.key, || keys.describe())?;
         let model = ctx.call.model.as_deref().unwrap_or("");
-        let mut headers = headers;
-        if up.dialect.api_key_header() {
-            if let Some(mut v) = headers.remove(http::header::AUTHORIZATION) {
-                // "Bearer KEY" → "KEY", still marked sensitive.
-                if let Some(k) = v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
-                    if let Ok(mut key) = http::HeaderValue::from_str(k) {
-                        key.set_sensitive(true);
-                        v = key;
-                    }
-                }
-                headers.insert(http::HeaderName::from_static("api-key"), v);
-            }
-        }
         let path = up.dialect.path(&ctx.call.path, model);
         let admitted = match &self.inner.admission {
             Some(a) => {
