@@ -46,14 +46,7 @@ struct Target {
 
 /// The upstreams of a gateway-format file.
 fn targets_of(path: &std::path::Path) -> Result<Vec<Target>, Fail> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Fail(
-            crate::exit::USAGE,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    let cfg = sluice_gateway::GatewayConfig::from_toml(&path.display().to_string(), &text)
-        .map_err(|e| Fail(crate::exit::USAGE, e.to_string()))?;
+    let cfg = sluice_gateway::GatewayConfig::load(path).map_err(|e| Fail(crate::exit::USAGE, e))?;
     let first = |keys: &[sluice::keypool::KeySpec]| match keys.first() {
         None => sluice::keypool::KeySpec::Env("OPENAI_API_KEY".into())
             .first()

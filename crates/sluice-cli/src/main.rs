@@ -421,10 +421,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         settings.keys.push(KeySpec::KeysFile(path.clone()));
     }
     if let Some(path) = &a.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Fail(exit::USAGE, format!("cannot read {}: {e}", path.display())))?;
-        let file = sluice_gateway::GatewayConfig::from_toml(&path.display().to_string(), &text)
-            .map_err(|e| Fail(exit::USAGE, e.to_string()))?;
+        let file = sluice_gateway::GatewayConfig::load(path).map_err(|e| Fail(exit::USAGE, e))?;
         if !settings.keys.is_empty() && (!file.upstreams.is_empty() || !file.keys.is_empty()) {
             return Err(Fail(
                 exit::USAGE,
@@ -508,12 +505,7 @@ async fn serve(
     upstream: Option<Upstream>,
 ) -> Result<(), Fail> {
     let mut cfg = match &config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| Fail(exit::USAGE, format!("cannot read {}: {e}", p.display())))?;
-            sluice_gateway::GatewayConfig::from_toml(&p.display().to_string(), &text)
-                .map_err(|e| Fail(exit::USAGE, e.to_string()))?
-        }
+        Some(p) => sluice_gateway::GatewayConfig::load(p).map_err(|e| Fail(exit::USAGE, e))?,
         None => sluice_gateway::GatewayConfig::default(),
     };
     if let Some(l) = listen {

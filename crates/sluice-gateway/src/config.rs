@@ -769,6 +769,14 @@ fn budgets(
 }
 
 impl GatewayConfig {
+    /// Read and parse the file at `path` (the gateway's, `sluice batch run --config`'s and
+    /// `sluice doctor --config`'s); the error names the file.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_toml(&path.display().to_string(), &text).map_err(|e| e.to_string())
+    }
+
     /// Parse `text` (from `path`, for messages).
     pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
