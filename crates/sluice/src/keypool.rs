@@ -107,12 +107,7 @@ impl KeySpec {
                 }
             }
             KeySpec::KeysFile(p) => {
-                let keys: Vec<String> = file(p)?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string)
-                    .collect();
+                let keys: Vec<String> = keys_in(&file(p)?).map(str::to_string).collect();
                 if keys.is_empty() {
                     return Err("the keys file holds no key".into());
                 }
@@ -151,6 +146,13 @@ impl KeySpec {
         }
         Ok(n)
     }
+}
+
+/// The keys of a keys file's text: one a line, blank lines and `#` comments skipped.
+fn keys_in(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 /// The keys of a keys file as last read: its modification time, its size, its keys.
@@ -203,12 +205,7 @@ impl PoolSource {
                         format!("cannot read keys file {}: {e}", path.display()),
                     )
                 })?;
-                let keys: Vec<SecretString> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(SecretString::new)
-                    .collect();
+                let keys: Vec<SecretString> = keys_in(&text).map(SecretString::new).collect();
                 if c.is_some() {
                     tracing::info!(file = %path.display(), keys = keys.len(), "keys file changed; using its new keys");
                 }
