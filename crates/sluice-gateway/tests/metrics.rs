@@ -196,5 +196,14 @@ async fn metrics_are_described_histograms_bounded_and_recorded_once_per_request(
         ) > 0.0
     );
     assert!(count("sluice_finish_reasons_total", &[("model", "gpt-4o-mini")]) >= 2.0);
+    // Attempts per upstream, by its configured name.
+    assert_eq!(
+        count(
+            "sluice_upstream_attempts_total",
+            &[("upstream", "default"), ("result", "answered")]
+        ),
+        2.0,
+        "{text}"
+    );
     g.shutdown().await;
 }

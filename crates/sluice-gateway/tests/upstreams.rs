@@ -403,3 +403,117 @@ async fn a_429_with_a_long_wait_moves_to_another_upstream() {
     assert_eq!(primary.stats().by_status.get("429"), Some(&1));
     g.shutdown().await;
 }
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// Whether Redis answers (a test that needs it is skipped without, unless it is required).
+async fn redis_available() -> bool {
+    let url = redis_url();
+    let addr = url
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let up = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !up {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_REDIS").as_deref() != Ok("1"),
+            "Redis at {url} is unreachable and SLUICE_REQUIRE_REDIS=1"
+        );
+        eprintln!("\n*** SKIPPED: Redis at {url} is unreachable ***\n");
+    }
+    up
+}
+
+fn shared_state(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "[state]\nredis_url = \"{}\"\nprefix = \"sluice-test:{name}:{nanos}\"\n",
+        redis_url()
+    )
+}
+
+#[tokio::test]
+async fn replicas_sharing_state_share_open_breakers_and_rejected_keys() {
+    if !redis_available().await {
+        return;
+    }
+    // A breaker one replica opens is open on the other, which then never tries the upstream.
+    let failing = mock("[faults]\nerror_503 = 1.0\n").await;
+    let backup = mock("").await;
+    let upstream =
+        "max_attempts = 3\nbreaker = { failures = 3, failing_for = \"0s\", cooldown = \"30s\" }";
+    let ups = entry("primary", &failing.base_url(), "priority = 0")
+        + &entry("backup", &backup.base_url(), "priority = 1")
+        + &shared_state("breaker");
+    let g1 = gateway(upstream, &ups).await;
+    let g2 = gateway(upstream, &ups).await;
+    for _ in 0..5 {
+        let (status, up, _) = post(&g1, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+        assert_eq!((status, up.as_str()), (200, "backup"));
+    }
+    assert_eq!(
+        failing.stats().requests,
+        3,
+        "tried until its breaker opened"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    for _ in 0..10 {
+        let (status, up, _) = post(&g2, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+        assert_eq!((status, up.as_str()), (200, "backup"));
+    }
+    assert_eq!(
+        failing.stats().requests,
+        3,
+        "the second replica knew the breaker was open"
+    );
+    g1.shutdown().await;
+    g2.shutdown().await;
+
+    // A key one replica saw rejected (401) is not tried by the other.
+    let keyed = mock(
+        "auth = \"listed\"\n\
+         [[keys]]\nkey = \"sk-revoked-upstream-01\"\nname = \"revoked\"\nrevoked = true\n\
+         [[keys]]\nkey = \"sk-good-upstream-0001\"\nname = \"good\"\n",
+    )
+    .await;
+    let ups = format!(
+        "[[upstreams]]\nname = \"only\"\nbase_url = \"{}\"\nkeys = [{{ value = \"sk-revoked-upstream-01\" }}, {{ value = \"sk-good-upstream-0001\" }}]\n{}",
+        keyed.base_url(),
+        shared_state("keys")
+    );
+    let g1 = gateway("max_attempts = 3", &ups).await;
+    let g2 = gateway("max_attempts = 3", &ups).await;
+    for _ in 0..3 {
+        let (status, _, v) = post(&g1, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(keyed.stats().by_key.get("revoked"), Some(&1));
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    for _ in 0..6 {
+        let (status, _, v) = post(&g2, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(
+        keyed.stats().by_key.get("revoked"),
+        Some(&1),
+        "the second replica knew the key was rejected: {:?}",
+        keyed.stats().by_key
+    );
+    g1.shutdown().await;
+    g2.shutdown().await;
+}

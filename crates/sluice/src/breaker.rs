@@ -90,6 +90,12 @@ struct State {
     window_start: Instant,
     window_total: u32,
     window_failed: u32,
+    /// Opened because another replica found it failing (shared health), not by its own
+    /// attempts: when that fact goes away, it half-opens at once.
+    adopted: bool,
+    /// When it last closed: a shared "open" read just after is the fact this close is about
+    /// to remove, not news.
+    closed_at: Option<Instant>,
 }
 
 /// One upstream's breaker, shared by the engine's requests.
@@ -100,6 +106,8 @@ pub struct Breaker {
     name: String,
     state: Mutex<State>,
     alerts: Arc<Alerter>,
+    /// Where openings and closings go for the other replicas (shared health), if anywhere.
+    share: Mutex<Option<crate::shared_health::Publisher>>,
 }
 
 /// Leave to send one attempt. Report what came of it with [`Pass::record`]; a pass dropped
@@ -153,8 +161,11 @@ impl Breaker {
                 window_start: Instant::now(),
                 window_total: 0,
                 window_failed: 0,
+                adopted: false,
+                closed_at: None,
             }),
             alerts,
+            share: Mutex::new(None),
         })
     }
 
@@ -223,7 +234,12 @@ impl Breaker {
                 if st.phase != Phase::Closed {
                     st.phase = Phase::Closed;
                     st.reopened = 0;
+                    st.adopted = false;
+                    st.closed_at = Some(now);
                     drop(st);
+                    self.tell(crate::shared_health::Fact::BreakerClosed {
+                        upstream: self.name.clone(),
+                    });
                     self.transition("closed", "the probe request was answered");
                 }
             }
@@ -249,6 +265,7 @@ impl Breaker {
                         until: now + cooldown,
                     };
                     st.reopened = st.reopened.saturating_add(1);
+                    st.adopted = false;
                     let window = (st.window_failed, st.window_total);
                     st.window_total = 0;
                     st.window_failed = 0;
@@ -274,6 +291,10 @@ impl Breaker {
                         )
                     };
                     drop(st);
+                    self.tell(crate::shared_health::Fact::BreakerOpen {
+                        upstream: self.name.clone(),
+                        for_: cooldown,
+                    });
                     self.transition("open", &why);
                 }
             }
@@ -289,6 +310,63 @@ impl Breaker {
             tracing::warn!(target: "sluice::breaker", upstream = %self.name, to, "{why}");
         }
         self.alerts.circuit_breaker(&self.name, to, why);
+    }
+
+    fn tell(&self, fact: crate::shared_health::Fact) {
+        let share = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = share.as_ref() {
+            p.tell(fact);
+        }
+    }
+
+    /// Tell `publisher` of openings and closings from now on (the engine that carries this
+    /// breaker over a reload sets its own).
+    pub(crate) fn share(&self, publisher: crate::shared_health::Publisher) {
+        *self.share.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
+    }
+
+    /// Another replica opened it, `left` to go: open it here too, unless it is already open or
+    /// its probe is out. The end gets 0–20% jitter so replicas do not all probe at once.
+    pub(crate) fn adopt_open(&self, left: Duration) {
+        if !self.cfg.enabled || left.is_zero() {
+            return;
+        }
+        let mut st = self.lock();
+        let just_closed = st
+            .closed_at
+            .is_some_and(|t| t.elapsed() < crate::shared_health::SYNC_EVERY * 4);
+        if just_closed || !matches!(st.phase, Phase::Closed | Phase::HalfOpen { probing: false }) {
+            return;
+        }
+        let left = left.mul_f64(1.0 + rand::random::<f64>() * 0.2);
+        st.phase = Phase::Open {
+            until: Instant::now() + left,
+        };
+        st.adopted = true;
+        st.failed = 0;
+        st.failing_since = None;
+        drop(st);
+        self.transition(
+            "open",
+            &format!(
+                "another replica found it failing; open for {:.1}s",
+                left.as_secs_f64()
+            ),
+        );
+    }
+
+    /// The shared fact that opened it is gone (answered elsewhere, or over): one probe may go.
+    pub(crate) fn adopt_gone(&self) {
+        let mut st = self.lock();
+        if st.adopted && matches!(st.phase, Phase::Open { .. }) {
+            st.phase = Phase::HalfOpen { probing: false };
+            st.adopted = false;
+            drop(st);
+            self.transition(
+                "half_open",
+                "another replica closed it or its cooldown is over: one probe request goes",
+            );
+        }
     }
 
     /// What it was built with.
@@ -338,6 +416,29 @@ mod tests {
 
     fn fail(b: &Arc<Breaker>) {
         b.admit().unwrap().record(Health::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_opening_from_another_replica_is_adopted_and_half_opens_when_gone() {
+        let b = breaker();
+        b.adopt_gone(); // nothing adopted: stays closed
+        assert!(b.admit().is_ok());
+        b.adopt_open(Duration::from_secs(10));
+        let wait = b.admit().unwrap_err();
+        assert!(wait >= Duration::from_secs(10) && wait <= Duration::from_secs(12));
+        b.adopt_gone();
+        let probe = b
+            .admit()
+            .expect("one probe once the shared opening is gone");
+        assert!(b.admit().is_err(), "only one probe");
+        probe.record(Health::Answered);
+        assert!(b.admit().is_ok());
+        // Read just after this close, the shared opening it is removing is not news.
+        b.adopt_open(Duration::from_secs(10));
+        assert!(b.admit().is_ok());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        b.adopt_open(Duration::from_secs(10));
+        assert!(b.admit().is_err());
     }
 
     #[tokio::test(start_paused = true)]

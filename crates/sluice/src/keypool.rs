@@ -257,6 +257,8 @@ pub struct KeyPool {
     sources: Vec<PoolSource>,
     health: Mutex<HashMap<u64, Health>>,
     next: AtomicUsize,
+    /// Where cooldowns and quarantines go for the other replicas (shared health), if anywhere.
+    share: Mutex<Option<crate::shared_health::Publisher>>,
 }
 
 fn key_id(k: &SecretString) -> u64 {
@@ -274,6 +276,7 @@ impl KeyPool {
             sources,
             health: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            share: Mutex::new(None),
         }
     }
 
@@ -413,8 +416,58 @@ impl KeyPool {
         ))
     }
 
+    /// Tell `publisher` of cooldowns and quarantines from now on.
+    pub(crate) fn share(&self, publisher: crate::shared_health::Publisher) {
+        *self.share.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
+    }
+
+    fn tell(&self, fact: crate::shared_health::Fact) {
+        let share = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = share.as_ref() {
+            p.tell(fact);
+        }
+    }
+
+    /// What other replicas found about keys (by id): cooling down for a time, or rejected.
+    /// Ids that are not this pool's are ignored.
+    pub(crate) fn adopt(&self, cooling: &[(u64, Duration)], quarantined: &[u64]) {
+        if cooling.is_empty() && quarantined.is_empty() {
+            return;
+        }
+        let Ok(keys) = self.all_keys() else {
+            return;
+        };
+        let ids: Vec<u64> = keys.iter().map(key_id).collect();
+        let now = Instant::now();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, left) in cooling.iter().filter(|(id, _)| ids.contains(id)) {
+            let h = health.entry(*id).or_default();
+            let until = now + *left;
+            h.cooldown_until = Some(h.cooldown_until.map_or(until, |u| u.max(until)));
+            h.remaining = Some(0.0);
+        }
+        for id in quarantined.iter().filter(|id| ids.contains(id)) {
+            let h = health.entry(*id).or_default();
+            if !h.quarantined {
+                h.quarantined = true;
+                let label = ids.iter().position(|i| i == id).map_or(0, |p| p + 1);
+                tracing::warn!(key = %format!("key-{label}"), "API key quarantined: another replica saw the upstream reject it");
+            }
+        }
+    }
+
     /// Learn from an attempt's outcome.
     fn report(&self, chosen: &Chosen, what: Report<'_>) {
+        match what {
+            Report::Rejected => {
+                self.tell(crate::shared_health::Fact::KeyQuarantined { key: chosen.id })
+            }
+            Report::RateLimited(wait) => self.tell(crate::shared_health::Fact::KeyCooling {
+                key: chosen.id,
+                for_: wait.unwrap_or(Duration::from_secs(1)),
+            }),
+            Report::Answered(_) => {}
+        }
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let h = health.entry(chosen.id).or_default();
         match what {

@@ -46,6 +46,7 @@ mod request_headers;
 mod retry;
 pub mod routes;
 mod secret;
+mod shared_health;
 pub mod spend;
 pub mod sse;
 mod sse_wire;

@@ -30,6 +30,7 @@ pub const MODEL_SUBSTITUTIONS: &str = "sluice_model_substitutions_total";
 pub const MODEL_FALLBACKS: &str = "sluice_model_fallbacks_total";
 pub const COST: &str = "sluice_cost_nanodollars_total";
 pub const BUDGET_REFUSALS: &str = "sluice_budget_refusals_total";
+pub const UPSTREAM_ATTEMPTS: &str = "sluice_upstream_attempts_total";
 
 /// The model names the `model` label may take, interned: a label value is then a `&'static
 /// str`, which the metrics keys hold without allocating (every request records several).
@@ -70,8 +71,45 @@ pub fn model_label(model: &str) -> &'static str {
     k.get(model).copied().unwrap_or("other")
 }
 
+/// The `upstream` label for an upstream's configured name, interned once when the engine is
+/// built (names come from configuration, so the set is small; past 256 distinct names, across
+/// reloads, new ones are `other`).
+pub(crate) fn upstream_label(name: &str) -> &'static str {
+    static NAMES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| RwLock::new(HashSet::new()));
+    if let Some(n) = names.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return n;
+    }
+    let mut w = names.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = w.get(name) {
+        return n;
+    }
+    if w.len() >= 256 {
+        return "other";
+    }
+    // Bounded above: at most 256 names are ever leaked.
+    let n: &'static str = Box::leak(name.to_string().into_boxed_str());
+    w.insert(n);
+    n
+}
+
+/// One attempt sent to (or refused before) an upstream, and what came of it: `answered`
+/// (2xx), `rate_limited` (429), `failed` (connection, timeout, 5xx: what its breaker counts),
+/// `refused` (another 4xx), `not_sent` (stopped before it left: admission, a key, the upload).
+pub(crate) fn upstream_attempt(upstream: &'static str, result: &'static str) {
+    counter!(UPSTREAM_ATTEMPTS, "upstream" => upstream, "result" => result).increment(1);
+}
+
 /// Register descriptions with whatever recorder is installed (harmless to call repeatedly).
 pub fn describe() {
+    describe_counter!(
+        UPSTREAM_ATTEMPTS,
+        "Attempts per upstream by result: answered, rate_limited, failed, refused, not_sent."
+    );
+    describe_counter!(
+        "sluice_shared_health_errors_total",
+        "Times shared upstream health could not be written or read (Redis away, queue full); each process then keeps its own view."
+    );
     describe_counter!(
         "sluice_admission_paused_total",
         "Times an admission scope paused after a 429 until the reset the upstream named."

@@ -155,7 +155,18 @@ impl Engine {
             &alerts,
             &carried,
         )?;
-        Ok(Engine {
+        let shared_health = match cfg
+            .admission
+            .as_ref()
+            .filter(|a| a.enabled)
+            .map(|a| &a.state)
+        {
+            Some(admission::StateBackend::Redis { url, prefix, .. }) => {
+                Some((url.clone(), prefix.clone(), upstreams.health_targets()))
+            }
+            _ => None,
+        };
+        let engine = Engine {
             inner: Arc::new(Inner {
                 upstreams,
                 timeouts: cfg.transport.timeouts,
@@ -172,7 +183,12 @@ impl Engine {
                 counters: Counters::default(),
                 catalog: Catalog::default(),
             }),
-        })
+        };
+        // Replicas that share the quota share what they learn of upstream health too.
+        if let Some((url, prefix, targets)) = shared_health {
+            crate::shared_health::start(&url, &prefix, targets, Arc::downgrade(&engine.inner));
+        }
+        Ok(engine)
     }
 
     pub fn base_url(&self) -> &str {
@@ -476,6 +492,16 @@ impl Engine {
             Err(e) => crate::breaker::Health::of(e),
         };
         pass.record(health);
+        observe::upstream_attempt(
+            up.label,
+            match (&result, health) {
+                (Ok(_), _) => "answered",
+                (Err(e), _) if e.status() == Some(429) => "rate_limited",
+                (Err(_), crate::breaker::Health::Failed) => "failed",
+                (Err(_), crate::breaker::Health::Answered) => "refused",
+                (Err(_), crate::breaker::Health::Unknown) => "not_sent",
+            },
+        );
         match result {
             Ok(mut ok) => {
                 ok.upstream = up.name.clone();

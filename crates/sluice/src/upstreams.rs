@@ -143,8 +143,10 @@ fn encode_segment(s: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: String,
+    /// `name` as the `upstream` metric label.
+    pub(crate) label: &'static str,
     pub(crate) transport: Transport,
-    pub(crate) keys: KeyPool,
+    pub(crate) keys: Arc<KeyPool>,
     pub(crate) breaker: Arc<Breaker>,
     models: Vec<String>,
     priority: i32,
@@ -202,11 +204,12 @@ impl Upstreams {
                 .find(|(n, u, b)| *n == c.name && *u == c.base_url && b.config() == breaker)
                 .map(|(_, _, b)| b.clone());
             out.push(Upstream {
+                label: crate::observe::upstream_label(&c.name),
                 transport: Transport::new(&c.base_url, transport)?,
                 breaker: kept
                     .unwrap_or_else(|| Breaker::new(breaker, c.name.clone(), alerts.clone())),
                 name: c.name,
-                keys: c.keys,
+                keys: Arc::new(c.keys),
                 models: c.models,
                 priority: c.priority,
                 weight: c.weight.max(1),
@@ -227,6 +230,14 @@ impl Upstreams {
                     u.breaker.clone(),
                 )
             })
+            .collect()
+    }
+
+    /// What shared health applies the other replicas' findings to.
+    pub(crate) fn health_targets(&self) -> crate::shared_health::Targets {
+        self.0
+            .iter()
+            .map(|u| (u.name.clone(), u.breaker.clone(), u.keys.clone()))
             .collect()
     }
 
