@@ -27,6 +27,8 @@
 //! models = ["gpt-4o*"]             # globs; default all
 //! priority = 0                     # lower first
 //! weight = 1                       # share within a priority
+//! rpm = 5000                       # optional: its own limits (per key and model)
+//! tpm = 2000000
 //!
 //! [[virtual_keys]]
 //! name = "team-a"
@@ -189,6 +191,9 @@ struct RawUpstreamEntry {
     models: Vec<String>,
     priority: Option<i32>,
     weight: Option<u32>,
+    /// Its own limits per key and model (else the shared `[upstream]` ones, or learned).
+    rpm: Option<u64>,
+    tpm: Option<u64>,
 }
 
 /// One of several upstreams, checked (the engine's type: the batch runner reads the same).
@@ -925,7 +930,15 @@ impl GatewayConfig {
             if u.weight == Some(0) {
                 return Err(invalid(at("weight"), "must be at least 1"));
             }
+            let rpm = at_least_one(u.rpm, &at("rpm"), &invalid)?;
+            let tpm = at_least_one(u.tpm, &at("tpm"), &invalid)?;
+            let limits = (rpm.is_some() || tpm.is_some()).then_some(sluice::admission::Limits {
+                rpm,
+                tpm,
+                ..Default::default()
+            });
             c.upstreams.push(UpstreamEntry {
+                limits,
                 keys: keys(u.keys, &at("keys"), &invalid)?,
                 name: u.name,
                 base_url: url,
@@ -1299,6 +1312,10 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
             ),
             // 0 means the same everywhere: nothing; it is refused with how to say "no limit".
             ("[upstream]\nrpm = 0\n", "upstream.rpm"),
+            (
+                "[[upstreams]]\nname = \"a\"\nbase_url = \"https://a.example/v1\"\ntpm = 0\n",
+                "upstreams[0].tpm",
+            ),
             ("[upstream]\ntpm = 0\n", "upstream.tpm"),
             (
                 "[[virtual_keys]]\nname = \"a\"\nkey = \"k\"\nrpm = 0\n",

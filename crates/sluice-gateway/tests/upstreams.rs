@@ -105,8 +105,10 @@ async fn a_dead_primary_loses_no_request_and_a_failing_one_opens_its_breaker() {
 
 #[tokio::test]
 async fn weights_share_the_requests_of_one_priority() {
-    let a = mock("").await;
-    let b = mock("").await;
+    // Limits far above the burst: capacity never decides here, the weights do.
+    let roomy = "[limits]\nrpm = 10000000\ntpm = 10000000000\n";
+    let a = mock(roomy).await;
+    let b = mock(roomy).await;
     let g = gateway(
         "",
         &(entry("a", &a.base_url(), "weight = 3") + &entry("b", &b.base_url(), "weight = 1")),
@@ -516,4 +518,30 @@ async fn replicas_sharing_state_share_open_breakers_and_rejected_keys() {
     );
     g1.shutdown().await;
     g2.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_without_room_now_is_passed_over_before_anything_waits() {
+    // `a` allows 60 requests a minute of its own (about one now, then one a second); `b` has
+    // room for the whole burst. Of 20 requests at once, `a` takes what it has room for and the
+    // rest go to `b` — none waits for `a`'s budget to refill.
+    let a = mock("").await;
+    let b = mock("").await;
+    let g = gateway(
+        "",
+        &(entry("a", &a.base_url(), "rpm = 60") + &entry("b", &b.base_url(), "rpm = 100000")),
+    )
+    .await;
+    let body = chat("gpt-4o-mini", false);
+    let burst = (0..20).map(|_| post(&g, "/chat/completions", &body));
+    for (status, _, v) in futures_util::future::join_all(burst).await {
+        assert_eq!(status, 200, "{v}");
+    }
+    let (on_a, on_b) = (a.stats().requests, b.stats().requests);
+    assert_eq!(on_a + on_b, 20);
+    assert!(
+        on_a <= 3,
+        "a took only what it had room for: a {on_a}, b {on_b}"
+    );
+    g.shutdown().await;
 }

@@ -425,6 +425,9 @@ pub struct UpstreamSpec {
     pub weight: u32,
     /// How its URLs and key are written (OpenAI's, or Azure OpenAI's).
     pub dialect: crate::upstreams::Dialect,
+    /// Its own requests and tokens per minute (per key and model), instead of the client's
+    /// admission limits; `None`: those (or what its headers teach).
+    pub limits: Option<crate::admission::Limits>,
 }
 
 impl ClientBuilder {
@@ -604,6 +607,7 @@ impl ClientBuilder {
                 priority: 0,
                 weight: 1,
                 dialect: crate::upstreams::Dialect::OpenAi,
+                limits: None,
             }]
         } else {
             self.upstreams
@@ -620,6 +624,7 @@ impl ClientBuilder {
                     priority: u.priority,
                     weight: u.weight,
                     dialect: u.dialect,
+                    limits: u.limits,
                 })
                 .collect()
         };

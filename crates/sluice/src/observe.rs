@@ -107,6 +107,10 @@ pub fn describe() {
         "Attempts per upstream by result: answered, rate_limited, failed, refused, not_sent."
     );
     describe_counter!(
+        "sluice_upstream_skipped_total",
+        "Times an upstream was passed over for another, by reason (no_capacity: its admission would have waited)."
+    );
+    describe_counter!(
         "sluice_shared_health_errors_total",
         "Times shared upstream health could not be written or read (Redis away, queue full); each process then keeps its own view."
     );

@@ -484,9 +484,33 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let (i, pass) = ups.pick(model, &failed_on)?;
+        // With several upstreams, one whose admission would wait is passed over for one with
+        // room now; only when none has room does the request wait (on the first choice).
+        let patient_first = !ups.several() || self.inner.admission.is_none();
+        let (mut i, mut pass) = ups.pick(model, &failed_on)?;
+        let mut skipped: Vec<usize> = Vec::new();
+        let result = loop {
+            let up = ups.get(i);
+            let patient = patient_first || skipped.len() >= ups.len();
+            match self.open_on(up, ctx, stream, patient).await {
+                Ok(Some(ok)) => break Ok(ok),
+                Err(e) => break Err(e),
+                Ok(None) => {
+                    drop(pass);
+                    metrics::counter!("sluice_upstream_skipped_total", "upstream" => up.label, "reason" => "no_capacity").increment(1);
+                    skipped.push(i);
+                    (i, pass) = match ups.pick_but(model, &failed_on, &skipped) {
+                        Ok(next) => next,
+                        Err(_) => {
+                            // None has room: wait on the first choice after all.
+                            skipped = (0..ups.len()).collect();
+                            ups.pick(model, &failed_on)?
+                        }
+                    };
+                }
+            }
+        };
         let up = ups.get(i);
-        let result = self.open_on(up, ctx, stream).await;
         let health = match &result {
             Ok(_) => crate::breaker::Health::Answered,
             Err(e) => crate::breaker::Health::of(e),
@@ -532,7 +556,8 @@ impl Engine {
         up: &crate::upstreams::Upstream,
         ctx: &Ctx<'_>,
         stream: bool,
-    ) -> Result<OkResponse, Error> {
+        patient: bool,
+    ) -> Result<Option<OkResponse>, Error> {
         let keys = &up.keys;
         let chosen = keys.take(ctx.deadline).await?;
         let headers = AttemptHeaders {
@@ -555,7 +580,12 @@ impl Engine {
                     a.config().per_model,
                 );
                 let est = ctx.call.estimate.unwrap_or_default();
-                let ticket = a.admit(&scope, model, est, ctx.deadline).await?;
+                let Some(ticket) = a
+                    .admit_in(&scope, model, up.limits, est, ctx.deadline, patient)
+                    .await?
+                else {
+                    return Ok(None);
+                };
                 Some(Admitted {
                     admission: a.clone(),
                     scope,
@@ -605,15 +635,15 @@ impl Engine {
         if (200..300).contains(&status) {
             keys.after_attempt(&chosen, Ok(&rl), &self.inner.alerts);
             if let Some(a) = &admitted {
-                a.admission.observe(&a.scope, model, &rl, None).await;
+                a.admission.observe(&a.scope, &rl, None).await;
             }
-            return Ok(OkResponse {
+            return Ok(Some(OkResponse {
                 resp,
                 ticket: admitted.map(|a| a.ticket),
                 key_label: chosen.label,
                 rate_limits: rl,
                 upstream: String::new(),
-            });
+            }));
         }
         let headers = resp.headers().clone();
         let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
@@ -632,7 +662,7 @@ impl Engine {
                 .kind()
                 .is_rate_limited()
                 .then(|| (err.kind(), err.retry_after()));
-            a.admission.observe(&a.scope, model, &rl, limited).await;
+            a.admission.observe(&a.scope, &rl, limited).await;
             a.fail(&err);
         }
         Err(err)

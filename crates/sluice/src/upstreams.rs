@@ -3,7 +3,9 @@
 //! upstream (connection, timeout, 5xx) sends the next attempt of the same request to another at
 //! once, under the same retry budget, idempotency key and deadline. Each upstream has its own
 //! connection pool, key pool and circuit breaker; an open breaker is skipped before anything
-//! waits. Admission needs nothing here: its scopes already include the upstream's base URL.
+//! waits, and so is one whose admission would have to wait for its rate budget when another has
+//! room now. Admission scopes include the upstream's base URL, so each upstream is paced on its
+//! own (with its own `rpm`/`tpm` when it has them).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ pub struct UpstreamConfig {
     pub weight: u32,
     /// How its URLs and key are written.
     pub dialect: Dialect,
+    /// Its own limits (per key and model), instead of the admission's.
+    pub limits: Option<crate::admission::Limits>,
 }
 
 /// One upstream as a configuration file names it (`[[upstreams]]`), shared by every face: the
@@ -45,6 +49,8 @@ pub struct UpstreamSetting {
     pub priority: i32,
     pub weight: u32,
     pub dialect: Dialect,
+    /// Its own `rpm`/`tpm` (per key and model); `None`: the shared `[upstream]` ones.
+    pub limits: Option<crate::admission::Limits>,
 }
 
 impl UpstreamSetting {
@@ -58,6 +64,7 @@ impl UpstreamSetting {
             priority: self.priority,
             weight: self.weight,
             dialect: self.dialect.clone(),
+            limits: self.limits,
         }
     }
 }
@@ -152,6 +159,7 @@ pub(crate) struct Upstream {
     priority: i32,
     weight: u32,
     pub(crate) dialect: Dialect,
+    pub(crate) limits: Option<crate::admission::Limits>,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -214,6 +222,7 @@ impl Upstreams {
                 priority: c.priority,
                 weight: c.weight.max(1),
                 dialect: c.dialect,
+                limits: c.limits,
             });
         }
         Ok(Upstreams(out))
@@ -254,7 +263,26 @@ impl Upstreams {
     /// weight at random; an upstream whose breaker is open is passed over for the next. When
     /// none can take it, one error says why for each.
     pub(crate) fn pick(&self, model: &str, failed_on: &[usize]) -> Result<(usize, Pass), Error> {
-        if self.0.len() == 1 {
+        self.pick_but(model, failed_on, &[])
+    }
+
+    /// Whether there is more than one upstream to choose from.
+    pub(crate) fn several(&self) -> bool {
+        self.0.len() > 1
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// [`Upstreams::pick`] among the upstreams not in `skip` (those with no room now).
+    pub(crate) fn pick_but(
+        &self,
+        model: &str,
+        failed_on: &[usize],
+        skip: &[usize],
+    ) -> Result<(usize, Pass), Error> {
+        if self.0.len() == 1 && skip.is_empty() {
             let u = &self.0[0];
             if !u.serves(model) {
                 return Err(self.none_serves(model));
@@ -272,6 +300,7 @@ impl Upstreams {
         if left.is_empty() {
             return Err(self.none_serves(model));
         }
+        left.retain(|i| !skip.contains(i));
         let mut refused: Vec<(&str, std::time::Duration)> = Vec::new();
         while !left.is_empty() {
             let best = left

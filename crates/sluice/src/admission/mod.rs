@@ -137,6 +137,8 @@ impl Default for AdmissionConfig {
 #[derive(Debug)]
 struct Scope {
     limits: Limits,
+    /// The limits configured for it (the server's are taken only where they are lower).
+    configured: Limits,
     /// Until the limits are known, one request at a time finds them out.
     probe: Arc<Semaphore>,
     learned: bool,
@@ -320,8 +322,8 @@ impl Admission {
         scopes.get(scope).map(|s| s.limits)
     }
 
-    fn new_scope(&self, model: &str) -> Scope {
-        let configured = self.configured(model);
+    fn new_scope(&self, model: &str, own: Option<Limits>) -> Scope {
+        let configured = own.unwrap_or_else(|| self.configured(model));
         let probe = Arc::new(Semaphore::new(1));
         let learned = !configured.is_empty() || !self.cfg.learn_from_headers;
         if learned {
@@ -329,6 +331,7 @@ impl Admission {
         }
         Scope {
             limits: configured,
+            configured,
             probe,
             learned,
             paused_until: None,
@@ -372,6 +375,29 @@ impl Admission {
         est: Estimate,
         deadline: Instant,
     ) -> Result<Ticket, Error> {
+        match self
+            .admit_in(scope, model, None, est, deadline, true)
+            .await?
+        {
+            Some(t) => Ok(t),
+            None => Err(Error::new(ErrorKind::Overloaded, "no room in admission")),
+        }
+    }
+
+    /// Admit one attempt against a scope whose limits, when it is new, are `own` (an
+    /// upstream's own `rpm`/`tpm`) rather than the configured ones. Not `patient`: `Ok(None)`
+    /// when it would have to wait for its rate budget (a pause after a 429, a spent budget) —
+    /// nothing is reserved, so the caller can try another upstream first. (The moment a new
+    /// scope's first request takes to learn its limits is waited for: it is not a lack of room.)
+    pub(crate) async fn admit_in(
+        self: &Arc<Self>,
+        scope: &str,
+        model: &str,
+        own: Option<Limits>,
+        est: Estimate,
+        deadline: Instant,
+        patient: bool,
+    ) -> Result<Option<Ticket>, Error> {
         let started = Instant::now();
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -387,7 +413,7 @@ impl Admission {
         let (limits, probe) = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             if !scopes.contains_key(scope) {
-                scopes.insert(scope.to_string(), self.new_scope(model));
+                scopes.insert(scope.to_string(), self.new_scope(model, own));
             }
             let Some(s) = scopes.get(scope) else {
                 return Err(Error::new(ErrorKind::Config, "admission scope vanished"));
@@ -413,6 +439,9 @@ impl Admission {
                 .map_or((limits, None), |s| (s.limits, s.paused_until))
         };
         if let Some(until) = paused_until.filter(|u| *u > Instant::now()) {
+            if !patient {
+                return Ok(None);
+            }
             let wait = until - Instant::now();
             let left = deadline.saturating_duration_since(Instant::now());
             if wait > self.cfg.max_wait.min(left) {
@@ -445,8 +474,13 @@ impl Admission {
         let permit = self.concurrency.acquire(deadline).await?;
         if !specs.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            let max_wait = self.cfg.max_wait.min(left);
+            let max_wait = if patient {
+                self.cfg.max_wait.min(left)
+            } else {
+                Duration::ZERO
+            };
             match self.reserve(scope, &specs, tokens, max_wait).await? {
+                Reservation::Refused { .. } if !patient => return Ok(None),
                 Reservation::Granted { wait } => {
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
@@ -475,7 +509,7 @@ impl Admission {
         let (limit, _) = self.concurrency.snapshot();
         gauge!("sluice_concurrency_limit").set(limit as f64);
         histogram!("sluice_admission_wait_seconds").record(started.elapsed().as_secs_f64());
-        Ok(Ticket {
+        Ok(Some(Ticket {
             admission: self.clone(),
             scope: scope.to_string(),
             specs,
@@ -485,7 +519,7 @@ impl Admission {
             permit: Some(permit),
             _probe: probe_permit,
             started: Instant::now(),
-        })
+        }))
     }
 
     async fn reserve(
@@ -510,7 +544,6 @@ impl Admission {
     pub async fn observe(
         &self,
         scope: &str,
-        model: &str,
         rl: &RateLimits,
         rate_limited: Option<(ErrorKind, Option<Duration>)>,
     ) {
@@ -520,7 +553,7 @@ impl Admission {
                 return;
             };
             if self.cfg.learn_from_headers {
-                let configured = self.configured(model);
+                let configured = s.configured;
                 let mut l = s.limits;
                 // Configured limits are kept unless the server's are lower.
                 let pick = |cfg: Option<u64>, server: Option<u64>| match (cfg, server) {
@@ -764,7 +797,7 @@ mod tests {
         rl.requests.remaining = Some(0);
         rl.tokens.limit = Some(60_000);
         rl.tokens.remaining = Some(59_990);
-        a.observe("s", "m", &rl, None).await;
+        a.observe("s", &rl, None).await;
         drop(t);
         waiter.await.unwrap().unwrap();
         let l = a.limits("s").unwrap();
@@ -789,7 +822,6 @@ mod tests {
         let rl = RateLimits::default();
         a.observe(
             "s",
-            "m",
             &rl,
             Some((ErrorKind::RateLimitedRequests, Some(Duration::from_secs(2)))),
         )
