@@ -21,7 +21,7 @@
 //! name = "azure-east"
 //! kind = "azure"                   # openai (default) | azure | compatible
 //! endpoint = "https://my-resource.openai.azure.com"   # base_url for the others
-//! api_version = "2024-10-21"
+//! api_version = "2024-10-21"         # or api = "v1" for Azure's /openai/v1/ surface
 //! deployments = { "gpt-4o-mini" = "prod-4o-mini" }
 //! keys = [{ env = "AZURE_OPENAI_API_KEY" }]
 //! models = ["gpt-4o*"]             # globs; default all
@@ -183,6 +183,8 @@ struct RawUpstreamEntry {
     /// Azure: the resource's endpoint (`https://NAME.openai.azure.com`).
     endpoint: Option<String>,
     api_version: Option<String>,
+    /// Azure: `"v1"` for the `/openai/v1/` surface (no `api_version` then).
+    api: Option<String>,
     #[serde(default)]
     deployments: HashMap<String, String>,
     #[serde(default)]
@@ -907,7 +909,20 @@ impl GatewayConfig {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(at(url_field), "must be an http(s) URL"));
             }
-            let dialect = if azure {
+            let dialect = if azure && u.api.is_some() {
+                if u.api.as_deref() != Some("v1") {
+                    return Err(invalid(at("api"), "must be \"v1\" (Azure's /openai/v1 surface); leave it out for the deployment URLs with api_version"));
+                }
+                if u.api_version.is_some() {
+                    return Err(invalid(
+                        at("api_version"),
+                        "is not taken by api = \"v1\" (that surface has no dated versions)",
+                    ));
+                }
+                sluice::upstreams::Dialect::AzureV1 {
+                    deployments: u.deployments,
+                }
+            } else if azure {
                 let Some(v) = u.api_version.filter(|v| !v.trim().is_empty()) else {
                     return Err(invalid(
                         at("api_version"),
@@ -919,10 +934,10 @@ impl GatewayConfig {
                     deployments: u.deployments,
                 }
             } else {
-                if u.api_version.is_some() || !u.deployments.is_empty() {
+                if u.api_version.is_some() || u.api.is_some() || !u.deployments.is_empty() {
                     return Err(invalid(
                         at("kind"),
-                        "api_version and deployments are for kind = \"azure\"",
+                        "api_version, api and deployments are for kind = \"azure\"",
                     ));
                 }
                 sluice::upstreams::Dialect::OpenAi
@@ -1401,6 +1416,26 @@ allow_removing_upstream = true
     #[test]
     fn everything_parses() {
         GatewayConfig::from_toml("g.toml", EVERYTHING).unwrap();
+    }
+
+    #[test]
+    fn azure_v1_surface() {
+        let base = "[[upstreams]]\nname = \"az\"\nkind = \"azure\"\nendpoint = \"https://r.openai.azure.com\"\n";
+        let c = GatewayConfig::from_toml("g.toml", &format!("{base}api = \"v1\"\n")).unwrap();
+        assert!(matches!(
+            c.upstreams[0].dialect,
+            sluice::upstreams::Dialect::AzureV1 { .. }
+        ));
+        for (extra, field) in [
+            ("api = \"v2\"\n", "upstreams[0].api"),
+            (
+                "api = \"v1\"\napi_version = \"2024-10-21\"\n",
+                "upstreams[0].api_version",
+            ),
+        ] {
+            let e = GatewayConfig::from_toml("g.toml", &format!("{base}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(field), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -545,3 +545,71 @@ async fn an_upstream_without_room_now_is_passed_over_before_anything_waits() {
     );
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_azure_v1_upstream_gets_openai_paths_and_the_deployment_in_the_body() {
+    let azure = mock(
+        "[azure]\ndeployments = { \"prod-4o-mini\" = \"gpt-4o-mini\", \"prod-embed\" = \"text-embedding-3-small\" }\n",
+    )
+    .await;
+    let endpoint = azure.base_url().trim_end_matches("/v1").to_string();
+    let g = gateway(
+        "",
+        &format!(
+            "[[upstreams]]\nname = \"azure-v1\"\nkind = \"azure\"\napi = \"v1\"\nendpoint = \"{endpoint}\"\ndeployments = {{ \"gpt-4o-mini\" = \"prod-4o-mini\", \"text-embedding-3-small\" = \"prod-embed\" }}\nkeys = [{{ value = \"azure-key-0000000001\" }}]\n"
+        ),
+    )
+    .await;
+    let (s, up, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!((s, up.as_str()), (200, "azure-v1"), "{v}");
+    assert_eq!(
+        v["model"], "gpt-4o-mini",
+        "the caller's model in the answer"
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/chat/completions", g.base_url()))
+        .json(&chat("gpt-4o-mini", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("[DONE]"));
+    let (s, _, v) = post(
+        &g,
+        "/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": "x"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let seen = azure.stats().azure;
+    assert_eq!(
+        seen.get("v1 prod-4o-mini chat/completions auth=api-key"),
+        Some(&2),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("v1 prod-embed embeddings auth=api-key"),
+        Some(&1),
+        "{seen:?}"
+    );
+    // The simulated v1 surface refuses a dated api-version and an unknown deployment.
+    let c = reqwest::Client::new();
+    let url = format!("{endpoint}/openai/v1/chat/completions");
+    let r = c
+        .post(format!("{url}?api-version=2024-10-21"))
+        .header("api-key", "k")
+        .json(&chat("prod-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .post(&url)
+        .header("api-key", "k")
+        .json(&chat("nope", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    g.shutdown().await;
+}

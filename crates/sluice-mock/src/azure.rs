@@ -1,5 +1,6 @@
 //! Azure OpenAI's URL shape and auth, in front of the same endpoints:
-//! `POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings}?api-version=…`
+//! `POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings}?api-version=…`,
+//! or the v1 surface `POST /openai/v1/{operation}` whose body's `model` names the deployment,
 //! with the key in `api-key` (or an Entra ID bearer token in `Authorization`). The deployment
 //! names the model (`[azure] deployments`); a body's `model` is ignored, as Azure ignores it.
 //! What Azure answers when these are wrong, by its documentation and its users' reports: no
@@ -40,59 +41,139 @@ pub async fn deployment(
     let Some(version) = version else {
         return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
     };
-    // `api-key` is the key; a bearer token is an Entra ID token. The endpoints behind read
-    // the bearer form, so a key is handed on as one.
-    let auth = match headers.get("api-key").cloned() {
-        Some(k) => {
-            let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", k.to_str().unwrap_or("")))
-            else {
-                return azure_error(StatusCode::UNAUTHORIZED, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.");
-            };
-            headers.insert(http::header::AUTHORIZATION, v);
-            "api-key"
-        }
-        None if headers.contains_key(http::header::AUTHORIZATION) => "bearer",
-        None => {
-            return azure_error(StatusCode::UNAUTHORIZED, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.");
-        }
+    let auth = match credential(&mut headers) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     app.stats.azure(format!(
         "{deployment} {operation} api-version={version} auth={auth}"
     ));
     let live = app.live();
     let Some(model) = live.scenario.azure_deployments.get(&deployment).cloned() else {
-        return azure_error(
-            StatusCode::NOT_FOUND,
-            "DeploymentNotFound",
-            "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
-        );
+        return deployment_not_found();
     };
     drop(live);
     // The deployment decides the model: whatever the body says is replaced.
-    let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+    let body = match with_model(body, &mut headers, |_| Some(model.clone())).await {
         Ok(b) => b,
-        Err(_) => return azure_error(StatusCode::PAYLOAD_TOO_LARGE, "413", "Request too large"),
+        Err(r) => return r,
     };
-    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return azure_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("The request body is not valid JSON: {e}"),
-            )
-        }
-    };
-    if let Some(o) = value.as_object_mut() {
-        o.insert("model".into(), serde_json::Value::String(model));
-    }
-    let body = Body::from(serde_json::to_vec(&value).unwrap_or_default());
-    headers.remove(http::header::CONTENT_LENGTH);
-    let state = State(app);
-    match operation.as_str() {
+    operate(State(app), kill, &operation, headers, body).await
+}
+
+async fn operate(
+    state: State<Arc<AppState>>,
+    kill: Option<Extension<ConnKill>>,
+    operation: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match operation {
         "chat/completions" => crate::chat::handle(state, kill, headers, body).await,
         "completions" => crate::completions::handle(state, kill, headers, body).await,
         "embeddings" => crate::embeddings::handle(state, kill, headers, body).await,
         _ => azure_error(StatusCode::NOT_FOUND, "404", "Resource not found"),
     }
+}
+
+const ACCESS_DENIED: &str = "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.";
+
+/// Which credential the request carries: `api-key` (handed on as a bearer key to the endpoints
+/// behind, which read that form) or an Entra ID bearer token; neither is a 401.
+fn credential(headers: &mut HeaderMap) -> Result<&'static str, Response> {
+    match headers.get("api-key").cloned() {
+        Some(k) => {
+            let v = HeaderValue::from_str(&format!("Bearer {}", k.to_str().unwrap_or("")))
+                .map_err(|_| azure_error(StatusCode::UNAUTHORIZED, "401", ACCESS_DENIED))?;
+            headers.insert(http::header::AUTHORIZATION, v);
+            Ok("api-key")
+        }
+        None if headers.contains_key(http::header::AUTHORIZATION) => Ok("bearer"),
+        None => Err(azure_error(StatusCode::UNAUTHORIZED, "401", ACCESS_DENIED)),
+    }
+}
+
+fn deployment_not_found() -> Response {
+    azure_error(
+        StatusCode::NOT_FOUND,
+        "DeploymentNotFound",
+        "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
+    )
+}
+
+/// The JSON body with its `model` replaced by what `model_for` says of the one it names
+/// (`None`: that deployment does not exist).
+async fn with_model(
+    body: Body,
+    headers: &mut HeaderMap,
+    model_for: impl FnOnce(Option<&str>) -> Option<String>,
+) -> Result<Body, Response> {
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .map_err(|_| azure_error(StatusCode::PAYLOAD_TOO_LARGE, "413", "Request too large"))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        azure_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("The request body is not valid JSON: {e}"),
+        )
+    })?;
+    let named = value
+        .get("model")
+        .and_then(|m| m.as_str())
+        .map(str::to_string);
+    let Some(model) = model_for(named.as_deref()) else {
+        return Err(deployment_not_found());
+    };
+    if let Some(o) = value.as_object_mut() {
+        o.insert("model".into(), serde_json::Value::String(model));
+    }
+    headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
+}
+
+/// `POST /openai/v1/{*operation}`: Azure's OpenAI-shaped surface. The body's `model` names the
+/// deployment; no `api-version` is needed (`preview` and `latest` are accepted, a dated one is
+/// refused, as the v1 surface does not take them).
+pub async fn v1(
+    State(app): State<Arc<AppState>>,
+    kill: Option<Extension<ConnKill>>,
+    Path(operation): Path<String>,
+    RawQuery(query): RawQuery,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let version = query.as_deref().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("api-version="))
+            .map(str::to_string)
+    });
+    if let Some(v) = version
+        .as_deref()
+        .filter(|v| !matches!(*v, "preview" | "latest"))
+    {
+        return azure_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("API version not supported: {v} (the v1 API takes no dated api-version)"),
+        );
+    }
+    let auth = match credential(&mut headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let deployments = app.live().scenario.azure_deployments.clone();
+    let mut named = String::new();
+    let body = match with_model(body, &mut headers, |m| {
+        named = m.unwrap_or("").to_string();
+        deployments.get(m?).cloned()
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    app.stats
+        .azure(format!("v1 {named} {operation} auth={auth}"));
+    operate(State(app), kill, &operation, headers, body).await
 }

@@ -137,6 +137,7 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
             "/openai/deployments/{deployment}/{*operation}",
             post(azure::deployment),
         )
+        .route("/openai/v1/{*operation}", post(azure::v1))
         .route("/_mock/scenario", post(admin::set_scenario))
         .route("/_mock/stats", get(admin::stats))
         .route("/_mock/reset", post(admin::reset))

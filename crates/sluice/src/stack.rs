@@ -595,7 +595,23 @@ impl Engine {
             None => None,
         };
         let payload = match &ctx.call.options.upload {
-            None => crate::transport::Payload::Bytes(ctx.call.body.clone()),
+            // An upstream that names the model otherwise in the body (an Azure v1 deployment)
+            // gets its name there.
+            None => match up.dialect.body_model(model) {
+                Some(named) => match &ctx.call.body {
+                    Some(b) => match crate::model_policy::rewrite_model(b, named) {
+                        Ok(b) => crate::transport::Payload::Bytes(Some(b)),
+                        Err(e) => {
+                            if let Some(a) = admitted {
+                                a.fail(&e);
+                            }
+                            return Err(e);
+                        }
+                    },
+                    None => crate::transport::Payload::Bytes(None),
+                },
+                None => crate::transport::Payload::Bytes(ctx.call.body.clone()),
+            },
             Some(u) => match u.take() {
                 Some(b) => crate::transport::Payload::Stream(b),
                 None => {

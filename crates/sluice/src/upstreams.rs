@@ -83,6 +83,13 @@ pub enum Dialect {
         /// Model → deployment; a model not listed is its own deployment name.
         deployments: HashMap<String, String>,
     },
+    /// Azure OpenAI's v1 surface (`api = "v1"`): `{endpoint}/openai/v1/{operation}`, OpenAI's
+    /// paths with no `api-version`, the body's `model` naming the deployment, the key sent as
+    /// `api-key`.
+    AzureV1 {
+        /// Model → deployment; a model not listed is its own deployment name.
+        deployments: HashMap<String, String>,
+    },
 }
 
 /// Operations Azure serves per deployment.
@@ -102,6 +109,7 @@ impl Dialect {
     pub(crate) fn path<'a>(&self, path: &'a str, model: &str) -> Cow<'a, str> {
         match self {
             Dialect::OpenAi => Cow::Borrowed(path),
+            Dialect::AzureV1 { .. } => Cow::Owned(format!("/openai/v1{path}")),
             Dialect::Azure {
                 api_version,
                 deployments,
@@ -130,7 +138,19 @@ impl Dialect {
 
     /// The key goes in `api-key`, not `Authorization`.
     pub(crate) fn api_key_header(&self) -> bool {
-        matches!(self, Dialect::Azure { .. })
+        matches!(self, Dialect::Azure { .. } | Dialect::AzureV1 { .. })
+    }
+
+    /// The name the request body's `model` must carry instead of `model`, when this upstream
+    /// names it otherwise (Azure's v1 surface takes the deployment there).
+    pub(crate) fn body_model(&self, model: &str) -> Option<&str> {
+        match self {
+            Dialect::AzureV1 { deployments } => deployments
+                .get(model)
+                .map(String::as_str)
+                .filter(|d| *d != model),
+            _ => None,
+        }
     }
 }
 
@@ -409,6 +429,15 @@ mod tests {
             Dialect::OpenAi.path("/chat/completions", "m"),
             "/chat/completions"
         );
+        let v1 = Dialect::AzureV1 {
+            deployments: HashMap::from([("gpt-4o-mini".to_string(), "prod-4o".to_string())]),
+        };
+        assert_eq!(
+            v1.path("/chat/completions", "gpt-4o-mini"),
+            "/openai/v1/chat/completions"
+        );
+        assert_eq!(v1.body_model("gpt-4o-mini"), Some("prod-4o"));
+        assert_eq!(v1.body_model("gpt-4o"), None);
     }
 
     #[test]
