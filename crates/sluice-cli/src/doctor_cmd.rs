@@ -74,6 +74,7 @@ fn targets_of(path: &std::path::Path) -> Result<Vec<Target>, Fail> {
             base_url: match &u.dialect {
                 sluice::upstreams::Dialect::OpenAi => u.base_url.clone(),
                 sluice::upstreams::Dialect::Azure { .. } => format!("{}/openai", u.base_url),
+                sluice::upstreams::Dialect::AzureV1 { .. } => format!("{}/openai/v1", u.base_url),
             },
             key: first(&u.keys),
             key_source: format!("upstreams[{i}].keys[0]"),

@@ -354,6 +354,8 @@ struct RawKey {
     file: Option<PathBuf>,
     keys_file: Option<PathBuf>,
     value: Option<String>,
+    /// A bearer token (Entra ID) re-read when the file changes.
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -702,6 +704,7 @@ fn keys(
             k.file.is_some(),
             k.keys_file.is_some(),
             k.value.is_some(),
+            k.token_file.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -709,8 +712,12 @@ fn keys(
         if set != 1 {
             return Err(invalid(
                 format!("{field}[{i}]"),
-                "give exactly one of env, file, keys_file, value",
+                "give exactly one of env, file, keys_file, value, token_file",
             ));
+        }
+        if let Some(t) = k.token_file {
+            out.push(KeySpec::TokenFile(t));
+            continue;
         }
         out.push(match (k.env, k.file, k.keys_file, k.value) {
             (Some(e), ..) => KeySpec::Env(e),
@@ -727,6 +734,16 @@ fn keys(
             }
             _ => return Err(invalid(format!("{field}[{i}]"), "empty")),
         });
+    }
+    let tokens = out
+        .iter()
+        .filter(|k| matches!(k, KeySpec::TokenFile(_)))
+        .count();
+    if tokens > 0 && tokens < out.len() {
+        return Err(invalid(
+            field.to_string(),
+            "mixes token_file with keys: an upstream takes bearer tokens or keys, not both",
+        ));
     }
     Ok(out)
 }

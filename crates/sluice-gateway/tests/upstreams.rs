@@ -613,3 +613,46 @@ async fn an_azure_v1_upstream_gets_openai_paths_and_the_deployment_in_the_body()
     assert_eq!(r.status(), 404);
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_entra_token_file_is_sent_as_a_bearer_token_and_reread_when_it_changes() {
+    let azure = mock("[azure]\ndeployments = { \"prod-4o-mini\" = \"gpt-4o-mini\" }\n").await;
+    let endpoint = azure.base_url().trim_end_matches("/v1").to_string();
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-entra-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "eyJ0eXAiOiJKV1QiLCJhbGciOi.first-one\n").unwrap();
+    let g = gateway(
+        "",
+        &format!(
+            "[[upstreams]]\nname = \"azure-entra\"\nkind = \"azure\"\nendpoint = \"{endpoint}\"\napi_version = \"2024-10-21\"\ndeployments = {{ \"gpt-4o-mini\" = \"prod-4o-mini\" }}\nkeys = [{{ token_file = \"{}\" }}]\n",
+            token.display()
+        ),
+    )
+    .await;
+    let (s, _, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!(s, 200, "{v}");
+    // Whatever refreshes the token rewrites the file; the next request carries the new one.
+    std::fs::write(&token, "eyJ0eXAiOiJKV1QiLCJhbGciOi.refreshed-two\n").unwrap();
+    let (s, _, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!(s, 200, "{v}");
+    let stats = azure.stats();
+    assert_eq!(
+        stats
+            .azure
+            .get("prod-4o-mini chat/completions api-version=2024-10-21 auth=bearer"),
+        Some(&2),
+        "sent as Authorization: Bearer, not api-key: {:?}",
+        stats.azure
+    );
+    assert_eq!(stats.by_key.len(), 2, "two tokens seen: {:?}", stats.by_key);
+    g.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

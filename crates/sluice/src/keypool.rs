@@ -34,6 +34,10 @@ pub enum KeySpec {
     KeysFile(PathBuf),
     /// The key itself (written in a config file): never shown by `Debug`.
     Value(SecretString),
+    /// A file holding a bearer token (an Entra ID access token for Azure OpenAI), re-read when
+    /// it changes — whatever refreshes the token rewrites the file. Always sent as
+    /// `Authorization: Bearer`, never as `api-key`.
+    TokenFile(PathBuf),
 }
 
 impl KeySpec {
@@ -49,6 +53,7 @@ impl KeySpec {
                 KeySpec::File(p) => PoolSource::One(KeySource::file(p.clone())),
                 KeySpec::KeysFile(p) => PoolSource::lines(p.clone()),
                 KeySpec::Value(v) => PoolSource::One(KeySource::fixed(v.clone())),
+                KeySpec::TokenFile(p) => PoolSource::Token(KeySource::file(p.clone())),
             })
             .collect()
     }
@@ -89,7 +94,7 @@ impl KeySpec {
                     return Err("the environment variable is not valid UTF-8".into())
                 }
             },
-            KeySpec::File(p) => {
+            KeySpec::File(p) | KeySpec::TokenFile(p) => {
                 let text = file(p)?;
                 let lines: Vec<&str> = text
                     .lines()
@@ -138,6 +143,7 @@ impl KeySpec {
                 KeySpec::File(_) => "file",
                 KeySpec::KeysFile(_) => "keys_file",
                 KeySpec::Value(_) => "value",
+                KeySpec::TokenFile(_) => "token_file",
             };
             n = n.saturating_add(
                 k.check()
@@ -163,6 +169,9 @@ type FileKeys = (Option<SystemTime>, u64, Vec<SecretString>);
 pub enum PoolSource {
     /// One key (static, environment variable, or single-key file).
     One(KeySource),
+    /// A bearer token (a file re-read when it changes), sent as `Authorization: Bearer` even to
+    /// an upstream that takes keys as `api-key`.
+    Token(KeySource),
     /// A file with one key per line, re-read when it changes.
     Lines {
         path: PathBuf,
@@ -180,7 +189,7 @@ impl PoolSource {
 
     fn keys(&self, out: &mut Vec<SecretString>) -> Result<(), Error> {
         match self {
-            PoolSource::One(s) => {
+            PoolSource::One(s) | PoolSource::Token(s) => {
                 out.push(s.current()?);
                 Ok(())
             }
@@ -301,6 +310,14 @@ impl KeyPool {
             ),
             (false, _) => Ok(keys),
         }
+    }
+
+    /// Whether its keys are bearer tokens (`token_file`): sent as `Authorization: Bearer`
+    /// whatever the upstream's key header.
+    pub fn bearer(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s, PoolSource::Token(_)))
     }
 
     /// Whether several keys exist (a failure on one may succeed on another).
@@ -523,6 +540,7 @@ impl KeyPool {
             .iter()
             .map(|s| match s {
                 PoolSource::One(k) => k.describe(),
+                PoolSource::Token(k) => format!("bearer token from {}", k.describe()),
                 PoolSource::Lines { path, .. } => format!("keys file {}", path.display()),
             })
             .collect();

@@ -566,7 +566,7 @@ impl Engine {
             idempotency_key: &ctx.idempotency_key,
             has_body: ctx.call.body.is_some(),
             stream,
-            api_key_header: up.dialect.api_key_header(),
+            api_key_header: up.dialect.api_key_header() && !keys.bearer(),
         }
         .build(&chosen.key, || keys.describe())?;
         let model = ctx.call.model.as_deref().unwrap_or("");
