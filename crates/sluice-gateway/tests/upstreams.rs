@@ -305,8 +305,9 @@ async fn a_burst_survives_the_primary_dying_and_returns_to_it_after_the_probe() 
     g.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
+/// The simulator playing Azure with two deployments, and a gateway whose one upstream, `name`,
+/// is that Azure resource with these settings (`api_version = ...` or `api = "v1"`).
+async fn azure(name: &str, dialect: &str) -> (MockServer, String, Gateway) {
     let azure = mock(
         "[azure]\ndeployments = { \"prod-4o-mini\" = \"gpt-4o-mini\", \"prod-embed\" = \"text-embedding-3-small\" }\n",
     )
@@ -315,13 +316,17 @@ async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
     let g = gateway(
         "",
         &format!(
-            "[[upstreams]]\nname = \"azure-east\"\nkind = \"azure\"\nendpoint = \"{endpoint}\"\napi_version = \"2024-10-21\"\ndeployments = {{ \"gpt-4o-mini\" = \"prod-4o-mini\", \"text-embedding-3-small\" = \"prod-embed\" }}\nkeys = [{{ value = \"azure-key-0000000001\" }}]\n"
+            "[[upstreams]]\nname = \"{name}\"\nkind = \"azure\"\n{dialect}\nendpoint = \"{endpoint}\"\ndeployments = {{ \"gpt-4o-mini\" = \"prod-4o-mini\", \"text-embedding-3-small\" = \"prod-embed\" }}\nkeys = [{{ value = \"azure-key-0000000001\" }}]\n"
         ),
     )
     .await;
-    let (s, up, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
-    assert_eq!((s, up.as_str()), (200, "azure-east"), "{v}");
-    assert_eq!(v["object"], "chat.completion");
+    (azure, endpoint, g)
+}
+
+/// A chat answer, a stream and an embedding through `g`, answered by `name`; the chat answer.
+async fn chat_stream_and_embed(g: &Gateway, name: &str) -> Value {
+    let (s, up, answer) = post(g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
+    assert_eq!((s, up.as_str()), (200, name), "{answer}");
     let r = reqwest::Client::new()
         .post(format!("{}/chat/completions", g.base_url()))
         .json(&chat("gpt-4o-mini", true))
@@ -331,12 +336,20 @@ async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("[DONE]"));
     let (s, _, v) = post(
-        &g,
+        g,
         "/embeddings",
         &json!({"model": "text-embedding-3-small", "input": "x"}),
     )
     .await;
     assert_eq!(s, 200, "{v}");
+    answer
+}
+
+#[tokio::test]
+async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
+    let (azure, endpoint, g) = azure("azure-east", "api_version = \"2024-10-21\"").await;
+    let v = chat_stream_and_embed(&g, "azure-east").await;
+    assert_eq!(v["object"], "chat.completion");
     let seen = azure.stats().azure;
     assert_eq!(
         seen.get("prod-4o-mini chat/completions api-version=2024-10-21 auth=api-key"),
@@ -548,39 +561,12 @@ async fn an_upstream_without_room_now_is_passed_over_before_anything_waits() {
 
 #[tokio::test]
 async fn an_azure_v1_upstream_gets_openai_paths_and_the_deployment_in_the_body() {
-    let azure = mock(
-        "[azure]\ndeployments = { \"prod-4o-mini\" = \"gpt-4o-mini\", \"prod-embed\" = \"text-embedding-3-small\" }\n",
-    )
-    .await;
-    let endpoint = azure.base_url().trim_end_matches("/v1").to_string();
-    let g = gateway(
-        "",
-        &format!(
-            "[[upstreams]]\nname = \"azure-v1\"\nkind = \"azure\"\napi = \"v1\"\nendpoint = \"{endpoint}\"\ndeployments = {{ \"gpt-4o-mini\" = \"prod-4o-mini\", \"text-embedding-3-small\" = \"prod-embed\" }}\nkeys = [{{ value = \"azure-key-0000000001\" }}]\n"
-        ),
-    )
-    .await;
-    let (s, up, v) = post(&g, "/chat/completions", &chat("gpt-4o-mini", false)).await;
-    assert_eq!((s, up.as_str()), (200, "azure-v1"), "{v}");
+    let (azure, endpoint, g) = azure("azure-v1", "api = \"v1\"").await;
+    let v = chat_stream_and_embed(&g, "azure-v1").await;
     assert_eq!(
         v["model"], "gpt-4o-mini",
         "the caller's model in the answer"
     );
-    let r = reqwest::Client::new()
-        .post(format!("{}/chat/completions", g.base_url()))
-        .json(&chat("gpt-4o-mini", true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("[DONE]"));
-    let (s, _, v) = post(
-        &g,
-        "/embeddings",
-        &json!({"model": "text-embedding-3-small", "input": "x"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
     let seen = azure.stats().azure;
     assert_eq!(
         seen.get("v1 prod-4o-mini chat/completions auth=api-key"),

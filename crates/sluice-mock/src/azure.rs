@@ -32,13 +32,7 @@ pub async fn deployment(
     mut headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let version = query.as_deref().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("api-version="))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    });
-    let Some(version) = version else {
+    let Some(version) = api_version(query.as_deref()).filter(|v| !v.is_empty()) else {
         return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
     };
     let auth = match credential(&mut headers) {
@@ -74,6 +68,14 @@ async fn operate(
         "embeddings" => crate::embeddings::handle(state, kill, headers, body).await,
         _ => azure_error(StatusCode::NOT_FOUND, "404", "Resource not found"),
     }
+}
+
+/// The query's `api-version`, if it has one.
+fn api_version(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("api-version="))
+        .map(str::to_string)
 }
 
 const ACCESS_DENIED: &str = "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.";
