@@ -642,3 +642,50 @@ async fn an_entra_token_file_is_sent_as_a_bearer_token_and_reread_when_it_change
     g.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_compatible_server_without_rate_limit_headers_serves_its_own_models_unpriced() {
+    // A self-hosted server (vLLM-like): no rate-limit headers, a model no price table knows.
+    let local = mock(
+        "headers = \"none\"\n[latency]\nttft = \"50ms\"\n[[models]]\nid = \"llama-3.1-8b-instruct\"\nkind = \"chat\"\n",
+    )
+    .await;
+    let openai = mock("").await;
+    let g = gateway(
+        "",
+        &(entry(
+            "local",
+            &local.base_url(),
+            "kind = \"compatible\"\nmodels = [\"llama-*\"]",
+        ) + &entry("openai", &openai.base_url(), "models = [\"gpt-*\"]")),
+    )
+    .await;
+    let body = chat("llama-3.1-8b-instruct", false);
+    let first = reqwest::Client::new()
+        .post(format!("{}/chat/completions", g.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = first.status();
+    let headers = first.headers().clone();
+    assert_eq!(status, 200, "{}", first.text().await.unwrap());
+    assert_eq!(headers["x-sluice-upstream"], "local");
+    assert!(
+        headers.get("x-sluice-cost-usd").is_none(),
+        "an unknown model is not priced: {headers:?}"
+    );
+    // With no headers to learn from, admission runs on adaptive concurrency alone: after the
+    // first answer, requests go side by side (not one at a time, waiting for limits).
+    let burst = (0..12).map(|_| post(&g, "/chat/completions", &body));
+    for (status, up, v) in futures_util::future::join_all(burst).await {
+        assert_eq!((status, up.as_str()), (200, "local"), "{v}");
+    }
+    assert!(
+        local.stats().peak_in_flight > 1,
+        "peak {}",
+        local.stats().peak_in_flight
+    );
+    assert_eq!(openai.stats().requests, 0);
+    g.shutdown().await;
+}
