@@ -107,7 +107,7 @@ pub struct Breaker {
     state: Mutex<State>,
     alerts: Arc<Alerter>,
     /// Where openings and closings go for the other replicas (shared health), if anywhere.
-    share: Mutex<Option<crate::shared_health::Publisher>>,
+    pub(crate) share: crate::shared_health::Share,
 }
 
 /// Leave to send one attempt. Report what came of it with [`Pass::record`]; a pass dropped
@@ -165,7 +165,7 @@ impl Breaker {
                 closed_at: None,
             }),
             alerts,
-            share: Mutex::new(None),
+            share: crate::shared_health::Share::default(),
         })
     }
 
@@ -237,7 +237,7 @@ impl Breaker {
                     st.adopted = false;
                     st.closed_at = Some(now);
                     drop(st);
-                    self.tell(crate::shared_health::Fact::BreakerClosed {
+                    self.share.tell(crate::shared_health::Fact::BreakerClosed {
                         upstream: self.name.clone(),
                     });
                     self.transition("closed", "the probe request was answered");
@@ -291,7 +291,7 @@ impl Breaker {
                         )
                     };
                     drop(st);
-                    self.tell(crate::shared_health::Fact::BreakerOpen {
+                    self.share.tell(crate::shared_health::Fact::BreakerOpen {
                         upstream: self.name.clone(),
                         for_: cooldown,
                     });
@@ -310,19 +310,6 @@ impl Breaker {
             tracing::warn!(target: "sluice::breaker", upstream = %self.name, to, "{why}");
         }
         self.alerts.circuit_breaker(&self.name, to, why);
-    }
-
-    fn tell(&self, fact: crate::shared_health::Fact) {
-        let share = self.share.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = share.as_ref() {
-            p.tell(fact);
-        }
-    }
-
-    /// Tell `publisher` of openings and closings from now on (the engine that carries this
-    /// breaker over a reload sets its own).
-    pub(crate) fn share(&self, publisher: crate::shared_health::Publisher) {
-        *self.share.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
     }
 
     /// Another replica opened it, `left` to go: open it here too, unless it is already open or

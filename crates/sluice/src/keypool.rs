@@ -267,7 +267,7 @@ pub struct KeyPool {
     health: Mutex<HashMap<u64, Health>>,
     next: AtomicUsize,
     /// Where cooldowns and quarantines go for the other replicas (shared health), if anywhere.
-    share: Mutex<Option<crate::shared_health::Publisher>>,
+    pub(crate) share: crate::shared_health::Share,
 }
 
 fn key_id(k: &SecretString) -> u64 {
@@ -285,7 +285,7 @@ impl KeyPool {
             sources,
             health: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
-            share: Mutex::new(None),
+            share: crate::shared_health::Share::default(),
         }
     }
 
@@ -433,18 +433,6 @@ impl KeyPool {
         ))
     }
 
-    /// Tell `publisher` of cooldowns and quarantines from now on.
-    pub(crate) fn share(&self, publisher: crate::shared_health::Publisher) {
-        *self.share.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
-    }
-
-    fn tell(&self, fact: crate::shared_health::Fact) {
-        let share = self.share.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = share.as_ref() {
-            p.tell(fact);
-        }
-    }
-
     /// What other replicas found about keys (by id): cooling down for a time, or rejected.
     /// Ids that are not this pool's are ignored.
     pub(crate) fn adopt(&self, cooling: &[(u64, Duration)], quarantined: &[u64]) {
@@ -476,10 +464,10 @@ impl KeyPool {
     /// Learn from an attempt's outcome.
     fn report(&self, chosen: &Chosen, what: Report<'_>) {
         match what {
-            Report::Rejected => {
-                self.tell(crate::shared_health::Fact::KeyQuarantined { key: chosen.id })
-            }
-            Report::RateLimited(wait) => self.tell(crate::shared_health::Fact::KeyCooling {
+            Report::Rejected => self
+                .share
+                .tell(crate::shared_health::Fact::KeyQuarantined { key: chosen.id }),
+            Report::RateLimited(wait) => self.share.tell(crate::shared_health::Fact::KeyCooling {
                 key: chosen.id,
                 for_: wait.unwrap_or(Duration::from_secs(1)),
             }),

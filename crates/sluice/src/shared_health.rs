@@ -107,6 +107,23 @@ impl Publisher {
     }
 }
 
+/// A breaker's or key pool's place to tell what it learned: empty until an engine that shares
+/// health sets it (and replaced by the next engine that carries the breaker over a reload).
+#[derive(Debug, Default)]
+pub(crate) struct Share(std::sync::Mutex<Option<Publisher>>);
+
+impl Share {
+    pub(crate) fn set(&self, publisher: Publisher) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(publisher);
+    }
+
+    pub(crate) fn tell(&self, fact: Fact) {
+        if let Some(p) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            p.tell(fact);
+        }
+    }
+}
+
 /// What the sync task applies the shared facts to: each upstream's name, breaker and key pool.
 pub(crate) type Targets = Vec<(String, Arc<Breaker>, Arc<KeyPool>)>;
 
@@ -128,8 +145,8 @@ pub(crate) fn start<T: Send + Sync + 'static>(
     let (tx, rx) = mpsc::channel(QUEUE);
     let publisher = Publisher(tx);
     for (_, breaker, keys) in &targets {
-        breaker.share(publisher.clone());
-        keys.share(publisher.clone());
+        breaker.share.set(publisher.clone());
+        keys.share.set(publisher.clone());
     }
     let sync = Syncer {
         url: url.to_string(),
@@ -268,27 +285,27 @@ fn parse(flat: &[redis::Value]) -> Vec<(String, Duration)> {
 /// Apply the shared facts: open breakers the others opened, half-open those opened from a
 /// shared fact that is gone (its probe was answered elsewhere, or it ran out), and mark keys.
 fn apply(targets: &Targets, facts: &[(String, Duration)]) {
+    let mut cooling = Vec::new();
+    let mut quarantined = Vec::new();
+    for (f, left) in facts {
+        let (kind, id) = match f.split_once(':') {
+            Some((k @ ("c" | "q"), id)) => (k, id),
+            _ => continue,
+        };
+        let Ok(id) = u64::from_str_radix(id, 16) else {
+            continue;
+        };
+        if kind == "c" {
+            cooling.push((id, *left));
+        } else {
+            quarantined.push(id);
+        }
+    }
     for (name, breaker, keys) in targets {
         let field = format!("b:{name}");
         match facts.iter().find(|(f, _)| *f == field) {
             Some((_, left)) => breaker.adopt_open(*left),
             None => breaker.adopt_gone(),
-        }
-        let mut cooling = Vec::new();
-        let mut quarantined = Vec::new();
-        for (f, left) in facts {
-            let (kind, id) = match f.split_once(':') {
-                Some((k @ ("c" | "q"), id)) => (k, id),
-                _ => continue,
-            };
-            let Ok(id) = u64::from_str_radix(id, 16) else {
-                continue;
-            };
-            if kind == "c" {
-                cooling.push((id, *left));
-            } else {
-                quarantined.push(id);
-            }
         }
         keys.adopt(&cooling, &quarantined);
     }
