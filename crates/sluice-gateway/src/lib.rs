@@ -164,12 +164,8 @@ pub fn engine(
             };
             // Many callers share one gateway: start wide; 429s and slowdowns still narrow it.
             a.concurrency = a.concurrency.window(cfg.max_concurrency);
-            if let Some(st) = &cfg.state {
-                a.state = StateBackend::Redis {
-                    url: st.redis_url.expose().to_string(),
-                    prefix: format!("{}:upstream", st.prefix),
-                    on_error: st.on_error,
-                };
+            if let Some(st) = shared_state(cfg, "upstream") {
+                a.state = st;
             }
             a.max_queue = cfg.max_concurrency * 4;
             a
@@ -233,6 +229,16 @@ struct Generation {
 /// The admission stage for callers' own limits: budgets only (the upstream stage does the
 /// concurrency), each key's limits set as the limits of its scope, a full minute of burst as
 /// OpenAI gives its own callers, and no waiting: over its limit, a caller gets a 429 at once.
+/// The `[state]` Redis backend for one kind of admission (`upstream`, `callers`), each under its
+/// own key prefix; `None` without `[state]`.
+fn shared_state(cfg: &GatewayConfig, what: &str) -> Option<StateBackend> {
+    cfg.state.as_ref().map(|st| StateBackend::Redis {
+        url: st.redis_url.expose().to_string(),
+        prefix: format!("{}:{what}", st.prefix),
+        on_error: st.on_error,
+    })
+}
+
 fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
     let mut model_limits = std::collections::HashMap::new();
     for vk in &cfg.virtual_keys {
@@ -257,12 +263,8 @@ fn callers_admission(cfg: &GatewayConfig) -> Arc<Admission> {
         ..AdmissionConfig::default()
     };
     // A caller's limits hold across replicas too.
-    if let Some(st) = &cfg.state {
-        a.state = StateBackend::Redis {
-            url: st.redis_url.expose().to_string(),
-            prefix: format!("{}:callers", st.prefix),
-            on_error: st.on_error,
-        };
+    if let Some(st) = shared_state(cfg, "callers") {
+        a.state = st;
     }
     a.concurrency.adaptive = false;
     a.concurrency.initial = 1 << 20;
