@@ -59,3 +59,13 @@ with open(path, "w") as f:
                      "messages": [{"role": "user", "content": f"Say something short about item {i}."}]}}) + "\n")
 PY
 }
+
+# start_serve NAME CONFIG: a `sluice serve` with CONFIG (ledger off, data in $out, output in
+# $out/NAME.out); appends its pid to $pids and sets $serve_url.
+start_serve() {
+  SLUICE_LEDGER=off SLUICE_DATA_DIR="$out" RUST_LOG=error "${SLUICE:-./target/release/sluice}" serve --config "$2" >"$out/$1.out" 2>/dev/null &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "listening on" "$out/$1.out" 2>/dev/null && break; sleep 0.1; done
+  serve_url=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/$1.out")
+  [ -n "$serve_url" ] || { echo "sluice serve ($1) did not start" >&2; exit 1; }
+}

@@ -30,10 +30,8 @@ $state
 TOML
   local urls=() pids=()
   for n in a b; do
-    SLUICE_LEDGER=off SLUICE_DATA_DIR="$out" RUST_LOG=error "$SLUICE" serve --config "$out/gw.toml" >"$out/$n.out" 2>/dev/null &
-    pids+=($!)
-    for _ in $(seq 100); do grep -q "listening on" "$out/$n.out" 2>/dev/null && break; sleep 0.1; done
-    urls+=("$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/$n.out")")
+    start_serve "$n" "$out/gw.toml"
+    urls+=("$serve_url")
   done
   local t0 t1
   t0=$(date +%s.%N)
