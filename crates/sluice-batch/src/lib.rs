@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice::admission::estimate;
-use sluice::models::Registry;
 use sluice::pricing::{dollars, Nanos};
 use sluice::ErrorKind;
 use sluice::{Call, Engine, RequestOptions};
@@ -427,7 +426,7 @@ struct Done {
 fn done_so_far(
     paths: &[&PathBuf],
     idx: &input::Index,
-    prices: &Registry,
+    price_of: impl Fn(&str) -> Option<sluice::pricing::Price>,
 ) -> Result<Done, BatchError> {
     let mut done = Done {
         lines: Bits::new(idx.lines + 1),
@@ -458,7 +457,7 @@ fn done_so_far(
             }
             if let Some(body) = rec.response.as_ref().and_then(|r| r.body.as_ref()) {
                 if let (Some(model), Some(u)) = (&body.model, &body.usage) {
-                    if let Some(p) = prices.price(model) {
+                    if let Some(p) = price_of(model) {
                         done.spent = done.spent.saturating_add(p.cost(u));
                     }
                 }
@@ -492,12 +491,8 @@ pub async fn run(
     cfg: BatchConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<Report, BatchError> {
-    let setup::Prepared {
-        engine,
-        registry,
-        ledger,
-    } = setup::prepare(settings, &cfg)?;
-    let report = run_with(engine, registry, cfg, stop).await;
+    let setup::Prepared { engine, ledger, .. } = setup::prepare(settings, &cfg)?;
+    let report = run_with(engine, cfg, stop).await;
     if let Some(l) = &ledger {
         l.flush().await;
     }
@@ -507,7 +502,6 @@ pub async fn run(
 /// [`run`] with its engine built.
 async fn run_with(
     engine: Engine,
-    prices: Registry,
     cfg: BatchConfig,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Report, BatchError> {
@@ -576,7 +570,7 @@ async fn run_with(
         errored,
         count: already_done,
         spent: prior_spent,
-    } = done_so_far(&[&out_path, &err_path], &idx, &prices)?;
+    } = done_so_far(&[&out_path, &err_path], &idx, |m| engine.price(m))?;
     let snapshot_bytes = idx.bytes;
     if idx.bom {
         tracing::info!(file = %input.display(), "the input begins with a UTF-8 byte order mark; skipped");
@@ -709,7 +703,7 @@ async fn run_with(
                 let est = estimate::estimate(path, &value);
                 // Money is the engine's (its spend stage reserves the worst case against the
                 // job's budgets); a job budget cannot hold over a model without a price.
-                if cfg.budget.is_some() && prices.price(&model).is_none() {
+                if cfg.budget.is_some() && engine.price(&model).is_none() {
                     *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
                         "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to your model registry file (--registry FILE: [[model]] id = {model:?} with input_per_mtok and output_per_mtok), refresh the registry with `sluice models update`, or run without --budget-usd"
                     ));

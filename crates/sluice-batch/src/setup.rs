@@ -65,10 +65,9 @@ impl Default for EngineSettings {
     }
 }
 
-/// An engine ready for a job, with the prices and the ledger it uses.
+/// An engine ready for a job, with the ledger it uses.
 pub(crate) struct Prepared {
     pub(crate) engine: Engine,
-    pub(crate) registry: Registry,
     pub(crate) ledger: Option<Ledger>,
 }
 
@@ -120,7 +119,7 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
         };
     }
     let policy = ModelPolicy::new(
-        Arc::new(registry.clone()),
+        Arc::new(registry),
         PolicyConfig {
             on_retired: s.on_retired,
             ..Default::default()
@@ -152,7 +151,6 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
         .map_err(|e| BatchError::Config(e.to_string()))?;
     Ok(Prepared {
         engine: client.engine().clone(),
-        registry,
         ledger,
     })
 }

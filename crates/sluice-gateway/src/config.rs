@@ -196,6 +196,19 @@ struct RawUpstreamEntry {
     /// Its own limits per key and model (else the shared `[upstream]` ones, or learned).
     rpm: Option<u64>,
     tpm: Option<u64>,
+    /// What it charges per model (exact names or `*` globs), where the registry's price is
+    /// not what this upstream bills (an Azure contract, a self-hosted server's own cost).
+    #[serde(default)]
+    prices: std::collections::BTreeMap<String, RawPrice>,
+}
+
+/// Dollars per million tokens, as the model registry writes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+    cached_input_per_mtok: Option<f64>,
 }
 
 /// One of several upstreams, checked (the engine's type: the batch runner reads the same).
@@ -969,8 +982,22 @@ impl GatewayConfig {
                 tpm,
                 ..Default::default()
             });
+            let mut prices = Vec::with_capacity(u.prices.len());
+            for (model, p) in u.prices {
+                if model.trim().is_empty() {
+                    return Err(invalid(at("prices"), "has an empty model name"));
+                }
+                let price = sluice::pricing::Price::per_mtok(
+                    p.input_per_mtok,
+                    p.output_per_mtok,
+                    p.cached_input_per_mtok,
+                )
+                .map_err(|e| invalid(at(&format!("prices.{model:?}")), &e))?;
+                prices.push((model, price));
+            }
             c.upstreams.push(UpstreamEntry {
                 limits,
+                prices,
                 keys: keys(u.keys, &at("keys"), &invalid)?,
                 name: u.name,
                 base_url: url,
@@ -1465,6 +1492,16 @@ allow_removing_upstream = true
         assert_eq!(c.upstreams.len(), 2);
         assert_eq!((c.upstreams[0].weight, c.upstreams[1].priority), (3, 1));
         assert!(c.upstream_table);
+        let priced = GatewayConfig::from_toml(
+            "g.toml",
+            "[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\nprices = { \"llama-*\" = { input_per_mtok = 0.2, output_per_mtok = 0.6 } }\n",
+        )
+        .unwrap();
+        let (model, p) = &priced.upstreams[0].prices[0];
+        assert_eq!(
+            (model.as_str(), p.input, p.cached_input, p.output),
+            ("llama-*", 200_000, 200_000, 600_000)
+        );
         for (text, field) in [
             (
                 "[upstream]\nbase_url = \"http://x/v1\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\n",
@@ -1497,6 +1534,10 @@ allow_removing_upstream = true
             (
                 "[[upstreams]]\nname = \"a\"\nkind = \"bedrock\"\nbase_url = \"http://y/v1\"\n",
                 "upstreams[0].kind",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nbase_url = \"http://y/v1\"\nprices = { \"llama\" = { input_per_mtok = -1, output_per_mtok = 1 } }\n",
+                "upstreams[0].prices.\"llama\"",
             ),
         ] {
             let e = GatewayConfig::from_toml("g.toml", text).unwrap_err();

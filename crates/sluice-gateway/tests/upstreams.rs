@@ -345,12 +345,51 @@ async fn chat_stream_and_embed(g: &Gateway, name: &str) -> Value {
     answer
 }
 
+/// A Responses API answer and stream through `g` for `gpt-4o-mini`: both name the model the
+/// caller asked for, whatever name the upstream was sent (an Azure deployment).
+async fn responses_name_the_callers_model(g: &Gateway) {
+    let body = json!({"model": "gpt-4o-mini", "input": "hello", "max_output_tokens": 16});
+    let (s, _, v) = post(g, "/responses", &body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "response");
+    assert_eq!(
+        v["model"], "gpt-4o-mini",
+        "the caller's model in the answer: {v}"
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = reqwest::Client::new()
+        .post(format!("{}/responses", g.base_url()))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("response.completed") || text.contains("response.incomplete"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("prod-4o-mini") && text.contains("\"model\":\"gpt-4o-mini\""),
+        "every event names the caller's model: {text}"
+    );
+}
+
 #[tokio::test]
 async fn an_azure_upstream_gets_its_urls_query_and_key_header() {
     let (azure, endpoint, g) = azure("azure-east", "api_version = \"2024-10-21\"").await;
     let v = chat_stream_and_embed(&g, "azure-east").await;
     assert_eq!(v["object"], "chat.completion");
+    // Azure's Responses API is not under a deployment's URL: the body names the deployment,
+    // and the answer's echo of it is mapped back.
+    responses_name_the_callers_model(&g).await;
     let seen = azure.stats().azure;
+    assert_eq!(
+        seen.get("prod-4o-mini responses api-version=2024-10-21 auth=api-key"),
+        Some(&2),
+        "{seen:?}"
+    );
     assert_eq!(
         seen.get("prod-4o-mini chat/completions api-version=2024-10-21 auth=api-key"),
         Some(&2),
@@ -567,9 +606,15 @@ async fn an_azure_v1_upstream_gets_openai_paths_and_the_deployment_in_the_body()
         v["model"], "gpt-4o-mini",
         "the caller's model in the answer"
     );
+    responses_name_the_callers_model(&g).await;
     let seen = azure.stats().azure;
     assert_eq!(
         seen.get("v1 prod-4o-mini chat/completions auth=api-key"),
+        Some(&2),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("v1 prod-4o-mini responses auth=api-key"),
         Some(&2),
         "{seen:?}"
     );
@@ -578,8 +623,21 @@ async fn an_azure_v1_upstream_gets_openai_paths_and_the_deployment_in_the_body()
         Some(&1),
         "{seen:?}"
     );
-    // The simulated v1 surface refuses a dated api-version and an unknown deployment.
+    // Asked directly, the simulated Responses API answers with the deployment's name (the
+    // harsher reading of Azure's documentation) — what the gateway mapped back above.
     let c = reqwest::Client::new();
+    let direct: Value = c
+        .post(format!("{endpoint}/openai/v1/responses"))
+        .header("api-key", "k")
+        .json(&json!({"model": "prod-4o-mini", "input": "hello"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(direct["model"], "prod-4o-mini", "{direct}");
+    // The simulated v1 surface refuses a dated api-version and an unknown deployment.
     let url = format!("{endpoint}/openai/v1/chat/completions");
     let r = c
         .post(format!("{url}?api-version=2024-10-21"))
@@ -687,5 +745,55 @@ async fn a_compatible_server_without_rate_limit_headers_serves_its_own_models_un
         local.stats().peak_in_flight
     );
     assert_eq!(openai.stats().requests, 0);
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_with_its_own_prices_charges_them() {
+    // A self-hosted server priced in its entry (the registry knows no price for its model),
+    // and an OpenAI upstream whose contract bills gpt-4o-mini above the registry's price.
+    let local = mock("[[models]]\nid = \"llama-3.1-8b-instruct\"\nkind = \"chat\"\n").await;
+    let openai = mock("").await;
+    let g = gateway(
+        "",
+        &(entry(
+            "local",
+            &local.base_url(),
+            "kind = \"compatible\"\nmodels = [\"llama-*\"]\nprices = { \"llama-*\" = { input_per_mtok = 1, output_per_mtok = 2 } }",
+        ) + &entry(
+            "openai",
+            &openai.base_url(),
+            "models = [\"gpt-*\"]\n[upstreams.prices.\"gpt-4o-mini\"]\ninput_per_mtok = 10\noutput_per_mtok = 20\ncached_input_per_mtok = 5",
+        )),
+    )
+    .await;
+    for (model, input, output) in [
+        ("llama-3.1-8b-instruct", 1_000_000, 2_000_000),
+        ("gpt-4o-mini", 10_000_000, 20_000_000),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/chat/completions", g.base_url()))
+            .json(&chat(model, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cost = r.headers()["x-sluice-cost-usd"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let v: Value = r.json().await.unwrap();
+        let (p, c) = (
+            v["usage"]["prompt_tokens"].as_u64().unwrap(),
+            v["usage"]["completion_tokens"].as_u64().unwrap(),
+        );
+        // Nano-dollars: tokens × micro-dollars per million tokens ÷ 1,000.
+        let nanos = (p * input + c * output) / 1000;
+        assert_eq!(
+            cost,
+            format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000),
+            "{model}: {p} prompt and {c} completion tokens at the upstream's own price"
+        );
+    }
     g.shutdown().await;
 }

@@ -134,6 +134,9 @@ pub struct Call {
     /// A line of a batch the mock runs itself: the Batch API has its own quota, so no rate
     /// limit, fault or latency applies.
     pub internal: bool,
+    /// The name an answer gives as its `model` instead of the model's id (Azure's Responses
+    /// API echoes the deployment the body named).
+    pub answer_model: Option<String>,
 }
 
 /// The header that marks the mock's own batch requests (its value is the process's salt, so a
@@ -179,6 +182,7 @@ impl Call {
             limits,
             snapshot: Snapshot::default(),
             internal,
+            answer_model: None,
         };
         if call.rolls.reset {
             if let Some(k) = call.kill.as_ref() {

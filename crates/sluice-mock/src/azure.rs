@@ -1,6 +1,8 @@
 //! Azure OpenAI's URL shape and auth, in front of the same endpoints:
 //! `POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings}?api-version=…`,
-//! or the v1 surface `POST /openai/v1/{operation}` whose body's `model` names the deployment,
+//! `POST /openai/responses?api-version=…`, or the v1 surface `POST /openai/v1/{operation}` —
+//! the last two with the deployment in the body's `model` (a Responses answer echoes it there,
+//! unless `[azure] responses_model = "model"`),
 //! with the key in `api-key` (or an Entra ID bearer token in `Authorization`). The deployment
 //! names the model (`[azure] deployments`); a body's `model` is ignored, as Azure ignores it.
 //! What Azure answers when these are wrong, by its documentation and its users' reports: no
@@ -52,22 +54,71 @@ pub async fn deployment(
         Ok(b) => b,
         Err(r) => return r,
     };
-    operate(State(app), kill, &operation, headers, body).await
+    operate(State(app), kill, &operation, headers, body, None).await
 }
 
+/// Run `operation`; `named` is the deployment the body named (the Responses API echoes it as
+/// the answer's `model`, unless the scenario says it names the model).
 async fn operate(
     state: State<Arc<AppState>>,
     kill: Option<Extension<ConnKill>>,
     operation: &str,
     headers: HeaderMap,
     body: Body,
+    named: Option<String>,
 ) -> Response {
-    match operation {
-        "chat/completions" => crate::chat::handle(state, kill, headers, body).await,
-        "completions" => crate::completions::handle(state, kill, headers, body).await,
-        "embeddings" => crate::embeddings::handle(state, kill, headers, body).await,
+    match (operation, named) {
+        ("chat/completions", _) => crate::chat::handle(state, kill, headers, body).await,
+        ("completions", _) => crate::completions::handle(state, kill, headers, body).await,
+        ("embeddings", _) => crate::embeddings::handle(state, kill, headers, body).await,
+        ("responses", Some(named)) => {
+            let echo = state.live().scenario.azure_responses_deployment;
+            crate::responses::answer_as(state, kill, headers, body, echo.then_some(named)).await
+        }
         _ => azure_error(StatusCode::NOT_FOUND, "404", "Resource not found"),
     }
+}
+
+/// `POST /openai/responses?api-version=…`: Azure's Responses API outside the v1 surface; the
+/// body's `model` names the deployment, as on the v1 surface.
+pub async fn responses(
+    State(app): State<Arc<AppState>>,
+    kill: Option<Extension<ConnKill>>,
+    RawQuery(query): RawQuery,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(version) = api_version(query.as_deref()).filter(|v| !v.is_empty()) else {
+        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
+    };
+    let auth = match credential(&mut headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (body, named) = match by_body_model(&app, body, &mut headers).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    app.stats.azure(format!(
+        "{named} responses api-version={version} auth={auth}"
+    ));
+    operate(State(app), kill, "responses", headers, body, Some(named)).await
+}
+
+/// The body with its deployment (`model`) replaced by the model it runs, and the deployment.
+async fn by_body_model(
+    app: &Arc<AppState>,
+    body: Body,
+    headers: &mut HeaderMap,
+) -> Result<(Body, String), Response> {
+    let deployments = app.live().scenario.azure_deployments.clone();
+    let mut named = String::new();
+    let body = with_model(body, headers, |m| {
+        named = m.unwrap_or("").to_string();
+        deployments.get(m?).cloned()
+    })
+    .await?;
+    Ok((body, named))
 }
 
 /// The query's `api-version`, if it has one.
@@ -164,18 +215,11 @@ pub async fn v1(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let deployments = app.live().scenario.azure_deployments.clone();
-    let mut named = String::new();
-    let body = match with_model(body, &mut headers, |m| {
-        named = m.unwrap_or("").to_string();
-        deployments.get(m?).cloned()
-    })
-    .await
-    {
+    let (body, named) = match by_body_model(&app, body, &mut headers).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     app.stats
         .azure(format!("v1 {named} {operation} auth={auth}"));
-    operate(State(app), kill, &operation, headers, body).await
+    operate(State(app), kill, &operation, headers, body, Some(named)).await
 }

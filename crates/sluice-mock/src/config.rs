@@ -150,6 +150,10 @@ pub struct RawAzure {
     /// Deployment name → the model it runs.
     #[serde(default)]
     pub deployments: BTreeMap<String, String>,
+    /// What a Responses API answer's `model` says where the body named a deployment:
+    /// `"deployment"` (default — the harsher case: the name as sent, which a client that asked
+    /// for a model does not recognise) or `"model"` (the model the deployment runs).
+    pub responses_model: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -391,6 +395,8 @@ pub struct Scenario {
     pub batch_expire_after: Option<Duration>,
     /// Azure deployments (name → model) served under `/openai/deployments/`.
     pub azure_deployments: BTreeMap<String, String>,
+    /// Responses API answers from Azure's routes name the deployment (else its model).
+    pub azure_responses_deployment: bool,
 }
 
 impl Default for Scenario {
@@ -427,6 +433,7 @@ impl Default for Scenario {
             batch_complete_after: Duration::from_secs(2),
             batch_expire_after: None,
             azure_deployments: BTreeMap::new(),
+            azure_responses_deployment: true,
             max_tracked_ids: 2_000_000,
         })
     }
@@ -609,6 +616,20 @@ impl Scenario {
                 .and_then(|b| b.complete_after)
                 .unwrap_or(Duration::from_secs(2)),
             batch_expire_after: raw.batches.as_ref().and_then(|b| b.expire_after),
+            azure_responses_deployment: match raw
+                .azure
+                .as_ref()
+                .and_then(|a| a.responses_model.as_deref())
+            {
+                None | Some("deployment") => true,
+                Some("model") => false,
+                Some(other) => {
+                    return Err(invalid(
+                        "azure.responses_model",
+                        format!("must be \"deployment\" or \"model\", got {other:?}"),
+                    ))
+                }
+            },
             azure_deployments: raw.azure.map(|a| a.deployments).unwrap_or_default(),
         })
     }

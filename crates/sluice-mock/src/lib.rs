@@ -138,6 +138,7 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
             post(azure::deployment),
         )
         .route("/openai/v1/{*operation}", post(azure::v1))
+        .route("/openai/responses", post(azure::responses))
         .route("/_mock/scenario", post(admin::set_scenario))
         .route("/_mock/stats", get(admin::stats))
         .route("/_mock/reset", post(admin::reset))

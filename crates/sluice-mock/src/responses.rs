@@ -34,10 +34,23 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = match Call::begin(&app, &headers, kill.map(|Extension(k)| k)).await {
+    answer_as(State(app), kill, headers, body, None).await
+}
+
+/// [`handle`], the answer's `model` saying `answer_model` when given (Azure's routes: the
+/// deployment the body named).
+pub async fn answer_as(
+    State(app): State<Arc<AppState>>,
+    kill: Option<Extension<ConnKill>>,
+    headers: HeaderMap,
+    body: Body,
+    answer_model: Option<String>,
+) -> Response {
+    let mut call = match Call::begin(&app, &headers, kill.map(|Extension(k)| k)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
+    call.answer_model = answer_model;
     match run(call, body).await {
         Ok(r) | Err(r) => r,
     }
@@ -130,7 +143,10 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         response: call.object_id("resp"),
         message: call.object_id("msg"),
         created: unix_now(),
-        model: model.id.clone(),
+        model: call
+            .answer_model
+            .clone()
+            .unwrap_or_else(|| model.id.clone()),
     };
     let echo = Echo {
         instructions: body.get("instructions").cloned().unwrap_or(Value::Null),

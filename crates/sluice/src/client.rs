@@ -409,8 +409,10 @@ pub struct ClientBuilder {
     replaces: Option<Engine>,
 }
 
-/// One of several upstreams ([`ClientBuilder::upstream`]).
-#[derive(Debug)]
+/// One of several upstreams ([`ClientBuilder::upstream`]). `Default` fills what is left out
+/// (`..UpstreamSpec::default()`): all models, priority 0, OpenAI's dialect, no limits or
+/// prices of its own; a weight of 0 counts as 1.
+#[derive(Debug, Default)]
 pub struct UpstreamSpec {
     /// In logs, metrics and `x-sluice-upstream`; never a secret.
     pub name: String,
@@ -428,6 +430,10 @@ pub struct UpstreamSpec {
     /// Its own requests and tokens per minute (per key and model), instead of the client's
     /// admission limits; `None`: those (or what its headers teach).
     pub limits: Option<crate::admission::Limits>,
+    /// Its own prices by model (exact names or `*` globs, the longest match wins), where they
+    /// differ from the registry's; budgets reserve the most any candidate upstream charges
+    /// and settle at the price of the one that answered.
+    pub prices: Vec<(String, crate::pricing::Price)>,
 }
 
 impl ClientBuilder {
@@ -608,6 +614,7 @@ impl ClientBuilder {
                 weight: 1,
                 dialect: crate::upstreams::Dialect::OpenAi,
                 limits: None,
+                prices: Vec::new(),
             }]
         } else {
             self.upstreams
@@ -625,6 +632,7 @@ impl ClientBuilder {
                     weight: u.weight,
                     dialect: u.dialect,
                     limits: u.limits,
+                    prices: u.prices,
                 })
                 .collect()
         };

@@ -26,6 +26,9 @@ pub struct EventStream {
     /// An event already read (and accounted) that is yielded again first.
     peeked: Option<String>,
     end: RequestEnd,
+    /// `(sent, asked)`: events' `model` members naming `sent` (the deployment the request
+    /// went to) are given back as `asked`.
+    rename: Option<(String, String)>,
 }
 
 impl EventStream {
@@ -42,6 +45,7 @@ impl EventStream {
             reader,
             peeked: None,
             end,
+            rename: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl EventStream {
             reader,
             peeked: None,
             end: RequestEnd::default(),
+            rename: None,
         }
     }
 
@@ -105,6 +110,11 @@ impl EventStream {
         &mut self.end
     }
 
+    /// Give back events' `model` members naming `sent` as `asked`.
+    pub(crate) fn rename(&mut self, sent: String, asked: String) {
+        self.rename = Some((sent, asked));
+    }
+
     /// Put an event back to be yielded first (used after peeking at the first event).
     pub(crate) fn unread(&mut self, data: String) {
         self.peeked = Some(data);
@@ -134,7 +144,14 @@ impl EventStream {
         if let Some(p) = self.peeked.take() {
             return Poll::Ready(Some(Ok(Item::Data(p))));
         }
-        let polled = self.reader.poll_item(cx, comments);
+        let mut polled = self.reader.poll_item(cx, comments);
+        if let (Some((sent, asked)), Poll::Ready(Some(Ok(Item::Data(d))))) =
+            (&self.rename, &mut polled)
+        {
+            if let Some(renamed) = crate::model_policy::rename_model(d, sent, asked) {
+                *d = renamed;
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(Item::Data(d)))) => self.read(d),
             Poll::Ready(Some(Err(e))) => self.end.end(Ended::Failed(e)),

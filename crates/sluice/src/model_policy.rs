@@ -291,10 +291,82 @@ pub fn rewrite_model(body: &[u8], model: &str) -> Result<bytes::Bytes, Error> {
         .map_err(|e| Error::new(ErrorKind::Decode, e.to_string()))
 }
 
+/// `json` with every `"model": "<from>"` member given the value `to` instead; `None` when it
+/// has none. An answer from an upstream that was sent another name (an Azure deployment) is
+/// handed back naming the model the caller asked for, where it echoes that name.
+///
+/// Text, not a parse: a match needs an unescaped quote right before `model`, before `from`
+/// and after it, which only a member can have — inside a JSON string every quote is escaped.
+/// So a stream's events and large answers are renamed without being decoded and written again.
+pub fn rename_model(json: &str, from: &str, to: &str) -> Option<String> {
+    const KEY: &str = "\"model\"";
+    let mut out: Option<String> = None;
+    let mut done = 0; // bytes of `json` already copied to `out`
+    let mut at = 0;
+    while let Some(i) = json[at..].find(KEY) {
+        let key_end = at + i + KEY.len();
+        let escaped = at + i > 0 && json.as_bytes()[at + i - 1] == b'\\';
+        at = key_end;
+        if escaped {
+            continue;
+        }
+        let rest = json[key_end..].trim_start();
+        let Some(rest) = rest.strip_prefix(':') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let Some(value) = rest
+            .strip_prefix('"')
+            .and_then(|r| r.strip_prefix(from))
+            .filter(|r| r.starts_with('"'))
+        else {
+            continue;
+        };
+        let value_start = json.len() - rest.len();
+        let value_end = json.len() - value.len() + 1;
+        let o = out.get_or_insert_with(|| String::with_capacity(json.len() + to.len()));
+        o.push_str(&json[done..value_start]);
+        o.push_str(&serde_json::Value::String(to.to_string()).to_string());
+        done = value_end;
+        at = value_end;
+    }
+    let mut o = out?;
+    o.push_str(&json[done..]);
+    Some(o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::parse_date;
+
+    #[test]
+    fn answers_naming_the_deployment_name_the_model_instead() {
+        let r = |j: &str| rename_model(j, "prod-4o", "gpt-4o-mini");
+        assert_eq!(
+            r(r#"{"id":"x","model":"prod-4o","n":1}"#).as_deref(),
+            Some(r#"{"id":"x","model":"gpt-4o-mini","n":1}"#)
+        );
+        // Spaced JSON, and a member nested in `response` (the Responses API's events).
+        assert_eq!(
+            r(r#"{"response": {"model" : "prod-4o"}, "model": "prod-4o"}"#).as_deref(),
+            Some(r#"{"response": {"model" : "gpt-4o-mini"}, "model": "gpt-4o-mini"}"#)
+        );
+        // Another model, a longer name, text that mentions it, a key that merely ends so.
+        assert_eq!(r(r#"{"model":"gpt-4o-mini-2024-07-18"}"#), None);
+        assert_eq!(r(r#"{"model":"prod-4o-large"}"#), None);
+        assert_eq!(r(r#"{"content":"the \"model\":\"prod-4o\" said"}"#), None);
+        assert_eq!(
+            r(r#"{"my_model":"x","model":"prod-4o"}"#).as_deref(),
+            Some(r#"{"my_model":"x","model":"gpt-4o-mini"}"#)
+        );
+        assert_eq!(r("not json at all \"model\""), None);
+        // A caller's name is written as a JSON string.
+        assert_eq!(
+            rename_model(r#"{"model":"d"}"#, "d", "a\"b").as_deref(),
+            Some(r#"{"model":"a\"b"}"#)
+        );
+    }
 
     fn policy(on_retired: OnRetired) -> ModelPolicy {
         let mut cfg = PolicyConfig {

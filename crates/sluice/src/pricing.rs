@@ -37,6 +37,38 @@ pub struct Price {
 }
 
 impl Price {
+    /// A price from dollars per million tokens, as configuration files write it (`cached`
+    /// absent: cached prompt tokens cost the input price). Errors name the field.
+    pub fn per_mtok(input: f64, output: f64, cached: Option<f64>) -> Result<Price, String> {
+        let micro = |field: &str, p: f64| -> Result<u64, String> {
+            if p.is_finite() && (0.0..=1e9).contains(&p) {
+                Ok((p * 1e6).round() as u64)
+            } else {
+                Err(format!(
+                    "{field}: must be a non-negative number of dollars per million tokens, got {p}"
+                ))
+            }
+        };
+        let input = micro("input_per_mtok", input)?;
+        Ok(Price {
+            input,
+            output: micro("output_per_mtok", output)?,
+            cached_input: match cached {
+                Some(c) => micro("cached_input_per_mtok", c)?,
+                None => input,
+            },
+        })
+    }
+
+    /// Each component the higher of the two: what a request may cost when either could answer.
+    pub fn max(self, other: Price) -> Price {
+        Price {
+            input: self.input.max(other.input),
+            cached_input: self.cached_input.max(other.cached_input),
+            output: self.output.max(other.output),
+        }
+    }
+
     /// Cost of a finished request from its usage: uncached prompt, cached prompt, and
     /// completion (reasoning tokens are part of the completion count).
     /// Saturating: counts an upstream (or a caller) made up cannot wrap into a small cost.

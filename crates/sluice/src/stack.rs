@@ -220,6 +220,15 @@ impl Engine {
         &self.inner.catalog
     }
 
+    /// The most a request for `model` can cost per million tokens: the highest price among
+    /// the upstreams that serve it (each its own `prices`, else the registry's); `None`: none
+    /// of them has a price for it, so no budget can hold over it.
+    pub fn price(&self, model: &str) -> Option<crate::pricing::Price> {
+        self.inner
+            .upstreams
+            .worst_price(model, self.inner.models.registry())
+    }
+
     /// Budgets, ledger and prices.
     pub fn spend(&self) -> &Arc<Accountant> {
         &self.inner.spend
@@ -450,10 +459,16 @@ impl Engine {
     async fn reserve(&self, call: &Call, deadline: Instant) -> Result<Charge, Error> {
         let est = call.estimate.unwrap_or_default();
         let hold = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
+        let model = call.model.as_deref().unwrap_or("");
+        let price = self
+            .inner
+            .upstreams
+            .worst_price(model, self.inner.models.registry());
         self.inner
             .spend
-            .reserve(
-                call.model.as_deref().unwrap_or(""),
+            .reserve_at(
+                model,
+                price,
                 &call.options.spend,
                 est.prompt,
                 est.output,
@@ -529,6 +544,17 @@ impl Engine {
         match result {
             Ok(mut ok) => {
                 ok.upstream = up.name.clone();
+                if ups.own_prices() {
+                    // Settled at what the upstream that answered charges.
+                    if let Some(c) = ctx
+                        .charge
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_mut()
+                    {
+                        c.answered_at(up.price(model, self.inner.models.registry()));
+                    }
+                }
                 Ok(ok)
             }
             Err(mut e) => {
@@ -597,7 +623,7 @@ impl Engine {
         let payload = match &ctx.call.options.upload {
             // An upstream that names the model otherwise in the body (an Azure v1 deployment)
             // gets its name there.
-            None => match up.dialect.body_model(model) {
+            None => match up.dialect.body_model(&ctx.call.path, model) {
                 Some(named) => match &ctx.call.body {
                     Some(b) => match crate::model_policy::rewrite_model(b, named) {
                         Ok(b) => crate::transport::Payload::Bytes(Some(b)),
@@ -659,6 +685,16 @@ impl Engine {
                 key_label: chosen.label,
                 rate_limits: rl,
                 upstream: String::new(),
+                renamed: match &ctx.call.options.upload {
+                    None => up
+                        .dialect
+                        .body_model(&ctx.call.path, model)
+                        .map(|d| Renamed {
+                            sent: d.to_string(),
+                            asked: model.to_string(),
+                        }),
+                    Some(_) => None,
+                },
             }));
         }
         let headers = resp.headers().clone();
@@ -691,6 +727,7 @@ impl Engine {
             key_label,
             upstream,
             rate_limits,
+            renamed,
         } = self.open(ctx, false).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -703,6 +740,10 @@ impl Engine {
                 }
                 return Err(e.with_request_id(request_id));
             }
+        };
+        let body = match &renamed {
+            Some(r) => r.apply_to(body),
+            None => body,
         };
         let facts = crate::call::BodyFacts::read(&body);
         let mut end = RequestEnd::new(ticket);
@@ -740,6 +781,7 @@ impl Engine {
             key_label,
             upstream,
             rate_limits,
+            renamed,
         } = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -757,6 +799,9 @@ impl Engine {
             framing,
             RequestEnd::new(ticket),
         );
+        if let Some(r) = renamed {
+            events.rename(r.sent, r.asked);
+        }
         // Wait for the first event inside the attempt, so a failure before any content is
         // retried like a failed request.
         match events.next().await {
@@ -796,6 +841,27 @@ struct OkResponse {
     rate_limits: RateLimits,
     /// The upstream's name.
     upstream: String,
+    /// The body named the model otherwise for this upstream (an Azure deployment).
+    renamed: Option<Renamed>,
+}
+
+/// The name a request's body was sent with instead of the one the caller asked for; the
+/// answer's `model`, where it echoes the first, is given back as the second.
+struct Renamed {
+    sent: String,
+    asked: String,
+}
+
+impl Renamed {
+    fn apply_to(&self, body: bytes::Bytes) -> bytes::Bytes {
+        match std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| crate::model_policy::rename_model(t, &self.sent, &self.asked))
+        {
+            Some(t) => bytes::Bytes::from(t),
+            None => body,
+        }
+    }
 }
 
 impl Ctx<'_> {

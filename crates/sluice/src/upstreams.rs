@@ -33,6 +33,9 @@ pub struct UpstreamConfig {
     pub dialect: Dialect,
     /// Its own limits (per key and model), instead of the admission's.
     pub limits: Option<crate::admission::Limits>,
+    /// What it charges, by model (exact names or `*` globs, the longest match wins), where that
+    /// differs from the registry's price (an Azure contract, a self-hosted server's own cost).
+    pub prices: Vec<(String, crate::pricing::Price)>,
 }
 
 /// One upstream as a configuration file names it (`[[upstreams]]`), shared by every face: the
@@ -51,6 +54,8 @@ pub struct UpstreamSetting {
     pub dialect: Dialect,
     /// Its own `rpm`/`tpm` (per key and model); `None`: the shared `[upstream]` ones.
     pub limits: Option<crate::admission::Limits>,
+    /// Its own prices by model (exact or `*` globs, longest match wins); others: the registry's.
+    pub prices: Vec<(String, crate::pricing::Price)>,
 }
 
 impl UpstreamSetting {
@@ -65,6 +70,7 @@ impl UpstreamSetting {
             weight: self.weight,
             dialect: self.dialect.clone(),
             limits: self.limits,
+            prices: self.prices.clone(),
         }
     }
 }
@@ -142,15 +148,26 @@ impl Dialect {
     }
 
     /// The name the request body's `model` must carry instead of `model`, when this upstream
-    /// names it otherwise (Azure's v1 surface takes the deployment there).
-    pub(crate) fn body_model(&self, model: &str) -> Option<&str> {
-        match self {
-            Dialect::AzureV1 { deployments } => deployments
-                .get(model)
-                .map(String::as_str)
-                .filter(|d| *d != model),
-            _ => None,
-        }
+    /// names it otherwise: Azure's v1 surface takes the deployment there, and so do Azure's
+    /// operations outside a deployment's URL (`/openai/responses?api-version=…`). The answer's
+    /// `model`, where it echoes that name, is given back as `model` (see
+    /// [`crate::model_policy::rename_model`]).
+    pub(crate) fn body_model(&self, path: &str, model: &str) -> Option<&str> {
+        let deployments = match self {
+            Dialect::AzureV1 { deployments } => deployments,
+            Dialect::Azure { deployments, .. } => {
+                let op = path.split_once('?').map_or(path, |(p, _)| p);
+                if DEPLOYMENT_OPS.contains(&op) {
+                    return None;
+                }
+                deployments
+            }
+            Dialect::OpenAi => return None,
+        };
+        deployments
+            .get(model)
+            .map(String::as_str)
+            .filter(|d| *d != model)
     }
 }
 
@@ -179,6 +196,7 @@ pub(crate) struct Upstream {
     weight: u32,
     pub(crate) dialect: Dialect,
     pub(crate) limits: Option<crate::admission::Limits>,
+    prices: Vec<(String, crate::pricing::Price)>,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -204,6 +222,26 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 impl Upstream {
     fn serves(&self, model: &str) -> bool {
         model.is_empty() || self.models.is_empty() || self.models.iter().any(|p| glob(p, model))
+    }
+
+    /// What `model` costs here: this upstream's own price (its exact name first, then the
+    /// longest glob that matches), else the registry's.
+    pub(crate) fn price(
+        &self,
+        model: &str,
+        registry: &crate::models::Registry,
+    ) -> Option<crate::pricing::Price> {
+        self.prices
+            .iter()
+            .find(|(m, _)| m == model)
+            .or_else(|| {
+                self.prices
+                    .iter()
+                    .filter(|(m, _)| glob(m, model))
+                    .max_by_key(|(m, _)| m.len())
+            })
+            .map(|(_, p)| *p)
+            .or_else(|| registry.price(model))
     }
 }
 
@@ -242,6 +280,7 @@ impl Upstreams {
                 weight: c.weight.max(1),
                 dialect: c.dialect,
                 limits: c.limits,
+                prices: c.prices,
             });
         }
         Ok(Upstreams(out))
@@ -283,6 +322,29 @@ impl Upstreams {
     /// none can take it, one error says why for each.
     pub(crate) fn pick(&self, model: &str, failed_on: &[usize]) -> Result<(usize, Pass), Error> {
         self.pick_but(model, failed_on, &[])
+    }
+
+    /// Whether any upstream prices models itself (else every price is the registry's).
+    pub(crate) fn own_prices(&self) -> bool {
+        self.0.iter().any(|u| !u.prices.is_empty())
+    }
+
+    /// The most `model` can cost on any upstream that serves it, each component the highest
+    /// (a budget reserves this before it is known which upstream answers); `None` when no
+    /// upstream that serves it has a price for it.
+    pub(crate) fn worst_price(
+        &self,
+        model: &str,
+        registry: &crate::models::Registry,
+    ) -> Option<crate::pricing::Price> {
+        if !self.own_prices() {
+            return registry.price(model);
+        }
+        self.0
+            .iter()
+            .filter(|u| u.serves(model))
+            .filter_map(|u| u.price(model, registry))
+            .reduce(crate::pricing::Price::max)
     }
 
     /// Whether there is more than one upstream to choose from.
@@ -435,8 +497,18 @@ mod tests {
             v1.path("/chat/completions", "gpt-4o-mini"),
             "/openai/v1/chat/completions"
         );
-        assert_eq!(v1.body_model("gpt-4o-mini"), Some("prod-4o"));
-        assert_eq!(v1.body_model("gpt-4o"), None);
+        assert_eq!(
+            v1.body_model("/chat/completions", "gpt-4o-mini"),
+            Some("prod-4o")
+        );
+        assert_eq!(v1.body_model("/responses", "gpt-4o"), None);
+        // Classic Azure names the deployment in the URL where it can, in the body elsewhere.
+        assert_eq!(d.body_model("/chat/completions", "gpt-4o-mini"), None);
+        assert_eq!(d.body_model("/responses", "gpt-4o-mini"), Some("prod 4o"));
+        assert_eq!(
+            Dialect::OpenAi.body_model("/responses", "gpt-4o-mini"),
+            None
+        );
     }
 
     #[test]
@@ -451,5 +523,72 @@ mod tests {
         assert!(!glob("text-*", "gpt-4o"));
         assert!(glob("a*a", "aa"));
         assert!(!glob("a*a", "a"));
+    }
+
+    fn upstream(name: &str, models: &[&str], prices: &[(&str, u64)]) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            keys: KeyPool::single(crate::credentials::KeySource::env("SLUICE_TEST_NO_KEY")),
+            models: models.iter().map(|m| m.to_string()).collect(),
+            priority: 0,
+            weight: 1,
+            dialect: Dialect::OpenAi,
+            limits: None,
+            prices: prices
+                .iter()
+                .map(|(m, p)| {
+                    let price = crate::pricing::Price {
+                        input: *p,
+                        cached_input: *p / 2,
+                        output: *p * 2,
+                    };
+                    (m.to_string(), price)
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_budget_reserves_the_dearest_upstream_and_each_upstream_prices_its_own() {
+        let reg = crate::models::Registry::builtin();
+        let mini = reg.price("gpt-4o-mini").unwrap();
+        let alerts = Arc::new(crate::alerts::Alerter::new(Default::default()));
+        let ups = Upstreams::new(
+            vec![
+                upstream("cheap", &[], &[("gpt-*", 1), ("gpt-4o-*", 2)]),
+                upstream("dear", &["gpt-4o-mini"], &[("gpt-4o-mini", 900_000)]),
+                upstream("plain", &["gpt-*"], &[]),
+            ],
+            &TransportConfig::default(),
+            BreakerConfig::default(),
+            &alerts,
+            &[],
+        )
+        .unwrap();
+        // Exact name first, then the longest glob, then the registry.
+        assert_eq!(ups.get(0).price("gpt-4o-mini", &reg).unwrap().input, 2);
+        assert_eq!(ups.get(0).price("gpt-4.1", &reg).unwrap().input, 1);
+        assert_eq!(ups.get(0).price("llama", &reg), None);
+        assert_eq!(
+            ups.get(1).price("gpt-4o-mini", &reg).unwrap().input,
+            900_000
+        );
+        assert_eq!(ups.get(2).price("gpt-4o-mini", &reg), Some(mini));
+        // Before it is known which answers, the most any that serves the model charges.
+        let worst = ups.worst_price("gpt-4o-mini", &reg).unwrap();
+        assert_eq!(
+            (worst.input, worst.output),
+            (900_000, 1_800_000.max(mini.output))
+        );
+        // `dear` does not serve gpt-4.1: the registry's price (from `plain`) is the most.
+        assert_eq!(
+            ups.worst_price("gpt-4.1", &reg),
+            reg.price("gpt-4.1")
+                .map(|p| p.max(ups.get(0).price("gpt-4.1", &reg).unwrap()))
+        );
+        // Priced only by `cheap`'s glob: that price, not "unpriced".
+        assert!(ups.worst_price("gpt-unknown-9", &reg).is_some());
+        assert_eq!(ups.worst_price("llama", &reg), None);
     }
 }

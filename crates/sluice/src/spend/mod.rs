@@ -248,8 +248,23 @@ impl Accountant {
         output: u64,
         hold_for: Duration,
     ) -> Result<Charge, Error> {
-        let today = self.today();
         let price = self.registry.price(model);
+        self.reserve_at(model, price, tags, prompt, output, hold_for)
+            .await
+    }
+
+    /// [`Accountant::reserve`] at `price` rather than the registry's (the most any upstream
+    /// that may answer charges for the model; `None`: unpriced).
+    pub async fn reserve_at(
+        self: &Arc<Self>,
+        model: &str,
+        price: Option<Price>,
+        tags: &SpendTags,
+        prompt: u64,
+        output: u64,
+        hold_for: Duration,
+    ) -> Result<Charge, Error> {
+        let today = self.today();
         let holds = holds_for(&self.cfg.budgets, today, |b| b.scope.applies(tags));
         let mut charge = Charge {
             accountant: self.clone(),
@@ -356,9 +371,15 @@ fn holds_for(budgets: &[Budget], today: Date, applies: impl Fn(&Budget) -> bool)
 }
 
 impl Charge {
-    /// The price used, when the registry knows the model.
+    /// The price used, when the registry (or the answering upstream) knows the model.
     pub fn price(&self) -> Option<Price> {
         self.price
+    }
+
+    /// The upstream that answers charges `price` (its own, or the registry's): settle at it.
+    /// The reservation stays as made, at the most any candidate upstream charges.
+    pub fn answered_at(&mut self, price: Option<Price>) {
+        self.price = price;
     }
 
     /// Settle to the cost of `usage`, write the ledger row and count it. Returns the cost.
