@@ -586,8 +586,10 @@ impl Call {
     }
 
     /// A stable id suffix for objects in this response.
+    /// An object id from this call's: `prefix` with its separator, as upstream writes each
+    /// (`chatcmpl-`, `file-`, `resp_`, `batch_`).
     pub fn object_id(&self, prefix: &str) -> String {
-        format!("{prefix}-{}", &self.response_id[4..])
+        format!("{prefix}{}", &self.response_id[4..])
     }
 }
 

@@ -258,7 +258,7 @@ pub async fn create(
     }
     let (total, errors) = validate(&String::from_utf8_lossy(&file.bytes), endpoint);
     let job = Job {
-        id: call.object_id("batch"),
+        id: call.object_id("batch_"),
         endpoint: endpoint.to_string(),
         input_file_id: input_file_id.to_string(),
         completion_window: window.to_string(),

@@ -130,7 +130,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
     call.rec.cached_tokens = cached;
 
     let plans = plan(&call, &req, &model);
-    let id = call.object_id("chatcmpl");
+    let id = call.object_id("chatcmpl-");
     let created = unix_now();
     let ttft = call.rolls.ttft;
     if !ttft.is_zero() {

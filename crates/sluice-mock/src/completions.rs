@@ -131,7 +131,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
             });
         }
     }
-    let id = call.object_id("cmpl");
+    let id = call.object_id("cmpl-");
     let created = unix_now();
     if !call.rolls.ttft.is_zero() {
         tokio::time::sleep(call.rolls.ttft).await;

@@ -187,7 +187,7 @@ pub async fn upload(
             ));
         }
     }
-    let id = call.object_id("file");
+    let id = call.object_id("file-");
     let f = store(&app, id, filename, &purpose, bytes);
     call.json(&f.object())
 }

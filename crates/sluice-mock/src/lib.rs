@@ -37,6 +37,7 @@ mod json_style;
 mod models;
 mod moderations;
 pub mod ratelimit;
+mod response_store;
 mod responses;
 mod server;
 pub mod stats;
@@ -91,6 +92,8 @@ pub(crate) struct AppState {
     pub files: Mutex<std::collections::BTreeMap<String, files::StoredFile>>,
     /// Batches (`/v1/batches`).
     pub batches: Mutex<std::collections::BTreeMap<String, batches::Job>>,
+    /// Stored Responses API answers (`store`), kept across scenario changes.
+    pub responses: Mutex<response_store::Store>,
 }
 
 impl AppState {
@@ -102,6 +105,7 @@ impl AppState {
             salt: rand::random(),
             files: Mutex::new(std::collections::BTreeMap::new()),
             batches: Mutex::new(std::collections::BTreeMap::new()),
+            responses: Mutex::new(response_store::Store::default()),
         }
     }
 
@@ -125,6 +129,14 @@ pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/moderations", post(moderations::handle))
         .route("/v1/responses", post(responses::handle))
+        .route(
+            "/v1/responses/{id}",
+            get(response_store::retrieve).delete(response_store::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(response_store::input_items),
+        )
         .route("/v1/files", post(files::upload).get(files::list))
         .route("/v1/files/{id}", get(files::retrieve).delete(files::delete))
         .route("/v1/files/{id}/content", get(files::content))

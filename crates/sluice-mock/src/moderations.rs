@@ -113,7 +113,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         })
         .collect();
     let answer = json!({
-        "id": call.object_id("modr"),
+        "id": call.object_id("modr-"),
         "model": model,
         "results": results,
     });

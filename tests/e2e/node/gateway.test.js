@@ -131,3 +131,73 @@ test("responses: unary and streamed", async () => {
   assert.equal(types.at(-1), "response.completed");
   assert.equal(text, r.output_text);
 });
+
+test("responses: the stream() helper, tools and a stored conversation", async () => {
+  const c = client();
+  const stream = c.responses.stream({ model: "gpt-4o-mini", input: "hello from node" });
+  let deltas = "";
+  stream.on("response.output_text.delta", (ev) => {
+    deltas += ev.delta;
+  });
+  const final = await stream.finalResponse();
+  assert.equal(final.status, "completed");
+  assert.equal(deltas, final.output_text);
+
+  const tools = [
+    {
+      type: "function",
+      name: "get_weather",
+      strict: true,
+      parameters: { type: "object", additionalProperties: false, required: ["city"], properties: { city: { type: "string" } } },
+    },
+  ];
+  const r = await c.responses.create({ model: "gpt-4o-mini", input: "weather in Oslo?", tools, tool_choice: "required" });
+  const call = r.output[0];
+  assert.equal(call.type, "function_call");
+  assert.equal(typeof JSON.parse(call.arguments).city, "string");
+  const next = await c.responses.create({
+    model: "gpt-4o-mini",
+    previous_response_id: r.id,
+    tools,
+    input: [{ type: "function_call_output", call_id: call.call_id, output: '{"temp": 3}' }],
+  });
+  assert.equal(next.previous_response_id, r.id);
+  assert.ok(next.usage.input_tokens > r.usage.input_tokens, "the earlier turn is billed again");
+  const again = await c.responses.retrieve(r.id);
+  assert.equal(again.output[0].call_id, call.call_id);
+});
+
+test("files and batches: upload, create, poll, read the output", async () => {
+  const c = client();
+  const lines = [1, 2, 3]
+    .map((i) =>
+      JSON.stringify({
+        custom_id: `n-${i}`,
+        method: "POST",
+        url: "/v1/chat/completions",
+        body: { model: "gpt-4o-mini", max_tokens: 8, messages: [{ role: "user", content: `line ${i}` }] },
+      }),
+    )
+    .join("\n");
+  const file = await c.files.create({ file: await OpenAI.toFile(Buffer.from(lines), "lines.jsonl"), purpose: "batch" });
+  assert.equal(file.purpose, "batch");
+  let batch = await c.batches.create({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" });
+  const until = Date.now() + 15000;
+  while (!["completed", "failed", "expired", "cancelled"].includes(batch.status) && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 200));
+    batch = await c.batches.retrieve(batch.id);
+  }
+  assert.equal(batch.status, "completed");
+  assert.equal(batch.request_counts.completed, 3);
+  const out = await (await c.files.content(batch.output_file_id)).text();
+  const ids = out
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l))
+    .map((r) => {
+      assert.equal(r.response.status_code, 200);
+      return r.custom_id;
+    })
+    .sort();
+  assert.deepEqual(ids, ["n-1", "n-2", "n-3"]);
+});

@@ -169,6 +169,36 @@ def test_responses_through_the_gateway(gateway):
     assert final.usage.output_tokens == r.usage.output_tokens
 
 
+def test_responses_tools_and_stored_conversations_through_the_gateway(gateway):
+    """A function call, its output sent back on the next turn by `previous_response_id`, and
+    the stored answers retrieved, listed and deleted: every Responses route the SDK calls."""
+    c = client(gateway)
+    tools = [{"type": "function", "name": "get_weather", "strict": True,
+              "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
+                             "properties": {"city": {"type": "string"}}}}]
+    r = c.responses.create(model="gpt-4o-mini", input="weather in Paris?", tools=tools,
+                           tool_choice="required")
+    call = r.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    follow = c.responses.create(
+        model="gpt-4o-mini", previous_response_id=r.id, tools=tools,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}])
+    assert follow.previous_response_id == r.id and follow.output_text
+    assert follow.usage.input_tokens > r.usage.input_tokens, "the earlier turn is billed again"
+    assert c.responses.retrieve(r.id).output[0].call_id == call.call_id
+    items = c.responses.input_items.list(follow.id)
+    assert [i.type for i in items.data] == ["function_call_output"]
+    c.responses.delete(r.id)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(r.id)
+    streamed = list(c.responses.create(model="gpt-4o-mini", input="weather?", tools=tools,
+                                       tool_choice="required", stream=True))
+    kinds = [e.type for e in streamed]
+    assert "response.function_call_arguments.delta" in kinds
+    assert kinds[-1] == "response.completed"
+
+
 def test_through_the_gateway_to_azure_openai():
     """An app keeps the plain OpenAI client; the gateway speaks Azure's dialect upstream:
     deployment URLs, `api-version`, the key in `api-key`."""
