@@ -2,7 +2,9 @@
 # How many non-streaming chat completions per second `sluice mock` sustains on loopback, latency
 # off, keep-alive on, measured with wrk. The baseline, measured in the same run against the same
 # server, is GET /_mock/health: the ratio says how much of the raw HTTP capacity the chat path
-# keeps. Target (issue 2): >= 20,000 chat req/s on a 2-core machine, wrk sharing it.
+# keeps. Target (issue 2): >= 20,000 chat req/s on a 2-core machine, wrk sharing it. A third run
+# sends a ~2,000-token system prompt with each request (bench/wrk/chat-long.lua): its ratio to
+# the short chat says what counting long prompts costs (issue 14).
 #
 #   bench/mock-throughput.sh            # DURATION=10s CONNS=64 by default
 set -euo pipefail
@@ -13,7 +15,7 @@ CONNS=${CONNS:-64}
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --quiet -p sluice-cli
+[ -n "${SLUICE:-}" ] || cargo build --release --quiet -p sluice-cli
 
 source bench/lib.sh
 start_mock examples/mock/throughput.toml
@@ -31,6 +33,9 @@ run() { # name url script
 wrk -t1 -c"$CONNS" -d2s -s bench/wrk/chat.lua "http://$addr/v1/chat/completions" >/dev/null
 base=$(run health "http://$addr/_mock/health" bench/wrk/health.lua)
 chat=$(run chat "http://$addr/v1/chat/completions" bench/wrk/chat.lua)
+long=$(run chat-long "http://$addr/v1/chat/completions" bench/wrk/chat-long.lua)
 ratio=$(python3 -c "print(f'{$chat/$base:.2f}')")
+long_ratio=$(python3 -c "print(f'{$long/$chat:.2f}')")
 echo "mock chat completions: $chat req/s; baseline /_mock/health: $base req/s; ratio $ratio"
+echo "with a ~2,000-token system prompt: $long req/s; ratio to the short chat $long_ratio"
 echo "(wrk -t1 -c$CONNS -d$DURATION, $(nproc) cores shared by wrk and the mock)"

@@ -43,6 +43,8 @@ pub struct EngineSettings {
     pub retry: RetryPolicy,
     /// The upstream gives unused `max_tokens` back when an answer ends (OpenAI does not).
     pub upstream_refunds: bool,
+    /// The burst the upstream allows above its steady rate, as refill time (default 1 s).
+    pub burst: Option<Duration>,
 }
 
 impl Default for EngineSettings {
@@ -61,6 +63,7 @@ impl Default for EngineSettings {
             budget_per_month: None,
             retry: RetryPolicy::default(),
             upstream_refunds: false,
+            burst: None,
         }
     }
 }
@@ -110,6 +113,15 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
         upstream_refunds: s.upstream_refunds,
         ..AdmissionConfig::default()
     };
+    if let Some(b) = s.burst {
+        if b.is_zero() || b > Duration::from_secs(60) {
+            return Err(BatchError::Config(format!(
+                "--burst {}s: must be more than 0s and at most 60s (a minute's worth of the limit)",
+                b.as_secs_f64()
+            )));
+        }
+        admission.burst = b;
+    }
     admission.concurrency = admission.concurrency.window(window);
     if let Some(url) = &s.state_url {
         admission.state = StateBackend::Redis {

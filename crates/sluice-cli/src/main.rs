@@ -216,6 +216,11 @@ struct RunArgs {
     /// self-hosted servers); by default whole reservations are kept, as OpenAI's limits do.
     #[arg(long)]
     upstream_refunds: bool,
+    /// How far above its steady rate the upstream lets a burst go, as refill time (e.g. `10s`
+    /// for a limiter that counts over 10-second windows). Default 1s: OpenAI enforces its
+    /// per-minute limits over short windows, so a longer burst draws 429s there.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    burst: Option<std::time::Duration>,
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressArg,
@@ -415,6 +420,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         budget_per_day: dollars("--budget-per-day", &a.budget_per_day)?,
         budget_per_month: dollars("--budget-per-month", &a.budget_per_month)?,
         upstream_refunds: a.upstream_refunds,
+        burst: a.burst,
         ..Default::default()
     };
     if let Some(path) = &a.keys_file {

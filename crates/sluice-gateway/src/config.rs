@@ -12,6 +12,7 @@
 //! tpm = 800000
 //! per_model = true
 //! refunds_unused = false  # true: the upstream gives unused max_tokens back (OpenAI does not)
+//! burst = "1s"            # how far above its steady rate the upstream lets a burst go
 //! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
 //! max_concurrency = 2048 # requests (and streams) in flight upstream at most
 //! breaker = { failures = 5, failing_for = "1s", cooldown = "30s", max_cooldown = "5m" }
@@ -337,6 +338,9 @@ struct RawUpstream {
     tpm: Option<u64>,
     per_model: Option<bool>,
     refunds_unused: Option<bool>,
+    /// The burst the upstream allows above its steady rate, as refill time.
+    #[serde(default, with = "humantime_serde")]
+    burst: Option<Duration>,
     timeouts: Option<RawTimeouts>,
     max_attempts: Option<u32>,
     max_concurrency: Option<usize>,
@@ -502,6 +506,9 @@ pub struct GatewayConfig {
     /// The upstream settles a request's token reservation to its usage when the answer ends
     /// (some self-hosted servers); default false: OpenAI and Azure keep whole reservations.
     pub refunds_unused: bool,
+    /// The burst the upstream allows above its steady rate, as refill time. Default 1 s
+    /// (OpenAI enforces per-minute limits over short windows).
+    pub burst: Duration,
     pub timeouts: sluice::Timeouts,
     pub max_attempts: u32,
     /// Most requests in flight upstream (the adaptive limit moves below it). A stream holds
@@ -540,6 +547,7 @@ impl Default for GatewayConfig {
             tpm: None,
             per_model: true,
             refunds_unused: false,
+            burst: Duration::from_secs(1),
             timeouts: sluice::Timeouts::default(),
             max_attempts: 5,
             max_concurrency: 2048,
@@ -1011,6 +1019,15 @@ impl GatewayConfig {
         c.tpm = at_least_one(up.tpm, "upstream.tpm", &invalid)?;
         c.per_model = up.per_model.unwrap_or(true);
         c.refunds_unused = up.refunds_unused.unwrap_or(false);
+        if let Some(b) = up.burst {
+            if b.is_zero() || b > Duration::from_secs(60) {
+                return Err(invalid(
+                    "upstream.burst".into(),
+                    "must be more than 0s and at most 60s (a minute's worth of the limit)",
+                ));
+            }
+            c.burst = b;
+        }
         if let Some(n) = up.max_attempts {
             if n == 0 {
                 return Err(invalid(
@@ -1270,6 +1287,7 @@ base_url = "http://127.0.0.1:1/v1"
 keys = [{ env = "A" }, { keys_file = "/tmp/k" }, { value = "sk-inline-upstream-key" }]
 rpm = 10
 refunds_unused = true
+burst = "10s"
 timeouts = { idle = "5s" }
 [[virtual_keys]]
 name = "team-a"
@@ -1284,6 +1302,7 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.keys.len(), 3);
         assert!(c.refunds_unused);
+        assert_eq!(c.burst, Duration::from_secs(10));
         // An inline upstream key is a secret: the config's Debug never shows it.
         assert!(!format!("{c:?}").contains("sk-inline-upstream-key"));
         let r = GatewayConfig::from_toml(
@@ -1371,6 +1390,8 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
             ),
             // 0 means the same everywhere: nothing; it is refused with how to say "no limit".
             ("[upstream]\nrpm = 0\n", "upstream.rpm"),
+            ("[upstream]\nburst = \"0s\"\n", "upstream.burst"),
+            ("[upstream]\nburst = \"2m\"\n", "upstream.burst"),
             (
                 "[[upstreams]]\nname = \"a\"\nbase_url = \"https://a.example/v1\"\ntpm = 0\n",
                 "upstreams[0].tpm",

@@ -1,10 +1,18 @@
-//! Adaptive concurrency: how many requests may be in flight to one upstream at once, adjusted
-//! by AIMD. Each success adds `1/limit` (about one per round trip); a sign of overload — a 429,
-//! a 503, a timeout, or latency running at three times its long-run average — cuts the limit by
-//! a quarter, at most once per `decrease_every`. The latency compared is per generated token
-//! (see `Ticket::finish`): LLM latency varies tenfold with the answer's length, and only a
-//! change in time per unit of work says the upstream slowed down. The long-run average is
-//! trusted only after a warm-up of 50 samples. An upstream that slows down therefore gets fewer
+//! Adaptive concurrency: how many requests may be in flight to one upstream at once. Until the
+//! first congestion signal the limit grows by one per success (slow start, doubling each round
+//! trip); after it, by AIMD: each success adds `1/limit` (about one per round trip), a sign of
+//! overload cuts the limit by a quarter, at most once per `decrease_every`.
+//!
+//! What counts as overload: a 429, a timeout, latency running at three times its long-run
+//! average *for answers of the same length*, or 503s that are more than an isolated one. The
+//! latency compared is per generated token, kept apart for answers of 0, 1–3, 4–15, 16–63,
+//! 64–255 and 256+ tokens: a short answer's time is mostly time to first token, so its time per
+//! token is many times a long answer's without anything having slowed down; only a change in
+//! time per unit of work among comparable answers says the upstream slowed. Each length's
+//! average is trusted after a warm-up of 50 samples. A 503 cuts only when 503s make up more than
+//! 5% of recent outcomes (a decaying average over about the last 50): a service answering 0.4%
+//! of requests with a 5xx is not congested, and cutting by a quarter for each would keep the
+//! limit far below what its rate limits allow. An upstream that slows down therefore gets fewer
 //! connections instead of a pile of them, and recovers gradually.
 
 use std::sync::{Arc, Mutex};
@@ -58,10 +66,60 @@ const WARMUP: u64 = 50;
 /// How an attempt ended, as far as congestion is concerned.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
+    /// Answered, in this time per generated token, its length unknown.
     Success(Duration),
+    /// Answered, in this time per generated token, having generated this many tokens.
+    Answered(Duration, u64),
     Overload,
+    /// A 503: overload only when it is not an isolated one.
+    Busy,
     /// Neither (a 400, a cancelled stream): no change.
     Neutral,
+}
+
+/// Answers are compared with answers of about the same length: 0, 1–3, 4–15, 16–63, 64–255,
+/// 256+ tokens.
+const LENGTHS: usize = 6;
+
+fn length_class(tokens: u64) -> usize {
+    match tokens {
+        0 => 0,
+        1..=3 => 1,
+        4..=15 => 2,
+        16..=63 => 3,
+        64..=255 => 4,
+        _ => 5,
+    }
+}
+
+/// The share of recent outcomes that were 503s above which they are congestion.
+const BUSY_SHARE: f64 = 0.05;
+/// Weight of one outcome in the 503 share's decaying average (about the last 50).
+const BUSY_WEIGHT: f64 = 0.02;
+
+/// Fast and slow averages of time per token, for one answer length.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    fast: f64,
+    slow: f64,
+    samples: u64,
+}
+
+impl Latency {
+    /// Take a sample; whether it says the upstream slowed down.
+    fn slowed(&mut self, l: f64) -> bool {
+        self.samples += 1;
+        if self.samples <= WARMUP {
+            // Running mean until the averages are worth comparing.
+            let n = self.samples as f64;
+            self.slow += (l - self.slow) / n;
+            self.fast = self.slow;
+            return false;
+        }
+        self.fast = 0.9 * self.fast + 0.1 * l;
+        self.slow = 0.99 * self.slow + 0.01 * l;
+        self.fast > 3.0 * self.slow
+    }
 }
 
 #[derive(Debug)]
@@ -69,9 +127,9 @@ struct State {
     limit: f64,
     in_flight: usize,
     last_decrease: Option<Instant>,
-    fast_latency: f64,
-    slow_latency: f64,
-    samples: u64,
+    latency: [Latency; LENGTHS],
+    /// The decaying share of recent outcomes that were 503s.
+    busy: f64,
     /// Until the first congestion signal the limit grows by one per success — doubling each
     /// round trip, as TCP's slow start does — instead of by one per round trip: an upstream
     /// whose answers take seconds would otherwise need minutes to reach what its rate limits
@@ -117,9 +175,8 @@ impl Concurrency {
                 limit: cfg.initial.clamp(min, max) as f64,
                 in_flight: 0,
                 last_decrease: None,
-                fast_latency: 0.0,
-                slow_latency: 0.0,
-                samples: 0,
+                latency: [Latency::default(); LENGTHS],
+                busy: 0.0,
                 slow_start: true,
             }),
             cfg,
@@ -165,20 +222,16 @@ impl Concurrency {
         s.in_flight = s.in_flight.saturating_sub(1);
         if self.cfg.adaptive {
             let now = Instant::now();
-            let mut overloaded = outcome == Outcome::Overload;
-            if let Outcome::Success(lat) = outcome {
-                let l = lat.as_secs_f64();
-                s.samples += 1;
-                if s.samples <= WARMUP {
-                    // Running mean until the averages are worth comparing.
-                    let n = s.samples as f64;
-                    s.slow_latency += (l - s.slow_latency) / n;
-                    s.fast_latency = s.slow_latency;
-                } else {
-                    s.fast_latency = 0.9 * s.fast_latency + 0.1 * l;
-                    s.slow_latency = 0.99 * s.slow_latency + 0.01 * l;
-                }
-                if s.samples > WARMUP && s.fast_latency > 3.0 * s.slow_latency {
+            let busy = outcome == Outcome::Busy;
+            s.busy = (1.0 - BUSY_WEIGHT) * s.busy + if busy { BUSY_WEIGHT } else { 0.0 };
+            let mut overloaded = outcome == Outcome::Overload || (busy && s.busy > BUSY_SHARE);
+            let answered = match outcome {
+                Outcome::Success(lat) => Some((lat, 0)),
+                Outcome::Answered(lat, tokens) => Some((lat, tokens)),
+                _ => None,
+            };
+            if let Some((lat, tokens)) = answered {
+                if s.latency[length_class(tokens)].slowed(lat.as_secs_f64()) {
                     overloaded = true;
                 } else if (s.in_flight + 1) as f64 >= s.limit / 2.0 {
                     // Grown only while it is being used: a limit nobody presses against says
@@ -301,5 +354,75 @@ mod tests {
                 .finish(Outcome::Success(Duration::from_secs(2)));
         }
         assert!(c.snapshot().0 < before, "{} -> {}", before, c.snapshot().0);
+    }
+
+    /// A limiter past slow start at `limit`, with a window kept full so successes grow it.
+    async fn steady(limit: usize) -> Arc<Concurrency> {
+        let c = Concurrency::new(ConcurrencyConfig {
+            initial: limit,
+            ..Default::default()
+        });
+        let far = Instant::now() + Duration::from_secs(60);
+        c.acquire(far).await.unwrap().finish(Outcome::Overload);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_isolated_503_does_not_cut_but_a_run_of_them_does() {
+        let c = steady(40).await;
+        let far = Instant::now() + Duration::from_secs(60);
+        let before = c.snapshot().0;
+        // One 503 in 250 answers (the realistic tier's 0.4% of 5xx): never a cut.
+        for i in 0..1_000 {
+            let outcome = if i % 250 == 0 {
+                Outcome::Busy
+            } else {
+                Outcome::Answered(Duration::from_millis(10), 100)
+            };
+            c.acquire(far).await.unwrap().finish(outcome);
+            tokio::time::advance(Duration::from_millis(5)).await;
+        }
+        assert!(c.snapshot().0 >= before, "{before} -> {}", c.snapshot().0);
+        // 503 after 503: a congested upstream, cut within a few.
+        let before = c.snapshot().0;
+        for _ in 0..4 {
+            c.acquire(far).await.unwrap().finish(Outcome::Busy);
+        }
+        assert!(c.snapshot().0 < before, "{before} -> {}", c.snapshot().0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_answers_are_not_slow_long_ones_and_a_slowdown_is_seen_at_each_length() {
+        let c = steady(40).await;
+        let far = Instant::now() + Duration::from_secs(60);
+        // Long answers: 200 tokens in 2.4 s (400 ms to the first token, 10 ms a token).
+        for _ in 0..60 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Answered(Duration::from_millis(12), 200));
+        }
+        let before = c.snapshot().0;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Then short ones: 2 tokens in 0.41 s — 137 ms a token, eleven times the long answers'
+        // rate, and nothing slowed down.
+        for _ in 0..60 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Answered(Duration::from_millis(137), 2));
+        }
+        assert!(c.snapshot().0 >= before, "{before} -> {}", c.snapshot().0);
+        // The long answers really slow down: ten times the time per token.
+        let before = c.snapshot().0;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..20 {
+            c.acquire(far)
+                .await
+                .unwrap()
+                .finish(Outcome::Answered(Duration::from_millis(120), 200));
+        }
+        assert!(c.snapshot().0 < before, "{before} -> {}", c.snapshot().0);
     }
 }

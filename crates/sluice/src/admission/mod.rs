@@ -225,7 +225,7 @@ impl Ticket {
     pub fn finish(mut self, outcome: Outcome) {
         let outcome = match (outcome, self.output_tokens) {
             (Outcome::Success(lat), Some(out)) => {
-                Outcome::Success(lat / (1 + out.min(1_000_000) as u32))
+                Outcome::Answered(lat / (1 + out.min(1_000_000) as u32), out)
             }
             (o, _) => o,
         };
@@ -240,8 +240,9 @@ impl Ticket {
     }
 }
 
-/// How an attempt's failure reads to the concurrency limiter: rate limits, timeouts and 503s
-/// are overload; anything else says nothing about capacity.
+/// How an attempt's failure reads to the concurrency limiter: rate limits and timeouts are
+/// overload, a 503 may be (when it is not an isolated one); anything else says nothing about
+/// capacity.
 pub(crate) fn outcome_of(e: &crate::error::Error) -> Outcome {
     use crate::error::ErrorKind;
     match e.kind() {
@@ -250,7 +251,7 @@ pub(crate) fn outcome_of(e: &crate::error::Error) -> Outcome {
         | ErrorKind::TimeoutConnect
         | ErrorKind::TimeoutFirstByte
         | ErrorKind::TimeoutIdle => Outcome::Overload,
-        ErrorKind::ServerError if e.status() == Some(503) => Outcome::Overload,
+        ErrorKind::ServerError if e.status() == Some(503) => Outcome::Busy,
         _ => Outcome::Neutral,
     }
 }
