@@ -24,8 +24,73 @@ fn bpe(enc: Encoding) -> &'static CoreBPE {
 }
 
 /// Tokens of plain text (special-token text is treated as ordinary text, as the API does).
+/// Long texts are remembered (see [`Memo`]): real applications send the same long system
+/// prompt or examples with every request, and encoding 2,000 tokens each time would make the
+/// simulator, not the engine under test, the bottleneck of a benchmark.
 pub fn encode(enc: Encoding, text: &str) -> Vec<u32> {
-    bpe(enc).encode_ordinary(text)
+    if text.len() < MEMO_MIN_BYTES {
+        return bpe(enc).encode_ordinary(text);
+    }
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(t) = memo.get(enc, text) {
+        return t.to_vec();
+    }
+    let toks = bpe(enc).encode_ordinary(text);
+    memo.put(enc, text, &toks);
+    toks
+}
+
+/// Texts shorter than this are encoded each time (faster than a lookup is worth).
+const MEMO_MIN_BYTES: usize = 512;
+/// Text and tokens remembered at most; past it the memo starts over.
+const MEMO_MAX_BYTES: usize = 64 << 20;
+
+static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+
+/// Long texts and their tokens, per encoding, keyed by the whole text (a hit is exact, never a
+/// hash that could collide), bounded by [`MEMO_MAX_BYTES`].
+#[derive(Default)]
+struct Memo {
+    inner: std::sync::Mutex<MemoInner>,
+}
+
+#[derive(Default)]
+struct MemoInner {
+    o200k: std::collections::HashMap<Box<str>, std::sync::Arc<[u32]>>,
+    cl100k: std::collections::HashMap<Box<str>, std::sync::Arc<[u32]>>,
+    bytes: usize,
+}
+
+impl MemoInner {
+    fn map(
+        &mut self,
+        enc: Encoding,
+    ) -> &mut std::collections::HashMap<Box<str>, std::sync::Arc<[u32]>> {
+        match enc {
+            Encoding::O200kBase => &mut self.o200k,
+            Encoding::Cl100kBase => &mut self.cl100k,
+        }
+    }
+}
+
+impl Memo {
+    fn get(&self, enc: Encoding, text: &str) -> Option<std::sync::Arc<[u32]>> {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.map(enc).get(text).cloned()
+    }
+
+    fn put(&self, enc: Encoding, text: &str, toks: &[u32]) {
+        let size = text.len() + toks.len() * 4;
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if m.bytes + size > MEMO_MAX_BYTES {
+            m.o200k.clear();
+            m.cl100k.clear();
+            m.bytes = 0;
+        }
+        if m.map(enc).insert(text.into(), toks.into()).is_none() {
+            m.bytes += size;
+        }
+    }
 }
 
 /// Text of a token sequence (lossy for a cut inside a multi-byte character).
@@ -146,6 +211,22 @@ mod tests {
         assert_eq!(count(Encoding::O200kBase, "hello world"), 2);
         assert_eq!(count(Encoding::Cl100kBase, "hello world"), 2);
         assert_eq!(count(Encoding::Cl100kBase, ""), 0);
+    }
+
+    #[test]
+    fn long_texts_are_remembered_exactly_per_encoding() {
+        let long = "refund policy within thirty days of purchase. ".repeat(40);
+        let fresh = |e| bpe(e).encode_ordinary(&long);
+        for e in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            assert_eq!(encode(e, &long), fresh(e), "first, encoded");
+            assert_eq!(encode(e, &long), fresh(e), "then, remembered");
+        }
+        // A text differing in one character is its own entry, never the other's tokens.
+        let other = long.replacen("refund", "Refund", 1);
+        assert_eq!(
+            encode(Encoding::O200kBase, &other),
+            bpe(Encoding::O200kBase).encode_ordinary(&other)
+        );
     }
 
     #[test]
