@@ -577,7 +577,10 @@ async fn model_policy_is_visible_in_headers() {
     }
     // An alias is resolved before sending.
     let r = post(&g, None, "/chat/completions", with_model("fast", false)).await;
-    assert_eq!(r.json::<Value>().await.unwrap()["model"], "gpt-4o-mini");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["model"],
+        "gpt-4o-mini-2024-07-18"
+    );
     // model_not_found follows the fallback chain.
     let r = post(&g, None, "/chat/completions", with_model("acme-x", false)).await;
     assert_eq!(r.status(), 200);

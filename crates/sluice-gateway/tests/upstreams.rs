@@ -603,8 +603,8 @@ async fn an_azure_v1_upstream_gets_openai_paths_and_the_deployment_in_the_body()
     let (azure, endpoint, g) = azure("azure-v1", "api = \"v1\"").await;
     let v = chat_stream_and_embed(&g, "azure-v1").await;
     assert_eq!(
-        v["model"], "gpt-4o-mini",
-        "the caller's model in the answer"
+        v["model"], "gpt-4o-mini-2024-07-18",
+        "the model's name in a chat answer, not the deployment's"
     );
     responses_name_the_callers_model(&g).await;
     let seen = azure.stats().azure;

@@ -137,7 +137,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         tokio::time::sleep(ttft).await;
     }
     if req.stream {
-        let model_id = model.id.clone();
+        let model_id = model.answers_as.clone();
         return Ok(stream::respond(
             call,
             Format::Chat,
@@ -160,7 +160,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "id": id,
         "object": "chat.completion",
         "created": created,
-        "model": model.id,
+        "model": model.answers_as,
         "choices": choices,
         "usage": usage_json(prompt_tokens, completion, cached),
         "service_tier": "default",

@@ -137,7 +137,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         tokio::time::sleep(call.rolls.ttft).await;
     }
     if stream {
-        let model_id = model.id.clone();
+        let model_id = model.answers_as.clone();
         return Ok(stream::respond(
             call,
             Format::Completion,
@@ -166,7 +166,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
         "id": id,
         "object": "text_completion",
         "created": created,
-        "model": model.id,
+        "model": model.answers_as,
         "system_fingerprint": "fp_sluicemock",
         "choices": choices,
         "usage": usage_json(prompt_tokens, completion, 0),

@@ -136,6 +136,9 @@ pub struct RawScenario {
     pub headers: Option<HeaderDialect>,
     /// `"compact"` (default) or `"spaced"`.
     pub json_style: Option<JsonStyle>,
+    /// What answers name as their `model`: `"snapshot"` (default, as the real service: an
+    /// alias's current dated snapshot) or `"requested"` (the name the request gave).
+    pub answer_model: Option<String>,
     /// `/v1/files`: the largest upload kept (in memory).
     pub files: Option<RawFiles>,
     /// `/v1/batches`: how fast the compressed clock runs.
@@ -359,6 +362,9 @@ pub struct Cache {
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     pub id: String,
+    /// What answers name as their `model`: an alias's current dated snapshot (as the real
+    /// service answers `gpt-4o-mini` with `gpt-4o-mini-2024-07-18`), else `id`.
+    pub answers_as: String,
     pub kind: ModelKind,
     pub encoding: Encoding,
     pub context_window: u64,
@@ -576,6 +582,9 @@ impl Scenario {
                     .or(base.as_ref().map(|b| b.dimensions))
                     .unwrap_or(1536),
                 retired: m.retired,
+                answers_as: base
+                    .as_ref()
+                    .map_or_else(|| m.id.clone(), |b| b.answers_as.clone()),
                 id: m.id.clone(),
             };
             if spec.context_window == 0 {
@@ -585,6 +594,20 @@ impl Scenario {
                 ));
             }
             models.insert(m.id, spec);
+        }
+        match raw.answer_model.as_deref() {
+            None | Some("snapshot") => {}
+            Some("requested") => {
+                for (id, m) in models.iter_mut() {
+                    m.answers_as = id.clone();
+                }
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "answer_model",
+                    format!("must be \"snapshot\" or \"requested\", got {other:?}"),
+                ))
+            }
         }
         Ok(Scenario {
             seed: raw.seed.unwrap_or(0x5eed),
@@ -860,6 +883,7 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
                     id.to_string(),
                     ModelSpec {
                         id: id.to_string(),
+                        answers_as: id.to_string(),
                         kind,
                         encoding,
                         context_window,
@@ -875,6 +899,7 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
     // is its own model, answering with its own id.
     let snapshots: &[(&str, &str)] = &[
         ("gpt-4o-2024-05-13", "gpt-4o"),
+        ("gpt-4o-2024-08-06", "gpt-4o"),
         ("gpt-4o-2024-11-20", "gpt-4o"),
         ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
         ("gpt-4.1-2025-04-14", "gpt-4.1"),
@@ -892,9 +917,28 @@ pub fn default_models() -> BTreeMap<String, ModelSpec> {
                 snapshot.to_string(),
                 ModelSpec {
                     id: snapshot.to_string(),
+                    answers_as: snapshot.to_string(),
                     ..spec
                 },
             );
+        }
+    }
+    // The snapshot each alias points to today (OpenAI's models pages); its answers name it.
+    let current: &[(&str, &str)] = &[
+        ("gpt-4o", "gpt-4o-2024-08-06"),
+        ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+        ("gpt-4.1", "gpt-4.1-2025-04-14"),
+        ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"),
+        ("gpt-4.1-nano", "gpt-4.1-nano-2025-04-14"),
+        ("gpt-5", "gpt-5-2025-08-07"),
+        ("gpt-5-mini", "gpt-5-mini-2025-08-07"),
+        ("o3", "o3-2025-04-16"),
+        ("o4-mini", "o4-mini-2025-04-16"),
+        ("gpt-4-turbo", "gpt-4-turbo-2024-04-09"),
+    ];
+    for (alias, snapshot) in current {
+        if let Some(m) = models.get_mut(*alias) {
+            m.answers_as = snapshot.to_string();
         }
     }
     models

@@ -159,7 +159,7 @@ async fn run(mut call: Call, body: Body) -> Result<Response, Response> {
     let body = json!({
         "object": "list",
         "data": data,
-        "model": model.id,
+        "model": model.answers_as,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     });
     Ok(call.json(&body))

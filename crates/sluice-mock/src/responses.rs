@@ -405,7 +405,7 @@ async fn run(app: &Arc<AppState>, mut call: Call, body: Body) -> Result<Response
         model: call
             .answer_model
             .clone()
-            .unwrap_or_else(|| model.id.clone()),
+            .unwrap_or_else(|| model.answers_as.clone()),
     };
     let echo = Echo {
         instructions: body.get("instructions").cloned().unwrap_or(Value::Null),

@@ -15,7 +15,15 @@ async fn chat_completion_shape_and_exact_usage() {
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
-    assert_eq!(v["model"], "gpt-4o-mini");
+    // An alias is answered by its current dated snapshot, as upstream answers.
+    assert_eq!(v["model"], "gpt-4o-mini-2024-07-18");
+    let asked = start("answer_model = \"requested\"").await;
+    let r = post(&asked, "/v1/chat/completions", chat("hello world")).await;
+    assert_eq!(
+        r.json()["model"],
+        "gpt-4o-mini",
+        "the kinder scenario option"
+    );
     let choice = &v["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");

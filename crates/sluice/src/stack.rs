@@ -221,12 +221,15 @@ impl Engine {
     }
 
     /// The most a request for `model` can cost per million tokens: the highest price among
-    /// the upstreams that serve it (each its own `prices`, else the registry's); `None`: none
-    /// of them has a price for it, so no budget can hold over it.
+    /// the upstreams that serve it (each its own `prices`, else the registry's), or the
+    /// registry's when none serves that exact name (an answer's dated snapshot of a served
+    /// alias); `None`: no price is known, so no budget can hold over it.
     pub fn price(&self, model: &str) -> Option<crate::pricing::Price> {
+        let registry = self.inner.models.registry();
         self.inner
             .upstreams
-            .worst_price(model, self.inner.models.registry())
+            .worst_price(model, registry)
+            .or_else(|| registry.price(model))
     }
 
     /// Budgets, ledger and prices.

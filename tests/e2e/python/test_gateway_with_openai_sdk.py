@@ -140,7 +140,7 @@ budget = {{ day = "0.0003" }}
             model="gpt-4-32k", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
         assert raw.headers["x-sluice-model-substituted"] == "gpt-4-32k -> gpt-4o"
         assert raw.headers["x-sluice-model-deprecated"].startswith("gpt-4-32k; shutdown=2025-06-06")
-        assert raw.parse().model == "gpt-4o"
+        assert raw.parse().model == "gpt-4o-2024-08-06", "answered by the alias's snapshot"
         before = upstream.stats()["requests"]
         with pytest.raises(openai.RateLimitError) as e:
             for _ in range(50):
