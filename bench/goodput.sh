@@ -21,7 +21,7 @@ fresh() { # new limiter state and zeroed counters
   curl -s -X POST "$root/_mock/reset" >/dev/null
 }
 fresh
-./target/release/goodput "$base" "$out/workload.jsonl" >"$out/sluice.json"
+"${CARGO_TARGET_DIR:-./target}/release/goodput" "$base" "$out/workload.jsonl" >"$out/sluice.json"
 curl -s "$root/_mock/stats" >"$out/sluice-stats.json"
 fresh
 "$venv/bin/python" bench/python/goodput_naive.py "$base" "$out/workload.jsonl" >"$out/naive.json"
