@@ -367,6 +367,16 @@ fn line_record(
             None
         }
         Err(e) if e.kind() == ErrorKind::Overloaded && fatal_flag.load(Ordering::Acquire) => None,
+        // A job budget cannot hold over a model without a price: stop, naming the line (the
+        // engine refused it before anything was sent).
+        Err(e) if e.kind() == ErrorKind::Unpriced => {
+            let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(format!("line {}: {e}", at.line));
+            }
+            fatal_flag.store(true, Ordering::Release);
+            None
+        }
         Err(e) if e.kind() == ErrorKind::BudgetExceeded => {
             if !engine_budget.swap(true, Ordering::AcqRel) {
                 tracing::warn!(line = at.line, error = %e, "a spending budget is reached: stopping; this line and the rest stay pending for the next run");
@@ -701,15 +711,6 @@ async fn run_with(
                     .to_string();
                 let path = url.trim_start_matches("/v1");
                 let est = estimate::estimate(path, &value);
-                // Money is the engine's (its spend stage reserves the worst case against the
-                // job's budgets); a job budget cannot hold over a model without a price.
-                if cfg.budget.is_some() && engine.price(&model).is_none() {
-                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
-                        "line {line}: no price is known for model {model:?}, so a budget cannot be enforced; add it to your model registry file (--registry FILE: [[model]] id = {model:?} with input_per_mtok and output_per_mtok), refresh the registry with `sluice models update`, or run without --budget-usd"
-                    ));
-                    fatal_flag.store(true, Ordering::Release);
-                    break;
-                }
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => match p {
                         Ok(p) => p,

@@ -217,6 +217,40 @@ async fn budget_stops_and_raising_it_continues() {
 }
 
 #[tokio::test]
+async fn a_budget_over_a_model_without_a_price_stops_the_job_naming_the_line() {
+    let d = dir("unpriced");
+    let mut lines: Vec<String> = (0..3)
+        .map(|i| chat_line(&format!("p{i}"), &format!("priced {i}")))
+        .collect();
+    lines.push(
+        json!({"custom_id": "u", "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "acme-llm", "max_tokens": 20,
+                        "messages": [{"role": "user", "content": "unpriced"}]}})
+        .to_string(),
+    );
+    let input = write_input(&d, &lines);
+    let m = mock("[[models]]\nid = \"acme-llm\"\nkind = \"chat\"\n").await;
+    let mut c = cfg(&input);
+    c.budget = Some(1_000_000_000);
+    let r = sluice_batch::run(&engine(&m), c.clone(), never())
+        .await
+        .unwrap();
+    let Outcome::Stopped(reason) = &r.outcome else {
+        panic!("expected a stop, got {:?}", r.outcome);
+    };
+    assert!(
+        reason.contains("line 4") && reason.contains("no price is known for model \"acme-llm\""),
+        "{reason}"
+    );
+    assert_eq!(r.summary.failed, 0, "the line stays pending, not failed");
+    assert_eq!(
+        m.stats().by_model.get("acme-llm"),
+        None,
+        "refused before anything was sent"
+    );
+}
+
+#[tokio::test]
 async fn stop_signal_then_resume() {
     let d = dir("stop");
     let lines: Vec<String> = (0..60)

@@ -84,10 +84,16 @@ pub(crate) fn error_response(e: &Error) -> Response {
                 // No configured upstream serves the model: a 404 as OpenAI answers an unknown one.
                 ErrorKind::ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error"),
                 ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+                // A budget applies and the model has no price: the operator's setting to fix,
+                // which no retry changes.
+                ErrorKind::Unpriced => (StatusCode::BAD_REQUEST, "invalid_request_error"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             };
-            let param = matches!(e.kind(), ErrorKind::ModelRetired | ErrorKind::ModelNotFound)
-                .then_some("model");
+            let param = matches!(
+                e.kind(),
+                ErrorKind::ModelRetired | ErrorKind::ModelNotFound | ErrorKind::Unpriced
+            )
+            .then_some("model");
             openai_error(status, caller_message(e), ty, Some(e.kind().as_str()), param)
         }
     };
@@ -102,7 +108,7 @@ pub(crate) fn error_response(e: &Error) -> Response {
     }
     let never = matches!(
         e.kind(),
-        ErrorKind::BudgetExceeded | ErrorKind::QuotaExhausted
+        ErrorKind::BudgetExceeded | ErrorKind::QuotaExhausted | ErrorKind::Unpriced
     );
     // Not retried inside the gateway (it fails fast), but the caller may come back later.
     let later = e.kind() == ErrorKind::UpstreamUnavailable;
@@ -132,6 +138,7 @@ pub(crate) fn caller_message(e: &Error) -> &str {
         | ErrorKind::RateLimitedRequests
         | ErrorKind::RateLimitedTokens
         | ErrorKind::BudgetExceeded
+        | ErrorKind::Unpriced
         | ErrorKind::QuotaExhausted
         | ErrorKind::TimeoutConnect
         | ErrorKind::TimeoutFirstByte

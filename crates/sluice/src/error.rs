@@ -58,6 +58,9 @@ pub enum ErrorKind {
     Decode,
     /// A spending budget refused the request.
     BudgetExceeded,
+    /// A budget applies and no price is known for the model, so it cannot be held: a setting
+    /// to fix (a registry entry, an upstream's `prices`), not a budget that has run out.
+    Unpriced,
     /// sluice's own capacity (admission queue) is full.
     Overloaded,
     /// The upstream is failing and its circuit breaker is open: not sent; retry after the
@@ -92,6 +95,7 @@ impl ErrorKind {
             ErrorKind::StreamInterrupted => "stream_interrupted",
             ErrorKind::Decode => "decode",
             ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::Unpriced => "unpriced_model",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::Config => "config",

@@ -285,9 +285,9 @@ impl Accountant {
             None if self.cfg.allow_unpriced => 0,
             None => {
                 return Err(Error::new(
-                    ErrorKind::BudgetExceeded,
+                    ErrorKind::Unpriced,
                     format!(
-                        "no price is known for model {model:?}, so the budget {} cannot be enforced; add it to your model registry file (the gateway's `[models] registry`, `--registry` for `sluice batch run`) as [[model]] id = {model:?} with input_per_mtok and output_per_mtok, or refresh the registry with `sluice models update` (or allow unpriced models)",
+                        "no price is known for model {model:?}, so the budget {} cannot be enforced; add it to your model registry file (the gateway's `[models] registry`, `--registry` for `sluice batch run`) as [[model]] id = {model:?} with input_per_mtok and output_per_mtok, give it in the upstream's `prices`, or refresh the registry with `sluice models update` (or allow unpriced models)",
                         holds[0].budget.scope.label()
                     ),
                 ))
@@ -530,6 +530,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("no price is known"), "{e}");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Unpriced,
+            "a setting to fix, not a budget run out"
+        );
+        assert!(!e.is_retryable());
     }
 
     #[test]
