@@ -144,6 +144,15 @@ pub struct Call {
 pub const INTERNAL_BATCH: &str = "x-sluice-mock-batch";
 
 impl Call {
+    /// [`Call::begin`] for a handler that takes the connection's kill switch as an extractor.
+    pub async fn begin_with(
+        app: &Arc<AppState>,
+        headers: &HeaderMap,
+        kill: Option<axum::Extension<ConnKill>>,
+    ) -> Result<Call, Response> {
+        Call::begin(app, headers, kill.map(|axum::Extension(k)| k)).await
+    }
+
     /// Start a call: count it, note the ids the caller sent, and apply network-level faults.
     /// `Err` is a finished response (or a connection about to be reset).
     pub async fn begin(

@@ -34,11 +34,8 @@ pub async fn deployment(
     mut headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(version) = api_version(query.as_deref()).filter(|v| !v.is_empty()) else {
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
-    };
-    let auth = match credential(&mut headers) {
-        Ok(a) => a,
+    let (version, auth) = match versioned(query.as_deref(), &mut headers) {
+        Ok(v) => v,
         Err(r) => return r,
     };
     app.stats.azure(format!(
@@ -88,11 +85,8 @@ pub async fn responses(
     mut headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(version) = api_version(query.as_deref()).filter(|v| !v.is_empty()) else {
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
-    };
-    let auth = match credential(&mut headers) {
-        Ok(a) => a,
+    let (version, auth) = match versioned(query.as_deref(), &mut headers) {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let (body, named) = match by_body_model(&app, body, &mut headers).await {
@@ -119,6 +113,22 @@ async fn by_body_model(
     })
     .await?;
     Ok((body, named))
+}
+
+/// The `api-version` and the credential of a request to Azure's versioned routes; without
+/// either, Azure's 404 or 401.
+fn versioned(
+    query: Option<&str>,
+    headers: &mut HeaderMap,
+) -> Result<(String, &'static str), Response> {
+    let Some(version) = api_version(query).filter(|v| !v.is_empty()) else {
+        return Err(azure_error(
+            StatusCode::NOT_FOUND,
+            "404",
+            "Resource not found",
+        ));
+    };
+    Ok((version, credential(headers)?))
 }
 
 /// The query's `api-version`, if it has one.

@@ -141,14 +141,6 @@ fn clock(call: &Call) -> (Duration, Option<Duration>) {
     (s.batch_complete_after, s.batch_expire_after)
 }
 
-async fn begin(
-    app: &Arc<AppState>,
-    headers: &HeaderMap,
-    kill: Option<Extension<ConnKill>>,
-) -> Result<Call, Response> {
-    Call::begin(app, headers, kill.map(|Extension(k)| k)).await
-}
-
 /// The reasons a batch file's lines would be refused, as the validating step reports them.
 fn validate(text: &str, endpoint: &str) -> (u64, Vec<Value>) {
     let mut errors = Vec::new();
@@ -202,7 +194,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -408,7 +400,7 @@ pub async fn retrieve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -431,7 +423,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -467,7 +459,7 @@ pub async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };

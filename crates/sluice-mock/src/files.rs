@@ -83,14 +83,6 @@ fn lookup(app: &AppState, id: &str) -> Option<StoredFile> {
         .cloned()
 }
 
-async fn begin(
-    app: &Arc<AppState>,
-    headers: &HeaderMap,
-    kill: Option<Extension<ConnKill>>,
-) -> Result<Call, Response> {
-    Call::begin(app, headers, kill.map(|Extension(k)| k)).await
-}
-
 fn not_found(call: &mut Call, id: &str) -> Response {
     call.fail(
         StatusCode::NOT_FOUND,
@@ -107,7 +99,7 @@ pub async fn upload(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -205,7 +197,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -236,7 +228,7 @@ pub async fn retrieve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -253,7 +245,7 @@ pub async fn content(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -278,7 +270,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };

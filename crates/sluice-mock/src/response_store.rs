@@ -108,14 +108,6 @@ fn not_found(call: &mut Call, id: &str) -> Response {
     )
 }
 
-async fn begin(
-    app: &Arc<AppState>,
-    headers: &HeaderMap,
-    kill: Option<Extension<ConnKill>>,
-) -> Result<Call, Response> {
-    Call::begin(app, headers, kill.map(|Extension(k)| k)).await
-}
-
 /// `GET /v1/responses/{id}`.
 pub async fn retrieve(
     State(app): State<Arc<AppState>>,
@@ -123,7 +115,7 @@ pub async fn retrieve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -140,7 +132,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -166,7 +158,7 @@ pub async fn input_items(
     Path(id): Path<String>,
     Query(q): Query<ItemsQuery>,
 ) -> Response {
-    let mut call = match begin(&app, &headers, kill).await {
+    let mut call = match Call::begin_with(&app, &headers, kill).await {
         Ok(c) => c,
         Err(r) => return r,
     };
