@@ -99,23 +99,12 @@ pub(crate) fn named(op: &Op, body: Option<&Value>, path: &str) -> Named {
     Named { model, stream }
 }
 
+/// A path segment decoded (`ft%3Agpt-4o` → `ft:gpt-4o`); an escape that is not one stays as
+/// written.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// May this caller make this request? `resolve` maps an alias to the model it stands for.
@@ -213,5 +202,6 @@ mod tests {
         assert_eq!(percent_decode("gpt-4o"), "gpt-4o");
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("a%"), "a%");
+        assert_eq!(percent_decode("a%zz%41"), "a%zzA");
     }
 }
