@@ -291,6 +291,17 @@ struct Stops<'a> {
     engine_budget: &'a AtomicBool,
 }
 
+impl Stops<'_> {
+    /// Stop the job for `why` (the first reason given is the one reported).
+    fn fatal(&self, why: impl FnOnce() -> String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(why());
+        }
+        self.fatal_flag.store(true, Ordering::Release);
+    }
+}
+
 /// What one line's answer or error writes (or `None`: the line stays pending — the job is
 /// stopping, or a budget refused it).
 fn line_record(
@@ -303,9 +314,9 @@ fn line_record(
     stops: &Stops<'_>,
 ) -> Option<Record> {
     let Stops {
-        fatal,
         fatal_flag,
         engine_budget,
+        ..
     } = stops;
     match result {
         Ok(reply) => {
@@ -359,22 +370,14 @@ fn line_record(
             }
         }
         Err(e) if job_fatal(e.kind()) => {
-            let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
-            if f.is_none() {
-                *f = Some(format!("the upstream refused the job: {e}"));
-            }
-            fatal_flag.store(true, Ordering::Release);
+            stops.fatal(|| format!("the upstream refused the job: {e}"));
             None
         }
         Err(e) if e.kind() == ErrorKind::Overloaded && fatal_flag.load(Ordering::Acquire) => None,
         // A job budget cannot hold over a model without a price: stop, naming the line (the
         // engine refused it before anything was sent).
         Err(e) if e.kind() == ErrorKind::Unpriced => {
-            let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
-            if f.is_none() {
-                *f = Some(format!("line {}: {e}", at.line));
-            }
-            fatal_flag.store(true, Ordering::Release);
+            stops.fatal(|| format!("line {}: {e}", at.line));
             None
         }
         Err(e) if e.kind() == ErrorKind::BudgetExceeded => {

@@ -114,13 +114,8 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
         ..AdmissionConfig::default()
     };
     if let Some(b) = s.burst {
-        if b.is_zero() || b > Duration::from_secs(60) {
-            return Err(BatchError::Config(format!(
-                "--burst {}s: must be more than 0s and at most 60s (a minute's worth of the limit)",
-                b.as_secs_f64()
-            )));
-        }
-        admission.burst = b;
+        admission.burst = sluice::admission::check_burst(b)
+            .map_err(|why| BatchError::Config(format!("--burst {}s: {why}", b.as_secs_f64())))?;
     }
     admission.concurrency = admission.concurrency.window(window);
     if let Some(url) = &s.state_url {

@@ -1020,13 +1020,8 @@ impl GatewayConfig {
         c.per_model = up.per_model.unwrap_or(true);
         c.refunds_unused = up.refunds_unused.unwrap_or(false);
         if let Some(b) = up.burst {
-            if b.is_zero() || b > Duration::from_secs(60) {
-                return Err(invalid(
-                    "upstream.burst".into(),
-                    "must be more than 0s and at most 60s (a minute's worth of the limit)",
-                ));
-            }
-            c.burst = b;
+            c.burst = sluice::admission::check_burst(b)
+                .map_err(|why| invalid("upstream.burst".into(), why))?;
         }
         if let Some(n) = up.max_attempts {
             if n == 0 {

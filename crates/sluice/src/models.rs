@@ -356,11 +356,8 @@ impl Registry {
         };
         let info = &mut self.models[idx];
         let micro = |field: &str, v: Option<f64>| -> Result<Option<u64>, String> {
-            match v {
-                None => Ok(None),
-                Some(p) if p.is_finite() && p >= 0.0 => Ok(Some((p * 1e6).round() as u64)),
-                Some(p) => Err(format!("{field}: must be a non-negative number, got {p}")),
-            }
+            v.map(|p| crate::pricing::micro_per_mtok(field, p))
+                .transpose()
         };
         let input = micro("input_per_mtok", m.input_per_mtok)?;
         let output = micro("output_per_mtok", m.output_per_mtok)?;

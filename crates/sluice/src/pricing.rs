@@ -28,6 +28,18 @@ pub fn parse_dollars(s: &str) -> Option<Nanos> {
     Some((v * 1e9).round() as Nanos)
 }
 
+/// Dollars per million tokens, as files write a price, in micro-dollars per million tokens;
+/// `field` names it in the error. Shared by the model registry and upstreams' own `prices`.
+pub fn micro_per_mtok(field: &str, p: f64) -> Result<u64, String> {
+    if p.is_finite() && (0.0..=1e9).contains(&p) {
+        Ok((p * 1e6).round() as u64)
+    } else {
+        Err(format!(
+            "{field}: must be a non-negative number of dollars per million tokens, got {p}"
+        ))
+    }
+}
+
 /// Prices of one model, micro-dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Price {
@@ -40,15 +52,7 @@ impl Price {
     /// A price from dollars per million tokens, as configuration files write it (`cached`
     /// absent: cached prompt tokens cost the input price). Errors name the field.
     pub fn per_mtok(input: f64, output: f64, cached: Option<f64>) -> Result<Price, String> {
-        let micro = |field: &str, p: f64| -> Result<u64, String> {
-            if p.is_finite() && (0.0..=1e9).contains(&p) {
-                Ok((p * 1e6).round() as u64)
-            } else {
-                Err(format!(
-                    "{field}: must be a non-negative number of dollars per million tokens, got {p}"
-                ))
-            }
-        };
+        let micro = micro_per_mtok;
         let input = micro("input_per_mtok", input)?;
         Ok(Price {
             input,

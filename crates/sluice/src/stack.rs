@@ -623,10 +623,14 @@ impl Engine {
             }
             None => None,
         };
+        // An upstream that names the model otherwise in the body (an Azure deployment) gets its
+        // name there, and its answer's echo of that name is given back (below).
+        let sent_as = match &ctx.call.options.upload {
+            None => up.dialect.body_model(&ctx.call.path, model),
+            Some(_) => None,
+        };
         let payload = match &ctx.call.options.upload {
-            // An upstream that names the model otherwise in the body (an Azure v1 deployment)
-            // gets its name there.
-            None => match up.dialect.body_model(&ctx.call.path, model) {
+            None => match sent_as {
                 Some(named) => match &ctx.call.body {
                     Some(b) => match crate::model_policy::rewrite_model(b, named) {
                         Ok(b) => crate::transport::Payload::Bytes(Some(b)),
@@ -688,16 +692,10 @@ impl Engine {
                 key_label: chosen.label,
                 rate_limits: rl,
                 upstream: String::new(),
-                renamed: match &ctx.call.options.upload {
-                    None => up
-                        .dialect
-                        .body_model(&ctx.call.path, model)
-                        .map(|d| Renamed {
-                            sent: d.to_string(),
-                            asked: model.to_string(),
-                        }),
-                    Some(_) => None,
-                },
+                renamed: sent_as.map(|d| Renamed {
+                    sent: d.to_string(),
+                    asked: model.to_string(),
+                }),
             }));
         }
         let headers = resp.headers().clone();

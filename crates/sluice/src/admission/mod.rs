@@ -101,7 +101,8 @@ pub struct AdmissionConfig {
     pub per_model: bool,
     /// Learn limits from `x-ratelimit-limit-*` and correct the budgets from `-remaining-*`.
     pub learn_from_headers: bool,
-    /// Burst allowed above the steady rate, as a span of refill time. Default 1 s.
+    /// Burst allowed above the steady rate, as a span of refill time. Default 1 s. A face that
+    /// reads it from a user checks it with [`check_burst`].
     pub burst: Duration,
     /// Most requests waiting for admission at once. Default 10,000.
     pub max_queue: usize,
@@ -237,6 +238,17 @@ impl Ticket {
     /// Time since admission.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+/// A burst as a user gives it (`--burst`, `[upstream] burst`): more than nothing and at most a
+/// minute, the window the limits are stated for; the error says why, for the face to name its
+/// field.
+pub fn check_burst(b: Duration) -> Result<Duration, &'static str> {
+    if b.is_zero() || b > Duration::from_secs(60) {
+        Err("must be more than 0s and at most 60s (a minute's worth of the limit)")
+    } else {
+        Ok(b)
     }
 }
 
