@@ -6,6 +6,7 @@
 #   bench/gateway-callgrind.sh                      # target/release/sluice
 #   SLUICE=/path/to/other/sluice bench/gateway-callgrind.sh
 #   KEEP=/tmp/gw.callgrind bench/gateway-callgrind.sh   # keep the profile for callgrind_annotate
+#   FLOOR=forward-hyper bench/gateway-callgrind.sh      # the bare hyper forwarder in its place
 #
 # The gateway runs under callgrind in front of `sluice mock` with no latency; after a warm-up
 # (100 requests) the counters are zeroed, 1,000 non-streaming chat completions are sent at
@@ -22,7 +23,16 @@ scenario=$(mktemp)
 sed 's/^ttft = .*/ttft = "0ms"/' bench/gateway-mock.toml >"$scenario"
 start_mock "$scenario"
 rm -f "$scenario"
-start_gateway "$base" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out"
+if [ -n "${FLOOR:-}" ]; then
+  # A floor from bench/src/bin in the gateway's place, under the same valgrind and load.
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" ./target/release/"$FLOOR" 127.0.0.1:0 "$base" \
+    >"$out/gw.out" 2>"$out/gw.err" &
+  gw_pid=$!
+  for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
+  gw_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/gw.out")
+else
+  start_gateway "$base" valgrind --tool=callgrind --callgrind-out-file="$out/cg.out"
+fi
 trap 'kill $gw_pid $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
 [ -n "$gw_base" ] || { echo "the gateway did not start under valgrind" >&2; cat "$out/gw.err" >&2; exit 1; }
 
@@ -35,4 +45,4 @@ dump=$(ls -t "$out"/cg.out* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
 if [ -n "${KEEP:-}" ]; then cp "$dump" "$KEEP"; fi
 errors=$(sed -n 's/.*"errors": *\([0-9]*\).*/\1/p' "$out/load.json")
-echo "{\"binary\": \"${SLUICE:-./target/release/sluice}\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"
+echo "{\"binary\": \"${FLOOR:-${SLUICE:-./target/release/sluice}}\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"

@@ -186,9 +186,9 @@ pub(crate) fn stream_response(
         }
     });
     let mut resp = Response::new(Body::from_stream(s));
-    let h = resp.headers_mut();
     // The upstream's headers arrive before the first event, as they came.
-    pass_response_headers(&upstream_headers, h);
+    *resp.headers_mut() = passed_response_headers(upstream_headers);
+    let h = resp.headers_mut();
     if !h.contains_key(http::header::CONTENT_TYPE) {
         h.insert(
             http::header::CONTENT_TYPE,

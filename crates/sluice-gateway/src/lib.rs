@@ -201,6 +201,7 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .install_recorder()
                 .ok()?;
+            sluice::keep_for_global_recorder();
             let h = handle.clone();
             std::thread::Builder::new()
                 .name("sluice-metrics-upkeep".into())

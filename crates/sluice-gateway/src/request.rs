@@ -282,8 +282,8 @@ pub(crate) async fn api(
             };
             let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = StatusCode::from_u16(reply.meta.status).unwrap_or(StatusCode::OK);
+            *resp.headers_mut() = passed_response_headers(reply.headers);
             let h = resp.headers_mut();
-            pass_response_headers(&reply.headers, h);
             sluice_headers(h, &reply.meta);
             if let Some(c) = reply.meta.cost_nanos {
                 set(h, "x-sluice-cost-usd", &dollars_exact(c));

@@ -110,7 +110,8 @@ struct State {
     minute_sent: u32,
     /// The most an upstream has said is left, per key and kind: the capacity it really grants
     /// at once (see [`Alerter::remaining`]).
-    peaks: HashMap<String, u64>,
+    /// The largest remaining seen per key label: requests, tokens.
+    peaks: HashMap<String, [u64; 2]>,
 }
 
 /// The alerting stage, shared by an engine's requests.
@@ -215,7 +216,10 @@ impl Alerter {
         let Some(below) = self.rules.remaining_below else {
             return;
         };
-        for (what, b) in [("requests", &rl.requests), ("tokens", &rl.tokens)] {
+        for (i, (what, b)) in [("requests", &rl.requests), ("tokens", &rl.tokens)]
+            .into_iter()
+            .enumerate()
+        {
             if let (Some(rem), Some(lim)) = (b.remaining, b.limit) {
                 if lim == 0 {
                     continue;
@@ -226,12 +230,18 @@ impl Alerter {
                 // so against the limit it would look nearly drained on every request. The
                 // largest remaining seen so far is that capacity (the limit for OpenAI, which
                 // counts the whole minute); the first reading is the capacity itself.
-                let subject = format!("{key_label}:{what}");
                 let capacity = {
                     let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let peak = st.peaks.entry(subject.clone()).or_insert(0);
-                    *peak = (*peak).max(rem).min(lim);
-                    (*peak).max(1)
+                    // Looked up by reference: a label is only copied the first time it is seen.
+                    if !st.peaks.contains_key(key_label) {
+                        st.peaks.insert(key_label.to_string(), [0; 2]);
+                    }
+                    let peaks = st.peaks.get_mut(key_label).map(|p| &mut p[i]);
+                    let peak = peaks.map_or(rem, |p| {
+                        *p = (*p).max(rem).min(lim);
+                        *p
+                    });
+                    peak.max(1)
                 };
                 let f = rem as f64 / capacity as f64;
                 if f < below {
@@ -242,7 +252,7 @@ impl Alerter {
                     };
                     self.fire(Alert {
                         rule: "upstream_remaining_low",
-                        subject,
+                        subject: format!("{key_label}:{what}"),
                         message: format!(
                             "upstream {what} for {key_label}: {rem} of {of} left ({:.0}%), under {:.0}%",
                             f * 100.0,

@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics::{counter, describe_counter, describe_histogram, Unit};
+
+use crate::metric_handles as handles;
 
 use crate::wire::Usage;
 
@@ -97,7 +99,11 @@ pub(crate) fn upstream_label(name: &str) -> &'static str {
 /// (2xx), `rate_limited` (429), `failed` (connection, timeout, 5xx: what its breaker counts),
 /// `refused` (another 4xx), `not_sent` (stopped before it left: admission, a key, the upload).
 pub(crate) fn upstream_attempt(upstream: &'static str, result: &'static str) {
-    counter!(UPSTREAM_ATTEMPTS, "upstream" => upstream, "result" => result).increment(1);
+    handles::counter(
+        UPSTREAM_ATTEMPTS,
+        [("upstream", upstream), ("result", result)],
+    )
+    .increment(1);
 }
 
 /// Register descriptions with whatever recorder is installed (harmless to call repeatedly).
@@ -214,7 +220,7 @@ pub fn model_fallback(from: &str, to: &str) {
 
 /// Spend in nano-dollars, the ledger's unit, so the metric and `sluice spend` agree exactly.
 pub fn cost(model: &str, nanos: u64) {
-    counter!(COST, "model" => model_label(model)).increment(nanos);
+    handles::counter(COST, [("model", model_label(model))]).increment(nanos);
 }
 
 pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
@@ -224,17 +230,21 @@ pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
 /// The end of a logical request.
 pub fn request_done(endpoint: &'static str, model: &str, outcome: &'static str, latency: Duration) {
     let model = model_label(model);
-    counter!(REQUESTS, "endpoint" => endpoint, "model" => model, "outcome" => outcome).increment(1);
-    histogram!(REQUEST_DURATION, "endpoint" => endpoint, "model" => model, "outcome" => outcome)
-        .record(latency.as_secs_f64());
+    let labels = [
+        ("endpoint", endpoint),
+        ("model", model),
+        ("outcome", outcome),
+    ];
+    handles::counter(REQUESTS, labels).increment(1);
+    handles::histogram(REQUEST_DURATION, labels).record(latency.as_secs_f64());
 }
 
 pub fn attempt(endpoint: &'static str) {
-    counter!(ATTEMPTS, "endpoint" => endpoint).increment(1);
+    handles::counter(ATTEMPTS, [("endpoint", endpoint)]).increment(1);
 }
 
 pub fn retry(endpoint: &'static str, reason: &'static str) {
-    counter!(RETRIES, "endpoint" => endpoint, "reason" => reason).increment(1);
+    handles::counter(RETRIES, [("endpoint", endpoint), ("reason", reason)]).increment(1);
 }
 
 pub fn retry_budget_exhausted(endpoint: &'static str) {
@@ -242,7 +252,8 @@ pub fn retry_budget_exhausted(endpoint: &'static str) {
 }
 
 pub fn ttft(model: &str, d: Duration) {
-    histogram!(TIME_TO_FIRST_TOKEN, "model" => model_label(model)).record(d.as_secs_f64());
+    handles::histogram(TIME_TO_FIRST_TOKEN, [("model", model_label(model))])
+        .record(d.as_secs_f64());
 }
 
 pub fn default_max_tokens(model: &str) {
@@ -252,15 +263,15 @@ pub fn default_max_tokens(model: &str) {
 /// Token counts of a finished request.
 pub fn usage(model: &str, u: &Usage) {
     let m = model_label(model);
-    counter!(TOKENS, "model" => m, "kind" => "prompt").increment(u.prompt_tokens);
-    counter!(TOKENS, "model" => m, "kind" => "completion").increment(u.completion_tokens);
+    handles::counter(TOKENS, [("model", m), ("kind", "prompt")]).increment(u.prompt_tokens);
+    handles::counter(TOKENS, [("model", m), ("kind", "completion")]).increment(u.completion_tokens);
     let cached = u.cached_tokens();
     if cached > 0 {
-        counter!(TOKENS, "model" => m, "kind" => "cached").increment(cached);
+        handles::counter(TOKENS, [("model", m), ("kind", "cached")]).increment(cached);
     }
     let reasoning = u.reasoning_tokens();
     if reasoning > 0 {
-        counter!(TOKENS, "model" => m, "kind" => "reasoning").increment(reasoning);
+        handles::counter(TOKENS, [("model", m), ("kind", "reasoning")]).increment(reasoning);
     }
 }
 
@@ -282,7 +293,7 @@ pub fn finish_reason_strs(model: &str, request_id: Option<&str>, reasons: &[&str
             "function_call" => "function_call",
             _ => "other",
         };
-        counter!(FINISH_REASONS, "model" => m, "reason" => label).increment(1);
+        handles::counter(FINISH_REASONS, [("model", m), ("reason", label)]).increment(1);
         if matches!(label, "length" | "content_filter") {
             tracing::warn!(model, request_id, finish_reason = label, "answer cut short");
         }

@@ -249,11 +249,12 @@ impl Engine {
             call,
             deadline: started + total,
             started,
-            idempotency_key: call
-                .options
-                .idempotency_key
-                .clone()
-                .unwrap_or_else(|| format!("sluice-{:032x}", rand::random::<u128>())),
+            idempotency_key: call.options.idempotency_key.clone().unwrap_or_else(|| {
+                let mut k = String::with_capacity(39);
+                k.push_str("sluice-");
+                crate::hex::push(&mut k, rand::random::<u128>(), 32);
+                k
+            }),
             max_attempts: call
                 .options
                 .max_attempts

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::counter;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -281,11 +281,13 @@ pub(crate) fn scope_of(
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    let mut scope = String::with_capacity(17 + if per_model { model.len() } else { 0 });
+    crate::hex::push(&mut scope, u128::from(h), 16);
     if per_model {
-        format!("{h:016x}:{model}")
-    } else {
-        format!("{h:016x}")
+        scope.push(':');
+        scope.push_str(model);
     }
+    scope
 }
 
 struct WaitingGuard<'a>(&'a AtomicUsize);
@@ -520,8 +522,9 @@ impl Admission {
             }
         }
         let (limit, _) = self.concurrency.snapshot();
-        gauge!("sluice_concurrency_limit").set(limit as f64);
-        histogram!("sluice_admission_wait_seconds").record(started.elapsed().as_secs_f64());
+        crate::metric_handles::gauge("sluice_concurrency_limit", []).set(limit as f64);
+        crate::metric_handles::histogram("sluice_admission_wait_seconds", [])
+            .record(started.elapsed().as_secs_f64());
         Ok(Some(Ticket {
             admission: self.clone(),
             scope: scope.to_string(),
