@@ -4,6 +4,10 @@
 //! Prints one JSON line.
 //!
 //!   goodput BASE_URL WORKLOAD.jsonl
+//!
+//! `BURST_SECS=S`: the burst sluice allows itself (default 1 s); `CONC=N`: a fixed concurrency
+//! limit of N instead of the adaptive one (with `CONC=1000` every request holds its slot at
+//! once, which shows whether sleeping requests come forward when tokens are given back).
 
 use std::time::Instant;
 
@@ -48,6 +52,13 @@ fn main() {
                     ),
                 // bench/goodput.toml's upstream settles reservations to usage.
                 upstream_refunds: true,
+                concurrency: {
+                    let mut c = AdmissionConfig::default().concurrency;
+                    if let Some(n) = std::env::var("CONC").ok().and_then(|s| s.parse().ok()) {
+                        (c.initial, c.max, c.adaptive) = (n, n, false);
+                    }
+                    c
+                },
                 ..AdmissionConfig::default()
             })
             .build()?;

@@ -44,7 +44,8 @@ pub use concurrency::Outcome as AttemptOutcome;
 /// The outcome of asking a backend for a slot.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reservation {
-    /// Taken: start after `wait`.
+    /// Taken: start after `wait` (which refunds given while the request sleeps may shorten:
+    /// [`state::RateState::credit`]).
     Granted { wait: Duration },
     /// Not taken: it would have had to wait `wait`, longer than allowed.
     Refused { wait: Duration },
@@ -156,6 +157,8 @@ pub struct Admission {
     scopes: Mutex<HashMap<String, Scope>>,
     concurrency: Arc<Concurrency>,
     waiting: AtomicUsize,
+    /// Woken when tokens are given back, so that sleeping requests can come forward.
+    refunded: tokio::sync::Notify,
 }
 
 /// An admitted attempt: its reservation, its concurrency slot, and (while limits are being
@@ -313,6 +316,7 @@ impl Admission {
             state,
             scopes: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
+            refunded: tokio::sync::Notify::new(),
             cfg,
         })
     }
@@ -498,8 +502,9 @@ impl Admission {
                 Reservation::Refused { .. } if !patient => return Ok(None),
                 Reservation::Granted { wait } => {
                     if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
+                        self.sleep_until_slot(scope, &specs, wait).await;
                     }
+                    self.state.record_start(scope, &specs);
                 }
                 Reservation::Refused { wait } => {
                     counter!("sluice_admission_rejected_total", "reason" => "wait_too_long")
@@ -538,6 +543,45 @@ impl Admission {
         }))
     }
 
+    /// Sleep until a granted slot, `wait` from now, coming forward by the credit refunds give
+    /// the scope's token budgets meanwhile — but not into a pause, and not before the request
+    /// budgets allow given the requests that really started. Without this, a request that
+    /// reserved while many were queued would keep its far slot although the answers before it
+    /// gave most of their reservations back: against an upstream that refunds, the budget would
+    /// go unused while requests sleep.
+    async fn sleep_until_slot(&self, scope: &str, specs: &[Spec], wait: Duration) {
+        let now = Instant::now();
+        let slot = now + wait;
+        let credit_at_start = self.state.credit(scope);
+        loop {
+            let refunded = self.refunded.notified();
+            let gained =
+                (self.state.credit(scope) - credit_at_start).clamp(0.0, wait.as_secs_f64());
+            let paused = {
+                let scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+                scopes.get(scope).and_then(|s| s.paused_until)
+            };
+            let mut at = slot
+                .checked_sub(Duration::from_secs_f64(gained))
+                .unwrap_or(now)
+                .max(paused.unwrap_or(now));
+            if at < slot && Instant::now() >= at {
+                // Early on credit: the request budgets, as the starts so far fill them.
+                let more = self.state.request_wait(scope, specs);
+                if more > 0.0 {
+                    at = (Instant::now() + Duration::from_secs_f64(more)).min(slot);
+                }
+            }
+            if Instant::now() >= at {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = refunded => {}
+            }
+        }
+    }
+
     async fn reserve(
         &self,
         scope: &str,
@@ -550,6 +594,9 @@ impl Admission {
 
     fn adjust(&self, scope: &str, specs: &[Spec], delta: i64) {
         self.state.adjust(scope, specs, delta);
+        if delta < 0 {
+            self.refunded.notify_waiters();
+        }
     }
 
     async fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
@@ -747,6 +794,97 @@ mod tests {
         let t0 = Instant::now();
         a.admit("s", "m", est(100), far()).await.unwrap();
         assert_eq!(t0.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_asleep_for_their_slot_come_forward_when_tokens_are_given_back() {
+        // 100 tokens/s, 1 s of burst; ten requests of 100 tokens ask at once, so they are
+        // given slots 0 s, 1 s, … 9 s. Each uses 10 of its 100 and the upstream gives the rest
+        // back: the ones still asleep come forward, and all ten are done in about 1 s of
+        // budget (10 × 10 tokens), not 9 s.
+        let mut c = cfg(1_000_000, 6000);
+        c.upstream_refunds = true;
+        c.max_wait = Duration::from_secs(60);
+        let a = Admission::new(c);
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..10 {
+            let a = a.clone();
+            handles.push(tokio::spawn(async move {
+                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+                let started = t0.elapsed();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                t.settle(10, 5);
+                t.finish(Outcome::Neutral);
+                started
+            }));
+        }
+        let mut starts = Vec::new();
+        for h in handles {
+            starts.push(h.await.unwrap());
+        }
+        starts.sort();
+        let last = starts.last().copied().unwrap_or_default();
+        assert!(
+            last <= Duration::from_millis(1500),
+            "last start {last:?}: {starts:?}"
+        );
+        // Never before the token budget allows: each start is after the refunds of those
+        // before it (0.9 s credit per answer), so they still come one after another.
+        assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+
+        // Coming forward never breaks the request budget: 2 requests/s with 1 s of burst
+        // (two at once, then one each 0.5 s), as the requests that really started count.
+        let mut c = cfg(120, 6000);
+        c.upstream_refunds = true;
+        c.max_wait = Duration::from_secs(60);
+        let a = Admission::new(c);
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..10 {
+            let a = a.clone();
+            handles.push(tokio::spawn(async move {
+                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+                let started = t0.elapsed();
+                t.settle(1, 1);
+                t.finish(Outcome::Neutral);
+                started
+            }));
+        }
+        let mut starts = Vec::new();
+        for h in handles {
+            starts.push(h.await.unwrap().as_secs_f64());
+        }
+        starts.sort_by(f64::total_cmp);
+        for (k, s) in starts.iter().enumerate().skip(1) {
+            assert!(
+                *s + 1e-3 >= (k as f64 - 1.0) * 0.5,
+                "start {k} at {s}: {starts:?}"
+            );
+        }
+        assert!(
+            starts[9] < 6.0,
+            "refunds still bring them forward: {starts:?}"
+        );
+
+        // An upstream that keeps whole reservations: nothing comes forward.
+        let a = Admission::new(cfg(1_000_000, 6000));
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..5 {
+            let a = a.clone();
+            handles.push(tokio::spawn(async move {
+                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+                t.settle(10, 5);
+                t.finish(Outcome::Neutral);
+                t0.elapsed()
+            }));
+        }
+        let mut last = Duration::ZERO;
+        for h in handles {
+            last = last.max(h.await.unwrap());
+        }
+        assert_eq!(last, Duration::from_secs(4));
     }
 
     #[tokio::test(start_paused = true)]

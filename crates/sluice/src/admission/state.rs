@@ -28,4 +28,22 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
     /// Make sure a budget's `tat` is at least `ahead` seconds from now (a server's correction
     /// or a 429's pause).
     fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()>;
+
+    /// Seconds the scope's token budgets have moved back, net, since it began (refunds less
+    /// the corrections that took more): a request sleeping until its slot may start earlier by
+    /// the growth of this number while it sleeps. A backend that cannot tell says 0 — its
+    /// sleepers then keep their slots, which is never too early.
+    fn credit(&self, _scope: &str) -> f64 {
+        0.0
+    }
+
+    /// Seconds until a request may start as far as the scope's request budgets go, counting
+    /// only requests that really started (see [`RateState::record_start`]): what a request
+    /// coming forward on credit must still respect. Only asked where `credit` grew.
+    fn request_wait(&self, _scope: &str, _specs: &[Spec]) -> f64 {
+        0.0
+    }
+
+    /// A granted request starts now.
+    fn record_start(&self, _scope: &str, _specs: &[Spec]) {}
 }
