@@ -40,6 +40,55 @@ struct Finished {
     error_file_id: Option<String>,
     completed: u64,
     failed: u64,
+    usage: BatchUsage,
+}
+
+/// The token counts of a batch's answered lines, as OpenAI's Batch object carries them (on
+/// batches created after 2025-09-07): counts only. The Batch discount is a price — half the
+/// synchronous rate, applied on the bill — so it shows in what these tokens cost, never in
+/// the counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct BatchUsage {
+    input: u64,
+    cached: u64,
+    output: u64,
+    reasoning: u64,
+}
+
+impl BatchUsage {
+    /// Add one answer's `usage`, whichever endpoint's names it uses (chat and completions:
+    /// prompt/completion; Responses: input/output; embeddings: prompt only).
+    fn add(&mut self, answer: &Value) {
+        let u = &answer["usage"];
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let first = |a: &str, b: &str| if u[a].is_null() { n(&u[b]) } else { n(&u[a]) };
+        self.input = self
+            .input
+            .saturating_add(first("input_tokens", "prompt_tokens"));
+        self.output = self
+            .output
+            .saturating_add(first("output_tokens", "completion_tokens"));
+        let details = |a: &str, b: &str| if u[a].is_null() { &u[b] } else { &u[a] };
+        self.cached = self
+            .cached
+            .saturating_add(n(
+                &details("input_tokens_details", "prompt_tokens_details")["cached_tokens"]
+            ));
+        self.reasoning = self.reasoning.saturating_add(n(&details(
+            "output_tokens_details",
+            "completion_tokens_details",
+        )["reasoning_tokens"]));
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "input_tokens": self.input,
+            "input_tokens_details": {"cached_tokens": self.cached},
+            "output_tokens": self.output,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning},
+            "total_tokens": self.input.saturating_add(self.output),
+        })
+    }
 }
 
 /// One batch.
@@ -120,6 +169,7 @@ impl Job {
             "cancelling_at": self.cancelled.map(|_| unix_now()),
             "cancelled_at": reached(&["cancelled"]).then(unix_now),
             "request_counts": {"total": self.total, "completed": completed, "failed": failed},
+            "usage": self.finished.as_ref().map(|f| f.usage).unwrap_or_default().to_json(),
             "metadata": self.metadata,
         })
     }
@@ -285,6 +335,7 @@ async fn run_lines(app: &Arc<AppState>, job: &Job) -> Finished {
     let mut out = Vec::new();
     let mut errs = Vec::new();
     let (mut completed, mut failed) = (0u64, 0u64);
+    let mut usage = BatchUsage::default();
     // Built once: each line is one request through it.
     let router = crate::router(app.clone());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -332,6 +383,7 @@ async fn run_lines(app: &Arc<AppState>, job: &Job) -> Finished {
         });
         if (200..300).contains(&status) {
             completed += 1;
+            usage.add(&record["response"]["body"]);
             out.push(record.to_string());
         } else {
             failed += 1;
@@ -361,6 +413,7 @@ async fn run_lines(app: &Arc<AppState>, job: &Job) -> Finished {
         error_file_id: file(errs, "error"),
         completed,
         failed,
+        usage,
     }
 }
 

@@ -126,6 +126,28 @@ async fn lines_are_validated_statuses_move_and_cancel_and_expiry_hold() {
     .await;
     assert_eq!(out.text.lines().count(), 2);
     assert!(done["error_file_id"].is_null());
+    // The batch's usage is the sum of its answers' (counts; the discount is in the price).
+    let answers: Vec<Value> = out
+        .text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["response"]["body"].clone())
+        .collect();
+    let sum = |k: &str| {
+        answers
+            .iter()
+            .map(|a| a["usage"][k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let usage = &done["usage"];
+    assert!(sum("prompt_tokens") > 0);
+    assert_eq!(usage["input_tokens"].as_u64(), Some(sum("prompt_tokens")));
+    assert_eq!(
+        usage["output_tokens"].as_u64(),
+        Some(sum("completion_tokens"))
+    );
+    assert_eq!(usage["total_tokens"].as_u64(), Some(sum("total_tokens")));
+    assert!(usage["input_tokens_details"]["cached_tokens"].is_u64());
+    assert!(usage["output_tokens_details"]["reasoning_tokens"].is_u64());
     // Cancel: cancelling, then cancelled; a finished batch cannot be cancelled.
     let id2 = create(&mock, f["id"].as_str().unwrap()).await["id"]
         .as_str()

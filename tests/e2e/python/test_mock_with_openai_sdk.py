@@ -265,6 +265,11 @@ def test_files_and_batches(shared_mock_factory, tmp_path):
     assert sorted(o["custom_id"] for o in out) == ["q0", "q1", "q2"]
     assert all(o["response"]["status_code"] == 200 for o in out)
     assert out[0]["response"]["body"]["object"] == "chat.completion"
+    # The batch's usage (the SDK's BatchUsage) sums its answered lines.
+    assert b.usage is not None
+    assert b.usage.input_tokens == sum(o["response"]["body"]["usage"]["prompt_tokens"] for o in out)
+    assert b.usage.output_tokens == sum(o["response"]["body"]["usage"]["completion_tokens"] for o in out)
+    assert b.usage.total_tokens == b.usage.input_tokens + b.usage.output_tokens
     errs = [json.loads(l) for l in c.files.content(b.error_file_id).text.splitlines()]
     assert errs[0]["custom_id"] == "bad" and errs[0]["response"]["status_code"] == 404
     # A non-JSONL upload for a batch is refused, as upstream refuses it.
