@@ -10,11 +10,13 @@
 # (charged tokens from the mock's stats: prompt + max_tokens each when it keeps reservations, the
 # tokens really used when it refunds).
 #
-#   bench/burst.sh            # N=1000; MODES="keep chars refund"; KEEP_STATS=PREFIX keeps the mock's stats
+#   bench/burst.sh            # N=1000; MODES="keep chars chars-told refund"; KEEP_STATS=PREFIX keeps the mock's stats
+#
+# `chars-told` is `chars` with sluice told the rule (`--prompt-count characters`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
-MODES=${MODES:-keep chars refund}
+MODES=${MODES:-keep chars chars-told refund}
 cargo build --release --quiet -p sluice-cli
 source bench/lib.sh
 
@@ -32,6 +34,7 @@ for mode in $MODES; do
   case $mode in
     keep) charging='charge = "max_tokens"' ;;
     chars) charging=$'charge = "max_tokens"\nprompt_count = "characters"' ;;
+    chars-told) charging=$'charge = "max_tokens"\nprompt_count = "characters"'; flags="--prompt-count characters" ;;
     refund) charging='charge = "refund_unused"'; flags=--upstream-refunds ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac

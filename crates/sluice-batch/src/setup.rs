@@ -43,6 +43,8 @@ pub struct EngineSettings {
     pub retry: RetryPolicy,
     /// The upstream gives unused `max_tokens` back when an answer ends (OpenAI does not).
     pub upstream_refunds: bool,
+    /// How the upstream's limiter counts a prompt (default: not known, the larger count).
+    pub prompt_count: sluice::admission::PromptCount,
     /// The burst the upstream allows above its steady rate, as refill time (default 1 s).
     pub burst: Option<Duration>,
 }
@@ -63,6 +65,7 @@ impl Default for EngineSettings {
             budget_per_month: None,
             retry: RetryPolicy::default(),
             upstream_refunds: false,
+            prompt_count: sluice::admission::PromptCount::Larger,
             burst: None,
         }
     }
@@ -111,6 +114,7 @@ pub(crate) fn prepare(s: &EngineSettings, job: &BatchConfig) -> Result<Prepared,
         max_wait: Duration::from_secs(3600),
         max_queue: window * 2 + 16,
         upstream_refunds: s.upstream_refunds,
+        prompt_count: s.prompt_count,
         ..AdmissionConfig::default()
     };
     if let Some(b) = s.burst {

@@ -216,6 +216,12 @@ struct RunArgs {
     /// self-hosted servers); by default whole reservations are kept, as OpenAI's limits do.
     #[arg(long)]
     upstream_refunds: bool,
+    /// How the upstream's rate limiter counts a prompt: `characters` (about four a token, as
+    /// OpenAI's limiter estimates), `tokenizer` (exactly), or `larger` (not known: the larger
+    /// of the two, safe against either; the default). Told the rule, sluice reserves exactly
+    /// what the upstream takes.
+    #[arg(long, default_value = "larger", value_parser = parse_prompt_count)]
+    prompt_count: sluice::admission::PromptCount,
     /// How far above its steady rate the upstream lets a burst go, as refill time (e.g. `10s`
     /// for a limiter that counts over 10-second windows). Default 1s: OpenAI enforces its
     /// per-minute limits over short windows, so a longer burst draws 429s there.
@@ -420,6 +426,7 @@ async fn batch_run(a: RunArgs) -> Result<(), Fail> {
         budget_per_day: dollars("--budget-per-day", &a.budget_per_day)?,
         budget_per_month: dollars("--budget-per-month", &a.budget_per_month)?,
         upstream_refunds: a.upstream_refunds,
+        prompt_count: a.prompt_count,
         burst: a.burst,
         ..Default::default()
     };
@@ -674,4 +681,8 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn parse_prompt_count(s: &str) -> Result<sluice::admission::PromptCount, String> {
+    sluice::admission::PromptCount::parse(s)
 }

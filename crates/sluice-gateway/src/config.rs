@@ -12,6 +12,7 @@
 //! tpm = 800000
 //! per_model = true
 //! refunds_unused = false  # true: the upstream gives unused max_tokens back (OpenAI does not)
+//! prompt_count = "larger" # or "characters" / "tokenizer": how the upstream's limiter counts a prompt
 //! burst = "1s"            # how far above its steady rate the upstream lets a burst go
 //! timeouts = { connect = "5s", first_byte = "60s", idle = "30s", total = "10m" }
 //! max_concurrency = 2048 # requests (and streams) in flight upstream at most
@@ -338,6 +339,7 @@ struct RawUpstream {
     tpm: Option<u64>,
     per_model: Option<bool>,
     refunds_unused: Option<bool>,
+    prompt_count: Option<String>,
     /// The burst the upstream allows above its steady rate, as refill time.
     #[serde(default, with = "humantime_serde")]
     burst: Option<Duration>,
@@ -506,6 +508,8 @@ pub struct GatewayConfig {
     /// The upstream settles a request's token reservation to its usage when the answer ends
     /// (some self-hosted servers); default false: OpenAI and Azure keep whole reservations.
     pub refunds_unused: bool,
+    /// How the upstream's limiter counts a prompt (`larger` by default: not known).
+    pub prompt_count: sluice::admission::PromptCount,
     /// The burst the upstream allows above its steady rate, as refill time. Default 1 s
     /// (OpenAI enforces per-minute limits over short windows).
     pub burst: Duration,
@@ -547,6 +551,7 @@ impl Default for GatewayConfig {
             tpm: None,
             per_model: true,
             refunds_unused: false,
+            prompt_count: sluice::admission::PromptCount::Larger,
             burst: Duration::from_secs(1),
             timeouts: sluice::Timeouts::default(),
             max_attempts: 5,
@@ -1019,6 +1024,10 @@ impl GatewayConfig {
         c.tpm = at_least_one(up.tpm, "upstream.tpm", &invalid)?;
         c.per_model = up.per_model.unwrap_or(true);
         c.refunds_unused = up.refunds_unused.unwrap_or(false);
+        if let Some(p) = &up.prompt_count {
+            c.prompt_count = sluice::admission::PromptCount::parse(p)
+                .map_err(|why| invalid("upstream.prompt_count".into(), &why))?;
+        }
         if let Some(b) = up.burst {
             c.burst = sluice::admission::check_burst(b)
                 .map_err(|why| invalid("upstream.burst".into(), why))?;
@@ -1282,6 +1291,7 @@ base_url = "http://127.0.0.1:1/v1"
 keys = [{ env = "A" }, { keys_file = "/tmp/k" }, { value = "sk-inline-upstream-key" }]
 rpm = 10
 refunds_unused = true
+prompt_count = "characters"
 burst = "10s"
 timeouts = { idle = "5s" }
 [[virtual_keys]]
@@ -1297,6 +1307,7 @@ sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.keys.len(), 3);
         assert!(c.refunds_unused);
+        assert_eq!(c.prompt_count, sluice::admission::PromptCount::Characters);
         assert_eq!(c.burst, Duration::from_secs(10));
         // An inline upstream key is a secret: the config's Debug never shows it.
         assert!(!format!("{c:?}").contains("sk-inline-upstream-key"));

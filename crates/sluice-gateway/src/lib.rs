@@ -158,6 +158,7 @@ pub fn engine(
                 },
                 per_model: cfg.per_model,
                 upstream_refunds: cfg.refunds_unused,
+                prompt_count: cfg.prompt_count,
                 burst: cfg.burst,
                 // Callers wait at most this long in admission before a 429 with Retry-After.
                 max_wait: std::time::Duration::from_secs(30),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sluice::admission::{AdmissionConfig, Limits, OnStateError, StateBackend};
+use sluice::admission::{AdmissionConfig, Limits, OnStateError, PromptCount, StateBackend};
 use sluice::{ChatMessage, ChatRequest, Client, ErrorKind};
 use sluice_mock::{MockServer, Scenario};
 use tokio::time::Instant;
@@ -91,6 +91,57 @@ async fn a_thousand_at_once(charging: &str) {
     // The limits were learned from the headers (nothing was configured).
     let a = c.engine().admission().unwrap();
     assert_eq!(a.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn told_how_the_upstream_counts_prompts_admission_reserves_just_that() {
+    // An upstream that counts prompts from characters and keeps whole reservations, with the
+    // token budget binding (1,000 tokens/s, 1 s of burst). These prompts are fewer tokens by
+    // characters than by the tokenizer (its per-message framing included), so reserving the
+    // larger count — the default, safe against either rule — leaves part of the budget
+    // unused; told the rule, admission reserves what the upstream takes, and still draws no
+    // storm of 429s.
+    let mut walls = Vec::new();
+    for how in [PromptCount::Larger, PromptCount::Characters] {
+        let m = mock("[limits]\nrpm = 600000\ntpm = 60000\nburst = \"1s\"\ncharge = \"max_tokens\"\nprompt_count = \"characters\"\n[output]\nmin_tokens = 10\nmax_tokens = 40\n").await;
+        let c = Client::builder()
+            .base_url(m.base_url())
+            .api_key(KEY)
+            .admission(AdmissionConfig {
+                prompt_count: how,
+                ..AdmissionConfig::default()
+            })
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { c.chat().create(req(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let s = m.stats();
+        let too_many = s.by_status.get("429").copied().unwrap_or(0);
+        assert!(too_many <= 2, "{how:?}: {too_many} 429s");
+        // What the upstream's own bucket allows for what it charged: a second of burst, then
+        // its rate.
+        let ideal = s.tokens.charged as f64 / 1000.0 - 1.0;
+        walls.push((how, wall, ideal));
+    }
+    let (_, larger, ideal) = walls[0];
+    let (_, told, _) = walls[1];
+    assert!(
+        told <= ideal * 1.05 + 0.3,
+        "told: {told:.2}s vs ideal {ideal:.2}s"
+    );
+    assert!(
+        larger > told * 1.04,
+        "the larger count reserves more: {walls:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

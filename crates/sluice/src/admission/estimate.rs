@@ -167,6 +167,34 @@ pub fn warm_up() {
     let _ = bpe(Encoding::Cl100k);
 }
 
+/// How the upstream's rate limiter counts a prompt, when it is known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromptCount {
+    /// Not known: reserve the larger of the two counts below, which neither kind of limiter
+    /// can exceed. The default.
+    #[default]
+    Larger,
+    /// About a token per four characters of the request's text, as OpenAI's limiter estimates
+    /// by its users' reports and Azure OpenAI documents.
+    Characters,
+    /// With the model's tokenizer (what a self-hosted server that counts exactly does).
+    Tokenizer,
+}
+
+impl PromptCount {
+    /// Parse a setting's value: `larger`, `characters` or `tokenizer`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "larger" => Ok(PromptCount::Larger),
+            "characters" => Ok(PromptCount::Characters),
+            "tokenizer" => Ok(PromptCount::Tokenizer),
+            other => Err(format!(
+                "expected \"larger\", \"characters\" or \"tokenizer\", got {other:?}"
+            )),
+        }
+    }
+}
+
 /// A request's token estimate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Estimate {
@@ -196,7 +224,19 @@ impl Estimate {
     /// What admission reserves against a tokens-per-minute budget: the limiter's prompt plus
     /// the whole output reservation.
     pub fn charged(&self) -> u64 {
-        self.limiter_prompt().saturating_add(self.output)
+        self.charged_as(PromptCount::Larger)
+    }
+
+    /// What an upstream that counts prompts `how` charges: its prompt count plus the whole
+    /// output reservation. Reserving exactly what it takes leaves none of its budget unused;
+    /// [`PromptCount::Larger`] is safe against either kind.
+    pub fn charged_as(&self, how: PromptCount) -> u64 {
+        let prompt = match how {
+            PromptCount::Larger => self.limiter_prompt(),
+            PromptCount::Characters => self.characters.div_ceil(4),
+            PromptCount::Tokenizer => self.prompt,
+        };
+        prompt.saturating_add(self.output)
     }
 }
 
@@ -504,6 +544,19 @@ mod tests {
         assert_eq!(e.characters, 4 + 11);
         assert_eq!(e.limiter_prompt(), e.prompt.max(4));
         assert_eq!(e.charged(), e.limiter_prompt() + 100);
+        assert_eq!(e.charged_as(PromptCount::Larger), e.charged());
+        assert_eq!(e.charged_as(PromptCount::Tokenizer), e.prompt + 100);
+        assert_eq!(
+            e.charged_as(PromptCount::Characters),
+            e.characters.div_ceil(4) + 100
+        );
+        assert_eq!(
+            PromptCount::parse("characters"),
+            Ok(PromptCount::Characters)
+        );
+        assert!(PromptCount::parse("chars")
+            .unwrap_err()
+            .contains("\"characters\""));
         // Digits and punctuation: fewer characters a token than four, the tokenizer is higher.
         // Long words: more characters a token, the character estimate is higher.
         let long = "antidisestablishmentarianism ".repeat(40);

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 
 use super::gcra::{self, Spec};
 use super::state::RateState;
-use super::Reservation;
+use super::{Reservation, Settled};
 use crate::error::Error;
 
 #[derive(Debug)]
@@ -84,7 +84,7 @@ impl LocalState {
         Reservation::Granted { wait }
     }
 
-    pub(crate) fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
+    pub(crate) fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled) {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tats) = scopes.get_mut(scope) else {
@@ -100,7 +100,9 @@ impl LocalState {
                 *tat = moved;
             }
         }
-        tats.credit += back.unwrap_or(0.0);
+        if how == Settled::Answered || token_delta > 0 {
+            tats.credit += back.unwrap_or(0.0);
+        }
     }
 
     /// When a request may start now as far as the request budgets go, counting only the
@@ -172,8 +174,8 @@ impl RateState for LocalState {
         .boxed()
     }
 
-    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
-        LocalState::adjust(self, scope, specs, token_delta);
+    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled) {
+        LocalState::adjust(self, scope, specs, token_delta, how);
     }
 
     fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()> {

@@ -34,12 +34,26 @@ use crate::error::{Error, ErrorKind};
 use crate::headers::RateLimits;
 use concurrency::{Concurrency, ConcurrencyConfig, Outcome, Permit};
 use estimate::Estimate;
+pub use estimate::PromptCount;
 use gcra::{Spec, Unit};
 use local::LocalState;
 use redis_state::SharedRateState;
 use state::RateState;
 
 pub use concurrency::Outcome as AttemptOutcome;
+
+/// Why a reservation is settled, which decides whether requests asleep for their slots may
+/// come forward by what it gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// An answer's usage: what it gives back (from an upstream that refunds) is budget the
+    /// upstream really has again, so the requests asleep behind it come forward.
+    Answered,
+    /// The attempt was not charged (no answer, a 429): its tokens go back to the budget, but
+    /// the requests asleep keep their slots — an attempt refused for want of room is no sign
+    /// of room, and bringing them forward would send them into the same limit.
+    NotCharged,
+}
 
 /// The outcome of asking a backend for a slot.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,6 +129,10 @@ pub struct AdmissionConfig {
     /// ends (some self-hosted servers do). Default false: OpenAI and Azure OpenAI keep it, so
     /// reservations are kept whole here too.
     pub upstream_refunds: bool,
+    /// How the upstream's limiter counts a prompt; default [`PromptCount::Larger`] (unknown:
+    /// the larger of the tokenizer's count and characters ÷ 4). Told the rule, admission
+    /// reserves exactly what the upstream takes.
+    pub prompt_count: PromptCount,
 }
 
 impl Default for AdmissionConfig {
@@ -131,6 +149,7 @@ impl Default for AdmissionConfig {
             concurrency: ConcurrencyConfig::default(),
             state: StateBackend::Local,
             upstream_refunds: false,
+            prompt_count: PromptCount::Larger,
         }
     }
 }
@@ -196,7 +215,8 @@ impl Ticket {
             return;
         }
         if delta > 0 || self.admission.cfg.upstream_refunds {
-            self.admission.adjust(&self.scope, &self.specs, delta);
+            self.admission
+                .adjust(&self.scope, &self.specs, delta, Settled::Answered);
         }
     }
 
@@ -215,7 +235,8 @@ impl Ticket {
         self.output_tokens = Some(0);
         let delta = i64::try_from(self.reserved_tokens).unwrap_or(i64::MAX);
         if delta != 0 && !self.specs.is_empty() {
-            self.admission.adjust(&self.scope, &self.specs, -delta);
+            self.admission
+                .adjust(&self.scope, &self.specs, -delta, Settled::NotCharged);
         }
     }
 
@@ -477,7 +498,7 @@ impl Admission {
             tokio::time::sleep_until(until).await;
         }
         let specs = self.specs(&limits);
-        let tokens = est.charged();
+        let tokens = est.charged_as(self.cfg.prompt_count);
         if let Some(tpm) = limits.tpm {
             if tokens > tpm {
                 counter!("sluice_admission_rejected_total", "reason" => "too_large").increment(1);
@@ -561,10 +582,13 @@ impl Admission {
                 let scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
                 scopes.get(scope).and_then(|s| s.paused_until)
             };
+            // Credit brings it forward, never into a pause; nothing takes it past its slot
+            // (which was fitted to every budget when it was given).
             let mut at = slot
                 .checked_sub(Duration::from_secs_f64(gained))
                 .unwrap_or(now)
-                .max(paused.unwrap_or(now));
+                .max(paused.unwrap_or(now))
+                .min(slot);
             if at < slot && Instant::now() >= at {
                 // Early on credit: the request budgets, as the starts so far fill them.
                 let more = self.state.request_wait(scope, specs);
@@ -592,9 +616,9 @@ impl Admission {
         self.state.reserve(scope, specs, tokens, max_wait).await
     }
 
-    fn adjust(&self, scope: &str, specs: &[Spec], delta: i64) {
-        self.state.adjust(scope, specs, delta);
-        if delta < 0 {
+    fn adjust(&self, scope: &str, specs: &[Spec], delta: i64, how: Settled) {
+        self.state.adjust(scope, specs, delta, how);
+        if delta < 0 && how == Settled::Answered {
             self.refunded.notify_waiters();
         }
     }
@@ -865,6 +889,38 @@ mod tests {
         assert!(
             starts[9] < 6.0,
             "refunds still bring them forward: {starts:?}"
+        );
+
+        // An attempt that was not charged (a 429, no answer) gives its tokens back but brings
+        // nobody forward: it is no sign of room.
+        let mut c = cfg(1_000_000, 6000);
+        c.upstream_refunds = true;
+        let a = Admission::new(c);
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            let a = a.clone();
+            handles.push(tokio::spawn(async move {
+                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+                let started = t0.elapsed();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                t.give_back();
+                t.finish(Outcome::Neutral);
+                started
+            }));
+        }
+        let mut starts = Vec::new();
+        for h in handles {
+            starts.push(h.await.unwrap());
+        }
+        starts.sort();
+        assert_eq!(
+            starts,
+            [
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ]
         );
 
         // An upstream that keeps whole reservations: nothing comes forward.

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use super::gcra::Spec;
 use super::local::LocalState;
 use super::state::RateState;
-use super::{OnStateError, Reservation};
+use super::{OnStateError, Reservation, Settled};
 use crate::error::{Error, ErrorKind};
 
 /// Seconds subtracted from Redis time to keep doubles precise to the microsecond.
@@ -178,13 +178,13 @@ impl RateState for SharedRateState {
         .boxed()
     }
 
-    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64) {
+    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled) {
         // Settling happens where a body ends (possibly inside a poll): do it off-path.
         let this = self.clone();
         let scope = scope.to_string();
         let specs = specs.to_vec();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.0.local.adjust(&scope, &specs, token_delta);
+            self.0.local.adjust(&scope, &specs, token_delta, how);
             return;
         };
         rt.spawn(async move {
@@ -193,7 +193,7 @@ impl RateState for SharedRateState {
                     this.on_state_error(&e);
                 }
             }
-            this.0.local.adjust(&scope, &specs, token_delta);
+            this.0.local.adjust(&scope, &specs, token_delta, how);
         });
     }
 

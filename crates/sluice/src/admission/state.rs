@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::gcra::Spec;
-use super::Reservation;
+use super::{Reservation, Settled};
 use crate::error::Error;
 
 pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
@@ -23,7 +23,7 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
 
     /// Settle a token reservation by `token_delta` (negative gives tokens back). Called where
     /// an answer ends, possibly inside a poll: never waits.
-    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64);
+    fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled);
 
     /// Make sure a budget's `tat` is at least `ahead` seconds from now (a server's correction
     /// or a 429's pause).
