@@ -820,127 +820,89 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::ZERO);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn requests_asleep_for_their_slot_come_forward_when_tokens_are_given_back() {
-        // 100 tokens/s, 1 s of burst; ten requests of 100 tokens ask at once, so they are
-        // given slots 0 s, 1 s, … 9 s. Each uses 10 of its 100 and the upstream gives the rest
-        // back: the ones still asleep come forward, and all ten are done in about 1 s of
-        // budget (10 × 10 tokens), not 9 s.
-        let mut c = cfg(1_000_000, 6000);
-        c.upstream_refunds = true;
-        c.max_wait = Duration::from_secs(60);
-        let a = Admission::new(c);
+    /// `n` requests of 100 tokens asking at once; each holds its slot for `hold`, then `end`s
+    /// its ticket. Their start times, sorted.
+    async fn all_at_once(
+        a: &Arc<Admission>,
+        n: usize,
+        hold: Duration,
+        end: fn(&mut Ticket),
+    ) -> Vec<Duration> {
         let t0 = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..10 {
-            let a = a.clone();
-            handles.push(tokio::spawn(async move {
-                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
-                let started = t0.elapsed();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                t.settle(10, 5);
-                t.finish(Outcome::Neutral);
-                started
-            }));
-        }
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
+                    let started = t0.elapsed();
+                    tokio::time::sleep(hold).await;
+                    end(&mut t);
+                    t.finish(Outcome::Neutral);
+                    started
+                })
+            })
+            .collect();
         let mut starts = Vec::new();
         for h in handles {
             starts.push(h.await.unwrap());
         }
         starts.sort();
+        starts
+    }
+
+    fn refunding(rpm: u64, tpm: u64) -> Arc<Admission> {
+        let mut c = cfg(rpm, tpm);
+        c.upstream_refunds = true;
+        c.max_wait = Duration::from_secs(60);
+        Admission::new(c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_asleep_for_their_slot_come_forward_when_tokens_are_given_back() {
+        let hold = Duration::from_millis(50);
+        // 100 tokens/s, 1 s of burst; ten requests of 100 tokens ask at once, so they are
+        // given slots 0 s, 1 s, … 9 s. Each uses 10 of its 100 and the upstream gives the rest
+        // back: the ones still asleep come forward, and all ten are done in about 1 s of
+        // budget (10 × 10 tokens), not 9 s — each still after the refunds of those before it.
+        let starts = all_at_once(&refunding(1_000_000, 6000), 10, hold, |t| t.settle(10, 5)).await;
         let last = starts.last().copied().unwrap_or_default();
         assert!(
             last <= Duration::from_millis(1500),
             "last start {last:?}: {starts:?}"
         );
-        // Never before the token budget allows: each start is after the refunds of those
-        // before it (0.9 s credit per answer), so they still come one after another.
-        assert!(starts.windows(2).all(|w| w[0] <= w[1]));
 
         // Coming forward never breaks the request budget: 2 requests/s with 1 s of burst
         // (two at once, then one each 0.5 s), as the requests that really started count.
-        let mut c = cfg(120, 6000);
-        c.upstream_refunds = true;
-        c.max_wait = Duration::from_secs(60);
-        let a = Admission::new(c);
-        let t0 = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..10 {
-            let a = a.clone();
-            handles.push(tokio::spawn(async move {
-                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
-                let started = t0.elapsed();
-                t.settle(1, 1);
-                t.finish(Outcome::Neutral);
-                started
-            }));
-        }
-        let mut starts = Vec::new();
-        for h in handles {
-            starts.push(h.await.unwrap().as_secs_f64());
-        }
-        starts.sort_by(f64::total_cmp);
+        let starts = all_at_once(&refunding(120, 6000), 10, Duration::ZERO, |t| {
+            t.settle(1, 1)
+        })
+        .await;
         for (k, s) in starts.iter().enumerate().skip(1) {
+            let s = s.as_secs_f64();
             assert!(
-                *s + 1e-3 >= (k as f64 - 1.0) * 0.5,
+                s + 1e-3 >= (k as f64 - 1.0) * 0.5,
                 "start {k} at {s}: {starts:?}"
             );
         }
         assert!(
-            starts[9] < 6.0,
+            starts[9] < Duration::from_secs(6),
             "refunds still bring them forward: {starts:?}"
         );
 
         // An attempt that was not charged (a 429, no answer) gives its tokens back but brings
         // nobody forward: it is no sign of room.
-        let mut c = cfg(1_000_000, 6000);
-        c.upstream_refunds = true;
-        let a = Admission::new(c);
-        let t0 = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..3 {
-            let a = a.clone();
-            handles.push(tokio::spawn(async move {
-                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
-                let started = t0.elapsed();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                t.give_back();
-                t.finish(Outcome::Neutral);
-                started
-            }));
-        }
-        let mut starts = Vec::new();
-        for h in handles {
-            starts.push(h.await.unwrap());
-        }
-        starts.sort();
-        assert_eq!(
-            starts,
-            [
-                Duration::ZERO,
-                Duration::from_secs(1),
-                Duration::from_secs(2)
-            ]
-        );
+        let starts = all_at_once(&refunding(1_000_000, 6000), 3, hold, Ticket::give_back).await;
+        let secs = |v: &[u64]| {
+            v.iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts, secs(&[0, 1, 2]));
 
         // An upstream that keeps whole reservations: nothing comes forward.
         let a = Admission::new(cfg(1_000_000, 6000));
-        let t0 = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..5 {
-            let a = a.clone();
-            handles.push(tokio::spawn(async move {
-                let mut t = a.admit("s", "m", est(100), far()).await.unwrap();
-                t.settle(10, 5);
-                t.finish(Outcome::Neutral);
-                t0.elapsed()
-            }));
-        }
-        let mut last = Duration::ZERO;
-        for h in handles {
-            last = last.max(h.await.unwrap());
-        }
-        assert_eq!(last, Duration::from_secs(4));
+        let starts = all_at_once(&a, 5, Duration::ZERO, |t| t.settle(10, 5)).await;
+        assert_eq!(starts, secs(&[0, 1, 2, 3, 4]));
     }
 
     #[tokio::test(start_paused = true)]
