@@ -220,7 +220,7 @@ struct RunArgs {
     /// OpenAI's limiter estimates), `tokenizer` (exactly), or `larger` (not known: the larger
     /// of the two, safe against either; the default). Told the rule, sluice reserves exactly
     /// what the upstream takes.
-    #[arg(long, default_value = "larger", value_parser = parse_prompt_count)]
+    #[arg(long, default_value = "larger", value_parser = sluice::admission::PromptCount::parse)]
     prompt_count: sluice::admission::PromptCount,
     /// How far above its steady rate the upstream lets a burst go, as refill time (e.g. `10s`
     /// for a limiter that counts over 10-second windows). Default 1s: OpenAI enforces its
@@ -681,8 +681,4 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-fn parse_prompt_count(s: &str) -> Result<sluice::admission::PromptCount, String> {
-    sluice::admission::PromptCount::parse(s)
 }

@@ -521,11 +521,18 @@ impl Admission {
             };
             match self.reserve(scope, &specs, tokens, max_wait).await? {
                 Reservation::Refused { .. } if !patient => return Ok(None),
-                Reservation::Granted { wait } => {
+                // Only an upstream that refunds gives credit to come forward by; for the others
+                // the slot stands, and the real starts need not be counted.
+                Reservation::Granted { wait } if self.cfg.upstream_refunds => {
                     if !wait.is_zero() {
                         self.sleep_until_slot(scope, &specs, wait).await;
                     }
                     self.state.record_start(scope, &specs);
+                }
+                Reservation::Granted { wait } => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 Reservation::Refused { wait } => {
                     counter!("sluice_admission_rejected_total", "reason" => "wait_too_long")

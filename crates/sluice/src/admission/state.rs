@@ -44,6 +44,7 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
         0.0
     }
 
-    /// A granted request starts now.
+    /// A granted request starts now. Told only where sleepers may come forward (an upstream
+    /// that refunds), the only place [`RateState::request_wait`] is asked.
     fn record_start(&self, _scope: &str, _specs: &[Spec]) {}
 }
