@@ -3,20 +3,19 @@
 # burst through `sluice batch run` into `sluice mock` at 100 req/s and 10,000 tokens/s with a
 # one-second burst window, `max_tokens` 100, 20 tokens generated per answer, 80 ms to first
 # token. Targets: 0 lost, <= 10 upstream 429s, wall <= 1.05x the ideal under that charging rule.
-# The refunding upstream is run with `--upstream-refunds` (sluice does not learn it yet).
+# Untold, sluice learns each rule from the server's `x-ratelimit-remaining-tokens`; the `-told`
+# modes tell it instead (`--prompt-count characters`, `--upstream-refunds`).
 #
 # The ideal is what the upstream's own buckets allow for what it charged: after the first
 # second's burst, requests at 100/s and charged tokens at 10,000/s, whichever takes longer
 # (charged tokens from the mock's stats: prompt + max_tokens each when it keeps reservations, the
 # tokens really used when it refunds).
 #
-#   bench/burst.sh            # N=1000; MODES="keep chars chars-told refund"; KEEP_STATS=PREFIX keeps the mock's stats
-#
-# `chars-told` is `chars` with sluice told the rule (`--prompt-count characters`).
+#   bench/burst.sh            # N=1000; MODES="keep chars refund chars-told refund-told"; KEEP_STATS=PREFIX keeps the mock's stats
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
-MODES=${MODES:-keep chars chars-told refund}
+MODES=${MODES:-keep chars refund chars-told refund-told}
 cargo build --release --quiet -p sluice-cli
 source bench/lib.sh
 
@@ -35,7 +34,8 @@ for mode in $MODES; do
     keep) charging='charge = "max_tokens"' ;;
     chars) charging=$'charge = "max_tokens"\nprompt_count = "characters"' ;;
     chars-told) charging=$'charge = "max_tokens"\nprompt_count = "characters"'; flags="--prompt-count characters" ;;
-    refund) charging='charge = "refund_unused"'; flags=--upstream-refunds ;;
+    refund) charging='charge = "refund_unused"' ;;
+    refund-told) charging='charge = "refund_unused"'; flags=--upstream-refunds ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   scenario=$(mktemp)

@@ -5,7 +5,7 @@
 # policy. The mock's limiter is reset between the two. For each: completed, lost, 429s, the
 # limiting budget's use, wall time against the ideal.
 #
-#   bench/goodput.sh           # N=400 requests by default
+#   bench/goodput.sh           # N=400 requests by default; BURST_SECS, CONC, REFUNDS=told: see bench/src/bin/goodput.rs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-400}

@@ -11,7 +11,7 @@
 # Also printed: the ideal with the burst sluice was told (BURST, passed as --burst; default 1 s,
 # sluice's own default) and the ratio to it.
 #
-#   bench/realistic-tier.sh        # N=2000; BURST=10s; SLUICE=binary to measure another build
+#   bench/realistic-tier.sh        # N=2000; BURST=10s; SLUICE=binary to measure another build; KEEP_STATS=FILE keeps the mock's stats
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -31,6 +31,7 @@ BENCH_KEY=sk-bench-real-0001 "${SLUICE:-./target/release/sluice}" batch run "$ou
   ${BURST:+--burst "$BURST"} >/dev/null 2>"$out/batch.err" || true
 end=$(date +%s.%N)
 curl -s "$root/_mock/stats" >"$out/stats.json"
+[ -n "${KEEP_STATS:-}" ] && cp "$out/stats.json" "$KEEP_STATS"
 python3 - "$start" "$end" "$out/summary.json" "$out/stats.json" "$N" "${BURST:-1s}" <<'PY'
 import json, sys
 start, end, summary, stats, n = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])

@@ -7,7 +7,9 @@
 //!
 //! `BURST_SECS=S`: the burst sluice allows itself (default 1 s); `CONC=N`: a fixed concurrency
 //! limit of N instead of the adaptive one (with `CONC=1000` every request holds its slot at
-//! once, which shows whether sleeping requests come forward when tokens are given back).
+//! once, which shows whether sleeping requests come forward when tokens are given back);
+//! `REFUNDS=told`: tell sluice the upstream refunds (`upstream_refunds`) instead of letting it
+//! learn that from the server's `x-ratelimit-remaining-tokens`.
 
 use std::time::Instant;
 
@@ -50,8 +52,9 @@ fn main() {
                         AdmissionConfig::default().burst,
                         std::time::Duration::from_secs_f64,
                     ),
-                // bench/goodput.toml's upstream settles reservations to usage.
-                upstream_refunds: true,
+                // bench/goodput.toml's upstream settles reservations to usage; untold (the
+                // default), sluice learns it from the server's headers. REFUNDS=told says so.
+                upstream_refunds: std::env::var("REFUNDS").is_ok_and(|v| v == "told"),
                 concurrency: {
                     let mut c = AdmissionConfig::default().concurrency;
                     if let Some(n) = std::env::var("CONC").ok().and_then(|s| s.parse().ok()) {

@@ -213,7 +213,9 @@ struct RunArgs {
     #[arg(long)]
     state_url: Option<String>,
     /// The upstream gives the unused part of `max_tokens` back when an answer ends (some
-    /// self-hosted servers); by default whole reservations are kept, as OpenAI's limits do.
+    /// self-hosted servers): settle reservations to usage at once. By default whole
+    /// reservations are kept, as OpenAI's limits do, and eased only where the upstream's
+    /// `x-ratelimit-remaining-tokens` shows the room.
     #[arg(long)]
     upstream_refunds: bool,
     /// How the upstream's rate limiter counts a prompt: `characters` (about four a token, as

@@ -618,7 +618,6 @@ impl Engine {
                 };
                 Some(Admitted {
                     admission: a.clone(),
-                    scope,
                     ticket,
                 })
             }
@@ -685,7 +684,7 @@ impl Engine {
         if (200..300).contains(&status) {
             keys.after_attempt(&chosen, Ok(&rl), &self.inner.alerts);
             if let Some(a) = &admitted {
-                a.admission.observe(&a.scope, &rl, None).await;
+                a.admission.observe(&a.ticket, &rl, None).await;
             }
             return Ok(Some(OkResponse {
                 resp,
@@ -716,7 +715,7 @@ impl Engine {
                 .kind()
                 .is_rate_limited()
                 .then(|| (err.kind(), err.retry_after()));
-            a.admission.observe(&a.scope, &rl, limited).await;
+            a.admission.observe(&a.ticket, &rl, limited).await;
             a.fail(&err);
         }
         Err(err)
@@ -907,7 +906,6 @@ impl AttemptKind for Streamed {
 /// An admitted attempt in progress.
 struct Admitted {
     admission: Arc<Admission>,
-    scope: String,
     ticket: Ticket,
 }
 

@@ -93,54 +93,84 @@ async fn a_thousand_at_once(charging: &str) {
     assert_eq!(a.waiting(), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn told_how_the_upstream_counts_prompts_admission_reserves_just_that() {
-    // An upstream that counts prompts from characters and keeps whole reservations, with the
-    // token budget binding (1,000 tokens/s, 1 s of burst). These prompts are fewer tokens by
-    // characters than by the tokenizer (its per-message framing included), so reserving the
-    // larger count — the default, safe against either rule — leaves part of the budget
-    // unused; told the rule, admission reserves what the upstream takes, and still draws no
-    // storm of 429s.
-    let mut walls = Vec::new();
-    for how in [PromptCount::Larger, PromptCount::Characters] {
-        let m = mock("[limits]\nrpm = 600000\ntpm = 60000\nburst = \"1s\"\ncharge = \"max_tokens\"\nprompt_count = \"characters\"\n[output]\nmin_tokens = 10\nmax_tokens = 40\n").await;
-        let c = Client::builder()
-            .base_url(m.base_url())
-            .api_key(KEY)
-            .admission(AdmissionConfig {
-                prompt_count: how,
-                ..AdmissionConfig::default()
-            })
-            .build()
-            .unwrap();
-        let t0 = Instant::now();
-        let tasks: Vec<_> = (0..200)
-            .map(|i| {
-                let c = c.clone();
-                tokio::spawn(async move { c.chat().create(req(i)).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let wall = t0.elapsed().as_secs_f64();
-        let s = m.stats();
-        let too_many = s.by_status.get("429").copied().unwrap_or(0);
-        assert!(too_many <= 2, "{how:?}: {too_many} 429s");
-        // What the upstream's own bucket allows for what it charged: a second of burst, then
-        // its rate.
-        let ideal = s.tokens.charged as f64 / 1000.0 - 1.0;
-        walls.push((how, wall, ideal));
+/// 200 requests at once through a client with `adm` against a mock with `scenario`'s
+/// charging, the token budget binding (1,000 tokens/s, 1 s of burst): the wall time, the ideal
+/// (what the upstream's own bucket allows for what it charged: a second of burst, then its
+/// rate), and the upstream's 429s.
+async fn token_bound_run(charging: &str, adm: AdmissionConfig) -> (f64, f64, u64) {
+    let m = mock(&format!("[limits]\nrpm = 600000\ntpm = 60000\nburst = \"1s\"\n{charging}\n[output]\nmin_tokens = 10\nmax_tokens = 40\n")).await;
+    let c = Client::builder()
+        .base_url(m.base_url())
+        .api_key(KEY)
+        .admission(adm)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.chat().create(req(i)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
     }
-    let (_, larger, ideal) = walls[0];
-    let (_, told, _) = walls[1];
+    let wall = t0.elapsed().as_secs_f64();
+    let s = m.stats();
+    let ideal = s.tokens.charged as f64 / 1000.0 - 1.0;
+    (wall, ideal, s.by_status.get("429").copied().unwrap_or(0))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_upstreams_counting_is_learned_from_its_headers_or_told() {
+    // An upstream that counts prompts from characters and keeps whole reservations. These
+    // prompts are fewer tokens by characters than by the tokenizer (its per-message framing
+    // included), so the default reservation — the larger count, safe against either rule —
+    // is more than the upstream takes. The server's `x-ratelimit-remaining-tokens` shows it,
+    // and admission eases to what it says; told the rule, it reserves just that. Either way
+    // the run takes the ideal time for what the upstream charged, with no storm of 429s.
+    let chars = "charge = \"max_tokens\"\nprompt_count = \"characters\"";
+    let learned = token_bound_run(chars, AdmissionConfig::default()).await;
+    let told = token_bound_run(
+        chars,
+        AdmissionConfig {
+            prompt_count: PromptCount::Characters,
+            ..AdmissionConfig::default()
+        },
+    )
+    .await;
+    // Not reading the server's numbers (limits configured instead), the larger count leaves
+    // part of the budget unused: what the learning is worth.
+    let blind = token_bound_run(
+        chars,
+        AdmissionConfig {
+            learn_from_headers: false,
+            limits: Limits {
+                rpm: Some(600_000),
+                tpm: Some(60_000),
+                ..Limits::default()
+            },
+            ..AdmissionConfig::default()
+        },
+    )
+    .await;
+    for (name, (wall, ideal, too_many)) in [("learned", learned), ("told", told)] {
+        assert!(too_many <= 2, "{name}: {too_many} 429s");
+        assert!(
+            wall <= ideal * 1.05 + 0.3,
+            "{name}: {wall:.2}s vs ideal {ideal:.2}s"
+        );
+    }
+    assert!(blind.0 > told.0 * 1.04, "blind {blind:?} vs told {told:?}");
+
+    // An upstream that gives back what an answer did not use (40 of 50 reserved here, at
+    // most), untold: its numbers show the refunds, and admission eases by them.
+    let refunds = "charge = \"refund_unused\"";
+    let (wall, ideal, too_many) = token_bound_run(refunds, AdmissionConfig::default()).await;
+    assert!(too_many <= 2, "refunds learned: {too_many} 429s");
     assert!(
-        told <= ideal * 1.05 + 0.3,
-        "told: {told:.2}s vs ideal {ideal:.2}s"
-    );
-    assert!(
-        larger > told * 1.04,
-        "the larger count reserves more: {walls:?}"
+        wall <= ideal * 1.05 + 0.3,
+        "refunds learned: {wall:.2}s vs ideal {ideal:.2}s"
     );
 }
 

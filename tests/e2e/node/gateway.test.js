@@ -106,6 +106,18 @@ test("structured output with a JSON schema", async () => {
   assert.equal(typeof v.city, "string");
   assert.ok(Number.isInteger(v.population));
   assert.ok(Array.isArray(v.tags));
+  // The SDK's structured-output helper: the same answer, parsed by the SDK itself (it refuses
+  // an answer cut by the length limit, so this also shows the answer finished).
+  const p = await client().chat.completions.parse({
+    model: "gpt-4o-mini",
+    messages: [{ role: "user", content: "name a city" }],
+    response_format: { type: "json_schema", json_schema: { name: "city", strict: true, schema } },
+    max_tokens: 200,
+  });
+  const parsed = p.choices[0].message.parsed;
+  assert.equal(typeof parsed.city, "string");
+  assert.ok(Number.isInteger(parsed.population));
+  assert.deepEqual(Object.keys(parsed).sort(), ["city", "population", "tags"]);
 });
 
 test("moderations", async () => {

@@ -1,7 +1,7 @@
 //! In-process budget state: one map of scopes to their `tat`s behind a mutex, on the tokio
 //! clock (so tests can pause time). The default: nothing to run, nothing to configure.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +33,45 @@ struct Tats {
     /// comes forward on credit must still fit these (its own slot was fitted against the
     /// others' slots as they were given, not as they moved).
     started: HashMap<&'static str, f64>,
+    /// Tokens reserved on this scope so far: what a server's report is read against (see
+    /// [`LocalState::correct`]).
+    reserved: u64,
+    /// Tokens of the requests that started more than [`REORDER`] ago, and the ones since, in
+    /// the order they started (when, how many).
+    started_before: u64,
+    recent: VecDeque<(f64, u64)>,
+    /// The most tokens the server has reported left: its bucket holds at least that, and
+    /// refill past what it holds is lost.
+    most_left: u64,
+}
+
+/// How far apart two requests may start and still reach the server in the other order (tasks
+/// woken together, different connections). A server's report for a request is read as if the
+/// requests that started this little before it had not reached it yet: never more room than
+/// there is, for a little less where the order held.
+const REORDER: f64 = 0.05;
+
+/// At most this many recent starts are remembered per scope; older ones count as seen.
+const RECENT_MAX: usize = 4096;
+
+impl Tats {
+    /// A request of `tokens` starts `now`; its mark (see [`Reservation::Granted`]): the
+    /// tokens of the requests that surely reached the server before it, its own included.
+    fn record_start(&mut self, specs: &[Spec], tokens: u64, now: f64) -> u64 {
+        for s in specs.iter().filter(|s| s.unit == gcra::Unit::Requests) {
+            let tat = self.started.get(s.name).copied().unwrap_or(0.0);
+            self.started.insert(s.name, gcra::commit(s, tat, 1.0, now));
+        }
+        while let Some(&(at, n)) = self.recent.front() {
+            if at >= now - REORDER && self.recent.len() < RECENT_MAX {
+                break;
+            }
+            self.started_before = self.started_before.saturating_add(n);
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, tokens));
+        self.started_before.saturating_add(tokens)
+    }
 }
 
 impl Default for LocalState {
@@ -65,6 +104,7 @@ impl LocalState {
         let Some(tats) = scopes.get_mut(scope) else {
             return Reservation::Granted {
                 wait: Duration::ZERO,
+                mark: 0,
             };
         };
         let mut at = now;
@@ -81,7 +121,14 @@ impl LocalState {
             tats.by_spec
                 .insert(s.name, gcra::commit(s, tat, s.cost(tokens), at));
         }
-        Reservation::Granted { wait }
+        tats.reserved = tats.reserved.saturating_add(tokens);
+        // One that starts now is counted among the real starts here, under the same lock.
+        let mark = if wait.is_zero() {
+            tats.record_start(specs, tokens, now)
+        } else {
+            0
+        };
+        Reservation::Granted { wait, mark }
     }
 
     pub(crate) fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled) {
@@ -123,16 +170,75 @@ impl LocalState {
             .fold(0.0, f64::max)
     }
 
-    /// A request starts now: count it in [`Tats::started`].
-    pub(crate) fn record_start(&self, scope: &str, specs: &[Spec]) {
+    /// A request of `tokens` that slept for its slot starts now: count it among the real
+    /// starts; its mark.
+    pub(crate) fn record_start(&self, scope: &str, specs: &[Spec], tokens: u64) -> u64 {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tats) = scopes.get_mut(scope) {
-            for s in specs.iter().filter(|s| s.unit == gcra::Unit::Requests) {
-                let tat = tats.started.get(s.name).copied().unwrap_or(0.0);
-                tats.started.insert(s.name, gcra::commit(s, tat, 1.0, now));
-            }
+        scopes
+            .get_mut(scope)
+            .map_or(0, |tats| tats.record_start(specs, tokens, now))
+    }
+
+    /// The server says `remaining` tokens were left once it had taken the attempt whose start,
+    /// `since` ago, returned `mark`. It had not yet seen what this scope reserved beyond that
+    /// (`later`: started after it, or just before it, or still asleep), and it has refilled
+    /// since (up to the most it was seen to hold), so what it would have left now with all of
+    /// it taken is `remaining + refill − later`. (Its moment is taken as the attempt's start:
+    /// a little early by the trip there, which the requests started just before it, counted
+    /// as unseen, make up for at the limit.)
+    ///
+    /// Below the local view, that tightens the budget. Above it — an upstream that gave unused
+    /// tokens back, or counted the prompts for less — it eases it, but never below the debt of
+    /// `later` itself, and never to more than a full burst. Easing is credit for requests
+    /// asleep for their slots when no other token budget holds them. True when eased.
+    pub(crate) fn correct(
+        &self,
+        scope: &str,
+        specs: &[Spec],
+        remaining: u64,
+        mark: u64,
+        since: Duration,
+    ) -> bool {
+        let Some(spec) = specs.iter().find(|s| s.name == "tpm") else {
+            return false;
+        };
+        let now = self.now();
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        if !scopes.contains_key(scope) {
+            scopes.insert(scope.to_string(), Tats::default());
         }
+        let Some(tats) = scopes.get_mut(scope) else {
+            return false;
+        };
+        let later = tats.reserved.saturating_sub(mark) as f64;
+        let tat = tats.by_spec.get(spec.name).copied().unwrap_or(0.0);
+        tats.most_left = tats.most_left.max(remaining);
+        // Refill past the most it was ever seen to hold is not counted: it may be all it holds.
+        let left_now =
+            (remaining as f64 + since.as_secs_f64() * spec.rate).min(tats.most_left as f64);
+        let server = now + spec.tau - (left_now - later) / spec.rate;
+        if server > tat {
+            tats.credit -= server - tat;
+            tats.by_spec.insert(spec.name, server);
+            return false;
+        }
+        let eased = server.max(now).max(now + later / spec.rate);
+        // Less than a token's worth is noise (the server reports whole tokens).
+        if eased + 1.0 / spec.rate >= tat {
+            return false;
+        }
+        // Another token budget (a daily one) spent past its burst is what sleepers wait for.
+        let held_elsewhere = specs.iter().any(|s| {
+            s.unit == gcra::Unit::Tokens
+                && s.name != spec.name
+                && tats.by_spec.get(s.name).is_some_and(|t| *t - s.tau > now)
+        });
+        tats.by_spec.insert(spec.name, eased);
+        if !held_elsewhere {
+            tats.credit += tat - eased;
+        }
+        true
     }
 
     /// See [`Tats::credit`].
@@ -191,7 +297,25 @@ impl RateState for LocalState {
         LocalState::request_wait(self, scope, specs)
     }
 
-    fn record_start(&self, scope: &str, specs: &[Spec]) {
-        LocalState::record_start(self, scope, specs);
+    fn record_start(&self, scope: &str, specs: &[Spec], tokens: u64) -> u64 {
+        LocalState::record_start(self, scope, specs, tokens)
+    }
+
+    fn correct<'a>(
+        &'a self,
+        scope: &'a str,
+        specs: &'a [Spec],
+        remaining: u64,
+        mark: u64,
+        since: Duration,
+    ) -> BoxFuture<'a, bool> {
+        std::future::ready(LocalState::correct(
+            self, scope, specs, remaining, mark, since,
+        ))
+        .boxed()
+    }
+
+    fn gives_credit(&self) -> bool {
+        true
     }
 }

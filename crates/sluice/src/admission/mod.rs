@@ -2,9 +2,9 @@
 //! estimated cost (one request, prompt + output tokens) against the requests-per-minute and
 //! tokens-per-minute budgets of its scope (upstream key × model) before it is sent, waits its turn
 //! in FIFO order if the budgets are spent, and takes a slot of the upstream's adaptive
-//! concurrency limit. When the answer comes back, the reservation is settled to the real usage,
-//! the server's `x-ratelimit-*` headers correct the local view (and teach it the limits when
-//! none were configured), and a 429 pauses the scope until the reset the server named.
+//! concurrency limit. When the answer comes back, a use above the reservation is charged, the
+//! server's `x-ratelimit-*` headers correct the local view both ways (and teach it the limits
+//! when none were configured), and a 429 pauses the scope until the reset the server named.
 //!
 //! Waiting is bounded: more than `max_queue` requests waiting, or a wait longer than `max_wait`
 //! (or past the request's deadline), is refused at once with [`ErrorKind::Overloaded`] and the
@@ -59,8 +59,12 @@ pub(crate) enum Settled {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reservation {
     /// Taken: start after `wait` (which refunds given while the request sleeps may shorten:
-    /// [`state::RateState::credit`]).
-    Granted { wait: Duration },
+    /// [`state::RateState::credit`]). `mark`, for a request that starts at once: the tokens of
+    /// the scope's requests started so far, this one's included (0 from a backend that does not
+    /// count them, or for one that must sleep first: its mark comes when it starts). The
+    /// server's report of what is left is read against what was reserved and had not started
+    /// by then.
+    Granted { wait: Duration, mark: u64 },
     /// Not taken: it would have had to wait `wait`, longer than allowed.
     Refused { wait: Duration },
 }
@@ -126,8 +130,10 @@ pub struct AdmissionConfig {
     pub concurrency: ConcurrencyConfig,
     pub state: StateBackend,
     /// The upstream gives back the unused part of a request's token reservation when its answer
-    /// ends (some self-hosted servers do). Default false: OpenAI and Azure OpenAI keep it, so
-    /// reservations are kept whole here too.
+    /// ends (some self-hosted servers do): settle to usage at once. Default false: OpenAI and
+    /// Azure OpenAI keep it, so reservations are kept whole here too — and eased only as far
+    /// as the server's `x-ratelimit-remaining-tokens` shows room ([`Admission::observe`]),
+    /// which also finds a refunding upstream out, one answer late.
     pub upstream_refunds: bool,
     /// How the upstream's limiter counts a prompt; default [`PromptCount::Larger`] (unknown:
     /// the larger of the tokenizer's count and characters ÷ 4). Told the rule, admission
@@ -193,6 +199,8 @@ pub struct Ticket {
     permit: Option<Permit>,
     _probe: Option<OwnedSemaphorePermit>,
     started: Instant,
+    /// See [`Reservation::Granted`].
+    mark: u64,
 }
 
 impl Ticket {
@@ -512,6 +520,7 @@ impl Admission {
         // The concurrency slot comes first: a request that had to wait for one would otherwise
         // be sent later than its rate slot, in a clump with the requests scheduled after it.
         let permit = self.concurrency.acquire(deadline).await?;
+        let mut mark = 0;
         if !specs.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             let max_wait = if patient {
@@ -521,16 +530,16 @@ impl Admission {
             };
             match self.reserve(scope, &specs, tokens, max_wait).await? {
                 Reservation::Refused { .. } if !patient => return Ok(None),
-                // Only an upstream that refunds gives credit to come forward by; for the others
-                // the slot stands, and the real starts need not be counted.
-                Reservation::Granted { wait } if self.cfg.upstream_refunds => {
-                    if !wait.is_zero() {
+                Reservation::Granted { wait, mark: m } => {
+                    mark = m;
+                    if wait.is_zero() {
+                        // Counted as started by the reservation itself.
+                    } else if self.state.gives_credit() {
+                        // Refunds (told) or the server's own numbers (learned) may bring it
+                        // forward while it sleeps.
                         self.sleep_until_slot(scope, &specs, wait).await;
-                    }
-                    self.state.record_start(scope, &specs);
-                }
-                Reservation::Granted { wait } => {
-                    if !wait.is_zero() {
+                        mark = self.state.record_start(scope, &specs, tokens);
+                    } else {
                         tokio::time::sleep(wait).await;
                     }
                 }
@@ -568,6 +577,7 @@ impl Admission {
             permit: Some(permit),
             _probe: probe_permit,
             started: Instant::now(),
+            mark,
         }))
     }
 
@@ -634,13 +644,23 @@ impl Admission {
         self.state.raise(scope, spec, ahead).await;
     }
 
-    /// Learn from a response: limits, remaining budget, and a 429's pause.
+    /// Learn from the response to `ticket`'s attempt: limits, remaining budget, and a 429's
+    /// pause.
+    ///
+    /// What is left of the token budget, as the server reports it, is read against what this
+    /// scope reserved after the attempt (which the server had not yet seen) and believed both
+    /// ways: less than the local view tightens it, as always; more — an upstream that gives
+    /// unused tokens back, or counts prompts more cheaply than the estimate — eases it, so
+    /// that requests asleep for their slots come forward. Easing never cancels what was
+    /// reserved after the attempt and never grants more than the burst allowed here, so an
+    /// upstream whose window is longer than that burst is still sent to smoothly.
     pub async fn observe(
         &self,
-        scope: &str,
+        ticket: &Ticket,
         rl: &RateLimits,
         rate_limited: Option<(ErrorKind, Option<Duration>)>,
     ) {
+        let scope = ticket.scope.as_str();
         let limits = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             let Some(s) = scopes.get_mut(scope) else {
@@ -675,17 +695,31 @@ impl Admission {
         let specs = self.specs(&limits);
         if self.cfg.learn_from_headers {
             for spec in &specs {
-                let remaining = match (spec.name, spec.unit) {
-                    ("rpm", _) => rl.requests.remaining,
-                    ("tpm", _) => rl.tokens.remaining,
-                    _ => None,
-                };
-                if let Some(r) = remaining {
-                    // Never believe in more budget than the server says is left.
-                    let ahead = spec.tau - r as f64 / spec.rate;
-                    if ahead > 0.0 {
-                        self.raise(scope, spec, ahead).await;
+                match spec.name {
+                    "rpm" => {
+                        if let Some(r) = rl.requests.remaining {
+                            // Never believe in more requests than the server says are left.
+                            let ahead = spec.tau - r as f64 / spec.rate;
+                            if ahead > 0.0 {
+                                self.raise(scope, spec, ahead).await;
+                            }
+                        }
                     }
+                    "tpm" => {
+                        if let Some(r) = rl.tokens.remaining {
+                            // A refused attempt was not taken: the server's count stops before it.
+                            let mark = if rate_limited.is_some() {
+                                ticket.mark.saturating_sub(ticket.reserved_tokens)
+                            } else {
+                                ticket.mark
+                            };
+                            let since = ticket.elapsed();
+                            if self.state.correct(scope, &specs, r, mark, since).await {
+                                self.refunded.notify_waiters();
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -912,6 +946,82 @@ mod tests {
         assert_eq!(starts, secs(&[0, 1, 2, 3, 4]));
     }
 
+    /// Three requests of 100 tokens ask at once (slots 0 s, 1 s, 2 s at 100 tokens/s with 1 s
+    /// of burst); the first one's answer says the server had `remaining` tokens left after
+    /// taking it. The start times.
+    async fn three_with_a_report(remaining: u64) -> Vec<Duration> {
+        let a = Admission::new(cfg(1_000_000, 6000));
+        let t0 = Instant::now();
+        let first = a.admit("s", "m", est(100), far()).await.unwrap();
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    a.admit("s", "m", est(100), far()).await.unwrap();
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut rl = RateLimits::default();
+        rl.requests.limit = Some(1_000_000);
+        rl.tokens.limit = Some(6000);
+        rl.tokens.remaining = Some(remaining);
+        a.observe(&first, &rl, None).await;
+        let mut starts = vec![Duration::ZERO];
+        for s in sleepers {
+            starts.push(s.await.unwrap());
+        }
+        starts.sort();
+        starts
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_servers_numbers_ease_the_budget_and_bring_sleepers_forward() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&s| Duration::from_millis(s))
+                .collect::<Vec<_>>()
+        };
+        // The server kept the first request's 100 tokens (0 left): its numbers match the
+        // local view, and the slots stand.
+        assert_eq!(three_with_a_report(0).await, ms(&[0, 1000, 2000]));
+        // It had 90 left after the first — it counted the prompt for less, or gave back what
+        // an earlier answer did not use: the budget eases by 0.9 s, less the 50 ms of refill
+        // since (not counted past the most the server was seen to hold, 90), and the sleepers
+        // come forward by as much.
+        assert_eq!(three_with_a_report(90).await, ms(&[0, 150, 1150]));
+        // An upstream whose window is much longer than the burst allowed here (10,000 left):
+        // the budget eases at most to what the two sleepers themselves reserved, so they go
+        // one burst's worth apart, never at once.
+        assert_eq!(three_with_a_report(10_000).await, ms(&[0, 50, 1050]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_started_together_may_reach_the_server_in_either_order() {
+        // 100 tokens/s, 1 s of burst: two requests of 50 go 10 ms apart, a third sleeps until
+        // 0.5 s. The server saw the second one first (50 left after it): read as if the order
+        // had held, that would look like 50 tokens of room and bring the third forward into a
+        // 429. The first, started together with it, may not have reached the server yet.
+        let a = Admission::new(cfg(1_000_000, 6000));
+        let t0 = Instant::now();
+        let _first = a.admit("s", "m", est(50), far()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = a.admit("s", "m", est(50), far()).await.unwrap();
+        let a2 = a.clone();
+        let third = tokio::spawn(async move {
+            a2.admit("s", "m", est(50), far()).await.unwrap();
+            t0.elapsed()
+        });
+        tokio::task::yield_now().await;
+        let mut rl = RateLimits::default();
+        rl.requests.limit = Some(1_000_000);
+        rl.tokens.limit = Some(6000);
+        rl.tokens.remaining = Some(50);
+        a.observe(&second, &rl, None).await;
+        assert_eq!(third.await.unwrap(), Duration::from_millis(500));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn fifo_and_bounded_wait() {
         let mut c = cfg(60, 100_000_000); // 1/s, burst 1
@@ -976,7 +1086,7 @@ mod tests {
         rl.requests.remaining = Some(0);
         rl.tokens.limit = Some(60_000);
         rl.tokens.remaining = Some(59_990);
-        a.observe("s", &rl, None).await;
+        a.observe(&t, &rl, None).await;
         drop(t);
         waiter.await.unwrap().unwrap();
         let l = a.limits("s").unwrap();
@@ -997,10 +1107,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_429_pauses_the_scope_until_the_reset() {
         let a = Admission::new(cfg(6000, 100_000_000));
-        a.admit("s", "m", est(1), far()).await.unwrap();
+        let t = a.admit("s", "m", est(1), far()).await.unwrap();
         let rl = RateLimits::default();
         a.observe(
-            "s",
+            &t,
             &rl,
             Some((ErrorKind::RateLimitedRequests, Some(Duration::from_secs(2)))),
         )

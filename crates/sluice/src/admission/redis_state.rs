@@ -87,7 +87,7 @@ impl RedisState {
         let (ok, wait): (i64, String) = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
         let wait = Duration::from_secs_f64(wait.parse::<f64>().unwrap_or(0.0).max(0.0));
         Ok(if ok == 1 {
-            Reservation::Granted { wait }
+            Reservation::Granted { wait, mark: 0 }
         } else {
             Reservation::Refused { wait }
         })

@@ -29,6 +29,36 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
     /// or a 429's pause).
     fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()>;
 
+    /// The server reports `remaining` tokens left after the attempt that started `since` ago
+    /// with `mark`: correct the minute's token budget (`tpm` among `specs`) from it. True when
+    /// the budget was eased (moved back), so that sleeping requests may come forward. A backend
+    /// that cannot tell what was reserved after the attempt only tightens, from `remaining`
+    /// alone: it never eases.
+    fn correct<'a>(
+        &'a self,
+        scope: &'a str,
+        specs: &'a [Spec],
+        remaining: u64,
+        _mark: u64,
+        _since: Duration,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            if let Some(spec) = specs.iter().find(|s| s.name == "tpm") {
+                let ahead = spec.tau - remaining as f64 / spec.rate;
+                if ahead > 0.0 {
+                    self.raise(scope, spec, ahead).await;
+                }
+            }
+            false
+        })
+    }
+
+    /// Whether requests asleep for their slots may come forward on [`RateState::credit`]
+    /// (and so need [`RateState::record_start`] when they wake).
+    fn gives_credit(&self) -> bool {
+        false
+    }
+
     /// Seconds the scope's token budgets have moved back, net, since it began (refunds less
     /// the corrections that took more): a request sleeping until its slot may start earlier by
     /// the growth of this number while it sleeps. A backend that cannot tell says 0 — its
@@ -44,7 +74,12 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
         0.0
     }
 
-    /// A granted request starts now. Told only where sleepers may come forward (an upstream
-    /// that refunds), the only place [`RateState::request_wait`] is asked.
-    fn record_start(&self, _scope: &str, _specs: &[Spec]) {}
+    /// A granted request that slept for its slot starts now (one granted without a wait is
+    /// counted by its reservation). Told only where sleepers may come forward
+    /// ([`RateState::gives_credit`]), the only place [`RateState::request_wait`] is asked.
+    ///
+    /// Returns its mark (see [`Reservation::Granted`]); 0 from a backend that does not count.
+    fn record_start(&self, _scope: &str, _specs: &[Spec], _tokens: u64) -> u64 {
+        0
+    }
 }
