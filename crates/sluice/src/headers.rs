@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 
 /// The server's view of one budget (requests or tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,43 +44,53 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn from_headers(h: &HeaderMap) -> Self {
-        // Names as constants: looking a header up by `&str` parses and lower-cases the name on
-        // every call, and this runs on every answer.
-        const REQ: [HeaderName; 3] = [
-            HeaderName::from_static("x-ratelimit-limit-requests"),
-            HeaderName::from_static("x-ratelimit-remaining-requests"),
-            HeaderName::from_static("x-ratelimit-reset-requests"),
-        ];
-        const TOK: [HeaderName; 3] = [
-            HeaderName::from_static("x-ratelimit-limit-tokens"),
-            HeaderName::from_static("x-ratelimit-remaining-tokens"),
-            HeaderName::from_static("x-ratelimit-reset-tokens"),
-        ];
-        const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-        const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
-        let get = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let budget = |[limit, remaining, reset]: &[HeaderName; 3]| Budget {
-            limit: get(limit).and_then(|v| v.parse().ok()),
-            remaining: get(remaining).and_then(|v| v.parse().ok()),
-            reset: get(reset).and_then(parse_go_duration),
-        };
-        let retry_after = get(&RETRY_AFTER_MS)
-            .and_then(parse_retry_after_ms)
-            .or_else(|| {
-                get(&http::header::RETRY_AFTER)
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()))
-            });
-        let should_retry = match get(&SHOULD_RETRY) {
-            Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
-            Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
-            _ => None,
-        };
-        RateLimits {
-            requests: budget(&REQ),
-            tokens: budget(&TOK),
-            retry_after,
-            should_retry,
+        // One pass over the answer's headers, matching the few names by their text: looking
+        // each of ten names up hashes it every time, and this runs on every answer. As with a
+        // lookup, only a name's first value counts.
+        let mut rl = RateLimits::default();
+        let mut seen = 0u16;
+        let mut retry_after_ms = None;
+        let mut retry_after = None;
+        for (name, value) in h {
+            let n = name.as_str();
+            let slot = match n.strip_prefix("x-ratelimit-") {
+                Some("limit-requests") => 0,
+                Some("remaining-requests") => 1,
+                Some("reset-requests") => 2,
+                Some("limit-tokens") => 3,
+                Some("remaining-tokens") => 4,
+                Some("reset-tokens") => 5,
+                Some(_) => continue,
+                None => match n {
+                    "retry-after-ms" => 6,
+                    "retry-after" => 7,
+                    "x-should-retry" => 8,
+                    _ => continue,
+                },
+            };
+            if seen & (1 << slot) != 0 {
+                continue;
+            }
+            seen |= 1 << slot;
+            let Some(v) = value.to_str().ok().map(str::trim) else {
+                continue;
+            };
+            match slot {
+                0 => rl.requests.limit = v.parse().ok(),
+                1 => rl.requests.remaining = v.parse().ok(),
+                2 => rl.requests.reset = parse_go_duration(v),
+                3 => rl.tokens.limit = v.parse().ok(),
+                4 => rl.tokens.remaining = v.parse().ok(),
+                5 => rl.tokens.reset = parse_go_duration(v),
+                6 => retry_after_ms = parse_retry_after_ms(v),
+                7 => retry_after = parse_retry_after(v, SystemTime::now()),
+                _ if v.eq_ignore_ascii_case("true") => rl.should_retry = Some(true),
+                _ if v.eq_ignore_ascii_case("false") => rl.should_retry = Some(false),
+                _ => {}
+            }
         }
+        rl.retry_after = retry_after_ms.or(retry_after);
+        rl
     }
 
     /// True when the response carried no rate-limit information at all.
@@ -233,7 +243,21 @@ mod tests {
         assert_eq!(r.tokens.remaining_fraction(), Some(0.25));
         assert_eq!(r.retry_after, Some(Duration::from_millis(2500)), "ms wins");
         assert_eq!(r.should_retry, Some(false));
+        assert_eq!(r.tokens.reset, Some(Duration::from_secs(45)));
         assert!(RateLimits::from_headers(&HeaderMap::new()).is_empty());
+        // `retry-after` when there is no `-ms`; a name's first value is the one read, as a
+        // lookup would; other headers are left alone.
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        h.append("x-ratelimit-remaining-tokens", "7".parse().unwrap());
+        h.append("x-ratelimit-remaining-tokens", "9".parse().unwrap());
+        h.insert("x-ratelimit-something-else", "1".parse().unwrap());
+        h.insert("x-should-retry", "TRUE".parse().unwrap());
+        let r = RateLimits::from_headers(&h);
+        assert_eq!(r.retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(r.tokens.remaining, Some(7));
+        assert_eq!(r.tokens.limit, None);
+        assert_eq!(r.should_retry, Some(true));
     }
 
     proptest! {

@@ -24,7 +24,7 @@ pub(crate) struct LocalState {
 /// One scope's budgets and the credit its token budgets were given back.
 #[derive(Debug, Default)]
 struct Tats {
-    by_spec: HashMap<&'static str, f64>,
+    by_spec: PerBudget,
     /// Seconds the token budgets' `tat`s have moved back, net, since the scope began: refunds
     /// add (the least any token budget moved), corrections that take more subtract. A request
     /// sleeping until its slot may start that much earlier than the slot it was given.
@@ -32,7 +32,7 @@ struct Tats {
     /// The request budgets again, fed only by when requests really started: a request that
     /// comes forward on credit must still fit these (its own slot was fitted against the
     /// others' slots as they were given, not as they moved).
-    started: HashMap<&'static str, f64>,
+    started: PerBudget,
     /// Tokens reserved on this scope so far: what a server's report is read against (see
     /// [`LocalState::correct`]).
     reserved: u64,
@@ -53,6 +53,29 @@ const REORDER: f64 = 0.05;
 
 /// At most this many recent starts are remembered per scope; older ones count as seen.
 const RECENT_MAX: usize = 4096;
+
+/// One number per budget of a scope, by the budget's name. A scope has at most four budgets
+/// (rpm, tpm, rpd, tpd), so a short list read in order costs less than hashing the name on
+/// every reservation.
+#[derive(Debug, Default)]
+struct PerBudget(Vec<(&'static str, f64)>);
+
+impl PerBudget {
+    fn get(&self, name: &str) -> Option<&f64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut f64> {
+        self.0.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, name: &'static str, value: f64) {
+        match self.get_mut(name) {
+            Some(v) => *v = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
 
 impl Tats {
     /// A request of `tokens` starts `now`; its mark (see [`Reservation::Granted`]): the
