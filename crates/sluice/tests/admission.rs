@@ -19,6 +19,18 @@ async fn mock(toml: &str) -> MockServer {
         .unwrap()
 }
 
+/// `n` chat requests, `req(0)` … `req(n − 1)`, sent at once: their tasks.
+fn at_once(c: &Client, n: usize) -> Vec<tokio::task::JoinHandle<sluice::Result<Answer>>> {
+    (0..n)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.chat().create(req(i)).await })
+        })
+        .collect()
+}
+
+type Answer = sluice::Response<sluice::ChatCompletion>;
+
 fn req(i: usize) -> ChatRequest {
     ChatRequest::new(
         "gpt-4o-mini",
@@ -50,12 +62,7 @@ async fn a_thousand_at_once(charging: &str) {
         .build()
         .unwrap();
     let t0 = Instant::now();
-    let tasks: Vec<_> = (0..1000)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move { c.chat().create(req(i)).await })
-        })
-        .collect();
+    let tasks = at_once(&c, 1000);
     let mut ok = 0;
     let mut tokens = 0;
     let mut errors = Vec::new();
@@ -106,12 +113,7 @@ async fn token_bound_run(charging: &str, adm: AdmissionConfig) -> (f64, f64, u64
         .build()
         .unwrap();
     let t0 = Instant::now();
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move { c.chat().create(req(i)).await })
-        })
-        .collect();
+    let tasks = at_once(&c, 200);
     for t in tasks {
         t.await.unwrap().unwrap();
     }
@@ -236,12 +238,7 @@ async fn overloaded_when_the_wait_is_too_long() {
         })
         .build()
         .unwrap();
-    let tasks: Vec<_> = (0..6)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move { c.chat().create(req(i)).await })
-        })
-        .collect();
+    let tasks = at_once(&c, 6);
     let mut overloaded = 0;
     for t in tasks {
         match t.await.unwrap() {
@@ -270,12 +267,7 @@ async fn storm_429s_pause_the_scope_instead_of_hammering() {
         .api_key(KEY)
         .build()
         .unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move { c.chat().create(req(i)).await })
-        })
-        .collect();
+    let tasks = at_once(&c, 50);
     for t in tasks {
         t.await.unwrap().unwrap();
     }
@@ -461,12 +453,7 @@ async fn upstreams_without_rate_limit_headers_are_not_waited_for() {
             .api_key(KEY)
             .build()
             .unwrap();
-        let tasks: Vec<_> = (0..40)
-            .map(|i| {
-                let c = c.clone();
-                tokio::spawn(async move { c.chat().create(req(i)).await })
-            })
-            .collect();
+        let tasks = at_once(&c, 40);
         for t in tasks {
             t.await.unwrap().unwrap();
         }
