@@ -23,6 +23,7 @@ pub mod journal;
 pub mod output;
 mod progress;
 pub use progress::suspend as suspend_progress;
+mod send;
 mod setup;
 pub mod summary;
 mod writer;
@@ -36,11 +37,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use sluice::admission::estimate;
 use sluice::pricing::{dollars, Nanos};
+use sluice::Engine;
 use sluice::ErrorKind;
-use sluice::{Call, Engine, RequestOptions};
 use tokio::sync::{watch, Semaphore};
 
 use input::{Line, Lines};
@@ -513,6 +512,45 @@ pub async fn run(
 }
 
 /// [`run`] with its engine built.
+/// Why a job whose input repeats `custom_id`s is not started, naming the first twenty and
+/// their lines; `None` when every id is unique.
+fn duplicates_message(input: &Path, duplicates: &[(String, Vec<u32>)]) -> Option<String> {
+    if duplicates.is_empty() {
+        return None;
+    }
+    let mut msg = format!(
+        "{}: {} custom_id(s) appear more than once; nothing was sent. Each custom_id must be unique:\n",
+        input.display(),
+        duplicates.len()
+    );
+    for (id, lines) in duplicates.iter().take(20) {
+        let l: Vec<String> = lines.iter().map(u32::to_string).collect();
+        msg.push_str(&format!("  {id:?} on lines {}\n", l.join(", ")));
+    }
+    if duplicates.len() > 20 {
+        msg.push_str(&format!("  … and {} more\n", duplicates.len() - 20));
+    }
+    Some(msg)
+}
+
+/// The job's journal, keyed by the input's content, with the files it belongs to.
+fn open_journal(
+    cfg: &BatchConfig,
+    content_hash: u128,
+    input: &Path,
+    out_path: &Path,
+    err_path: &Path,
+) -> Result<Journal, BatchError> {
+    let jpath = Journal::path_for(&cfg.state_dir(), content_hash);
+    let journal = Journal::open(&jpath).map_err(io_err(&jpath))?;
+    for (key, path) in [("input", input), ("output", out_path), ("errors", err_path)] {
+        journal
+            .set_meta(key, &path.display().to_string())
+            .map_err(io_err(&jpath))?;
+    }
+    Ok(journal)
+}
+
 async fn run_with(
     engine: Engine,
     cfg: BatchConfig,
@@ -547,35 +585,11 @@ async fn run_with(
             every,
         ));
     }
-    if !idx.duplicates.is_empty() {
-        let mut msg = format!(
-            "{}: {} custom_id(s) appear more than once; nothing was sent. Each custom_id must be unique:\n",
-            input.display(),
-            idx.duplicates.len()
-        );
-        for (id, lines) in idx.duplicates.iter().take(20) {
-            let l: Vec<String> = lines.iter().map(u32::to_string).collect();
-            msg.push_str(&format!("  {id:?} on lines {}\n", l.join(", ")));
-        }
-        if idx.duplicates.len() > 20 {
-            msg.push_str(&format!("  … and {} more\n", idx.duplicates.len() - 20));
-        }
+    if let Some(msg) = duplicates_message(&input, &idx.duplicates) {
         return Err(BatchError::Duplicates(msg));
     }
 
-    // The journal, keyed by the input's content.
-    let state_dir = cfg.state_dir();
-    let jpath = Journal::path_for(&state_dir, idx.content_hash);
-    let journal = Journal::open(&jpath).map_err(io_err(&jpath))?;
-    journal
-        .set_meta("input", &input.display().to_string())
-        .map_err(io_err(&jpath))?;
-    journal
-        .set_meta("output", &out_path.display().to_string())
-        .map_err(io_err(&jpath))?;
-    journal
-        .set_meta("errors", &err_path.display().to_string())
-        .map_err(io_err(&jpath))?;
+    let journal = open_journal(&cfg, idx.content_hash, &input, &out_path, &err_path)?;
 
     // What is already done: whatever the output and errors files hold.
     let Done {
@@ -617,6 +631,18 @@ async fn run_with(
     );
 
     // Pass 2: send what is not done.
+    let sender = send::Sender {
+        engine: engine.clone(),
+        tx: tx.clone(),
+        tally: tally.clone(),
+        progress: progress.clone(),
+        fatal: fatal.clone(),
+        fatal_flag: fatal_flag.clone(),
+        engine_budget: engine_budget.clone(),
+        content_hash,
+        job: cfg.job.clone(),
+        max_attempts: cfg.max_attempts,
+    };
     let permits = Arc::new(Semaphore::new(cfg.window.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut interrupted = false;
@@ -707,13 +733,7 @@ async fn run_with(
                         continue;
                     }
                 };
-                let model = value
-                    .get("model")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("")
-                    .to_string();
-                let path = url.trim_start_matches("/v1");
-                let est = estimate::estimate(path, &value);
+                let call = sender.call(line, url, body.get(), &value);
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => match p {
                         Ok(p) => p,
@@ -725,59 +745,7 @@ async fn run_with(
                     }
                 };
                 let _ = tx.send(Record::Sent(line)).await;
-                let call = Call {
-                    method: http::Method::POST,
-                    path: path.to_string(),
-                    body: Some(Bytes::copy_from_slice(body.get().as_bytes())),
-                    endpoint: endpoint_label(path),
-                    model: Some(model.clone()),
-                    estimate: Some(est),
-                    options: RequestOptions {
-                        idempotency_key: Some(format!(
-                            "sluice-batch-{:016x}-{line}",
-                            content_hash as u64
-                        )),
-                        timeout: None,
-                        max_attempts: Some(cfg.max_attempts),
-                        spend: sluice::spend::SpendTags {
-                            key: None,
-                            job: Some(cfg.job.clone()),
-                        },
-                        ..RequestOptions::default()
-                    },
-                };
-                let engine = engine.clone();
-                let tx = tx.clone();
-                let tally = tally.clone();
-                let fatal = fatal.clone();
-                let fatal_flag = fatal_flag.clone();
-                let engine_budget = engine_budget.clone();
-                let progress = progress.clone();
-                let rid = record_id(content_hash, line);
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let t0 = Instant::now();
-                    let result = send_patiently(&engine, call, &fatal_flag).await;
-                    let msg = line_record(
-                        result,
-                        at,
-                        &rid,
-                        &custom_id,
-                        t0.elapsed(),
-                        &tally,
-                        &Stops {
-                            fatal: &fatal,
-                            fatal_flag: &fatal_flag,
-                            engine_budget: &engine_budget,
-                        },
-                    );
-                    progress.tick();
-                    if let Some(m) = msg {
-                        let _ = tx.send(m).await;
-                    }
-                });
-                // Reap finished tasks as we go, so the set stays the size of the window.
-                while tasks.try_join_next().is_some() {}
+                sender.spawn(&mut tasks, permit, call, at, custom_id);
             }
         }
     }
@@ -801,21 +769,8 @@ async fn run_with(
     }
 
     // Let in-flight requests finish (within the grace period once stopping).
-    let stopping = interrupted || *stop.borrow();
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if stopping {
-        let mut stop2 = stop.clone();
-        tokio::select! {
-            _ = drain => {},
-            _ = tokio::time::sleep(cfg.grace) => {
-                tracing::warn!("grace period over: abandoning requests still in flight (they are resent on resume)");
-                tasks.abort_all();
-            }
-            _ = async { let _ = stop2.changed().await; std::future::pending::<()>().await } => {}
-        }
-    } else {
-        drain.await;
-    }
+    send::drain(&mut tasks, interrupted || *stop.borrow(), cfg.grace).await;
+    drop(sender);
     drop(tx);
     match writer.await {
         Ok(Ok(())) => {}
@@ -854,45 +809,6 @@ async fn run_with(
         tracing::info!(budget = %dollars(b), spent = %dollars(summary.job_cost_nanos), "budget");
     }
     Ok(Report { outcome, summary })
-}
-
-/// Send, waiting out admission's "not now" (`Overloaded`) instead of failing the line: in a
-/// batch, waiting is always better than losing work.
-async fn send_patiently(
-    engine: &Engine,
-    call: Call,
-    fatal: &AtomicBool,
-) -> Result<sluice::Reply, sluice::Error> {
-    loop {
-        match engine.send(call.clone()).await {
-            // sluice's own queue is full, or the upstream's breaker is open: the line waits
-            // (the breaker's probe decides when the upstream is back), it does not fail.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Overloaded | ErrorKind::UpstreamUnavailable
-                ) && !fatal.load(Ordering::Acquire) =>
-            {
-                let wait = e
-                    .retry_after()
-                    .unwrap_or(Duration::from_secs(1))
-                    .min(Duration::from_secs(30));
-                tokio::time::sleep(wait).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-fn endpoint_label(path: &str) -> &'static str {
-    match path {
-        "/chat/completions" => "chat",
-        "/embeddings" => "embeddings",
-        "/completions" => "completions",
-        "/responses" => "responses",
-        "/moderations" => "moderations",
-        _ => "other",
-    }
 }
 
 /// `sluice batch status`: what the journal and the files say about a job.
