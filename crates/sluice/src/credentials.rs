@@ -11,10 +11,12 @@ use std::time::SystemTime;
 use crate::error::{Error, ErrorKind};
 use crate::secret::SecretString;
 
-/// One source of an API key.
+/// One source of an API key (or of a bearer token: [`KeySource::token_file`]).
 #[derive(Debug)]
 pub struct KeySource {
     kind: SourceKind,
+    /// What the source holds, as its messages name it: "API key" or "token".
+    what: &'static str,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,7 @@ impl KeySource {
     pub fn fixed(key: impl Into<SecretString>) -> Self {
         KeySource {
             kind: SourceKind::Static(key.into()),
+            what: "API key",
         }
     }
 
@@ -46,6 +49,7 @@ impl KeySource {
     pub fn env(var: impl Into<String>) -> Self {
         KeySource {
             kind: SourceKind::Env(var.into()),
+            what: "API key",
         }
     }
 
@@ -57,6 +61,16 @@ impl KeySource {
                 path: path.into(),
                 cache: Mutex::new(None),
             },
+            what: "API key",
+        }
+    }
+
+    /// A bearer token in a file (an Azure Entra ID token that another process refreshes),
+    /// re-read as [`KeySource::file`]; its messages say "token file".
+    pub fn token_file(path: impl Into<PathBuf>) -> Self {
+        KeySource {
+            what: "token",
+            ..KeySource::file(path)
         }
     }
 
@@ -77,7 +91,7 @@ impl KeySource {
                 Ok(v) if !v.trim().is_empty() => Ok(SecretString::new(v.trim())),
                 _ => Err(Error::new(
                     ErrorKind::Authentication,
-                    format!("no API key: environment variable {var} is not set"),
+                    format!("no {}: environment variable {var} is not set", self.what),
                 )
                 .with_retryable(false)),
             },
@@ -85,7 +99,7 @@ impl KeySource {
                 let meta = std::fs::metadata(path).map_err(|e| {
                     Error::new(
                         ErrorKind::Authentication,
-                        format!("cannot read API key file {}: {e}", path.display()),
+                        format!("cannot read {} file {}: {e}", self.what, path.display()),
                     )
                 })?;
                 let modified = meta.modified().ok();
@@ -99,7 +113,7 @@ impl KeySource {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Error::new(
                         ErrorKind::Authentication,
-                        format!("cannot read API key file {}: {e}", path.display()),
+                        format!("cannot read {} file {}: {e}", self.what, path.display()),
                     )
                 })?;
                 let key = text.trim();
@@ -108,7 +122,8 @@ impl KeySource {
                     return Err(Error::new(
                         ErrorKind::Config,
                         format!(
-                            "API key file {} holds {lines} keys; a key source takes one (spreading a job over several keys needs the key pool)",
+                            "{} file {} holds {lines} keys; a key source takes one (spreading a job over several keys needs the key pool)",
+                            self.what,
                             path.display()
                         ),
                     )
@@ -117,12 +132,12 @@ impl KeySource {
                 if key.is_empty() {
                     return Err(Error::new(
                         ErrorKind::Authentication,
-                        format!("API key file {} is empty", path.display()),
+                        format!("{} file {} is empty", self.what, path.display()),
                     ));
                 }
                 let key = SecretString::new(key);
                 if cache.is_some() {
-                    tracing::info!(source = %path.display(), key = %key.fingerprint(), "API key file changed; using the new key");
+                    tracing::info!(source = %path.display(), key = %key.fingerprint(), what = self.what, "key file changed; using the new key");
                 }
                 *cache = Some(FileKey {
                     modified,
@@ -157,6 +172,12 @@ mod tests {
         let err = src.current().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Authentication);
         assert!(!err.to_string().contains("sk-"), "{err}");
+        assert!(err.to_string().contains("API key file"), "{err}");
+        // A token file's messages name a token, not an API key.
+        let tokens = KeySource::token_file(&path);
+        let err = tokens.current().unwrap_err();
+        assert!(err.to_string().contains("token file"), "{err}");
+        assert!(!err.to_string().contains("API key"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -53,7 +53,7 @@ impl KeySpec {
                 KeySpec::File(p) => PoolSource::One(KeySource::file(p.clone())),
                 KeySpec::KeysFile(p) => PoolSource::lines(p.clone()),
                 KeySpec::Value(v) => PoolSource::One(KeySource::fixed(v.clone())),
-                KeySpec::TokenFile(p) => PoolSource::Token(KeySource::file(p.clone())),
+                KeySpec::TokenFile(p) => PoolSource::Token(KeySource::token_file(p.clone())),
             })
             .collect()
     }
