@@ -616,10 +616,7 @@ impl Engine {
                 else {
                     return Ok(None);
                 };
-                Some(Admitted {
-                    admission: a.clone(),
-                    ticket,
-                })
+                Some(Admitted { ticket })
             }
             None => None,
         };
@@ -684,7 +681,7 @@ impl Engine {
         if (200..300).contains(&status) {
             keys.after_attempt(&chosen, Ok(&rl), &self.inner.alerts);
             if let Some(a) = &admitted {
-                a.admission.observe(&a.ticket, &rl, None).await;
+                a.ticket.observe(&rl, None).await;
             }
             return Ok(Some(OkResponse {
                 resp,
@@ -715,7 +712,7 @@ impl Engine {
                 .kind()
                 .is_rate_limited()
                 .then(|| (err.kind(), err.retry_after()));
-            a.admission.observe(&a.ticket, &rl, limited).await;
+            a.ticket.observe(&rl, limited).await;
             a.fail(&err);
         }
         Err(err)
@@ -905,7 +902,6 @@ impl AttemptKind for Streamed {
 
 /// An admitted attempt in progress.
 struct Admitted {
-    admission: Arc<Admission>,
     ticket: Ticket,
 }
 

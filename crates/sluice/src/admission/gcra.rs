@@ -66,9 +66,14 @@ pub fn adjust(spec: &Spec, tat: f64, delta: f64, now: f64) -> f64 {
     }
 }
 
+/// The `tat` of a budget with `remaining` units left at `now` (negative: owed).
+pub fn tat_with(spec: &Spec, remaining: f64, now: f64) -> f64 {
+    now + spec.tau - remaining / spec.rate
+}
+
 /// The server says only `remaining` units are left: never believe we have more than that.
 pub fn tighten(spec: &Spec, tat: f64, remaining: f64, now: f64) -> f64 {
-    tat.max(now + spec.tau - remaining / spec.rate)
+    tat.max(tat_with(spec, remaining, now))
 }
 
 /// Admit nothing before `until`, then resume at the budget's rate (no burst).

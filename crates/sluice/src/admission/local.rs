@@ -77,7 +77,28 @@ impl PerBudget {
     }
 }
 
+/// The scope's state, made on first use (`None` only if the map would not keep it: callers
+/// then carry on without, rather than panic).
+fn scope_state<'a>(scopes: &'a mut HashMap<String, Tats>, scope: &str) -> Option<&'a mut Tats> {
+    if !scopes.contains_key(scope) {
+        scopes.insert(scope.to_string(), Tats::default());
+    }
+    scopes.get_mut(scope)
+}
+
 impl Tats {
+    /// Make sure `spec`'s `tat` is at least `at` (the server says less is left, or a pause):
+    /// a token budget's sleeping requests lose that much of their credit.
+    fn raise_to(&mut self, spec: &Spec, at: f64) {
+        let tat = self.by_spec.get(spec.name).copied().unwrap_or(0.0);
+        if at > tat {
+            if spec.unit == gcra::Unit::Tokens {
+                self.credit -= at - tat;
+            }
+            self.by_spec.insert(spec.name, at);
+        }
+    }
+
     /// A request of `tokens` starts `now`; its mark (see [`Reservation::Granted`]): the
     /// tokens of the requests that surely reached the server before it, its own included.
     fn record_start(&mut self, specs: &[Spec], tokens: u64, now: f64) -> u64 {
@@ -121,10 +142,7 @@ impl LocalState {
     ) -> Reservation {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if !scopes.contains_key(scope) {
-            scopes.insert(scope.to_string(), Tats::default());
-        }
-        let Some(tats) = scopes.get_mut(scope) else {
+        let Some(tats) = scope_state(&mut scopes, scope) else {
             return Reservation::Granted {
                 wait: Duration::ZERO,
                 mark: 0,
@@ -228,10 +246,7 @@ impl LocalState {
         };
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if !scopes.contains_key(scope) {
-            scopes.insert(scope.to_string(), Tats::default());
-        }
-        let Some(tats) = scopes.get_mut(scope) else {
+        let Some(tats) = scope_state(&mut scopes, scope) else {
             return false;
         };
         let later = tats.reserved.saturating_sub(mark) as f64;
@@ -240,10 +255,9 @@ impl LocalState {
         // Refill past the most it was ever seen to hold is not counted: it may be all it holds.
         let left_now =
             (remaining as f64 + since.as_secs_f64() * spec.rate).min(tats.most_left as f64);
-        let server = now + spec.tau - (left_now - later) / spec.rate;
+        let server = gcra::tat_with(spec, left_now - later, now);
         if server > tat {
-            tats.credit -= server - tat;
-            tats.by_spec.insert(spec.name, server);
+            tats.raise_to(spec, server);
             return false;
         }
         let eased = server.max(now).max(now + later / spec.rate);
@@ -274,17 +288,8 @@ impl LocalState {
     pub(crate) fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if !scopes.contains_key(scope) {
-            scopes.insert(scope.to_string(), Tats::default());
-        }
-        if let Some(tats) = scopes.get_mut(scope) {
-            let tat = tats.by_spec.get(spec.name).copied().unwrap_or(0.0);
-            let raised = tat.max(now + ahead);
-            if spec.unit == gcra::Unit::Tokens {
-                // The server says less is left: a sleeping request loses that much of its credit.
-                tats.credit -= raised - tat;
-            }
-            tats.by_spec.insert(spec.name, raised);
+        if let Some(tats) = scope_state(&mut scopes, scope) {
+            tats.raise_to(spec, now + ahead);
         }
     }
 }

@@ -228,6 +228,15 @@ impl Ticket {
         }
     }
 
+    /// Learn from the response to this attempt ([`Admission::observe`]).
+    pub async fn observe(
+        &self,
+        rl: &RateLimits,
+        rate_limited: Option<(ErrorKind, Option<Duration>)>,
+    ) {
+        self.admission.observe(self, rl, rate_limited).await;
+    }
+
     /// Tokens this ticket reserved.
     pub fn reserved_tokens(&self) -> u64 {
         self.reserved_tokens
@@ -698,11 +707,7 @@ impl Admission {
                 match spec.name {
                     "rpm" => {
                         if let Some(r) = rl.requests.remaining {
-                            // Never believe in more requests than the server says are left.
-                            let ahead = spec.tau - r as f64 / spec.rate;
-                            if ahead > 0.0 {
-                                self.raise(scope, spec, ahead).await;
-                            }
+                            self.state.tighten(scope, spec, r).await;
                         }
                     }
                     "tpm" => {

@@ -44,12 +44,19 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             if let Some(spec) = specs.iter().find(|s| s.name == "tpm") {
-                let ahead = spec.tau - remaining as f64 / spec.rate;
-                if ahead > 0.0 {
-                    self.raise(scope, spec, ahead).await;
-                }
+                self.tighten(scope, spec, remaining).await;
             }
             false
+        })
+    }
+
+    /// The server says only `remaining` units of `spec` are left: never believe in more.
+    fn tighten<'a>(&'a self, scope: &'a str, spec: &'a Spec, remaining: u64) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let ahead = spec.tau - remaining as f64 / spec.rate;
+            if ahead > 0.0 {
+                self.raise(scope, spec, ahead).await;
+            }
         })
     }
 
