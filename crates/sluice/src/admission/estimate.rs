@@ -74,7 +74,15 @@ pub fn count(enc: Encoding, text: &str) -> u64 {
 }
 
 fn tokenize(enc: Encoding, text: &str) -> u64 {
-    bpe(enc).encode_ordinary(text).len() as u64
+    let bpe = bpe(enc);
+    if text.is_ascii() {
+        let split = match enc {
+            Encoding::O200k => super::pieces::Split::O200k,
+            Encoding::Cl100k | Encoding::Unknown => super::pieces::Split::Cl100k,
+        };
+        return super::pieces::count(split, text, |p| bpe.encode_ordinary(p).len() as u64);
+    }
+    bpe.encode_ordinary(text).len() as u64
 }
 
 /// Texts at least this long have their counts remembered.

@@ -17,6 +17,7 @@ pub mod concurrency;
 pub mod estimate;
 pub mod gcra;
 mod local;
+mod pieces;
 mod redis_state;
 mod state;
 
