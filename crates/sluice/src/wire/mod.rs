@@ -6,6 +6,7 @@ mod chat;
 mod completions;
 mod embeddings;
 mod models;
+mod usage_scan;
 
 pub use chat::*;
 pub use completions::*;
@@ -222,6 +223,9 @@ pub(crate) fn last_usage(json: &str) -> Option<Usage> {
     const KEY: &str = "\"usage\"";
     memchr::memmem::rfind_iter(json.as_bytes(), KEY).find_map(|at| {
         let v = value_after(json, at + KEY.len()).filter(|v| v.starts_with('{'))?;
+        if let Some(u) = usage_scan::scan(v) {
+            return Some(u);
+        }
         let mut de = serde_json::Deserializer::from_str(v);
         usage_counts(&mut de).ok().flatten()
     })
