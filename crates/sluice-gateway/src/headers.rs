@@ -97,6 +97,13 @@ pub(crate) fn sluice_headers(h: &mut HeaderMap, meta: &Meta) {
         set(h, "x-sluice-model-fallback", &format!("{from} -> {sent}"));
     }
     if let Some(u) = &meta.upstream {
-        set(h, "x-sluice-upstream", u);
+        if let Ok(v) = HeaderValue::from_str(u) {
+            h.insert(X_SLUICE_UPSTREAM, v);
+        }
     }
 }
+
+/// The two headers of every answer, named once (a name made from a string at run time is
+/// checked and copied on each use).
+const X_SLUICE_UPSTREAM: HeaderName = HeaderName::from_static("x-sluice-upstream");
+pub(crate) const X_SLUICE_COST_USD: HeaderName = HeaderName::from_static("x-sluice-cost-usd");

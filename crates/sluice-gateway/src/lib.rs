@@ -31,7 +31,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -287,15 +286,33 @@ impl AppState {
     }
 }
 
-/// The gateway's routes.
-fn router(state: Arc<AppState>) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics_text))
-        .fallback(api)
-        .with_state(state)
+/// Every request the gateway serves: its own health, readiness and metrics endpoints, else the
+/// API. Dispatched here by hand rather than by a router: there are three fixed paths beside the
+/// route table's, and a router's matching, extractors and boxed body cost more on every API
+/// request than these comparisons.
+async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response {
+    let own = match req.uri().path() {
+        "/healthz" | "/readyz" => Some(false),
+        "/metrics" => Some(true),
+        _ => None,
+    };
+    if let Some(metrics) = own {
+        return match *req.method() {
+            Method::GET | Method::HEAD if metrics => metrics_text().await,
+            Method::GET | Method::HEAD => "ok".into_response(),
+            _ => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(http::header::ALLOW, HeaderValue::from_static("GET,HEAD"))],
+            )
+                .into_response(),
+        };
+    }
+    let (parts, body) = req.into_parts();
+    api(state, peer, parts.method, parts.uri, parts.headers, body).await
 }
 
 async fn metrics_text() -> Response {
@@ -446,9 +463,8 @@ impl Gateway {
             })),
             backends,
         });
-        let app = router(state.clone());
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(server::serve(listener, app, limits, rx));
+        let task = tokio::spawn(server::serve(listener, state.clone(), limits, rx));
         // The upstream's model list against the models in use and in config, the config in
         // force at each check (a reload changes both).
         let models_watch = every.map(|every| {

@@ -23,12 +23,12 @@ pub(crate) fn model_endpoint(op: &sluice::routes::Op) -> Option<&'static str> {
 
 /// Every `/v1/*` request.
 pub(crate) async fn api(
-    State(app): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    app: Arc<AppState>,
+    peer: SocketAddr,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Body,
+    body: hyper::body::Incoming,
 ) -> Response {
     let started = Instant::now();
     let st = app.live();
@@ -86,25 +86,28 @@ pub(crate) async fn api(
     let upload = (multipart || op.body == sluice::routes::Body::Any)
         && length.is_none_or(|n| n > STREAM_UPLOADS_ABOVE);
     let mut streamed = None;
+    let limited = http_body_util::Limited::new(body, st.cfg.max_body_bytes);
     let body = if upload {
-        let limited = http_body_util::Limited::new(body, st.cfg.max_body_bytes);
         streamed = Some(sluice::SharedUpload::new(
             http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                 limited,
                 |e| -> sluice::BoxError { e },
             )),
         ));
-        Body::empty()
+        None
     } else {
-        body
+        Some(limited)
     };
     // A body that never ends (or trickles) is not waited on for good.
-    let bytes = match tokio::time::timeout(
-        st.cfg.server.body_timeout,
-        axum::body::to_bytes(body, st.cfg.max_body_bytes),
-    )
-    .await
-    {
+    let read = async {
+        match body {
+            Some(b) => http_body_util::BodyExt::collect(b)
+                .await
+                .map(http_body_util::Collected::to_bytes),
+            None => Ok(Bytes::new()),
+        }
+    };
+    let bytes = match tokio::time::timeout(st.cfg.server.body_timeout, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => return too_large(),
         Err(_) => {
@@ -286,7 +289,9 @@ pub(crate) async fn api(
             let h = resp.headers_mut();
             sluice_headers(h, &reply.meta);
             if let Some(c) = reply.meta.cost_nanos {
-                set(h, "x-sluice-cost-usd", &dollars_exact(c));
+                if let Ok(v) = HeaderValue::try_from(dollars_exact(c)) {
+                    h.insert(X_SLUICE_COST_USD, v);
+                }
             }
             resp
         }

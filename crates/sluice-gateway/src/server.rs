@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
 /// Connection limits (`[server]`), with defaults safe for a gateway facing the internet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +76,11 @@ fn open_file_limit() -> Option<u64> {
     l.current
 }
 
-/// Serve `app` on `listener` until `stop` changes, then let the connections finish their
+/// Serve the gateway `app` on `listener` until `stop` changes, then let the connections finish their
 /// requests in flight.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: Arc<crate::AppState>,
     limits: ServerLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -137,15 +135,12 @@ pub(crate) async fn serve(
             last: last.clone(),
             born,
         });
-        let svc = app
-            .clone()
-            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(axum::body::Body::new)
-            });
-        let conn = builder
-            .serve_connection(io, hyper_util::service::TowerToHyperService::new(svc))
-            .into_owned();
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(crate::handle(app, peer, req).await) }
+        });
+        let conn = builder.serve_connection(io, svc).into_owned();
         let conn = graceful.watch(conn);
         let idle = limits.idle_timeout;
         let first = limits.header_timeout;

@@ -87,6 +87,28 @@ async fn chat_embeddings_models_through_the_gateway() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+    let ready = reqwest::get(format!("http://{}/readyz", g.addr()))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    // The gateway's own endpoints answer GET (and HEAD) only; nothing else reaches them.
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = client
+            .post(format!("http://{}{path}", g.addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{path}");
+        assert_eq!(r.headers()["allow"], "GET,HEAD", "{path}");
+        let r = client
+            .head(format!("http://{}{path}", g.addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
     g.shutdown().await;
 }
 

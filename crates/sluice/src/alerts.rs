@@ -111,7 +111,8 @@ struct State {
     /// The most an upstream has said is left, per key and kind: the capacity it really grants
     /// at once (see [`Alerter::remaining`]).
     /// The largest remaining seen per key label: requests, tokens.
-    peaks: HashMap<String, [u64; 2]>,
+    /// By key label (from configuration, never a caller's text: a fast hash is safe).
+    peaks: rustc_hash::FxHashMap<String, [u64; 2]>,
 }
 
 /// The alerting stage, shared by an engine's requests.
@@ -141,7 +142,7 @@ impl Alerter {
                 last_fired: HashMap::new(),
                 minute_start: now,
                 minute_sent: 0,
-                peaks: HashMap::new(),
+                peaks: rustc_hash::FxHashMap::default(),
             }),
             http,
         }
@@ -233,15 +234,12 @@ impl Alerter {
                 let capacity = {
                     let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     // Looked up by reference: a label is only copied the first time it is seen.
-                    if !st.peaks.contains_key(key_label) {
-                        st.peaks.insert(key_label.to_string(), [0; 2]);
-                    }
-                    let peaks = st.peaks.get_mut(key_label).map(|p| &mut p[i]);
-                    let peak = peaks.map_or(rem, |p| {
-                        *p = (*p).max(rem).min(lim);
-                        *p
-                    });
-                    peak.max(1)
+                    let p = match st.peaks.get_mut(key_label) {
+                        Some(p) => &mut p[i],
+                        None => &mut st.peaks.entry(key_label.to_string()).or_insert([0; 2])[i],
+                    };
+                    *p = (*p).max(rem).min(lim);
+                    (*p).max(1)
                 };
                 let f = rem as f64 / capacity as f64;
                 if f < below {

@@ -16,7 +16,30 @@ pub fn dollars(n: Nanos) -> String {
 
 /// Format nano-dollars exactly, with nine decimals: `0.000001950` (headers, machine output).
 pub fn dollars_exact(n: Nanos) -> String {
-    format!("{}.{:09}", n / 1_000_000_000, n % 1_000_000_000)
+    // Written digit by digit: the gateway writes one on every answer, where `format!`'s
+    // machinery costs several times the digits.
+    let mut whole = [b'0'; 20];
+    let mut start = whole.len();
+    let mut w = n / 1_000_000_000;
+    loop {
+        start -= 1;
+        whole[start] = b'0' + (w % 10) as u8;
+        w /= 10;
+        if w == 0 {
+            break;
+        }
+    }
+    let mut frac = [b'0'; 9];
+    let mut f = n % 1_000_000_000;
+    for d in frac.iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    let mut out = String::with_capacity(whole.len() - start + 10);
+    out.push_str(std::str::from_utf8(&whole[start..]).unwrap_or_default());
+    out.push('.');
+    out.push_str(std::str::from_utf8(&frac).unwrap_or_default());
+    out
 }
 
 /// Parse a dollar amount (`12.5`, `0.25`) into nano-dollars.
@@ -136,6 +159,9 @@ mod tests {
         assert_eq!(mini.cost(&usage(1000, 400, 500)), 420_000);
         assert_eq!(dollars(420_000), "$0.000420");
         assert_eq!(dollars_exact(420_000), "0.000420000");
+        assert_eq!(dollars_exact(0), "0.000000000");
+        assert_eq!(dollars_exact(12_000_000_001), "12.000000001");
+        assert_eq!(dollars_exact(u64::MAX), "18446744073.709551615");
         // Snapshots and fine-tunes price as their base.
         assert_eq!(p.price("gpt-4o-mini-2024-07-18"), Some(mini));
         assert_eq!(p.price("ft:gpt-4o-mini:acme::abc123"), Some(mini));

@@ -6,6 +6,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::error::{Error, ErrorKind};
 use crate::secret::SecretString;
 
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
 /// What an attempt sends besides its body.
 pub(crate) struct AttemptHeaders<'a> {
     /// The engine's configuration (organization, project, custom headers): these win.
@@ -27,7 +30,11 @@ impl AttemptHeaders<'_> {
         key: &SecretString,
         key_source: impl FnOnce() -> String,
     ) -> Result<HeaderMap, Error> {
-        let mut h = self.configured.clone();
+        // Sized for everything below at once, so that inserting never grows the map.
+        let mut h = HeaderMap::with_capacity(self.configured.len() + self.caller.len() + 4);
+        for (name, value) in self.configured {
+            h.append(name.clone(), value.clone());
+        }
         let mut last: Option<&HeaderName> = None;
         for (name, value) in self.caller {
             if self.configured.contains_key(name) {
@@ -44,7 +51,11 @@ impl AttemptHeaders<'_> {
         let value = if self.api_key_header {
             HeaderValue::from_str(key.expose())
         } else {
-            HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            let key = key.expose();
+            let mut bearer = String::with_capacity(7 + key.len());
+            bearer.push_str("Bearer ");
+            bearer.push_str(key);
+            HeaderValue::try_from(bearer)
         };
         let mut auth = value.map_err(|_| {
             Error::new(
@@ -57,12 +68,12 @@ impl AttemptHeaders<'_> {
         })?;
         auth.set_sensitive(true);
         if self.api_key_header {
-            h.insert(HeaderName::from_static("api-key"), auth);
+            h.insert(API_KEY, auth);
         } else {
             h.insert(http::header::AUTHORIZATION, auth);
         }
         if let Ok(v) = HeaderValue::from_str(self.idempotency_key) {
-            h.insert(HeaderName::from_static("idempotency-key"), v);
+            h.insert(IDEMPOTENCY_KEY, v);
         }
         if self.has_body && !h.contains_key(http::header::CONTENT_TYPE) {
             h.insert(

@@ -728,7 +728,9 @@ impl Engine {
             renamed,
         } = self.open(ctx, false).await?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        // The headers are moved out (the body is all that is read from here), not copied.
+        let mut resp = resp;
+        let headers = std::mem::take(resp.headers_mut());
         let request_id = request_id(&headers);
         let body = match read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_BODY).await {
             Ok(b) => b,
@@ -782,7 +784,8 @@ impl Engine {
             renamed,
         } = self.open(ctx, true).await?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        let mut resp = resp;
+        let headers = std::mem::take(resp.headers_mut());
         let request_id = request_id(&headers);
         // How the stream ends: Responses API streams at their terminal event, no `[DONE]`.
         let framing = match ctx.call.endpoint {
