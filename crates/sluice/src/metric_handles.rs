@@ -26,8 +26,12 @@ static GLOBAL: AtomicUsize = AtomicUsize::new(0);
 /// bounded already — models are interned, the rest are fixed words — so this only guards).
 const MAX_PER_THREAD: usize = 4096;
 
-/// Up to three label values; the label names are fixed per metric.
-type HandleKey = (&'static str, [&'static str; 3]);
+/// The name and up to three label values (the label names are fixed per metric), by where
+/// their text lives and how long it is: every one is a `&'static str` (a literal or an interned
+/// model name), so its address names it for good, and hashing four addresses costs less than
+/// hashing and comparing the texts. Two copies of one text at two addresses only make two
+/// handles to the same metric, which the recorder resolves by text.
+type HandleKey = [(usize, usize); 4];
 type Handles<H> = HashMap<HandleKey, H, rustc_hash::FxBuildHasher>;
 
 thread_local! {
@@ -75,11 +79,13 @@ fn handle_key<const N: usize>(
     name: &'static str,
     labels: &[(&'static str, &'static str); N],
 ) -> HandleKey {
-    let mut values = [""; 3];
-    for (slot, (_, v)) in values.iter_mut().zip(labels.iter()) {
-        *slot = v;
+    let at = |s: &'static str| (s.as_ptr() as usize, s.len());
+    let mut k = [(0, 0); 4];
+    k[0] = at(name);
+    for (slot, (_, v)) in k[1..].iter_mut().zip(labels.iter()) {
+        *slot = at(v);
     }
-    (name, values)
+    k
 }
 
 /// A thread's handle for `(name, labels)`, made by `make` on first use.
@@ -188,12 +194,12 @@ mod tests {
                 3
             );
         }
-        // Under the kept (global) recorder, the second call reuses the first handle.
-        counter("sluice_test_kept_total", [("a", "y")]).increment(1);
-        let reused = COUNTERS.with(|m| {
-            m.borrow()
-                .contains_key(&handle_key("sluice_test_kept_total", &[("a", "y")]))
-        });
+        // Under the kept (global) recorder, the second call reuses the first handle. (Texts
+        // from statics: the key is where a text lives, and two equal literals may live apart.)
+        static NAME: &str = "sluice_test_kept_total";
+        static Y: &str = "y";
+        counter(NAME, [("a", Y)]).increment(1);
+        let reused = COUNTERS.with(|m| m.borrow().contains_key(&handle_key(NAME, &[("a", Y)])));
         assert!(reused);
     }
 }
