@@ -13,7 +13,6 @@
 //! The pool is sized by configuration and never has a hidden wait of its own: concurrency above
 //! it is the admission layer's to queue.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -88,14 +87,32 @@ pub struct Transport {
     http: Http,
     base_url: String,
     /// Parsed targets by path: a client calls few distinct paths.
-    uris: Arc<RwLock<HashMap<String, Target>>>,
+    uris: Arc<RwLock<rustc_hash::FxHashMap<String, Arc<Target>>>>,
 }
 
-/// A request path's URI (the direct client) and URL (reqwest, when proxied), parsed once.
-#[derive(Debug, Clone)]
+/// A request path's URI (the direct client) and URL (reqwest, when proxied), parsed once, and
+/// the `Host` header its URI implies.
+#[derive(Debug)]
 struct Target {
     uri: Uri,
     url: reqwest::Url,
+    /// What hyper-util's client would otherwise write on every request (`host[:port]`, the
+    /// port only when it is not the scheme's): made once here, it is a reference count.
+    host: Option<http::HeaderValue>,
+}
+
+/// The `Host` header of `uri`, as hyper-util's client writes it.
+fn host_header(uri: &Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16().filter(|&p| p != default) {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    http::HeaderValue::try_from(value).ok()
 }
 
 /// Whether the environment names a proxy for outgoing requests.
@@ -166,7 +183,7 @@ impl Transport {
         &self.base_url
     }
 
-    fn target(&self, path: &str) -> Result<Target, Error> {
+    fn target(&self, path: &str) -> Result<Arc<Target>, Error> {
         if let Some(t) = self
             .uris
             .read()
@@ -183,10 +200,12 @@ impl Transport {
             )
             .with_retryable(false)
         };
-        let t = Target {
-            uri: full.parse().map_err(|e| invalid(&e))?,
+        let uri: Uri = full.parse().map_err(|e| invalid(&e))?;
+        let t = Arc::new(Target {
+            host: host_header(&uri),
+            uri,
             url: reqwest::Url::parse(&full).map_err(|e| invalid(&e))?,
-        };
+        });
         let mut uris = self.uris.write().unwrap_or_else(|p| p.into_inner());
         // Paths come from code and configuration, but `client.request` takes any: bound it.
         if uris.len() < 256 {
@@ -224,8 +243,13 @@ impl Transport {
                 };
                 let mut req = http::Request::new(body);
                 *req.method_mut() = method;
-                *req.uri_mut() = target.uri;
+                *req.uri_mut() = target.uri.clone();
                 *req.headers_mut() = headers;
+                if let Some(host) = &target.host {
+                    if !req.headers().contains_key(http::header::HOST) {
+                        req.headers_mut().insert(http::header::HOST, host.clone());
+                    }
+                }
                 match tokio::time::timeout(limit, client.request(req)).await {
                     Err(_) => Err(timed_out()),
                     Ok(Err(e)) => Err(classify_hyper(e)),
@@ -233,7 +257,7 @@ impl Transport {
                 }
             }
             Http::Proxied(client) => {
-                let mut req = client.request(method, target.url).headers(headers);
+                let mut req = client.request(method, target.url.clone()).headers(headers);
                 match body {
                     Payload::Bytes(Some(b)) => req = req.body(b),
                     Payload::Bytes(None) => {}
@@ -383,5 +407,42 @@ pub async fn read_body(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_is_what_the_client_would_write() {
+        let host = |u: &str| {
+            host_header(&u.parse::<Uri>().unwrap()).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1/chat/completions").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            host("https://api.openai.com/v1/models").as_deref(),
+            Some("api.openai.com")
+        );
+        assert_eq!(
+            host("http://example.com:80/v1").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            host("https://example.com:443/v1").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            host("https://example.com:80/v1").as_deref(),
+            Some("example.com:80")
+        );
+        assert_eq!(
+            host("http://user:secret@example.com:9000/v1").as_deref(),
+            Some("example.com:9000")
+        );
+        assert_eq!(host("http://[::1]:9000/v1").as_deref(), Some("[::1]:9000"));
     }
 }
