@@ -279,6 +279,26 @@ fn key_id(k: &SecretString) -> u64 {
     h
 }
 
+/// `key-N`, the label metrics, logs and headers name a key by (never the key), written without
+/// `format!`: one is made for every attempt.
+fn key_label(n: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut label = String::with_capacity(4 + digits.len() - at);
+    label.push_str("key-");
+    label.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    label
+}
+
 impl KeyPool {
     pub fn new(sources: Vec<PoolSource>) -> Self {
         KeyPool {
@@ -418,7 +438,7 @@ impl KeyPool {
             return Ok(Choice::Key(Chosen {
                 id: key_id(&key),
                 key,
-                label: format!("key-{}", i + 1),
+                label: key_label(i + 1),
             }));
         }
         if quarantined == n {
@@ -538,6 +558,13 @@ impl KeyPool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_labels_count_from_one() {
+        assert_eq!(super::key_label(1), "key-1");
+        assert_eq!(super::key_label(10), "key-10");
+        assert_eq!(super::key_label(4096), "key-4096");
+    }
+
     use super::*;
 
     fn pool(keys: &[&str]) -> KeyPool {

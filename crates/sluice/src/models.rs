@@ -169,7 +169,7 @@ pub struct RawModel {
 pub struct Registry {
     models: Vec<ModelInfo>,
     /// id and snapshot names → index into `models`.
-    by_name: HashMap<String, usize>,
+    by_name: rustc_hash::FxHashMap<String, usize>,
     /// alias → id.
     aliases: HashMap<String, String>,
     layers: Vec<Layer>,

@@ -9,6 +9,8 @@
 //! bound.
 
 use std::collections::HashSet;
+
+use rustc_hash::FxHashSet;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
@@ -36,9 +38,11 @@ pub const UPSTREAM_ATTEMPTS: &str = "sluice_upstream_attempts_total";
 
 /// The model names the `model` label may take, interned: a label value is then a `&'static
 /// str`, which the metrics keys hold without allocating (every request records several).
-fn known() -> &'static RwLock<HashSet<&'static str>> {
-    static KNOWN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
-    KNOWN.get_or_init(|| RwLock::new(HashSet::new()))
+fn known() -> &'static RwLock<FxHashSet<&'static str>> {
+    // Filled from configuration and the registry only; callers' texts are looked up, never
+    // added, so a fast hash is safe.
+    static KNOWN: OnceLock<RwLock<FxHashSet<&'static str>>> = OnceLock::new();
+    KNOWN.get_or_init(|| RwLock::new(FxHashSet::default()))
 }
 
 /// The most names the label set grows to (the registry has ~200; an upstream list a few

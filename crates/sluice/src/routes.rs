@@ -12,7 +12,6 @@
 //! Operations the table lacks (an endpoint newer than the spec copy, a compatible server's
 //! extension such as `/v1/tokenize`) are added in configuration ([`RouteTable::with`]).
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use http::Method;
@@ -182,7 +181,7 @@ pub struct RouteTable {
     /// First path segment → the templates under it, each with its segments split once
     /// (`None` for a `{param}`), its literal count and its operations. A lookup on the hot path
     /// compares a handful of segments, nothing more.
-    by_first: Arc<HashMap<String, Vec<Template>>>,
+    by_first: Arc<rustc_hash::FxHashMap<String, Vec<Template>>>,
 }
 
 #[derive(Debug)]
@@ -199,7 +198,8 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 
 impl RouteTable {
     fn from_ops(ops: Vec<Op>) -> Self {
-        let mut by_first: HashMap<String, Vec<Template>> = HashMap::new();
+        let mut by_first: rustc_hash::FxHashMap<String, Vec<Template>> =
+            rustc_hash::FxHashMap::default();
         for (i, op) in ops.iter().enumerate() {
             let segs: Vec<Option<String>> = segments(&op.path)
                 .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_string()))

@@ -145,7 +145,7 @@ impl EventReader {
 /// A Responses API payload whose `type` is a terminal event (for streams that send no
 /// `event:` lines).
 fn responses_terminal_type(data: &str) -> bool {
-    crate::wire::values_of(data, "type")
+    crate::wire::values_of(data, &crate::wire::TYPE)
         .next()
         .is_some_and(|v| {
             RESPONSES_TERMINAL.iter().any(|t| {

@@ -340,37 +340,54 @@ pub fn estimate(path: &str, body: &Value) -> Estimate {
     e
 }
 
+/// The members `names` of a JSON object, found in one walk over its members rather than one
+/// lookup each (every lookup walks the map's tree comparing keys; a chat request asks for a
+/// dozen).
+fn members<'v, const N: usize>(v: &'v Value, names: [&str; N]) -> [Option<&'v Value>; N] {
+    let mut out = [None; N];
+    if let Value::Object(o) = v {
+        for (k, v) in o {
+            if let Some(i) = names.iter().position(|n| n == k) {
+                out[i] = Some(v);
+            }
+        }
+    }
+    out
+}
+
 fn estimate_tokens(path: &str, body: &Value) -> Estimate {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     let enc = encoding_for(model);
     let n = u64_field(body, "n").unwrap_or(1).max(1);
     if path.ends_with("/chat/completions") {
+        let [messages, tools, max_completion, max] = members(
+            body,
+            ["messages", "tools", "max_completion_tokens", "max_tokens"],
+        );
         let mut prompt = 3; // reply priming
-        for m in body
-            .get("messages")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for m in messages.and_then(Value::as_array).into_iter().flatten() {
             prompt += 3;
-            if let Some(r) = m.get("role").and_then(Value::as_str) {
+            let [role, content, name, calls] =
+                members(m, ["role", "content", "name", "tool_calls"]);
+            if let Some(r) = role.and_then(Value::as_str) {
                 prompt += role_tokens(enc, r);
             }
-            if let Some(c) = m.get("content") {
+            if let Some(c) = content {
                 prompt += text_of(c, enc);
             }
-            if let Some(name) = m.get("name").and_then(Value::as_str) {
+            if let Some(name) = name.and_then(Value::as_str) {
                 prompt += 1 + count(enc, name);
             }
-            if let Some(calls) = m.get("tool_calls") {
+            if let Some(calls) = calls {
                 prompt += count(enc, &calls.to_string());
             }
         }
-        if let Some(tools) = body.get("tools") {
+        if let Some(tools) = tools {
             prompt += count(enc, &tools.to_string());
         }
-        let limit = u64_field(body, "max_completion_tokens")
-            .or_else(|| u64_field(body, "max_tokens"))
+        let limit = max_completion
+            .and_then(Value::as_u64)
+            .or_else(|| max.and_then(Value::as_u64))
             .unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
         return tokens(prompt, limit.saturating_mul(n));
     }

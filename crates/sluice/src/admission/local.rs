@@ -1,7 +1,9 @@
 //! In-process budget state: one map of scopes to their `tat`s behind a mutex, on the tokio
 //! clock (so tests can pause time). The default: nothing to run, nothing to configure.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,7 +20,8 @@ use crate::error::Error;
 #[derive(Debug)]
 pub(crate) struct LocalState {
     origin: Instant,
-    scopes: Mutex<HashMap<String, Tats>>,
+    /// By scope name (a hash's hex, or a virtual key's configured name: a fast hash is safe).
+    scopes: Mutex<FxHashMap<String, Tats>>,
 }
 
 /// One scope's budgets and the credit its token budgets were given back.
@@ -79,7 +82,7 @@ impl PerBudget {
 
 /// The scope's state, made on first use (`None` only if the map would not keep it: callers
 /// then carry on without, rather than panic).
-fn scope_state<'a>(scopes: &'a mut HashMap<String, Tats>, scope: &str) -> Option<&'a mut Tats> {
+fn scope_state<'a>(scopes: &'a mut FxHashMap<String, Tats>, scope: &str) -> Option<&'a mut Tats> {
     if !scopes.contains_key(scope) {
         scopes.insert(scope.to_string(), Tats::default());
     }
@@ -122,7 +125,7 @@ impl Default for LocalState {
     fn default() -> Self {
         LocalState {
             origin: Instant::now(),
-            scopes: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(FxHashMap::default()),
         }
     }
 }

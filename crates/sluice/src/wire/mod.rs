@@ -195,14 +195,31 @@ fn value_after(json: &str, end: usize) -> Option<&str> {
         .map(str::trim_start)
 }
 
+/// A key looked for in answers and stream chunks, with its substring finder built once: memchr
+/// builds a finder's tables on each call otherwise, which for a short answer costs more than the
+/// search itself.
+pub(crate) type JsonKey = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
+
+pub(crate) static FINISH_REASON: JsonKey =
+    JsonKey::new(|| memchr::memmem::Finder::new("finish_reason"));
+pub(crate) static USAGE: JsonKey = JsonKey::new(|| memchr::memmem::Finder::new("usage"));
+pub(crate) static TYPE: JsonKey = JsonKey::new(|| memchr::memmem::Finder::new("type"));
+/// `"usage"`, searched from the end.
+static LAST_USAGE: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new("\"usage\""));
+
 /// The text after each `"key":` of a JSON text (whitespace around the colon skipped), in order:
 /// a cheap look at one field of an answer or a stream chunk instead of parsing it. A key cannot
 /// occur inside a JSON string (its quotes are escaped there), so a match is a key — at any depth.
 /// memchr's SIMD substring search finds them: answers can be long, and this runs on each.
-pub(crate) fn values_of<'a>(json: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+pub(crate) fn values_of<'a>(
+    json: &'a str,
+    key: &'static JsonKey,
+) -> impl Iterator<Item = &'a str> + 'a {
     let b = json.as_bytes();
-    memchr::memmem::find_iter(b, key.as_bytes()).filter_map(move |at| {
-        let end = at + key.len();
+    let len = key.needle().len();
+    key.find_iter(b).filter_map(move |at| {
+        let end = at + len;
         let quoted = at > 0 && b[at - 1] == b'"' && b.get(end) == Some(&b'"');
         quoted.then(|| value_after(json, end + 1)).flatten()
     })
@@ -211,7 +228,7 @@ pub(crate) fn values_of<'a>(json: &'a str, key: &'a str) -> impl Iterator<Item =
 /// Each non-null `finish_reason` string of a JSON text (an answer or a stream chunk), whatever
 /// the whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
 pub(crate) fn finish_reasons(json: &str) -> impl Iterator<Item = &str> {
-    values_of(json, "finish_reason").filter_map(|v| {
+    values_of(json, &FINISH_REASON).filter_map(|v| {
         v.strip_prefix('"')
             .and_then(|v| v.find('"').map(|end| &v[..end]))
     })
@@ -220,12 +237,19 @@ pub(crate) fn finish_reasons(json: &str) -> impl Iterator<Item = &str> {
 /// The counts of the last `"usage"` object of a JSON text, read without parsing the rest (an
 /// answer puts its usage at the end, after the content).
 pub(crate) fn last_usage(json: &str) -> Option<Usage> {
-    const KEY: &str = "\"usage\"";
-    memchr::memmem::rfind_iter(json.as_bytes(), KEY).find_map(|at| {
-        let v = value_after(json, at + KEY.len()).filter(|v| v.starts_with('{'))?;
-        if let Some(u) = usage_scan::scan(v) {
-            return Some(u);
-        }
+    // The last `"usage": {` found searching forward (vectorised, where a search from the end is
+    // not), and read by the scanner: an answer's one usage object, at the cost of a glance.
+    if let Some(u) = values_of(json, &USAGE)
+        .filter(|v| v.starts_with('{'))
+        .last()
+        .and_then(usage_scan::scan)
+    {
+        return Some(u);
+    }
+    // Otherwise, from the end, the last one serde can read.
+    let len = LAST_USAGE.needle().len();
+    LAST_USAGE.rfind_iter(json.as_bytes()).find_map(|at| {
+        let v = value_after(json, at + len).filter(|v| v.starts_with('{'))?;
         let mut de = serde_json::Deserializer::from_str(v);
         usage_counts(&mut de).ok().flatten()
     })
@@ -235,7 +259,7 @@ pub(crate) fn last_usage(json: &str) -> Option<Usage> {
 /// around the colon (`"usage":{`, `"usage": {`, `"usage" :\n{`). A cheap test before parsing:
 /// chat chunks carry `"usage": null` on every chunk but the last when usage is asked for.
 pub fn has_usage_object(json: &str) -> bool {
-    values_of(json, "usage").any(|v| v.starts_with('{'))
+    values_of(json, &USAGE).any(|v| v.starts_with('{'))
 }
 
 #[cfg(test)]
