@@ -5,19 +5,23 @@
 use super::*;
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), and the framing ones the
-/// server side writes itself.
-pub(crate) const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+/// server side writes itself. (A `match`, not a list searched in turn: every header of every
+/// request and answer is checked.)
+fn always_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+    )
+}
 
 /// The header names a message's `Connection` header lists (hop-by-hop by declaration); empty
 /// (and free) when it has none, as almost every request and answer.
@@ -33,7 +37,7 @@ pub(crate) fn connection_listed(all: &HeaderMap) -> Vec<String> {
 
 /// Whether a header is hop-by-hop: listed above, or named by the message's `Connection`.
 pub(crate) fn hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|t| t == name.as_str())
+    always_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str())
 }
 
 /// The caller's headers that go upstream: all but hop-by-hop ones, its credentials

@@ -289,39 +289,46 @@ impl RouteTable {
             .get(parts[0])
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        let mut allowed = Vec::new();
+        let fitting = || {
+            candidates.iter().filter(|t| {
+                t.segments.len() == n
+                    && t.segments
+                        .iter()
+                        .zip(parts)
+                        .all(|(s, p)| s.as_deref().map_or(!p.is_empty(), |lit| lit == *p))
+            })
+        };
+        let refused = *method == Method::TRACE || *method == Method::CONNECT;
         // A literal segment beats a parameter (`/responses/compact` over `/responses/{id}`).
         let mut best: Option<(&Op, usize)> = None;
-        for t in candidates.iter().filter(|t| t.segments.len() == n) {
-            let fits = t
-                .segments
-                .iter()
-                .zip(parts)
-                .all(|(s, p)| s.as_deref().map_or(!p.is_empty(), |lit| lit == *p));
-            if !fits {
-                continue;
-            }
-            for &i in &t.ops {
-                let op = &self.ops[i];
-                if op.method != *method {
-                    allowed.push(op.method.clone());
-                } else if best.is_none_or(|(_, l)| t.literals > l) {
-                    best = Some((op, t.literals));
+        if !refused {
+            for t in fitting() {
+                for &i in &t.ops {
+                    let op = &self.ops[i];
+                    if op.method == *method && best.is_none_or(|(_, l)| t.literals > l) {
+                        best = Some((op, t.literals));
+                    }
                 }
             }
         }
-        if *method == Method::TRACE || *method == Method::CONNECT {
+        if let Some((op, _)) = best {
+            return Ok(op);
+        }
+        // Only for a refusal: the methods the path does take.
+        let mut allowed: Vec<Method> = fitting()
+            .flat_map(|t| t.ops.iter().map(|&i| &self.ops[i].method))
+            .filter(|m| *m != method)
+            .cloned()
+            .collect();
+        if refused {
             return Err(RouteError::MethodNotAllowed(allowed));
         }
-        match best {
-            Some((op, _)) => Ok(op),
-            None if allowed.is_empty() => Err(RouteError::NotFound),
-            None => {
-                allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-                allowed.dedup();
-                Err(RouteError::MethodNotAllowed(allowed))
-            }
+        if allowed.is_empty() {
+            return Err(RouteError::NotFound);
         }
+        allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        allowed.dedup();
+        Err(RouteError::MethodNotAllowed(allowed))
     }
 }
 

@@ -363,12 +363,25 @@ pub async fn read_body(
     deadline: Instant,
     max: usize,
 ) -> Result<Bytes, Error> {
-    let mut stream = byte_stream(resp);
+    // The body's frames read as they are (trailers skipped), not through a boxed stream.
+    let mut body = resp.into_body();
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
         let (limit, kind) = phase_limit(idle, deadline, ErrorKind::TimeoutIdle);
-        match tokio::time::timeout(limit, stream.next()).await {
+        let next = async {
+            loop {
+                match http_body_util::BodyExt::frame(&mut body).await {
+                    Some(Ok(f)) => match f.into_data() {
+                        Ok(chunk) => return Some(Ok(chunk)),
+                        Err(_trailers) => continue,
+                    },
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, next).await {
             Err(_) => {
                 return Err(Error::new(
                     kind,

@@ -11,9 +11,22 @@ use super::{Filter, LedgerStore, Row};
 use crate::error::{Error, ErrorKind};
 use crate::pricing::Nanos;
 
-/// Rows recorded since the last write, merged by (day, scope, model).
-type Pending =
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String, String), Row>>>;
+/// Rows recorded since the last write, merged by (day, scope, model) — found by a seeded hash
+/// of the three texts (see [`row_key`]), each bucket holding the rows whose texts differ.
+type Pending = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Vec<Row>>>>;
+
+/// A row's (day, scope, model) as one number, so that merging a request into its row needs no
+/// copy of the three texts: a hash seeded per process (callers name models, so the seed keeps
+/// them from choosing collisions); 0xff, which UTF-8 never holds, between the texts.
+fn row_key(seed: u64, r: &Row) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    h.update(r.day.as_bytes());
+    h.update(&[0xff]);
+    h.update(r.scope.as_bytes());
+    h.update(&[0xff]);
+    h.update(r.model.as_bytes());
+    h.digest()
+}
 
 /// What the writer thread is asked; answers come back on a oneshot, which an async caller
 /// awaits without blocking its runtime thread.
@@ -27,6 +40,8 @@ pub(super) struct SqliteLedger {
     path: PathBuf,
     tx: mpsc::Sender<Cmd>,
     pending: Pending,
+    /// The seed of [`row_key`].
+    seed: u64,
 }
 
 const SCHEMA: &str = "
@@ -73,7 +88,12 @@ impl SqliteLedger {
             .name("sluice-ledger".into())
             .spawn(move || worker(conn, rx, shared, p))
             .map_err(|e| db_err(&path, e))?;
-        Ok(SqliteLedger { path, tx, pending })
+        Ok(SqliteLedger {
+            path,
+            tx,
+            pending,
+            seed: rand::random(),
+        })
     }
 
     fn ask<T: Send + 'static>(
@@ -100,13 +120,15 @@ impl LedgerStore for SqliteLedger {
     fn record(&self, row: Row) {
         // Merged here, under a short lock: no channel, no wake-up of the writer thread per
         // request.
-        let k = (row.day.clone(), row.scope.clone(), row.model.clone());
+        let k = row_key(self.seed, &row);
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match p.get_mut(&k) {
+        let bucket = p.entry(k).or_default();
+        match bucket
+            .iter_mut()
+            .find(|r| r.day == row.day && r.scope == row.scope && r.model == row.model)
+        {
             Some(r) => r.add(&row),
-            None => {
-                p.insert(k, row);
-            }
+            None => bucket.push(row),
         }
     }
 
@@ -166,7 +188,7 @@ fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Cmd>, shared: Pendi
             let t = conn.transaction()?;
             {
                 let mut st = t.prepare_cached(UPSERT)?;
-                for r in rows.values() {
+                for r in rows.values().flatten() {
                     st.execute(rusqlite::params![
                         r.day,
                         r.scope,
@@ -183,7 +205,7 @@ fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Cmd>, shared: Pendi
             t.commit()
         })();
         if let Err(e) = res {
-            tracing::error!(ledger = %path.display(), error = %e, lost_rows = rows.len(), "ledger write failed");
+            tracing::error!(ledger = %path.display(), error = %e, lost_rows = rows.values().map(Vec::len).sum::<usize>(), "ledger write failed");
         }
     };
     loop {
