@@ -138,7 +138,13 @@ pub(crate) async fn serve(
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(crate::handle(app, peer, req).await) }
+            // Boxed: hyper keeps room for one request's future for as long as the connection
+            // lives, and the gateway's (the whole engine call) is kilobytes; a box is made per
+            // request and freed with its answer, so idle connections and streams do not hold it
+            // (1,000 concurrent streams: 94 MB with the box, 100 MB without).
+            Box::pin(async move {
+                Ok::<_, std::convert::Infallible>(crate::handle(app, peer, req).await)
+            })
         });
         let conn = builder.serve_connection(io, svc).into_owned();
         let conn = graceful.watch(conn);
