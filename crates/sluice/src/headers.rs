@@ -107,6 +107,51 @@ const MAX_HEADER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Parse a Go `time.Duration` string as OpenAI writes them: `6m0s`, `1s`, `20ms`, `1.234s`,
 /// `1h2m3.5s`, `500us`/`500µs`, `0s`. `None` for anything else.
+/// A Go duration of whole numbers only (`6m0s`, `20ms`: what OpenAI sends on every answer),
+/// exact and without floating point; `None` for anything else (a fraction, an unknown unit, a
+/// long number), which [`parse_go_duration`] reads the general way.
+fn whole_go_duration(s: &str) -> Option<Duration> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut nanos: u128 = 0;
+    while i < b.len() {
+        let start = i;
+        let mut n: u128 = 0;
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            n = n * 10 + u128::from(d - b'0');
+            i += 1;
+            if i - start > 20 {
+                return None;
+            }
+        }
+        if i == start {
+            return None;
+        }
+        let rest = &s[i..];
+        let (unit, len): (u128, usize) = if rest.starts_with("ms") {
+            (1_000_000, 2)
+        } else if rest.starts_with("us") {
+            (1_000, 2)
+        } else if rest.starts_with("µs") {
+            (1_000, "µs".len())
+        } else if rest.starts_with("ns") {
+            (1, 2)
+        } else if rest.starts_with('h') {
+            (3_600_000_000_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000_000_000, 1)
+        } else if rest.starts_with('s') {
+            (1_000_000_000, 1)
+        } else {
+            return None;
+        };
+        nanos = nanos.saturating_add(n.saturating_mul(unit));
+        i += len;
+    }
+    let capped = nanos.min(MAX_HEADER_WAIT.as_nanos());
+    u64::try_from(capped).ok().map(Duration::from_nanos)
+}
+
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
@@ -114,6 +159,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     }
     if s == "0" {
         return Some(Duration::ZERO);
+    }
+    if let Some(d) = whole_go_duration(s) {
+        return Some(d);
     }
     let mut total = 0f64;
     let mut rest = s;
@@ -285,6 +333,14 @@ mod tests {
             let _ = parse_go_duration(&s);
             let _ = parse_retry_after(&s, SystemTime::now());
             let _ = parse_retry_after_ms(&s);
+        }
+
+        #[test]
+        fn whole_go_durations_are_exact(h in 0u64..30, m in 0u64..60, sec in 0u64..60, ms in 0u64..1000) {
+            let text = format!("{h}h{m}m{sec}s{ms}ms");
+            let want = Duration::from_millis(((h * 60 + m) * 60 + sec) * 1000 + ms).min(MAX_HEADER_WAIT);
+            prop_assert_eq!(parse_go_duration(&text), Some(want));
+            prop_assert_eq!(parse_go_duration(&format!("{ms}ms")), Some(Duration::from_millis(ms)));
         }
 
         #[test]
