@@ -107,6 +107,27 @@ const MAX_HEADER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Parse a Go `time.Duration` string as OpenAI writes them: `6m0s`, `1s`, `20ms`, `1.234s`,
 /// `1h2m3.5s`, `500us`/`500µs`, `0s`. `None` for anything else.
+/// The unit at the start of `rest`, in nanoseconds, and its length in bytes.
+fn go_unit(rest: &str) -> Option<(u64, usize)> {
+    Some(if rest.starts_with("ms") {
+        (1_000_000, 2)
+    } else if rest.starts_with("us") {
+        (1_000, 2)
+    } else if rest.starts_with("µs") {
+        (1_000, "µs".len())
+    } else if rest.starts_with("ns") {
+        (1, 2)
+    } else if rest.starts_with('h') {
+        (3_600_000_000_000, 1)
+    } else if rest.starts_with('m') {
+        (60_000_000_000, 1)
+    } else if rest.starts_with('s') {
+        (1_000_000_000, 1)
+    } else {
+        return None;
+    })
+}
+
 /// A Go duration of whole numbers only (`6m0s`, `20ms`: what OpenAI sends on every answer),
 /// exact and without floating point; `None` for anything else (a fraction, an unknown unit, a
 /// long number), which [`parse_go_duration`] reads the general way.
@@ -127,25 +148,8 @@ fn whole_go_duration(s: &str) -> Option<Duration> {
         if i == start {
             return None;
         }
-        let rest = &s[i..];
-        let (unit, len): (u128, usize) = if rest.starts_with("ms") {
-            (1_000_000, 2)
-        } else if rest.starts_with("us") {
-            (1_000, 2)
-        } else if rest.starts_with("µs") {
-            (1_000, "µs".len())
-        } else if rest.starts_with("ns") {
-            (1, 2)
-        } else if rest.starts_with('h') {
-            (3_600_000_000_000, 1)
-        } else if rest.starts_with('m') {
-            (60_000_000_000, 1)
-        } else if rest.starts_with('s') {
-            (1_000_000_000, 1)
-        } else {
-            return None;
-        };
-        nanos = nanos.saturating_add(n.saturating_mul(unit));
+        let (unit, len) = go_unit(&s[i..])?;
+        nanos = nanos.saturating_add(n.saturating_mul(u128::from(unit)));
         i += len;
     }
     let capped = nanos.min(MAX_HEADER_WAIT.as_nanos());
@@ -174,23 +178,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         }
         let value: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let (unit_secs, unit_len) = if rest.starts_with("ms") {
-            (1e-3, 2)
-        } else if rest.starts_with("us") {
-            (1e-6, 2)
-        } else if rest.starts_with("µs") {
-            (1e-6, "µs".len())
-        } else if rest.starts_with("ns") {
-            (1e-9, 2)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else {
-            return None;
-        };
+        let (unit, unit_len) = go_unit(rest)?;
+        // Correctly rounded: the same doubles as the literals 1e-3, 1e-6, 60.0, ...
+        let unit_secs = unit as f64 / 1e9;
         rest = &rest[unit_len..];
         total += value * unit_secs;
     }

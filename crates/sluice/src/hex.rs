@@ -1,6 +1,6 @@
-//! Lower-case hexadecimal of an integer, zero-padded: ids and scope names built on every
-//! request, where `format!("{:016x}")` goes through the formatting machinery (padding, width,
-//! a `Formatter`) at several times the cost of this loop.
+//! Lower-case hexadecimal of an integer, zero-padded, and decimal: ids, scope names, key labels
+//! and amounts built on every request, where `format!("{:016x}")` goes through the formatting
+//! machinery (padding, width, a `Formatter`) at several times the cost of these loops.
 
 /// The low `digits` hex digits of `v` (at most 32), most significant first, zero-padded.
 pub(crate) fn push(out: &mut String, v: u128, digits: usize) {
@@ -12,8 +12,41 @@ pub(crate) fn push(out: &mut String, v: u128, digits: usize) {
     }
 }
 
+/// `v` in decimal, at least `width` digits (zero-padded on the left).
+pub(crate) fn push_decimal(out: &mut String, v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut rest = v;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    at = at.min(digits.len().saturating_sub(width));
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decimals_are_what_format_writes() {
+        for (v, w) in [
+            (0u64, 1),
+            (7, 9),
+            (420_000, 9),
+            (1234, 2),
+            (u64::MAX, 1),
+            (5, 20),
+        ] {
+            let mut s = String::new();
+            super::push_decimal(&mut s, v, w);
+            assert_eq!(s, format!("{v:0w$}"));
+        }
+    }
+
     #[test]
     fn writes_what_format_writes() {
         for (v, d) in [

@@ -282,20 +282,9 @@ fn key_id(k: &SecretString) -> u64 {
 /// `key-N`, the label metrics, logs and headers name a key by (never the key), written without
 /// `format!`: one is made for every attempt.
 fn key_label(n: usize) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut label = String::with_capacity(4 + digits.len() - at);
+    let mut label = String::with_capacity(8);
     label.push_str("key-");
-    label.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    crate::hex::push_decimal(&mut label, n as u64, 1);
     label
 }
 

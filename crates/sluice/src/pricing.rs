@@ -18,27 +18,10 @@ pub fn dollars(n: Nanos) -> String {
 pub fn dollars_exact(n: Nanos) -> String {
     // Written digit by digit: the gateway writes one on every answer, where `format!`'s
     // machinery costs several times the digits.
-    let mut whole = [b'0'; 20];
-    let mut start = whole.len();
-    let mut w = n / 1_000_000_000;
-    loop {
-        start -= 1;
-        whole[start] = b'0' + (w % 10) as u8;
-        w /= 10;
-        if w == 0 {
-            break;
-        }
-    }
-    let mut frac = [b'0'; 9];
-    let mut f = n % 1_000_000_000;
-    for d in frac.iter_mut().rev() {
-        *d = b'0' + (f % 10) as u8;
-        f /= 10;
-    }
-    let mut out = String::with_capacity(whole.len() - start + 10);
-    out.push_str(std::str::from_utf8(&whole[start..]).unwrap_or_default());
+    let mut out = String::with_capacity(32);
+    crate::hex::push_decimal(&mut out, n / 1_000_000_000, 1);
     out.push('.');
-    out.push_str(std::str::from_utf8(&frac).unwrap_or_default());
+    crate::hex::push_decimal(&mut out, n % 1_000_000_000, 9);
     out
 }
 

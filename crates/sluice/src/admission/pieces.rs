@@ -98,6 +98,18 @@ fn whitespace(t: &[u8], i: usize, end_first: bool) -> usize {
     }
 }
 
+/// The end of a run of symbols at `i` (` ?[^\s\p{L}\p{N}]+`, a space before them taken along)
+/// and the bytes after it that `trailing` accepts; `None` when no symbol starts there.
+fn symbols(t: &[u8], i: usize, trailing: impl Fn(u8) -> bool) -> Option<usize> {
+    let s = if t[i] == b' ' && t.get(i + 1).is_some_and(|&n| symbol(n)) {
+        i + 1
+    } else {
+        i
+    };
+    let q = run(t, s, symbol);
+    (q > 0).then(|| s + q + run(t, s + q, trailing))
+}
+
 /// The end of the o200k piece that starts at `i`.
 fn o200k_piece(t: &[u8], i: usize) -> usize {
     let c = t[i];
@@ -114,15 +126,8 @@ fn o200k_piece(t: &[u8], i: usize) -> usize {
         return i + run(t, i, digit).min(3);
     }
     // ' ?[^\s\p{L}\p{N}]+[\r\n/]*'
-    let s = if c == b' ' && t.get(i + 1).is_some_and(|&n| symbol(n)) {
-        i + 1
-    } else {
-        i
-    };
-    let q = run(t, s, symbol);
-    if q > 0 {
-        let e = s + q;
-        return e + run(t, e, |c| newline(c) || c == b'/');
+    if let Some(e) = symbols(t, i, |c| newline(c) || c == b'/') {
+        return e;
     }
     // \s*[\r\n]+ | \s+(?!\S) | \s+
     whitespace(t, i, false)
@@ -147,15 +152,8 @@ fn cl100k_piece(t: &[u8], i: usize) -> usize {
         return i + run(t, i, digit).min(3);
     }
     // ' ?[^\s\p{L}\p{N}]++[\r\n]*+'
-    let s = if c == b' ' && t.get(i + 1).is_some_and(|&n| symbol(n)) {
-        i + 1
-    } else {
-        i
-    };
-    let q = run(t, s, symbol);
-    if q > 0 {
-        let e = s + q;
-        return e + run(t, e, newline);
+    if let Some(e) = symbols(t, i, newline) {
+        return e;
     }
     // \s++$ | \s*[\r\n] | \s+(?!\S) | \s
     whitespace(t, i, true)
