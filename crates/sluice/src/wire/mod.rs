@@ -238,15 +238,15 @@ pub(crate) fn finish_reasons(json: &str) -> impl Iterator<Item = &str> {
 /// answer puts its usage at the end, after the content).
 pub(crate) fn last_usage(json: &str) -> Option<Usage> {
     // The last `"usage": {` found searching forward (vectorised, where a search from the end is
-    // not), and read by the scanner: an answer's one usage object, at the cost of a glance.
-    if let Some(u) = values_of(json, &USAGE)
+    // not), and read by the scanner: an answer's one usage object, at the cost of a glance. An
+    // answer without one (a model list, a file) is done with after that one pass.
+    let last = values_of(json, &USAGE)
         .filter(|v| v.starts_with('{'))
-        .last()
-        .and_then(usage_scan::scan)
-    {
+        .last()?;
+    if let Some(u) = usage_scan::scan(last) {
         return Some(u);
     }
-    // Otherwise, from the end, the last one serde can read.
+    // The scanner was not sure: from the end, the last one serde can read.
     let len = LAST_USAGE.needle().len();
     LAST_USAGE.rfind_iter(json.as_bytes()).find_map(|at| {
         let v = value_after(json, at + len).filter(|v| v.starts_with('{'))?;
