@@ -7,6 +7,7 @@
 #   SLUICE=/path/to/other/sluice bench/gateway-callgrind.sh
 #   KEEP=/tmp/gw.callgrind bench/gateway-callgrind.sh   # keep the profile for callgrind_annotate
 #   FLOOR=forward-hyper bench/gateway-callgrind.sh      # the bare hyper forwarder in its place
+#   FLOOR=target/dist/forward-hyper SLUICE=target/dist/sluice ...  # both as shipped (fat LTO)
 #
 # The gateway runs under callgrind in front of `sluice mock` with no latency; after a warm-up
 # (100 requests) the counters are zeroed, 1,000 non-streaming chat completions are sent at
@@ -25,7 +26,8 @@ start_mock "$scenario"
 rm -f "$scenario"
 if [ -n "${FLOOR:-}" ]; then
   # A floor from bench/src/bin in the gateway's place, under the same valgrind and load.
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" ./target/release/"$FLOOR" 127.0.0.1:0 "$base" \
+  case $FLOOR in */*) floor=$FLOOR ;; *) floor=./target/release/$FLOOR ;; esac
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$floor" 127.0.0.1:0 "$base" \
     >"$out/gw.out" 2>"$out/gw.err" &
   gw_pid=$!
   for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done

@@ -41,6 +41,7 @@ use sluice::model_policy::{ModelPolicy, PolicyConfig};
 use sluice::models::Registry;
 use sluice::pricing::{dollars_exact, Nanos};
 use sluice::spend::{Budget, BudgetScope, Ledger, RedisBudgets, SpendConfig, SpendTags};
+use sluice::wire::JsonView;
 use sluice::{Call, Engine, Meta, RequestOptions};
 use sluice::{Client, Error, ErrorKind};
 

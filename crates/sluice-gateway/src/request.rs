@@ -152,10 +152,12 @@ pub(crate) async fn api(
             op.body,
             sluice::routes::Body::Json | sluice::routes::Body::JsonOrMultipart
         );
-    let mut value: Option<Value> = None;
+    // Read in place: the few fields looked at below borrow from `bytes`, which go upstream
+    // as they came.
+    let mut value: Option<JsonView> = None;
     if json_body || model_endpoint(op).is_some() {
-        value = Some(match serde_json::from_slice(&bytes) {
-            Ok(v @ Value::Object(_)) => v,
+        value = Some(match JsonView::parse(&bytes) {
+            Ok(v @ JsonView::Object(_)) => v,
             Ok(_) => {
                 return openai_error(
                     StatusCode::BAD_REQUEST,
@@ -187,9 +189,9 @@ pub(crate) async fn api(
     // assistants runs), not buffered into one answer.
     let stream = named.stream && op.stream != sluice::routes::Stream::Never;
     let list_models = op.method == Method::GET && op.path == "/models";
-    if let (Some(endpoint), Some(mut value)) = (model_endpoint(op), value.take()) {
+    if let (Some(endpoint), Some(value)) = (model_endpoint(op), value.take()) {
         let model = match value.get("model") {
-            Some(Value::String(m)) => Some(m.clone()),
+            Some(JsonView::String(m)) => Some(m.to_string()),
             None if endpoint == "moderations" => None,
             None => {
                 return openai_error(
@@ -214,15 +216,19 @@ pub(crate) async fn api(
             // Ask for usage so the gateway can account tokens; hide it again if the caller
             // did not ask.
             let asked = value
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(JsonView::as_bool)
                 == Some(true);
             if !asked {
                 strip_usage = true;
-                if let Some(obj) = value.as_object_mut() {
-                    obj.insert("stream_options".into(), json!({"include_usage": true}));
+                // The one rewrite of a body: through a `Value`, as the body is read again.
+                if let Ok(mut whole) = serde_json::from_slice::<Value>(&bytes) {
+                    if let Some(obj) = whole.as_object_mut() {
+                        obj.insert("stream_options".into(), json!({"include_usage": true}));
+                    }
+                    call.body = serde_json::to_vec(&whole).ok().map(Bytes::from);
                 }
-                call.body = serde_json::to_vec(&value).ok().map(Bytes::from);
             }
         }
         call.endpoint = endpoint;

@@ -10,8 +10,8 @@
 
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use serde_json::Value;
 use sluice::routes::{Billing, Body, ModelAt, Op, RouteError, RouteTable, Stream};
+use sluice::wire::JsonView;
 
 use crate::config::{GatewayConfig, VirtualKey};
 use crate::openai_error;
@@ -86,16 +86,19 @@ pub(crate) fn is_multipart(content_type: Option<&str>) -> bool {
 
 /// Read `model` and `stream` from a JSON body where the route has one (a parsed value when the
 /// caller already has it).
-pub(crate) fn named(op: &Op, body: Option<&Value>, path: &str) -> Named {
+pub(crate) fn named(op: &Op, body: Option<&JsonView>, path: &str) -> Named {
     let model = match op.model {
         ModelAt::Body => body
             .and_then(|v| v.get("model"))
-            .and_then(Value::as_str)
+            .and_then(JsonView::as_str)
             .map(str::to_string),
         ModelAt::Path => path.rsplit('/').next().map(percent_decode),
         ModelAt::None => None,
     };
-    let stream = body.and_then(|v| v.get("stream")).and_then(Value::as_bool) == Some(true);
+    let stream = body
+        .and_then(|v| v.get("stream"))
+        .and_then(JsonView::as_bool)
+        == Some(true);
     Named { model, stream }
 }
 

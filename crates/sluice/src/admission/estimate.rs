@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
+use crate::wire::JsonView;
+
 /// A tokenizer family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -275,18 +277,115 @@ fn tokens(prompt: u64, output: u64) -> Estimate {
     }
 }
 
+/// What the estimate reads of a request body. Two readers implement it: `serde_json::Value`
+/// (the client and the batch runner hold one already) and [`JsonView`] (the gateway reads the
+/// body in place, without building a `Value` it would drop a moment later). One estimate serves
+/// both, so they count alike by construction.
+pub trait JsonBody: Sized {
+    /// What kind of value this is, with its text or items where it has them.
+    fn shape(&self) -> Shape<'_, Self>;
+    /// An object's members (nothing for anything else).
+    fn entries(&self) -> impl Iterator<Item = (&str, &Self)>;
+    /// The value as compact JSON text, as `Value`'s `to_string` writes it.
+    fn json_text(&self) -> String;
+
+    fn get(&self, name: &str) -> Option<&Self> {
+        self.entries().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self.shape() {
+            Shape::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn as_array(&self) -> Option<&[Self]> {
+        match self.shape() {
+            Shape::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+    fn as_u64(&self) -> Option<u64> {
+        match self.shape() {
+            Shape::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON value's kind, for [`JsonBody`].
+#[derive(Debug)]
+pub enum Shape<'v, J> {
+    Null,
+    Bool,
+    Number(&'v serde_json::Number),
+    String(&'v str),
+    Array(&'v [J]),
+    Object,
+}
+
+impl JsonBody for Value {
+    fn shape(&self) -> Shape<'_, Self> {
+        match self {
+            Value::Null => Shape::Null,
+            Value::Bool(_) => Shape::Bool,
+            Value::Number(n) => Shape::Number(n),
+            Value::String(s) => Shape::String(s),
+            Value::Array(a) => Shape::Array(a),
+            Value::Object(_) => Shape::Object,
+        }
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Self)> {
+        self.as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v))
+    }
+    fn json_text(&self) -> String {
+        self.to_string()
+    }
+    fn get(&self, name: &str) -> Option<&Self> {
+        Value::get(self, name)
+    }
+}
+
+impl JsonBody for JsonView<'_> {
+    fn shape(&self) -> Shape<'_, Self> {
+        match self {
+            JsonView::Null => Shape::Null,
+            JsonView::Bool(_) => Shape::Bool,
+            JsonView::Number(n) => Shape::Number(n),
+            JsonView::String(s) => Shape::String(s),
+            JsonView::Array(a) => Shape::Array(a),
+            JsonView::Object(_) => Shape::Object,
+        }
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Self)> {
+        let members = match self {
+            JsonView::Object(m) => m.as_slice(),
+            _ => &[],
+        };
+        members.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+    fn json_text(&self) -> String {
+        self.to_value().to_string()
+    }
+}
+
 /// Characters of every string in a JSON value (keys excluded).
-fn chars_of(v: &Value) -> u64 {
-    match v {
-        Value::String(s) => s.chars().count() as u64,
-        Value::Array(a) => a.iter().map(chars_of).fold(0, u64::saturating_add),
-        Value::Object(o) => o.values().map(chars_of).fold(0, u64::saturating_add),
+fn chars_of<J: JsonBody>(v: &J) -> u64 {
+    match v.shape() {
+        Shape::String(s) => s.chars().count() as u64,
+        Shape::Array(a) => a.iter().map(chars_of).fold(0, u64::saturating_add),
+        Shape::Object => v
+            .entries()
+            .map(|(_, v)| chars_of(v))
+            .fold(0, u64::saturating_add),
         _ => 0,
     }
 }
 
 /// The request text a rate limiter's character estimate covers.
-fn characters(path: &str, body: &Value) -> u64 {
+fn characters<J: JsonBody>(path: &str, body: &J) -> u64 {
     let fields: &[&str] = if path.ends_with("/chat/completions") {
         &["messages", "tools"]
     } else if path.ends_with("/embeddings") || path.ends_with("/moderations") {
@@ -300,7 +399,7 @@ fn characters(path: &str, body: &Value) -> u64 {
     };
     fields
         .iter()
-        .filter_map(|f| body.get(*f))
+        .filter_map(|f| body.get(f))
         .map(chars_of)
         .fold(0, u64::saturating_add)
 }
@@ -311,52 +410,50 @@ pub const CHAT_OUTPUT_WHEN_UNSET: u64 = 4096;
 /// The legacy completions endpoint's own default.
 pub const COMPLETION_OUTPUT_WHEN_UNSET: u64 = 16;
 
-fn u64_field(body: &Value, name: &str) -> Option<u64> {
-    body.get(name).and_then(Value::as_u64)
+fn u64_field<J: JsonBody>(body: &J, name: &str) -> Option<u64> {
+    body.get(name).and_then(J::as_u64)
 }
 
-fn text_of(content: &Value, enc: Encoding) -> u64 {
-    match content {
-        Value::String(s) => count(enc, s),
-        Value::Array(parts) => parts
+fn text_of<J: JsonBody>(content: &J, enc: Encoding) -> u64 {
+    match content.shape() {
+        Shape::String(s) => count(enc, s),
+        Shape::Array(parts) => parts
             .iter()
-            .map(|p| match p.get("text").and_then(Value::as_str) {
+            .map(|p| match p.get("text").and_then(J::as_str) {
                 Some(t) => count(enc, t),
                 // Images and audio: OpenAI bills 85 tokens for a low-detail image; a high-detail
                 // one can cost more, which the server headers will correct.
                 None => 85,
             })
             .sum(),
-        Value::Null => 0,
-        other => count(enc, &other.to_string()),
+        Shape::Null => 0,
+        _ => count(enc, &content.json_text()),
     }
 }
 
 /// Estimate a request to `path` (`/chat/completions`, `/embeddings`, `/completions`,
 /// `/responses`, …) from its JSON body.
-pub fn estimate(path: &str, body: &Value) -> Estimate {
+pub fn estimate<J: JsonBody>(path: &str, body: &J) -> Estimate {
     let mut e = estimate_tokens(path, body);
     e.characters = characters(path, body);
     e
 }
 
 /// The members `names` of a JSON object, found in one walk over its members rather than one
-/// lookup each (every lookup walks the map's tree comparing keys; a chat request asks for a
+/// lookup each (every lookup walks the object comparing keys; a chat request asks for a
 /// dozen).
-fn members<'v, const N: usize>(v: &'v Value, names: [&str; N]) -> [Option<&'v Value>; N] {
+fn members<'v, J: JsonBody, const N: usize>(v: &'v J, names: [&str; N]) -> [Option<&'v J>; N] {
     let mut out = [None; N];
-    if let Value::Object(o) = v {
-        for (k, v) in o {
-            if let Some(i) = names.iter().position(|n| n == k) {
-                out[i] = Some(v);
-            }
+    for (k, v) in v.entries() {
+        if let Some(i) = names.iter().position(|n| *n == k) {
+            out[i] = Some(v);
         }
     }
     out
 }
 
-fn estimate_tokens(path: &str, body: &Value) -> Estimate {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+fn estimate_tokens<J: JsonBody>(path: &str, body: &J) -> Estimate {
+    let model = body.get("model").and_then(J::as_str).unwrap_or("");
     let enc = encoding_for(model);
     let n = u64_field(body, "n").unwrap_or(1).max(1);
     if path.ends_with("/chat/completions") {
@@ -365,64 +462,64 @@ fn estimate_tokens(path: &str, body: &Value) -> Estimate {
             ["messages", "tools", "max_completion_tokens", "max_tokens"],
         );
         let mut prompt = 3; // reply priming
-        for m in messages.and_then(Value::as_array).into_iter().flatten() {
+        for m in messages.and_then(J::as_array).into_iter().flatten() {
             prompt += 3;
             let [role, content, name, calls] =
                 members(m, ["role", "content", "name", "tool_calls"]);
-            if let Some(r) = role.and_then(Value::as_str) {
+            if let Some(r) = role.and_then(J::as_str) {
                 prompt += role_tokens(enc, r);
             }
             if let Some(c) = content {
                 prompt += text_of(c, enc);
             }
-            if let Some(name) = name.and_then(Value::as_str) {
+            if let Some(name) = name.and_then(J::as_str) {
                 prompt += 1 + count(enc, name);
             }
             if let Some(calls) = calls {
-                prompt += count(enc, &calls.to_string());
+                prompt += count(enc, &calls.json_text());
             }
         }
         if let Some(tools) = tools {
-            prompt += count(enc, &tools.to_string());
+            prompt += count(enc, &tools.json_text());
         }
         let limit = max_completion
-            .and_then(Value::as_u64)
-            .or_else(|| max.and_then(Value::as_u64))
+            .and_then(J::as_u64)
+            .or_else(|| max.and_then(J::as_u64))
             .unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
         return tokens(prompt, limit.saturating_mul(n));
     }
     if path.ends_with("/embeddings") {
-        let prompt = match body.get("input") {
-            Some(Value::String(s)) => count(enc, s),
-            Some(Value::Array(items)) => items
+        let prompt = body.get("input").map_or(0, |input| match input.shape() {
+            Shape::String(s) => count(enc, s),
+            Shape::Array(items) => items
                 .iter()
-                .map(|i| match i {
-                    Value::String(s) => count(enc, s),
-                    Value::Array(ids) => ids.len() as u64,
-                    Value::Number(_) => 1,
-                    other => count(enc, &other.to_string()),
+                .map(|i| match i.shape() {
+                    Shape::String(s) => count(enc, s),
+                    Shape::Array(ids) => ids.len() as u64,
+                    Shape::Number(_) => 1,
+                    _ => count(enc, &i.json_text()),
                 })
                 .sum(),
-            Some(other) => count(enc, &other.to_string()),
-            None => 0,
-        };
+            _ => count(enc, &input.json_text()),
+        });
         return tokens(prompt, 0);
     }
     if path.ends_with("/completions") {
-        let prompts: Vec<u64> = match body.get("prompt") {
-            Some(Value::String(s)) => vec![count(enc, s)],
-            Some(Value::Array(a)) if a.iter().all(Value::is_u64) => vec![a.len() as u64],
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|p| match p {
-                    Value::String(s) => count(enc, s),
-                    Value::Array(ids) => ids.len() as u64,
-                    other => count(enc, &other.to_string()),
-                })
-                .collect(),
-            Some(other) => vec![count(enc, &other.to_string())],
-            None => vec![0],
-        };
+        let prompts: Vec<u64> = body
+            .get("prompt")
+            .map_or(vec![0], |prompt| match prompt.shape() {
+                Shape::String(s) => vec![count(enc, s)],
+                Shape::Array(a) if a.iter().all(|p| p.as_u64().is_some()) => vec![a.len() as u64],
+                Shape::Array(a) => a
+                    .iter()
+                    .map(|p| match p.shape() {
+                        Shape::String(s) => count(enc, s),
+                        Shape::Array(ids) => ids.len() as u64,
+                        _ => count(enc, &p.json_text()),
+                    })
+                    .collect(),
+                _ => vec![count(enc, &prompt.json_text())],
+            });
         let limit = u64_field(body, "max_tokens").unwrap_or(COMPLETION_OUTPUT_WHEN_UNSET);
         let k = prompts.len().max(1) as u64;
         return tokens(
@@ -434,7 +531,7 @@ fn estimate_tokens(path: &str, body: &Value) -> Estimate {
         let prompt = body.get("input").map_or(0, |i| text_of(i, enc))
             + body
                 .get("instructions")
-                .and_then(Value::as_str)
+                .and_then(J::as_str)
                 .map_or(0, |s| count(enc, s));
         let limit = u64_field(body, "max_output_tokens").unwrap_or(CHAT_OUTPUT_WHEN_UNSET);
         return tokens(prompt, limit);
@@ -444,7 +541,7 @@ fn estimate_tokens(path: &str, body: &Value) -> Estimate {
         return tokens(prompt, 0);
     }
     // Other endpoints: count the body as text (an upper bound for anything token-billed).
-    tokens(count(enc, &body.to_string()), 0)
+    tokens(count(enc, &body.json_text()), 0)
 }
 
 #[cfg(test)]
@@ -656,6 +753,14 @@ mod tests {
                             Just("max_tokens".to_string()),
                             Just("n".to_string()),
                             Just("instructions".to_string()),
+                            prop_oneof![
+                                Just("role".to_string()),
+                                Just("text".to_string()),
+                                Just("name".to_string()),
+                                Just("tool_calls".to_string()),
+                                Just("model".to_string()),
+                                Just("max_completion_tokens".to_string()),
+                            ],
                             "[a-z_]{1,8}",
                         ],
                         inner
@@ -678,6 +783,13 @@ mod tests {
             let e = estimate(path, &body);
             proptest::prop_assert!(e.charged() >= e.output);
             proptest::prop_assert!(e.charged() >= e.limiter_prompt());
+            // The gateway reads bodies in place: it must count exactly as the `Value` does.
+            // (Compared with the `Value` read from the same text: a float's text need not read
+            // back to the very same float.)
+            let text = body.to_string();
+            let view = JsonView::parse(text.as_bytes()).unwrap();
+            let reread: Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(estimate(path, &view), estimate(path, &reread));
         }
 
         /// The output reservation is max_tokens × n, saturating: never less than the worst case.

@@ -5,12 +5,14 @@
 mod chat;
 mod completions;
 mod embeddings;
+mod json_view;
 mod models;
 mod usage_scan;
 
 pub use chat::*;
 pub use completions::*;
 pub use embeddings::*;
+pub use json_view::JsonView;
 pub use models::*;
 
 use serde::{Deserialize, Serialize};
