@@ -94,9 +94,11 @@ pub struct Alert {
 #[derive(Debug, Default)]
 struct WindowCounts {
     requests: u64,
-    errors: HashMap<&'static str, u64>,
+    /// By error kind (static names: a fast hash is safe).
+    errors: rustc_hash::FxHashMap<&'static str, u64>,
     choices: u64,
-    finish: HashMap<String, u64>,
+    /// By finish reason, as the upstream wrote it.
+    finish: foldhash::HashMap<String, u64>,
     /// Latencies in milliseconds (a window's worth; capped to bound memory).
     latencies: Vec<u32>,
 }
@@ -105,7 +107,7 @@ struct WindowCounts {
 struct State {
     started: Instant,
     counts: WindowCounts,
-    last_fired: HashMap<(&'static str, String), Instant>,
+    last_fired: foldhash::HashMap<(&'static str, String), Instant>,
     minute_start: Instant,
     minute_sent: u32,
     /// The most an upstream has said is left, per key and kind: the capacity it really grants
@@ -139,7 +141,7 @@ impl Alerter {
             state: Mutex::new(State {
                 started: now,
                 counts: WindowCounts::default(),
-                last_fired: HashMap::new(),
+                last_fired: foldhash::HashMap::default(),
                 minute_start: now,
                 minute_sent: 0,
                 peaks: rustc_hash::FxHashMap::default(),
@@ -364,7 +366,13 @@ impl Alerter {
             }
             for f in finish {
                 c.choices += 1;
-                *c.finish.entry((*f).to_string()).or_default() += 1;
+                // A reason seen before (nearly every one) is counted without a new string.
+                match c.finish.get_mut(*f) {
+                    Some(n) => *n += 1,
+                    None => {
+                        c.finish.insert((*f).to_string(), 1);
+                    }
+                }
             }
             if c.latencies.len() < MAX_LATENCY_SAMPLES {
                 c.latencies

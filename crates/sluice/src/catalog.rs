@@ -41,9 +41,10 @@ pub struct Catalog {
 struct State {
     /// The upstream's last listing (`None`: not asked yet, or it could not answer).
     listed: Option<HashSet<String>>,
-    in_use: HashSet<String>,
+    /// Looked up on every answer: a fast hash, seeded per map (the names are the upstream's).
+    in_use: foldhash::HashSet<String>,
     /// Models already logged as "registry out of date".
-    out_of_date: HashSet<String>,
+    out_of_date: foldhash::HashSet<String>,
 }
 
 impl Catalog {

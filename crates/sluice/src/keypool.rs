@@ -7,7 +7,6 @@
 //! Keys are told apart by a hash of their value, never the value; logs and metrics name a key
 //! by its slot (`key-1`, …) or its fingerprint (`…a1b2`).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -264,7 +263,8 @@ pub enum Choice {
 #[derive(Debug)]
 pub struct KeyPool {
     sources: Vec<PoolSource>,
-    health: Mutex<HashMap<u64, Health>>,
+    /// By key id (a hash of the key, not a caller's text: a fast hash is safe).
+    health: Mutex<rustc_hash::FxHashMap<u64, Health>>,
     next: AtomicUsize,
     /// Where cooldowns and quarantines go for the other replicas (shared health), if anywhere.
     pub(crate) share: crate::shared_health::Share,
@@ -292,7 +292,7 @@ impl KeyPool {
     pub fn new(sources: Vec<PoolSource>) -> Self {
         KeyPool {
             sources,
-            health: Mutex::new(HashMap::new()),
+            health: Mutex::new(rustc_hash::FxHashMap::default()),
             next: AtomicUsize::new(0),
             share: crate::shared_health::Share::default(),
         }
@@ -403,12 +403,13 @@ impl KeyPool {
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = keys.len();
-        let mut best: Option<(usize, f64)> = None;
+        let mut best: Option<(usize, u64, f64)> = None;
         let mut soonest: Option<Instant> = None;
         let mut quarantined = 0;
         for off in 0..n {
             let i = (start + off) % n;
-            let h = health.get(&key_id(&keys[i])).copied().unwrap_or_default();
+            let id = key_id(&keys[i]);
+            let h = health.get(&id).copied().unwrap_or_default();
             if h.quarantined {
                 quarantined += 1;
                 continue;
@@ -418,14 +419,14 @@ impl KeyPool {
                 continue;
             }
             let r = h.remaining.unwrap_or(1.0);
-            if best.is_none_or(|(_, b)| r > b) {
-                best = Some((i, r));
+            if best.is_none_or(|(_, _, b)| r > b) {
+                best = Some((i, id, r));
             }
         }
-        if let Some((i, _)) = best {
+        if let Some((i, id, _)) = best {
             let key = keys[i].clone();
             return Ok(Choice::Key(Chosen {
-                id: key_id(&key),
+                id,
                 key,
                 label: key_label(i + 1),
             }));

@@ -4,13 +4,14 @@
 
 use std::fmt;
 
-/// An API key or other secret.
+/// An API key or other secret. Shared, not copied: the pool hands the key to every attempt,
+/// and a clone is a reference count.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretString(String);
+pub struct SecretString(std::sync::Arc<str>);
 
 impl SecretString {
     pub fn new(s: impl Into<String>) -> Self {
-        SecretString(s.into())
+        SecretString(std::sync::Arc::from(s.into()))
     }
 
     /// The secret itself. Call only where it is sent, never to log or format it.

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::error::Error;
 pub(crate) struct LocalState {
     origin: Instant,
     /// By scope name (a hash's hex, or a virtual key's configured name: a fast hash is safe).
-    scopes: Mutex<FxHashMap<String, Tats>>,
+    scopes: Mutex<foldhash::HashMap<String, Tats>>,
 }
 
 /// One scope's budgets and the credit its token budgets were given back.
@@ -82,7 +81,10 @@ impl PerBudget {
 
 /// The scope's state, made on first use (`None` only if the map would not keep it: callers
 /// then carry on without, rather than panic).
-fn scope_state<'a>(scopes: &'a mut FxHashMap<String, Tats>, scope: &str) -> Option<&'a mut Tats> {
+fn scope_state<'a>(
+    scopes: &'a mut foldhash::HashMap<String, Tats>,
+    scope: &str,
+) -> Option<&'a mut Tats> {
     if !scopes.contains_key(scope) {
         scopes.insert(scope.to_string(), Tats::default());
     }
@@ -125,7 +127,7 @@ impl Default for LocalState {
     fn default() -> Self {
         LocalState {
             origin: Instant::now(),
-            scopes: Mutex::new(FxHashMap::default()),
+            scopes: Mutex::new(foldhash::HashMap::default()),
         }
     }
 }

@@ -180,7 +180,7 @@ struct Scope {
 pub struct Admission {
     cfg: AdmissionConfig,
     state: Arc<dyn RateState>,
-    scopes: Mutex<HashMap<String, Scope>>,
+    scopes: Mutex<foldhash::HashMap<String, Scope>>,
     concurrency: Arc<Concurrency>,
     waiting: AtomicUsize,
     /// Woken when tokens are given back, so that sleeping requests can come forward.
@@ -353,7 +353,7 @@ impl Admission {
         Arc::new(Admission {
             concurrency: Concurrency::new(cfg.concurrency),
             state,
-            scopes: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(foldhash::HashMap::default()),
             waiting: AtomicUsize::new(0),
             refunded: tokio::sync::Notify::new(),
             cfg,
@@ -470,13 +470,15 @@ impl Admission {
 
         let (limits, probe) = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-            if !scopes.contains_key(scope) {
-                scopes.insert(scope.to_string(), self.new_scope(model, own));
+            match scopes.get(scope) {
+                Some(s) => (s.limits, s.probe.clone()),
+                None => {
+                    let s = self.new_scope(model, own);
+                    let seen = (s.limits, s.probe.clone());
+                    scopes.insert(scope.to_string(), s);
+                    seen
+                }
             }
-            let Some(s) = scopes.get(scope) else {
-                return Err(Error::new(ErrorKind::Config, "admission scope vanished"));
-            };
-            (s.limits, s.probe.clone())
         };
         // Limits unknown: one request at a time until a response teaches them.
         let probe_permit = match tokio::time::timeout_at(deadline, probe.acquire_owned()).await {

@@ -13,7 +13,8 @@ use crate::pricing::Nanos;
 
 /// Rows recorded since the last write, merged by (day, scope, model) — found by a seeded hash
 /// of the three texts (see [`row_key`]), each bucket holding the rows whose texts differ.
-type Pending = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Vec<Row>>>>;
+/// By row key (a seeded hash, never a caller's text: a fast hash is safe).
+type Pending = std::sync::Arc<std::sync::Mutex<rustc_hash::FxHashMap<u64, Vec<Row>>>>;
 
 /// A row's (day, scope, model) as one number, so that merging a request into its row needs no
 /// copy of the three texts: a hash seeded per process (callers name models, so the seed keeps
