@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// `Idempotency-Key`, named once (a lookup by a string parses the name each time).
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// Uploads larger than this (or of unknown length) are streamed upstream, not held in memory.
 pub(crate) const STREAM_UPLOADS_ABOVE: u64 = 8 * 1024 * 1024;
 
@@ -136,7 +139,7 @@ pub(crate) async fn api(
         estimate: None,
         options: RequestOptions {
             idempotency_key: headers
-                .get("idempotency-key")
+                .get(IDEMPOTENCY_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             headers: passed_request_headers(&headers),

@@ -6,10 +6,12 @@
 pub(crate) fn push(out: &mut String, v: u128, digits: usize) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = digits.min(32);
-    for i in (0..digits).rev() {
-        let nibble = ((v >> (i * 4)) & 0xf) as usize;
-        out.push(char::from(DIGITS[nibble]));
+    // Written into bytes and added at once: pushing a `char` at a time checks and encodes each.
+    let mut buf = [b'0'; 32];
+    for (i, b) in buf[..digits].iter_mut().rev().enumerate() {
+        *b = DIGITS[((v >> (i * 4)) & 0xf) as usize];
     }
+    out.push_str(std::str::from_utf8(&buf[..digits]).unwrap_or_default());
 }
 
 /// `v` in decimal, at least `width` digits (zero-padded on the left).
@@ -31,6 +33,23 @@ pub(crate) fn push_decimal(out: &mut String, v: u64, width: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_is_what_format_writes() {
+        for (v, d) in [
+            (0u128, 1),
+            (0xab, 4),
+            (0xdead_beef, 8),
+            (u128::from(u64::MAX), 16),
+            (u128::MAX, 32),
+            (0x1234_5678, 2),
+        ] {
+            let mut s = String::from(">");
+            super::push(&mut s, v, d);
+            let full = format!("{v:032x}");
+            assert_eq!(s, format!(">{}", &full[32 - d..]), "{v:x} in {d} digits");
+        }
+    }
+
     #[test]
     fn decimals_are_what_format_writes() {
         for (v, w) in [

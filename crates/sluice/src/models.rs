@@ -212,11 +212,25 @@ pub fn parse_date(s: &str) -> Option<Date> {
     s.trim().parse::<Date>().ok()
 }
 
-/// Today in UTC.
+/// Today in UTC. Asked on every request (the budget's day, the model's lifecycle): the date is
+/// kept per thread with the second its day ends, so that most calls read the clock and compare
+/// instead of converting a timestamp to a civil date.
 pub fn today_utc() -> Date {
-    jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
+    thread_local! {
+        static DAY: std::cell::Cell<Option<(i64, Date)>> = const { std::cell::Cell::new(None) };
+    }
+    let now = jiff::Timestamp::now();
+    let secs = now.as_second();
+    DAY.with(|day| match day.get() {
+        Some((ends, date)) if secs < ends && secs >= ends - 86_400 => date,
+        _ => {
+            let date = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+            // UTC days are 86,400 seconds (jiff has no leap seconds).
+            let ends = secs - secs.rem_euclid(86_400) + 86_400;
+            day.set(Some((ends, date)));
+            date
+        }
+    })
 }
 
 impl Registry {
@@ -555,6 +569,23 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn today_is_the_utc_date_of_now_asked_once_or_often() {
+        let direct = || {
+            jiff::Timestamp::now()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .date()
+        };
+        for _ in 0..3 {
+            let (before, got, after) = (direct(), today_utc(), direct());
+            // (Around midnight the two direct readings bracket the answer.)
+            assert!(
+                got == before || got == after,
+                "{got} not in {before}..{after}"
+            );
+        }
+    }
 
     fn d(s: &str) -> Date {
         parse_date(s).unwrap()

@@ -319,7 +319,8 @@ impl Engine {
         .instrument(span.clone())
         .await;
         match result {
-            Ok(((mut reply, mut end), routed)) => {
+            Ok((answer, routed)) => {
+                let (mut reply, mut end) = *answer;
                 reply.meta.routed(routed);
                 reply.meta.latency = ctx.started.elapsed();
                 end.report(self.request(&ctx, span, Some(&reply.meta)));
@@ -351,7 +352,8 @@ impl Engine {
         .instrument(span.clone())
         .await;
         match result {
-            Ok((mut r, routed)) => {
+            Ok((r, routed)) => {
+                let mut r = *r;
                 r.meta.routed(routed);
                 let ttft = ctx.started.elapsed();
                 r.meta.ttft = Some(ttft);
@@ -718,7 +720,9 @@ impl Engine {
         Err(err)
     }
 
-    async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<(Reply, RequestEnd), Error> {
+    /// The answer comes boxed: it is a kilobyte and a half, and goes up through half a dozen
+    /// futures (the retry loop, its timeout, the model route) that would each copy it.
+    async fn attempt_unary(&self, ctx: &Ctx<'_>) -> Result<Box<(Reply, RequestEnd)>, Error> {
         let OkResponse {
             resp,
             ticket,
@@ -771,10 +775,11 @@ impl Engine {
             headers,
             facts,
         };
-        Ok((reply, end))
+        Ok(Box::new((reply, end)))
     }
 
-    async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<StreamReply, Error> {
+    /// Boxed, as [`Engine::attempt_unary`]'s answer.
+    async fn attempt_stream(&self, ctx: &Ctx<'_>) -> Result<Box<StreamReply>, Error> {
         let OkResponse {
             resp,
             ticket,
@@ -825,11 +830,11 @@ impl Engine {
         );
         meta.upstream_key = Some(key_label);
         meta.upstream = Some(upstream);
-        Ok(StreamReply {
+        Ok(Box::new(StreamReply {
             events,
             meta,
             headers,
-        })
+        }))
     }
 }
 
@@ -884,7 +889,7 @@ struct Unary;
 struct Streamed;
 
 impl AttemptKind for Unary {
-    type Out = (Reply, RequestEnd);
+    type Out = Box<(Reply, RequestEnd)>;
     fn run<'a>(
         engine: &'a Engine,
         ctx: &'a Ctx<'a>,
@@ -894,11 +899,11 @@ impl AttemptKind for Unary {
 }
 
 impl AttemptKind for Streamed {
-    type Out = StreamReply;
+    type Out = Box<StreamReply>;
     fn run<'a>(
         engine: &'a Engine,
         ctx: &'a Ctx<'a>,
-    ) -> impl Future<Output = Result<StreamReply, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<Self::Out, Error>> + Send + 'a {
         engine.attempt_stream(ctx)
     }
 }
@@ -921,8 +926,11 @@ impl Admitted {
     }
 }
 
+/// `x-request-id`, named once: a lookup by a string parses and checks the name every time.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 fn request_id(h: &http::HeaderMap) -> Option<String> {
-    h.get("x-request-id")
+    h.get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
