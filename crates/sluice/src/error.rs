@@ -376,10 +376,7 @@ impl Error {
             retryable,
             status: Some(status),
             api,
-            request_id: headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+            request_id: crate::headers::request_id(headers),
             retry_after,
             rate_limits: (!limits.is_empty()).then_some(limits),
             attempts: 0,

@@ -102,11 +102,19 @@ impl RateLimits {
     }
 }
 
+/// `x-request-id`, named once: a lookup by a string parses and checks the name every time.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The upstream's `x-request-id`, if it sent a readable one (answers and errors alike).
+pub(crate) fn request_id(h: &HeaderMap) -> Option<String> {
+    h.get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// Longest wait any header may ask for; anything longer is treated as this.
 const MAX_HEADER_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-/// Parse a Go `time.Duration` string as OpenAI writes them: `6m0s`, `1s`, `20ms`, `1.234s`,
-/// `1h2m3.5s`, `500us`/`500µs`, `0s`. `None` for anything else.
 /// The unit at the start of `rest`, in nanoseconds, and its length in bytes.
 fn go_unit(rest: &str) -> Option<(u64, usize)> {
     Some(if rest.starts_with("ms") {
@@ -156,6 +164,8 @@ fn whole_go_duration(s: &str) -> Option<Duration> {
     u64::try_from(capped).ok().map(Duration::from_nanos)
 }
 
+/// Parse a Go `time.Duration` string as OpenAI writes them: `6m0s`, `1s`, `20ms`, `1.234s`,
+/// `1h2m3.5s`, `500us`/`500µs`, `0s`. `None` for anything else.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {

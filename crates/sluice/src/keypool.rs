@@ -548,14 +548,14 @@ impl KeyPool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn key_labels_count_from_one() {
-        assert_eq!(super::key_label(1), "key-1");
-        assert_eq!(super::key_label(10), "key-10");
-        assert_eq!(super::key_label(4096), "key-4096");
+        assert_eq!(key_label(1), "key-1");
+        assert_eq!(key_label(10), "key-10");
+        assert_eq!(key_label(4096), "key-4096");
     }
-
-    use super::*;
 
     fn pool(keys: &[&str]) -> KeyPool {
         KeyPool::new(

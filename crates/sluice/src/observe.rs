@@ -9,10 +9,10 @@
 //! bound.
 
 use std::collections::HashSet;
-
-use rustc_hash::FxHashSet;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
+
+use rustc_hash::FxHashSet;
 
 use metrics::{counter, describe_counter, describe_histogram, Unit};
 

@@ -735,7 +735,7 @@ impl Engine {
         // The headers are moved out (the body is all that is read from here), not copied.
         let mut resp = resp;
         let headers = std::mem::take(resp.headers_mut());
-        let request_id = request_id(&headers);
+        let request_id = crate::headers::request_id(&headers);
         let body = match read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_BODY).await {
             Ok(b) => b,
             Err(e) => {
@@ -791,7 +791,7 @@ impl Engine {
         let status = resp.status().as_u16();
         let mut resp = resp;
         let headers = std::mem::take(resp.headers_mut());
-        let request_id = request_id(&headers);
+        let request_id = crate::headers::request_id(&headers);
         // How the stream ends: Responses API streams at their terminal event, no `[DONE]`.
         let framing = match ctx.call.endpoint {
             "responses" => crate::routes::Stream::Responses,
@@ -924,13 +924,4 @@ impl Admitted {
         ticket.give_back();
         ticket.finish(admission::outcome_of(e));
     }
-}
-
-/// `x-request-id`, named once: a lookup by a string parses and checks the name every time.
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-fn request_id(h: &http::HeaderMap) -> Option<String> {
-    h.get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }

@@ -2,7 +2,6 @@
 //! clock (so tests can pause time). The default: nothing to run, nothing to configure.
 
 use std::collections::VecDeque;
-
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,7 +18,8 @@ use crate::error::Error;
 #[derive(Debug)]
 pub(crate) struct LocalState {
     origin: Instant,
-    /// By scope name (a hash's hex, or a virtual key's configured name: a fast hash is safe).
+    /// By scope name (a hash's hex, with the model's name when limits are per model, or a
+    /// virtual key's name): a fast hash seeded per map, as part of a name is a caller's.
     scopes: Mutex<foldhash::HashMap<String, Tats>>,
 }
 
