@@ -5,8 +5,13 @@ use super::*;
 
 /// One structured log line per request, never a secret: emitted when a unary answer is sent,
 /// when a stream ends (or its caller leaves), or when the request fails.
+///
+/// Filled only when the line will be written (the `sluice::gateway` target enabled at info):
+/// otherwise no text of it is copied, on a path every request takes.
 #[derive(Debug, Default)]
 pub(crate) struct RequestLog {
+    /// Whether the line is written; when not, the fields below stay empty.
+    on: bool,
     pub(crate) caller: String,
     pub(crate) model: String,
     pub(crate) model_sent: Option<String>,
@@ -24,7 +29,23 @@ pub(crate) struct RequestLog {
 }
 
 impl RequestLog {
+    pub(crate) fn new(caller: &str, model: Option<&str>, started: Instant) -> Self {
+        if !tracing::enabled!(target: "sluice::gateway", tracing::Level::INFO) {
+            return RequestLog::default();
+        }
+        RequestLog {
+            on: true,
+            caller: caller.to_string(),
+            model: model.unwrap_or_default().to_string(),
+            started: Some(started),
+            ..RequestLog::default()
+        }
+    }
+
     pub(crate) fn answered(&mut self, meta: &Meta) {
+        if !self.on {
+            return;
+        }
         self.status = meta.status;
         self.attempts = meta.attempts;
         self.request_id = meta.request_id.clone();
@@ -35,6 +56,9 @@ impl RequestLog {
     }
 
     pub(crate) fn usage(&mut self, u: &sluice::Usage) {
+        if !self.on {
+            return;
+        }
         self.prompt_tokens = Some(u.prompt_tokens);
         self.cached_tokens = Some(u.cached_tokens());
         self.completion_tokens = Some(u.completion_tokens);
@@ -45,13 +69,18 @@ impl RequestLog {
         let resp = error_response(e);
         // The status the caller got (the gateway's own 502, 429 or 504 included).
         self.status = resp.status().as_u16();
-        self.attempts = e.attempts();
-        self.request_id = e.request_id().map(str::to_string);
-        self.emit(Some(e));
+        if self.on {
+            self.attempts = e.attempts();
+            self.request_id = e.request_id().map(str::to_string);
+            self.emit(Some(e));
+        }
         resp
     }
 
     pub(crate) fn emit(&self, err: Option<&Error>) {
+        if !self.on {
+            return;
+        }
         tracing::info!(
             target: "sluice::gateway",
             request_id = self.request_id.as_deref(),

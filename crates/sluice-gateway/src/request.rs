@@ -61,10 +61,6 @@ pub(crate) async fn api(
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    let caller_name = caller
-        .as_ref()
-        .map_or("loopback", |c| c.name.as_str())
-        .to_string();
     let too_large = || {
         openai_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -238,17 +234,15 @@ pub(crate) async fn api(
         call.estimate = Some(estimate::estimate(path, &value));
         call.model = model;
     }
-    let model = call.model.clone().unwrap_or_default();
     call.options.spend = SpendTags {
         key: caller.as_ref().map(|c| c.name.clone()),
         job: None,
     };
-    let mut log = RequestLog {
-        caller: caller_name,
-        model,
-        started: Some(started),
-        ..RequestLog::default()
-    };
+    let mut log = RequestLog::new(
+        caller.as_ref().map_or("loopback", |c| c.name.as_str()),
+        call.model.as_deref(),
+        started,
+    );
     // The caller's own limits, before anything goes upstream.
     let mut caller_ticket = None;
     if let Some(vk) = caller
@@ -266,8 +260,11 @@ pub(crate) async fn api(
             }
         }
     }
+    // The engine's future is boxed: it is four kilobytes, and held inline it would make this
+    // future (and every one around it, up to the connection's) that much larger, each of them
+    // copied whole when it is made or moved.
     if stream {
-        return match st.engine.send_stream(call).await {
+        return match Box::pin(st.engine.send_stream(call)).await {
             Ok(reply) => {
                 log.answered(&reply.meta);
                 stream_response(reply, strip_usage, log, caller_ticket)
@@ -275,7 +272,7 @@ pub(crate) async fn api(
             Err(e) => log.failed(&e),
         };
     }
-    match st.engine.send(call).await {
+    match Box::pin(st.engine.send(call)).await {
         Ok(reply) => {
             log.answered(&reply.meta);
             if let Some(u) = reply.facts.usage.as_ref() {

@@ -6,7 +6,7 @@
 //! otherwise hold every file descriptor.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,8 +30,8 @@ pub struct ServerLimits {
     /// Default 60 s.
     pub body_timeout: Duration,
     /// A connection that moves no byte either way for this long is closed (an idle HTTP/2
-    /// connection, a peer gone without a FIN). Longer than any silence the upstream
-    /// timeouts allow inside a request. Default 5 min.
+    /// connection, a peer gone without a FIN), at the latest when twice this has passed.
+    /// Longer than any silence the upstream timeouts allow inside a request. Default 5 min.
     pub idle_timeout: Duration,
     /// Concurrent streams on one HTTP/2 connection. Default 100.
     pub http2_max_streams: u32,
@@ -128,12 +128,10 @@ pub(crate) async fn serve(
         };
         // Small answers and SSE events go out at once, not after Nagle's delay.
         let _ = tcp.set_nodelay(true);
-        let last = Arc::new(AtomicU64::new(0));
-        let born = Instant::now();
+        let moved = Arc::new(AtomicBool::new(false));
         let io = TokioIo::new(Watched {
             inner: tcp,
-            last: last.clone(),
-            born,
+            moved: moved.clone(),
         });
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -156,16 +154,16 @@ pub(crate) async fn serve(
                 // Until its first byte, a connection is still choosing HTTP/1 or HTTP/2, where
                 // hyper's head timer does not run yet: it has header_timeout to start talking.
                 tokio::time::sleep(first).await;
-                if last.load(Ordering::Relaxed) == 0 {
+                if !moved.swap(false, Ordering::Relaxed) {
                     return;
                 }
+                // Then it is closed after a whole idle_timeout without a byte: silent for at
+                // least that long, at most twice that.
                 loop {
-                    let since = Duration::from_millis(last.load(Ordering::Relaxed));
-                    let quiet_for = born.elapsed().saturating_sub(since);
-                    if quiet_for >= idle {
+                    tokio::time::sleep(idle).await;
+                    if !moved.swap(false, Ordering::Relaxed) {
                         break;
                     }
-                    tokio::time::sleep(idle - quiet_for).await;
                 }
             };
             tokio::select! {
@@ -180,18 +178,19 @@ pub(crate) async fn serve(
     graceful.shutdown().await;
 }
 
-/// A connection that notes when it last moved a byte (milliseconds since `born`; 0: never).
+/// A connection that notes that it moved a byte since its watcher last looked: a flag, not a
+/// time, because every read and write of every request passes here and the watcher looks once
+/// an idle_timeout.
 struct Watched {
     inner: TcpStream,
-    last: Arc<AtomicU64>,
-    born: Instant,
+    moved: Arc<AtomicBool>,
 }
 
 impl Watched {
     fn touch(&self) {
-        // At least 1: 0 means "no byte yet".
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms.max(1), Ordering::Relaxed);
+        if !self.moved.load(Ordering::Relaxed) {
+            self.moved.store(true, Ordering::Relaxed);
+        }
     }
 }
 

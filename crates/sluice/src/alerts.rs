@@ -355,7 +355,12 @@ impl Alerter {
 
     /// The end of a logical request: its outcome (error kind or ok), latency and finish
     /// reasons. Judges the window when it has closed.
-    pub fn request(&self, error: Option<&'static str>, latency: Duration, finish: &[&str]) {
+    pub fn request<S: AsRef<str>>(
+        &self,
+        error: Option<&'static str>,
+        latency: Duration,
+        finish: &[S],
+    ) {
         let now = Instant::now();
         let closed = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -365,12 +370,13 @@ impl Alerter {
                 *c.errors.entry(k).or_default() += 1;
             }
             for f in finish {
+                let f = f.as_ref();
                 c.choices += 1;
                 // A reason seen before (nearly every one) is counted without a new string.
-                match c.finish.get_mut(*f) {
+                match c.finish.get_mut(f) {
                     Some(n) => *n += 1,
                     None => {
-                        c.finish.insert((*f).to_string(), 1);
+                        c.finish.insert(f.to_string(), 1);
                     }
                 }
             }

@@ -188,12 +188,9 @@ impl BodyFacts {
     /// long; its usage and finish reasons are a few bytes): the last `usage` object's counts
     /// and every `finish_reason` string.
     pub(crate) fn read(body: &[u8]) -> BodyFacts {
-        let Ok(text) = std::str::from_utf8(body) else {
-            return BodyFacts::default();
-        };
         BodyFacts {
-            usage: crate::wire::last_usage(text),
-            choices: crate::wire::finish_reasons(text)
+            usage: crate::wire::last_usage(body),
+            choices: crate::wire::finish_reasons(body)
                 .map(|r| ChoiceFacts {
                     finish_reason: Some(r.to_string()),
                 })

@@ -217,7 +217,7 @@ fn usage_of(data: &str) -> Option<Usage> {
 
 /// A chunk's first non-null `finish_reason`.
 fn finish_reason(data: &str) -> Option<&str> {
-    crate::wire::finish_reasons(data).next()
+    crate::wire::finish_reasons(data.as_bytes()).next()
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ pub(crate) fn push_decimal(out: &mut String, v: u64, width: usize) {
         }
     }
     at = at.min(digits.len().saturating_sub(width));
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    // ASCII digits, pushed as they are (no UTF-8 check of the buffer).
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]

@@ -232,8 +232,14 @@ pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
 }
 
 /// The end of a logical request.
-pub fn request_done(endpoint: &'static str, model: &str, outcome: &'static str, latency: Duration) {
-    let model = model_label(model);
+/// `model` is the label ([`model_label`]), looked up once by the caller for all of a request's
+/// metrics.
+pub fn request_done(
+    endpoint: &'static str,
+    model: &'static str,
+    outcome: &'static str,
+    latency: Duration,
+) {
     let labels = [
         ("endpoint", endpoint),
         ("model", model),
@@ -265,8 +271,8 @@ pub fn default_max_tokens(model: &str) {
 }
 
 /// Token counts of a finished request.
-pub fn usage(model: &str, u: &Usage) {
-    let m = model_label(model);
+/// `m` is the model's label ([`model_label`]).
+pub fn usage(m: &'static str, u: &Usage) {
     handles::counter(TOKENS, [("model", m), ("kind", "prompt")]).increment(u.prompt_tokens);
     handles::counter(TOKENS, [("model", m), ("kind", "completion")]).increment(u.completion_tokens);
     let cached = u.cached_tokens();
@@ -279,24 +285,35 @@ pub fn usage(model: &str, u: &Usage) {
     }
 }
 
+/// A finish reason's label when it is one of OpenAI's documented ones.
+pub(crate) fn known_finish_reason(r: &str) -> Option<&'static str> {
+    Some(match r {
+        "stop" => "stop",
+        "length" => "length",
+        "tool_calls" => "tool_calls",
+        "content_filter" => "content_filter",
+        "function_call" => "function_call",
+        _ => return None,
+    })
+}
+
 /// Finish reasons of a finished request, from the strings an answer carried (without building
 /// a [`FinishReason`] for each: this runs on every answer); unknown ones count as `other`.
 /// `length` and `content_filter` are logged at warn, because the caller got less than it asked
 /// for.
-pub fn finish_reason_strs(model: &str, request_id: Option<&str>, reasons: &[&str]) {
+///
+/// `m` is the model's label ([`model_label`]); `model` its text, for the log.
+pub fn finish_reason_strs<S: AsRef<str>>(
+    m: &'static str,
+    model: &str,
+    request_id: Option<&str>,
+    reasons: &[S],
+) {
     if reasons.is_empty() {
         return;
     }
-    let m = model_label(model);
     for r in reasons {
-        let label: &'static str = match *r {
-            "stop" => "stop",
-            "length" => "length",
-            "tool_calls" => "tool_calls",
-            "content_filter" => "content_filter",
-            "function_call" => "function_call",
-            _ => "other",
-        };
+        let label = known_finish_reason(r.as_ref()).unwrap_or("other");
         handles::counter(FINISH_REASONS, [("model", m), ("reason", label)]).increment(1);
         if matches!(label, "length" | "content_filter") {
             tracing::warn!(model, request_id, finish_reason = label, "answer cut short");

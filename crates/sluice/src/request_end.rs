@@ -52,7 +52,8 @@ pub(crate) struct RequestEnd {
     charge: Option<(Charge, u64)>,
     request: Option<Request>,
     usage: Option<Usage>,
-    finish_reasons: Vec<String>,
+    /// The answer's finish reasons; the usual ones without a copy of their text.
+    finish_reasons: Vec<std::borrow::Cow<'static, str>>,
     events_seen: u64,
     cost: Option<Nanos>,
     ended: bool,
@@ -112,7 +113,16 @@ impl RequestEnd {
     }
 
     pub(crate) fn finish_reason(&mut self, reason: &str) {
-        self.finish_reasons.push(reason.to_string());
+        self.finish_reasons
+            .push(match observe::known_finish_reason(reason) {
+                Some(known) => std::borrow::Cow::Borrowed(known),
+                None => std::borrow::Cow::Owned(reason.to_string()),
+            });
+    }
+
+    /// The usage reported, taken back once the end has reported it.
+    pub(crate) fn take_usage(&mut self) -> Option<Usage> {
+        self.usage.take()
     }
 
     pub(crate) fn usage_seen(&self) -> Option<&Usage> {
@@ -168,20 +178,21 @@ impl RequestEnd {
             Ended::Failed(e) => e.kind().as_str(),
             Ended::Cancelled => "cancelled",
         };
-        observe::request_done(r.endpoint, &r.model, outcome, latency);
+        let label = observe::model_label(&r.model);
+        observe::request_done(r.endpoint, label, outcome, latency);
         if let Some(u) = &self.usage {
-            observe::usage(&r.model, u);
+            observe::usage(label, u);
             r.span.record("prompt_tokens", u.prompt_tokens);
             r.span.record("completion_tokens", u.completion_tokens);
         }
-        let reasons: Vec<&str> = self.finish_reasons.iter().map(String::as_str).collect();
+        let reasons = &self.finish_reasons;
         if !matches!(how, Ended::Cancelled) {
-            observe::finish_reason_strs(&r.model, r.request_id.as_deref(), &reasons);
+            observe::finish_reason_strs(label, &r.model, r.request_id.as_deref(), reasons);
             let kind = match how {
                 Ended::Failed(e) => Some(e.kind().as_str()),
                 _ => None,
             };
-            r.alerts.request(kind, latency, &reasons);
+            r.alerts.request(kind, latency, reasons);
         }
         r.span.record("latency_ms", latency.as_millis() as u64);
         if let Ended::Cancelled = how {

@@ -90,3 +90,83 @@ impl AttemptHeaders<'_> {
         Ok(h)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    #[test]
+    fn configured_headers_win_and_the_callers_others_pass_whole() {
+        let configured = map(&[
+            ("openai-project", "proj_cfg"),
+            ("x-team", "a"),
+            ("x-team", "b"),
+        ]);
+        let caller = map(&[
+            ("openai-project", "proj_caller"),
+            ("x-team", "c"),
+            ("openai-beta", "assistants=v2"),
+            ("x-trace", "1"),
+            ("x-trace", "2"),
+            ("authorization", "Bearer caller"),
+            ("idempotency-key", "theirs"),
+        ]);
+        let h = AttemptHeaders {
+            configured: &configured,
+            caller: &caller,
+            idempotency_key: "ours",
+            has_body: true,
+            stream: true,
+            api_key_header: false,
+        }
+        .build(&SecretString::from("sk-upstream"), || "test".into())
+        .unwrap();
+        assert_eq!(values(&h, "openai-project"), ["proj_cfg"]);
+        assert_eq!(values(&h, "x-team"), ["a", "b"]);
+        assert_eq!(values(&h, "openai-beta"), ["assistants=v2"]);
+        assert_eq!(values(&h, "x-trace"), ["1", "2"]);
+        assert_eq!(values(&h, "authorization"), ["Bearer sk-upstream"]);
+        assert!(h.get("authorization").unwrap().is_sensitive());
+        assert_eq!(values(&h, "idempotency-key"), ["ours"]);
+        assert_eq!(values(&h, "content-type"), ["application/json"]);
+        assert_eq!(values(&h, "accept"), ["text/event-stream"]);
+
+        // Azure's header; the caller's own content type and accept are kept.
+        let caller = map(&[
+            ("content-type", "multipart/form-data; boundary=x"),
+            ("accept", "*/*"),
+        ]);
+        let h = AttemptHeaders {
+            configured: &HeaderMap::new(),
+            caller: &caller,
+            idempotency_key: "k",
+            has_body: true,
+            stream: true,
+            api_key_header: true,
+        }
+        .build(&SecretString::from("azure-key"), || "test".into())
+        .unwrap();
+        assert_eq!(values(&h, "api-key"), ["azure-key"]);
+        assert!(h.get("authorization").is_none());
+        assert_eq!(
+            values(&h, "content-type"),
+            ["multipart/form-data; boundary=x"]
+        );
+        assert_eq!(values(&h, "accept"), ["*/*"]);
+    }
+}

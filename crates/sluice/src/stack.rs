@@ -312,12 +312,8 @@ impl Engine {
     pub async fn send(&self, call: Call) -> Result<Reply, Error> {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
-        let result = async {
-            self.inner.budget.deposit();
-            self.routed(&ctx, Unary).await
-        }
-        .instrument(span.clone())
-        .await;
+        self.inner.budget.deposit();
+        let result = self.routed(&ctx, Unary).instrument(span.clone()).await;
         match result {
             Ok((answer, routed)) => {
                 let (mut reply, mut end) = *answer;
@@ -330,6 +326,7 @@ impl Engine {
                     }
                 }
                 end.end(Ended::Ok);
+                reply.facts.usage = end.take_usage();
                 Ok(reply)
             }
             Err(e) => {
@@ -345,12 +342,8 @@ impl Engine {
     pub async fn send_stream(&self, call: Call) -> Result<StreamReply, Error> {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
-        let result = async {
-            self.inner.budget.deposit();
-            self.routed(&ctx, Streamed).await
-        }
-        .instrument(span.clone())
-        .await;
+        self.inner.budget.deposit();
+        let result = self.routed(&ctx, Streamed).instrument(span.clone()).await;
         match result {
             Ok((r, routed)) => {
                 let mut r = *r;
@@ -749,14 +742,16 @@ impl Engine {
             Some(r) => r.apply_to(body),
             None => body,
         };
-        let facts = crate::call::BodyFacts::read(&body);
+        let mut facts = crate::call::BodyFacts::read(&body);
         let mut end = RequestEnd::new(ticket);
         if let Some(charge) = ctx.take_charge() {
             // A unary answer without usage is settled at zero tokens.
             end.charge(charge, 0);
         }
-        match &facts.usage {
-            Some(u) => end.usage(u.clone()),
+        // The usage travels in the request's end until that has reported it, and goes back
+        // into the answer then ([`Engine::send`]): moved, not copied.
+        match facts.usage.take() {
+            Some(u) => end.usage(u),
             None => end.settle_charge(),
         }
         let mut meta = Meta::answered(

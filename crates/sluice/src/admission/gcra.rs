@@ -30,6 +30,46 @@ pub struct Spec {
     pub tau: f64,
 }
 
+/// A scope's budgets: at most four (`rpm`, `tpm`, `rpd`, `tpd`), kept inline, since every
+/// admitted attempt makes the list and its ticket holds it until the answer ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Specs {
+    items: [Spec; 4],
+    len: usize,
+}
+
+impl Default for Specs {
+    fn default() -> Self {
+        let none = Spec {
+            name: "",
+            unit: Unit::Requests,
+            rate: 0.0,
+            tau: 0.0,
+        };
+        Specs {
+            items: [none; 4],
+            len: 0,
+        }
+    }
+}
+
+impl Specs {
+    /// Add a budget; a fifth one has no place (there are four kinds) and is not kept.
+    pub fn push(&mut self, s: Spec) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = s;
+            self.len += 1;
+        }
+    }
+}
+
+impl std::ops::Deref for Specs {
+    type Target = [Spec];
+    fn deref(&self) -> &[Spec] {
+        self.items.get(..self.len).unwrap_or_default()
+    }
+}
+
 impl Spec {
     /// The cost of a request in this budget's unit.
     pub fn cost(&self, tokens: u64) -> f64 {

@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
-
 use super::gcra::{self, Spec};
-use super::state::RateState;
+use super::state::{at_once, RateState, StateFuture};
 use super::{Reservation, Settled};
 use crate::error::Error;
 
@@ -306,20 +303,19 @@ impl RateState for LocalState {
         specs: &'a [Spec],
         tokens: u64,
         max_wait: Duration,
-    ) -> BoxFuture<'a, Result<Reservation, Error>> {
-        std::future::ready(Ok(LocalState::reserve(
+    ) -> StateFuture<'a, Result<Reservation, Error>> {
+        at_once(Ok(LocalState::reserve(
             self, scope, specs, tokens, max_wait,
         )))
-        .boxed()
     }
 
     fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled) {
         LocalState::adjust(self, scope, specs, token_delta, how);
     }
 
-    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()> {
+    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> StateFuture<'a, ()> {
         LocalState::raise(self, scope, spec, ahead);
-        std::future::ready(()).boxed()
+        at_once(())
     }
 
     fn credit(&self, scope: &str) -> f64 {
@@ -341,11 +337,10 @@ impl RateState for LocalState {
         remaining: u64,
         mark: u64,
         since: Duration,
-    ) -> BoxFuture<'a, bool> {
-        std::future::ready(LocalState::correct(
+    ) -> StateFuture<'a, bool> {
+        at_once(LocalState::correct(
             self, scope, specs, remaining, mark, since,
         ))
-        .boxed()
     }
 
     fn gives_credit(&self) -> bool {

@@ -9,13 +9,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use tokio::sync::OnceCell;
 
 use super::gcra::Spec;
 use super::local::LocalState;
-use super::state::RateState;
+use super::state::{later, RateState, StateFuture};
 use super::{OnStateError, Reservation, Settled};
 use crate::error::{Error, ErrorKind};
 
@@ -159,8 +157,8 @@ impl RateState for SharedRateState {
         specs: &'a [Spec],
         tokens: u64,
         max_wait: Duration,
-    ) -> BoxFuture<'a, Result<Reservation, Error>> {
-        async move {
+    ) -> StateFuture<'a, Result<Reservation, Error>> {
+        later(async move {
             let res = match self.redis().await {
                 Ok(r) => r.reserve(scope, specs, tokens, max_wait).await,
                 Err(e) => Err(e),
@@ -174,8 +172,7 @@ impl RateState for SharedRateState {
                     }
                 },
             }
-        }
-        .boxed()
+        })
     }
 
     fn adjust(&self, scope: &str, specs: &[Spec], token_delta: i64, how: Settled) {
@@ -197,15 +194,14 @@ impl RateState for SharedRateState {
         });
     }
 
-    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()> {
-        async move {
+    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> StateFuture<'a, ()> {
+        later(async move {
             self.0.local.raise(scope, spec, ahead);
             if let Ok(r) = self.redis().await {
                 if let Err(e) = r.raise(scope, spec, ahead).await {
                     self.on_state_error(&e);
                 }
             }
-        }
-        .boxed()
+        })
     }
 }

@@ -4,11 +4,27 @@
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 
 use super::gcra::Spec;
 use super::{Reservation, Settled};
 use crate::error::Error;
+
+/// A state's answer: there at once (in-process, without a box: these calls are made on every
+/// attempt) or after a round trip (Redis).
+pub(crate) type StateFuture<'a, T> = Either<std::future::Ready<T>, BoxFuture<'a, T>>;
+
+/// An answer that is already there.
+pub(crate) fn at_once<'a, T>(v: T) -> StateFuture<'a, T> {
+    Either::Left(std::future::ready(v))
+}
+
+/// An answer after a round trip.
+pub(crate) fn later<'a, T>(
+    f: impl std::future::Future<Output = T> + Send + 'a,
+) -> StateFuture<'a, T> {
+    Either::Right(Box::pin(f))
+}
 
 pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
     /// Reserve `tokens` (and one request) on every budget of `scope`, atomically, if the wait
@@ -19,7 +35,7 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
         specs: &'a [Spec],
         tokens: u64,
         max_wait: Duration,
-    ) -> BoxFuture<'a, Result<Reservation, Error>>;
+    ) -> StateFuture<'a, Result<Reservation, Error>>;
 
     /// Settle a token reservation by `token_delta` (negative gives tokens back). Called where
     /// an answer ends, possibly inside a poll: never waits.
@@ -27,7 +43,7 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
 
     /// Make sure a budget's `tat` is at least `ahead` seconds from now (a server's correction
     /// or a 429's pause).
-    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> BoxFuture<'a, ()>;
+    fn raise<'a>(&'a self, scope: &'a str, spec: &'a Spec, ahead: f64) -> StateFuture<'a, ()>;
 
     /// The server reports `remaining` tokens left after the attempt that started `since` ago
     /// with `mark`: correct the minute's token budget (`tpm` among `specs`) from it. True when
@@ -41,8 +57,8 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
         remaining: u64,
         _mark: u64,
         _since: Duration,
-    ) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
+    ) -> StateFuture<'a, bool> {
+        later(async move {
             if let Some(spec) = specs.iter().find(|s| s.name == "tpm") {
                 self.tighten(scope, spec, remaining).await;
             }
@@ -51,13 +67,18 @@ pub(crate) trait RateState: Send + Sync + std::fmt::Debug {
     }
 
     /// The server says only `remaining` units of `spec` are left: never believe in more.
-    fn tighten<'a>(&'a self, scope: &'a str, spec: &'a Spec, remaining: u64) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let ahead = spec.tau - remaining as f64 / spec.rate;
-            if ahead > 0.0 {
-                self.raise(scope, spec, ahead).await;
-            }
-        })
+    fn tighten<'a>(
+        &'a self,
+        scope: &'a str,
+        spec: &'a Spec,
+        remaining: u64,
+    ) -> StateFuture<'a, ()> {
+        let ahead = spec.tau - remaining as f64 / spec.rate;
+        if ahead > 0.0 {
+            self.raise(scope, spec, ahead)
+        } else {
+            at_once(())
+        }
     }
 
     /// Whether requests asleep for their slots may come forward on [`RateState::credit`]

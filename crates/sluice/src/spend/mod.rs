@@ -392,10 +392,10 @@ impl Charge {
             al.completion_tokens(&self.model, usage.completion_tokens);
         }
         if let Some(l) = &a.cfg.ledger {
-            l.record(Row {
-                day: self.day.to_string(),
-                scope: self.scope.clone(),
-                model: self.model.clone(),
+            l.add(&ledger::Entry {
+                day: ledger::DayText::new(self.day).as_str(),
+                scope: &self.scope,
+                model: &self.model,
                 requests: 1,
                 prompt_tokens: usage.prompt_tokens,
                 cached_tokens: usage.cached_tokens(),

@@ -189,12 +189,17 @@ impl From<FinishReason> for String {
     }
 }
 
-/// The text after the colon of a `"key":` whose quoted key ends at byte `end`.
-fn value_after(json: &str, end: usize) -> Option<&str> {
-    json.get(end..)?
-        .trim_start()
-        .strip_prefix(':')
-        .map(str::trim_start)
+/// Where the value of a `"key":` whose closing quote is at byte `quote` starts: past the colon
+/// and the JSON whitespace around it.
+fn value_start(b: &[u8], quote: usize) -> Option<usize> {
+    let ws = |mut i: usize| {
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    };
+    let colon = ws(quote + 1);
+    (b.get(colon) == Some(&b':')).then(|| ws(colon + 1))
 }
 
 /// A key looked for in answers and stream chunks, with its substring finder built once: memchr
@@ -210,49 +215,54 @@ pub(crate) static TYPE: JsonKey = JsonKey::new(|| memchr::memmem::Finder::new("t
 static LAST_USAGE: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new("\"usage\""));
 
-/// The text after each `"key":` of a JSON text (whitespace around the colon skipped), in order:
-/// a cheap look at one field of an answer or a stream chunk instead of parsing it. A key cannot
-/// occur inside a JSON string (its quotes are escaped there), so a match is a key — at any depth.
-/// memchr's SIMD substring search finds them: answers can be long, and this runs on each.
-pub(crate) fn values_of<'a>(
-    json: &'a str,
-    key: &'static JsonKey,
-) -> impl Iterator<Item = &'a str> + 'a {
-    let b = json.as_bytes();
+/// Where the value after each `"key":` of a JSON text starts (whitespace around the colon
+/// skipped), in order: a cheap look at one field of an answer or a stream chunk instead of
+/// parsing it. A key cannot occur inside a JSON string (its quotes are escaped there), so a match
+/// is a key — at any depth. memchr's SIMD substring search finds them: answers can be long, and
+/// this runs on each. Bytes, not text: an answer's body is not checked as UTF-8 whole for it.
+fn value_starts<'a>(b: &'a [u8], key: &'static JsonKey) -> impl Iterator<Item = usize> + 'a {
     let len = key.needle().len();
     key.find_iter(b).filter_map(move |at| {
         let end = at + len;
         let quoted = at > 0 && b[at - 1] == b'"' && b.get(end) == Some(&b'"');
-        quoted.then(|| value_after(json, end + 1)).flatten()
+        quoted.then(|| value_start(b, end)).flatten()
     })
+}
+
+/// The text after each `"key":` of a JSON text (see [`value_starts`]).
+pub(crate) fn values_of<'a>(
+    json: &'a str,
+    key: &'static JsonKey,
+) -> impl Iterator<Item = &'a str> + 'a {
+    value_starts(json.as_bytes(), key).filter_map(move |i| json.get(i..))
 }
 
 /// Each non-null `finish_reason` string of a JSON text (an answer or a stream chunk), whatever
 /// the whitespace around the colon (some compatible servers write `"finish_reason": "stop"`).
-pub(crate) fn finish_reasons(json: &str) -> impl Iterator<Item = &str> {
-    values_of(json, &FINISH_REASON).filter_map(|v| {
-        v.strip_prefix('"')
-            .and_then(|v| v.find('"').map(|end| &v[..end]))
+pub(crate) fn finish_reasons(json: &[u8]) -> impl Iterator<Item = &str> {
+    value_starts(json, &FINISH_REASON).filter_map(move |i| {
+        let v = json.get(i..)?.strip_prefix(b"\"")?;
+        let end = memchr::memchr(b'"', v)?;
+        std::str::from_utf8(&v[..end]).ok()
     })
 }
 
 /// The counts of the last `"usage"` object of a JSON text, read without parsing the rest (an
 /// answer puts its usage at the end, after the content).
-pub(crate) fn last_usage(json: &str) -> Option<Usage> {
+pub(crate) fn last_usage(json: &[u8]) -> Option<Usage> {
     // The last `"usage": {` found searching forward (vectorised, where a search from the end is
     // not), and read by the scanner: an answer's one usage object, at the cost of a glance. An
     // answer without one (a model list, a file) is done with after that one pass.
-    let last = values_of(json, &USAGE)
-        .filter(|v| v.starts_with('{'))
-        .last()?;
-    if let Some(u) = usage_scan::scan(last) {
+    let object = |i: &usize| json.get(*i) == Some(&b'{');
+    let last = value_starts(json, &USAGE).filter(object).last()?;
+    if let Some(u) = json.get(last..).and_then(usage_scan::scan) {
         return Some(u);
     }
     // The scanner was not sure: from the end, the last one serde can read.
     let len = LAST_USAGE.needle().len();
-    LAST_USAGE.rfind_iter(json.as_bytes()).find_map(|at| {
-        let v = value_after(json, at + len).filter(|v| v.starts_with('{'))?;
-        let mut de = serde_json::Deserializer::from_str(v);
+    LAST_USAGE.rfind_iter(json).find_map(|at| {
+        let i = value_start(json, at + len - 1).filter(object)?;
+        let mut de = serde_json::Deserializer::from_slice(json.get(i..)?);
         usage_counts(&mut de).ok().flatten()
     })
 }

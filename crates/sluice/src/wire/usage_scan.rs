@@ -10,9 +10,9 @@
 use super::{CompletionTokensDetails, Extra, PromptTokensDetails, Usage};
 
 /// What a scan found: the counts, or "not sure" (`None`): read it with serde instead.
-pub(super) fn scan(v: &str) -> Option<Usage> {
+pub(super) fn scan<T: AsRef<[u8]> + ?Sized>(v: &T) -> Option<Usage> {
     let mut s = Scanner {
-        b: v.as_bytes(),
+        b: v.as_ref(),
         i: 0,
     };
     let mut u = Usage::default();

@@ -39,14 +39,106 @@ pub struct Row {
 }
 
 impl Row {
-    /// Add another row's counts (saturating: a total never wraps).
-    fn add(&mut self, o: &Row) {
+    /// This row borrowed, as a store takes it.
+    fn as_entry(&self) -> Entry<'_> {
+        Entry {
+            day: &self.day,
+            scope: &self.scope,
+            model: &self.model,
+            requests: self.requests,
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
+            completion_tokens: self.completion_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            cost_nanos: self.cost_nanos,
+        }
+    }
+
+    /// Add an entry's counts (saturating: a total never wraps).
+    fn add(&mut self, o: &Entry<'_>) {
         self.requests = self.requests.saturating_add(o.requests);
         self.prompt_tokens = self.prompt_tokens.saturating_add(o.prompt_tokens);
         self.cached_tokens = self.cached_tokens.saturating_add(o.cached_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(o.completion_tokens);
         self.reasoning_tokens = self.reasoning_tokens.saturating_add(o.reasoning_tokens);
         self.cost_nanos = self.cost_nanos.saturating_add(o.cost_nanos);
+    }
+}
+
+/// One request's contribution with its texts borrowed: a store that merges it into a row it
+/// already holds (every request but the first of a day, scope and model) copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    /// `YYYY-MM-DD`.
+    pub(crate) day: &'a str,
+    pub(crate) scope: &'a str,
+    pub(crate) model: &'a str,
+    pub(crate) requests: u64,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) cached_tokens: u64,
+    pub(crate) completion_tokens: u64,
+    pub(crate) reasoning_tokens: u64,
+    pub(crate) cost_nanos: Nanos,
+}
+
+impl Entry<'_> {
+    /// An owned row with these counts.
+    pub(crate) fn to_row(self) -> Row {
+        Row {
+            day: self.day.to_string(),
+            scope: self.scope.to_string(),
+            model: self.model.to_string(),
+            requests: self.requests,
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
+            completion_tokens: self.completion_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            cost_nanos: self.cost_nanos,
+        }
+    }
+}
+
+/// A day as `YYYY-MM-DD` without a heap string (years 0 to 9999; any other year is written by
+/// `jiff` into `other`).
+pub(crate) struct DayText {
+    digits: [u8; 10],
+    other: Option<String>,
+}
+
+impl DayText {
+    pub(crate) fn new(d: Date) -> Self {
+        let (y, m, day) = (d.year(), d.month(), d.day());
+        let Ok(y) = u16::try_from(y) else {
+            return DayText {
+                digits: [0; 10],
+                other: Some(d.to_string()),
+            };
+        };
+        let digit = |n: u16| b'0' + (n % 10) as u8;
+        let (m, day) = (m as u16, day as u16);
+        DayText {
+            digits: [
+                digit(y / 1000),
+                digit(y / 100),
+                digit(y / 10),
+                digit(y),
+                b'-',
+                digit(m / 10),
+                digit(m),
+                b'-',
+                digit(day / 10),
+                digit(day),
+            ],
+            other: None,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.other {
+            Some(s) => s,
+            // ASCII digits and dashes only.
+            None => std::str::from_utf8(&self.digits).unwrap_or_default(),
+        }
     }
 }
 
@@ -131,8 +223,8 @@ pub struct Filter {
 pub(crate) trait LedgerStore: Send + Sync {
     /// What to call it in messages (a path or a key prefix; never a secret).
     fn describe(&self) -> String;
-    /// Add one request's row; never waits on the disk or the network.
-    fn record(&self, row: Row);
+    /// Add one request's counts; never waits on the disk or the network.
+    fn record(&self, entry: &Entry<'_>);
     /// Rows matching `filter`, one per day, scope and model.
     fn rows(&self, filter: Filter) -> BoxFuture<'_, Result<Vec<Row>, Error>>;
     /// Total spend of the rows matching `filter`.
@@ -169,7 +261,13 @@ impl Ledger {
 
     /// Add one request's row (never waits on the disk or the network).
     pub fn record(&self, row: Row) {
-        self.0.record(row);
+        self.0.record(&row.as_entry());
+    }
+
+    /// Add one request's counts, borrowed (the engine's path: nothing is copied for a day,
+    /// scope and model already pending).
+    pub(crate) fn add(&self, entry: &Entry<'_>) {
+        self.0.record(entry);
     }
 
     /// Rows matching `filter`, one per day, scope and model.
@@ -215,7 +313,7 @@ pub fn group(rows: &[Row], by: By) -> Vec<Row> {
             model: if by == By::Model { k } else { String::new() },
             ..Row::default()
         });
-        e.add(r);
+        e.add(&r.as_entry());
     }
     out.into_values().collect()
 }
@@ -223,6 +321,22 @@ pub fn group(rows: &[Row], by: By) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_is_written_as_jiff_writes_it() {
+        for (y, m, d) in [
+            (2026, 12, 6),
+            (1, 1, 1),
+            (0, 1, 1),
+            (999, 10, 31),
+            (9999, 12, 31),
+            (-1, 3, 4),
+            (-9999, 1, 1),
+        ] {
+            let day = Date::new(y, m, d).unwrap();
+            assert_eq!(DayText::new(day).as_str(), day.to_string(), "{y}-{m}-{d}");
+        }
+    }
 
     fn row(day: &str, scope: &str, model: &str, cost: Nanos) -> Row {
         Row {

@@ -5,7 +5,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 
-use super::{Filter, LedgerStore, Row};
+use super::{Entry, Filter, LedgerStore, Row};
 use crate::error::{Error, ErrorKind};
 use crate::pricing::Nanos;
 
@@ -107,7 +107,8 @@ impl LedgerStore for RedisLedger {
         format!("redis {}", self.prefix)
     }
 
-    fn record(&self, row: Row) {
+    fn record(&self, e: &Entry<'_>) {
+        let row = (*e).to_row();
         let mut conn = self.conn.clone();
         let key = format!("{}:ledger:{}", self.prefix, row.day);
         tokio::spawn(async move {

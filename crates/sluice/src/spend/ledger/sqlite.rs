@@ -1,5 +1,6 @@
 //! The SQLite ledger: one file, one writer thread (see the module above for why).
 
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -7,7 +8,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
-use super::{Filter, LedgerStore, Row};
+use super::{Entry, Filter, LedgerStore, Row};
 use crate::error::{Error, ErrorKind};
 use crate::pricing::Nanos;
 
@@ -18,15 +19,10 @@ type Pending = std::sync::Arc<std::sync::Mutex<rustc_hash::FxHashMap<u64, Vec<Ro
 
 /// A row's (day, scope, model) as one number, so that merging a request into its row needs no
 /// copy of the three texts: a hash seeded per process (callers name models, so the seed keeps
-/// them from choosing collisions); 0xff, which UTF-8 never holds, between the texts.
-fn row_key(seed: u64, r: &Row) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
-    h.update(r.day.as_bytes());
-    h.update(&[0xff]);
-    h.update(r.scope.as_bytes());
-    h.update(&[0xff]);
-    h.update(r.model.as_bytes());
-    h.digest()
+/// them from choosing collisions); a `str` hashes with a terminator, so the texts' borders
+/// count.
+fn row_key(seed: &foldhash::fast::RandomState, e: &Entry<'_>) -> u64 {
+    seed.hash_one((e.day, e.scope, e.model))
 }
 
 /// What the writer thread is asked; answers come back on a oneshot, which an async caller
@@ -42,7 +38,7 @@ pub(super) struct SqliteLedger {
     tx: mpsc::Sender<Cmd>,
     pending: Pending,
     /// The seed of [`row_key`].
-    seed: u64,
+    seed: foldhash::fast::RandomState,
 }
 
 const SCHEMA: &str = "
@@ -93,7 +89,7 @@ impl SqliteLedger {
             path,
             tx,
             pending,
-            seed: rand::random(),
+            seed: foldhash::fast::RandomState::default(),
         })
     }
 
@@ -118,18 +114,18 @@ impl LedgerStore for SqliteLedger {
         format!("sqlite {}", self.path.display())
     }
 
-    fn record(&self, row: Row) {
+    fn record(&self, e: &Entry<'_>) {
         // Merged here, under a short lock: no channel, no wake-up of the writer thread per
-        // request.
-        let k = row_key(self.seed, &row);
+        // request, and no copy of the texts unless the row is new.
+        let k = row_key(&self.seed, e);
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = p.entry(k).or_default();
         match bucket
             .iter_mut()
-            .find(|r| r.day == row.day && r.scope == row.scope && r.model == row.model)
+            .find(|r| r.day == e.day && r.scope == e.scope && r.model == e.model)
         {
-            Some(r) => r.add(&row),
-            None => bucket.push(row),
+            Some(r) => r.add(e),
+            None => bucket.push((*e).to_row()),
         }
     }
 
