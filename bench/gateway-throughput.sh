@@ -13,23 +13,9 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-16}
-if ! command -v wrk >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
 cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
 source bench/lib.sh
-
-scenario=$(mktemp)
-sed 's/^ttft = .*/ttft = "0ms"/' bench/gateway-mock.toml >"$scenario"
-start_mock "$scenario"
-rm -f "$scenario"
-start_gateway "$base"
-./target/release/forward-hyper 127.0.0.1:0 "$base" >"$out/hyper.out" 2>/dev/null &
-hy_pid=$!
-trap 'kill $mock_pid $gw_pid $hy_pid 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/hyper.out" 2>/dev/null && break; sleep 0.1; done
-hy_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/hyper.out")
-[ -n "$gw_base" ] && [ -n "$hy_base" ] || { echo "a server did not start" >&2; exit 1; }
+start_wrk_pair
 
 rps() { # url
   wrk -t1 -c"$CONNS" -d"$DURATION" -s bench/wrk/chat.lua "$1/chat/completions" >"$out/wrk.txt"

@@ -69,3 +69,24 @@ start_serve() {
   serve_url=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/$1.out")
   [ -n "$serve_url" ] || { echo "sluice serve ($1) did not start" >&2; exit 1; }
 }
+
+# start_wrk_pair: for the wrk benchmarks (needs wrk; installs it when missing) — `sluice mock`
+# with no latency, then `sluice serve` and the bare hyper forwarder each in front of it. Sets
+# start_mock's and start_gateway's variables and $hy_pid, $hy_base; stops all three on exit.
+start_wrk_pair() {
+  if ! command -v wrk >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  fi
+  local scenario
+  scenario=$(mktemp)
+  sed 's/^ttft = .*/ttft = "0ms"/' bench/gateway-mock.toml >"$scenario"
+  start_mock "$scenario"
+  rm -f "$scenario"
+  start_gateway "$base"
+  ./target/release/forward-hyper 127.0.0.1:0 "$base" >"$out/hyper.out" 2>/dev/null &
+  hy_pid=$!
+  trap 'kill $mock_pid $gw_pid $hy_pid 2>/dev/null; rm -rf "$out"' EXIT
+  for _ in $(seq 100); do grep -q "listening on" "$out/hyper.out" 2>/dev/null && break; sleep 0.1; done
+  hy_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/hyper.out")
+  [ -n "$gw_base" ] && [ -n "$hy_base" ] || { echo "a server did not start" >&2; exit 1; }
+}
