@@ -285,20 +285,8 @@ pub fn usage(m: &'static str, u: &Usage) {
     }
 }
 
-/// A finish reason's label when it is one of OpenAI's documented ones.
-pub(crate) fn known_finish_reason(r: &str) -> Option<&'static str> {
-    Some(match r {
-        "stop" => "stop",
-        "length" => "length",
-        "tool_calls" => "tool_calls",
-        "content_filter" => "content_filter",
-        "function_call" => "function_call",
-        _ => return None,
-    })
-}
-
 /// Finish reasons of a finished request, from the strings an answer carried (without building
-/// a [`FinishReason`] for each: this runs on every answer); unknown ones count as `other`.
+/// a string for each: this runs on every answer); unknown ones count as `other`.
 /// `length` and `content_filter` are logged at warn, because the caller got less than it asked
 /// for.
 ///
@@ -313,7 +301,7 @@ pub fn finish_reason_strs<S: AsRef<str>>(
         return;
     }
     for r in reasons {
-        let label = known_finish_reason(r.as_ref()).unwrap_or("other");
+        let label = crate::wire::FinishReason::known(r.as_ref()).map_or("other", |f| f.label());
         handles::counter(FINISH_REASONS, [("model", m), ("reason", label)]).increment(1);
         if matches!(label, "length" | "content_filter") {
             tracing::warn!(model, request_id, finish_reason = label, "answer cut short");

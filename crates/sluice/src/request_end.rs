@@ -114,8 +114,8 @@ impl RequestEnd {
 
     pub(crate) fn finish_reason(&mut self, reason: &str) {
         self.finish_reasons
-            .push(match observe::known_finish_reason(reason) {
-                Some(known) => std::borrow::Cow::Borrowed(known),
+            .push(match crate::wire::FinishReason::known(reason) {
+                Some(known) => std::borrow::Cow::Borrowed(known.label()),
                 None => std::borrow::Cow::Owned(reason.to_string()),
             });
     }

@@ -153,14 +153,34 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
-    pub fn as_str(&self) -> &str {
+    /// One of the documented reasons, read without building a string; `None` for any other.
+    pub(crate) fn known(s: &str) -> Option<FinishReason> {
+        Some(match s {
+            "stop" => FinishReason::Stop,
+            "length" => FinishReason::Length,
+            "tool_calls" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            "function_call" => FinishReason::FunctionCall,
+            _ => return None,
+        })
+    }
+
+    /// The reason's name as a metric label: the documented ones, `other` for the rest.
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::ToolCalls => "tool_calls",
             FinishReason::ContentFilter => "content_filter",
             FinishReason::FunctionCall => "function_call",
+            FinishReason::Other(_) => "other",
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
             FinishReason::Other(s) => s,
+            known => known.label(),
         }
     }
 
@@ -172,14 +192,7 @@ impl FinishReason {
 
 impl From<String> for FinishReason {
     fn from(s: String) -> Self {
-        match s.as_str() {
-            "stop" => FinishReason::Stop,
-            "length" => FinishReason::Length,
-            "tool_calls" => FinishReason::ToolCalls,
-            "content_filter" => FinishReason::ContentFilter,
-            "function_call" => FinishReason::FunctionCall,
-            _ => FinishReason::Other(s),
-        }
+        FinishReason::known(&s).unwrap_or(FinishReason::Other(s))
     }
 }
 

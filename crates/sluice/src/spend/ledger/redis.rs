@@ -108,7 +108,7 @@ impl LedgerStore for RedisLedger {
     }
 
     fn record(&self, e: &Entry<'_>) {
-        let row = (*e).to_row();
+        let row = e.to_row();
         let mut conn = self.conn.clone();
         let key = format!("{}:ledger:{}", self.prefix, row.day);
         tokio::spawn(async move {

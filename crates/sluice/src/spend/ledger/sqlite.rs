@@ -125,7 +125,7 @@ impl LedgerStore for SqliteLedger {
             .find(|r| r.day == e.day && r.scope == e.scope && r.model == e.model)
         {
             Some(r) => r.add(e),
-            None => bucket.push((*e).to_row()),
+            None => bucket.push(e.to_row()),
         }
     }
 
