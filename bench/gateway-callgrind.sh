@@ -8,6 +8,8 @@
 #   KEEP=/tmp/gw.callgrind bench/gateway-callgrind.sh   # keep the profile for callgrind_annotate
 #   FLOOR=forward-hyper bench/gateway-callgrind.sh      # the bare hyper forwarder in its place
 #   FLOOR=target/dist/forward-hyper SLUICE=target/dist/sluice ...  # both as shipped (fat LTO)
+#   WRK=1 bench/gateway-callgrind.sh                # under wrk -t1 -c16 (bench/wrk/chat.lua),
+#                                                   # the throughput benchmark's load, instead
 #
 # The gateway runs under callgrind in front of `sluice mock` with no latency; after a warm-up
 # (100 requests) the counters are zeroed, 1,000 non-streaming chat completions are sent at
@@ -38,10 +40,24 @@ fi
 trap 'kill $gw_pid $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
 [ -n "$gw_base" ] || { echo "the gateway did not start under valgrind" >&2; cat "$out/gw.err" >&2; exit 1; }
 
-./target/release/load rate "$gw_base/chat/completions" 50 2 >/dev/null
-callgrind_control -z "$gw_pid" >/dev/null
-./target/release/load rate "$gw_base/chat/completions" 100 "$((requests / 100))" >"$out/load.json"
-callgrind_control -d "$gw_pid" >/dev/null
+if [ -n "${WRK:-}" ]; then
+  # Under the throughput benchmark's load instead: saturated, where a server reads and answers
+  # several connections per wake-up. The warm-up is long because under valgrind the tokenizer's
+  # tables take seconds to load.
+  command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+  wrk -t1 -c16 -d"${WARMUP:-25}s" -s bench/wrk/chat.lua "$gw_base/chat/completions" >/dev/null
+  callgrind_control -z "$gw_pid" >/dev/null
+  wrk -t1 -c16 -d"${DURATION:-10}s" -s bench/wrk/chat.lua "$gw_base/chat/completions" >"$out/wrk.txt"
+  callgrind_control -d "$gw_pid" >/dev/null
+  requests=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
+  non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$out/wrk.txt")
+  echo "{\"errors\": ${non2xx:-0}}" >"$out/load.json"
+else
+  ./target/release/load rate "$gw_base/chat/completions" 50 2 >/dev/null
+  callgrind_control -z "$gw_pid" >/dev/null
+  ./target/release/load rate "$gw_base/chat/completions" 100 "$((requests / 100))" >"$out/load.json"
+  callgrind_control -d "$gw_pid" >/dev/null
+fi
 sleep 1
 dump=$(ls -t "$out"/cg.out* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)

@@ -23,6 +23,7 @@ mod headers;
 mod log;
 mod request;
 mod route;
+mod served;
 mod server;
 mod watch;
 

@@ -96,7 +96,9 @@ pub(crate) async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Told to each connection when the accept loop ends: drain (finish the requests in
+    // flight); `drained` completes once every connection's receiver is gone with its task.
+    let (drain, draining) = tokio::sync::watch::channel(false);
     let mut full_since: Option<Instant> = None;
     loop {
         let slot = tokio::select! {
@@ -145,12 +147,12 @@ pub(crate) async fn serve(
             })
         });
         let conn = builder.serve_connection(io, svc).into_owned();
-        let conn = graceful.watch(conn);
         let idle = limits.idle_timeout;
         let first = limits.header_timeout;
+        let draining = draining.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let quiet = async {
+            let quiet = async move {
                 // Until its first byte, a connection is still choosing HTTP/1 or HTTP/2, where
                 // hyper's head timer does not run yet: it has header_timeout to start talking.
                 tokio::time::sleep(first).await;
@@ -166,16 +168,15 @@ pub(crate) async fn serve(
                     }
                 }
             };
-            tokio::select! {
-                _ = conn => {}
-                _ = quiet => {
-                    tracing::debug!(target: "sluice::gateway", peer = %peer, "closing a connection idle for {idle:?}");
-                }
+            if crate::served::served(conn, draining, quiet).await == crate::served::Ended::Idle {
+                tracing::debug!(target: "sluice::gateway", peer = %peer, "closing a connection idle for {idle:?}");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(draining);
+    drain.send_replace(true);
+    drain.closed().await;
 }
 
 /// A connection that notes that it moved a byte since its watcher last looked: a flag, not a

@@ -864,3 +864,41 @@ async fn an_open_breaker_stays_open_across_a_reload() {
     assert_eq!(m.stats().requests, reached, "nothing sent after the reload");
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn stopping_answers_the_requests_in_flight_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_m, g) = setup("[latency]\nttft = \"500ms\"\n", "").await;
+    let url = format!("{}/chat/completions", g.base_url());
+    // A kept-alive connection that has had its answer and now waits for nothing.
+    let mut idle = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(chat(false).to_string())
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), g.shutdown()).await;
+    assert!(stopped.is_ok(), "the gateway did not stop");
+    let r = in_flight.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "the request in flight was answered");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["object"],
+        "chat.completion"
+    );
+    // The idle connection was closed, not left open.
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is still open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}

@@ -1,6 +1,7 @@
 //! The types of one request and its answer, as every face hands them to the engine and gets
 //! them back: [`Call`] in; [`Reply`] or [`StreamReply`] out, each with its [`Meta`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,7 +193,10 @@ impl BodyFacts {
             usage: crate::wire::last_usage(body),
             choices: crate::wire::finish_reasons(body)
                 .map(|r| ChoiceFacts {
-                    finish_reason: Some(r.to_string()),
+                    finish_reason: Some(match crate::wire::FinishReason::known(r) {
+                        Some(known) => Cow::Borrowed(known.label()),
+                        None => Cow::Owned(r.to_string()),
+                    }),
                 })
                 .collect(),
         }
@@ -201,8 +205,9 @@ impl BodyFacts {
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct ChoiceFacts {
+    /// A documented reason (`stop`, `length`, …) is a static text, not a copy of the answer's.
     #[serde(default)]
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<Cow<'static, str>>,
 }
 
 /// A streaming answer whose first event has arrived.

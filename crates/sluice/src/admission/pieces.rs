@@ -159,8 +159,9 @@ fn cl100k_piece(t: &[u8], i: usize) -> usize {
     whitespace(t, i, true)
 }
 
-/// Call `f` with each piece of the ASCII text `t`, as the pattern of `split` cuts it.
-pub(super) fn split(split: Split, t: &[u8], mut f: impl FnMut(&[u8])) {
+/// Call `f` with each piece of the ASCII text `t`, as the pattern of `split` cuts it, and where
+/// in `t` it starts.
+pub(super) fn split(split: Split, t: &[u8], mut f: impl FnMut(usize, &[u8])) {
     let mut i = 0;
     while i < t.len() {
         let e = match split {
@@ -169,7 +170,7 @@ pub(super) fn split(split: Split, t: &[u8], mut f: impl FnMut(&[u8])) {
         };
         // Every branch above moves at least one byte; this keeps it so whatever the input.
         let e = e.clamp(i + 1, t.len());
-        f(&t[i..e]);
+        f(i, &t[i..e]);
         i = e;
     }
 }
@@ -185,16 +186,26 @@ thread_local! {
     static COUNTS: RefCell<FxHashMap<u128, u32>> = RefCell::new(FxHashMap::default());
 }
 
-fn key(split: Split, piece: &[u8]) -> u128 {
-    let mut k = [0u8; 16];
-    k[..piece.len()].copy_from_slice(piece);
-    let table = match split {
+/// The key of the piece `t[at..at + len]` (`len` at most 15): its bytes, then zeros, and in
+/// the last byte its length and table.
+fn key(split: Split, t: &[u8], at: usize, len: usize) -> u128 {
+    let table: u128 = match split {
         Split::O200k => 0x10,
         Split::Cl100k => 0x20,
     };
-    // `piece.len()` is at most 15: the last byte holds it and the table.
-    k[15] = table | piece.len() as u8;
-    u128::from_le_bytes(k)
+    let tag = (table | len as u128) << 120;
+    // Sixteen bytes read at once where the text has them, the ones past the piece masked off:
+    // a copy of a piece's own length is a call per piece.
+    if let Some(w) = t
+        .get(at..at + 16)
+        .and_then(|w| <[u8; 16]>::try_from(w).ok())
+    {
+        let mask = (1u128 << (8 * len)) - 1;
+        return (u128::from_le_bytes(w) & mask) | tag;
+    }
+    let mut k = [0u8; 16];
+    k[..len].copy_from_slice(&t[at..at + len]);
+    u128::from_le_bytes(k) | tag
 }
 
 /// Tokens in the ASCII text `text`, with `count_piece` (the tokenizer) for pieces not seen yet.
@@ -208,14 +219,14 @@ pub(super) fn count(split_by: Split, text: &str, count_piece: impl Fn(&str) -> u
     COUNTS.with(|m| {
         let mut m = m.borrow_mut();
         let mut n = 0u64;
-        split(split_by, text.as_bytes(), |p| {
+        split(split_by, text.as_bytes(), |at, p| {
             // Numbers are cut in pieces of one to three digits, and both tables hold every
             // such piece as one token (checked by a test): request ids and counters in
             // prompts would otherwise fill the map with pieces seen once.
             let c = if p.first().is_some_and(u8::is_ascii_digit) {
                 1
             } else if p.len() <= REMEMBERED_UP_TO {
-                let k = key(split_by, p);
+                let k = key(split_by, text.as_bytes(), at, p.len());
                 match m.get(&k) {
                     Some(&c) => u64::from(c),
                     None => {
@@ -243,7 +254,7 @@ mod tests {
 
     fn pieces(s: Split, t: &str) -> Vec<String> {
         let mut out = Vec::new();
-        split(s, t.as_bytes(), |p| {
+        split(s, t.as_bytes(), |_, p| {
             out.push(String::from_utf8_lossy(p).into_owned())
         });
         out
@@ -263,6 +274,29 @@ mod tests {
             Split::Cl100k => tiktoken_rs::cl100k_base_singleton(),
         };
         count(s, t, |p| bpe.encode_ordinary(p).len() as u64)
+    }
+
+    #[test]
+    fn a_key_is_the_same_read_whole_or_copied() {
+        // Near the end of a text the piece is copied; elsewhere sixteen bytes are read and
+        // masked: one piece gives one key either way, and the table and length tell apart.
+        let tail = b"xx hello";
+        let long = b"xx hello, and a good deal more text";
+        for len in 1..=6 {
+            assert_eq!(
+                key(Split::O200k, tail, 2, len),
+                key(Split::O200k, long, 2, len)
+            );
+        }
+        assert_ne!(key(Split::O200k, long, 2, 3), key(Split::O200k, long, 2, 4));
+        assert_ne!(
+            key(Split::O200k, long, 2, 3),
+            key(Split::Cl100k, long, 2, 3)
+        );
+        assert_ne!(
+            key(Split::O200k, b"a\0", 0, 1),
+            key(Split::O200k, b"a\0", 0, 2)
+        );
     }
 
     #[test]
