@@ -270,15 +270,6 @@ pub struct KeyPool {
     pub(crate) share: crate::shared_health::Share,
 }
 
-fn key_id(k: &SecretString) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in k.expose().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// `key-N`, the label metrics, logs and headers name a key by (never the key), written without
 /// `format!`: one is made for every attempt.
 fn key_label(n: usize) -> String {
@@ -408,7 +399,7 @@ impl KeyPool {
         let mut quarantined = 0;
         for off in 0..n {
             let i = (start + off) % n;
-            let id = key_id(&keys[i]);
+            let id = keys[i].id();
             let h = health.get(&id).copied().unwrap_or_default();
             if h.quarantined {
                 quarantined += 1;
@@ -452,7 +443,7 @@ impl KeyPool {
         let Ok(keys) = self.all_keys() else {
             return;
         };
-        let ids: Vec<u64> = keys.iter().map(key_id).collect();
+        let ids: Vec<u64> = keys.iter().map(SecretString::id).collect();
         let now = Instant::now();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         for (id, left) in cooling.iter().filter(|(id, _)| ids.contains(id)) {
@@ -525,7 +516,7 @@ impl KeyPool {
         let now = Instant::now();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         keys.iter().any(|k| {
-            let id = key_id(k);
+            let id = k.id();
             let h = health.get(&id).copied().unwrap_or_default();
             id != except && !h.quarantined && h.cooldown_until.is_none_or(|u| u <= now)
         })

@@ -48,16 +48,13 @@ impl AttemptHeaders<'_> {
             }
             last = Some(name);
         }
+        // Made once per key and shared (see `SecretString`), marked sensitive.
         let value = if self.api_key_header {
-            HeaderValue::from_str(key.expose())
+            key.bare_header()
         } else {
-            let key = key.expose();
-            let mut bearer = String::with_capacity(7 + key.len());
-            bearer.push_str("Bearer ");
-            bearer.push_str(key);
-            HeaderValue::try_from(bearer)
+            key.bearer_header()
         };
-        let mut auth = value.map_err(|_| {
+        let auth = value.ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
                 format!(
@@ -66,7 +63,6 @@ impl AttemptHeaders<'_> {
                 ),
             )
         })?;
-        auth.set_sensitive(true);
         if self.api_key_header {
             h.insert(API_KEY, auth);
         } else {
