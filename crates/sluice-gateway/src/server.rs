@@ -97,7 +97,8 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams);
     // Told to each connection when the accept loop ends: drain (finish the requests in
-    // flight); `drained` completes once every connection's receiver is gone with its task.
+    // flight); `drain.closed()` completes once every connection's receiver is gone with its
+    // task.
     let (drain, draining) = tokio::sync::watch::channel(false);
     let mut full_since: Option<Instant> = None;
     loop {
