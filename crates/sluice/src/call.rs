@@ -193,10 +193,7 @@ impl BodyFacts {
             usage: crate::wire::last_usage(body),
             choices: crate::wire::finish_reasons(body)
                 .map(|r| ChoiceFacts {
-                    finish_reason: Some(match crate::wire::FinishReason::known(r) {
-                        Some(known) => Cow::Borrowed(known.label()),
-                        None => Cow::Owned(r.to_string()),
-                    }),
+                    finish_reason: Some(crate::wire::FinishReason::text(r)),
                 })
                 .collect(),
         }

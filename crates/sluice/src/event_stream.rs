@@ -168,7 +168,7 @@ impl EventStream {
         }
         self.end.event_seen();
         if let Some(r) = finish_reason(data) {
-            self.end.finish_reason(r);
+            self.end.finish_reason(crate::wire::FinishReason::text(r));
         }
         if crate::wire::has_usage_object(data) {
             if let Some(u) = usage_of(data) {

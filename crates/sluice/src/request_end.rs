@@ -112,12 +112,10 @@ impl RequestEnd {
         self.events_seen += 1;
     }
 
-    pub(crate) fn finish_reason(&mut self, reason: &str) {
-        self.finish_reasons
-            .push(match crate::wire::FinishReason::known(reason) {
-                Some(known) => std::borrow::Cow::Borrowed(known.label()),
-                None => std::borrow::Cow::Owned(reason.to_string()),
-            });
+    /// One of the answer's finish reasons, as [`crate::wire::FinishReason::text`] keeps it (a
+    /// unary answer's are kept so already; a borrowed one is passed on without a copy).
+    pub(crate) fn finish_reason(&mut self, reason: std::borrow::Cow<'static, str>) {
+        self.finish_reasons.push(reason);
     }
 
     /// The usage reported, taken back once the end has reported it.

@@ -322,7 +322,7 @@ impl Engine {
                 end.report(self.request(&ctx, span, Some(&reply.meta)));
                 for c in &reply.facts.choices {
                     if let Some(r) = &c.finish_reason {
-                        end.finish_reason(r);
+                        end.finish_reason(r.clone());
                     }
                 }
                 end.end(Ended::Ok);

@@ -165,6 +165,15 @@ impl FinishReason {
         })
     }
 
+    /// A reason's text as kept: a documented one as its static name (no copy), any other
+    /// copied.
+    pub(crate) fn text(s: &str) -> std::borrow::Cow<'static, str> {
+        match FinishReason::known(s) {
+            Some(known) => std::borrow::Cow::Borrowed(known.label()),
+            None => std::borrow::Cow::Owned(s.to_string()),
+        }
+    }
+
     /// The reason's name as a metric label: the documented ones, `other` for the rest.
     pub(crate) fn label(&self) -> &'static str {
         match self {
