@@ -106,7 +106,7 @@ pub(crate) async fn api(
             None => Ok(Bytes::new()),
         }
     };
-    let bytes = match tokio::time::timeout(st.cfg.server.body_timeout, read).await {
+    let bytes = match sluice::within(read, || st.cfg.server.body_timeout).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => return too_large(),
         Err(_) => {
@@ -260,11 +260,10 @@ pub(crate) async fn api(
             }
         }
     }
-    // The engine's future is boxed: it is four kilobytes, and held inline it would make this
-    // future (and every one around it, up to the connection's) that much larger, each of them
-    // copied whole when it is made or moved.
+    // The engine's future is held inline: it boxes the large part of itself (see
+    // `Engine::send`), so what is left is a few hundred bytes.
     if stream {
-        return match Box::pin(st.engine.send_stream(call)).await {
+        return match st.engine.send_stream(call).await {
             Ok(reply) => {
                 log.answered(&reply.meta);
                 stream_response(reply, strip_usage, log, caller_ticket)
@@ -272,7 +271,7 @@ pub(crate) async fn api(
             Err(e) => log.failed(&e),
         };
     }
-    match Box::pin(st.engine.send(call)).await {
+    match st.engine.send(call).await {
         Ok(reply) => {
             log.answered(&reply.meta);
             if let Some(u) = reply.facts.usage.as_ref() {

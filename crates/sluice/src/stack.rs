@@ -309,11 +309,18 @@ impl Engine {
     }
 
     /// Send a request and read the whole answer.
+    ///
+    /// The route and its retries run in a box: that future is three kilobytes, and held
+    /// inline it would make this one (and every caller's around it, up to a connection's)
+    /// that much larger, each copied whole when made or moved — a face would have to box this
+    /// one instead, and the span's wrapper would copy it once more.
     pub async fn send(&self, call: Call) -> Result<Reply, Error> {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
         self.inner.budget.deposit();
-        let result = self.routed(&ctx, Unary).instrument(span.clone()).await;
+        let result = Box::pin(self.routed(&ctx, Unary))
+            .instrument(span.clone())
+            .await;
         match result {
             Ok((answer, routed)) => {
                 let (mut reply, mut end) = *answer;
@@ -339,11 +346,15 @@ impl Engine {
     /// Send a streaming request. Returns once the first event has arrived: failures before it
     /// are retried like any other; after it, the stream is the caller's and is never retried
     /// (that would repeat content the caller has already seen).
+    ///
+    /// As with [`Engine::send`], the route and its retries run in a box.
     pub async fn send_stream(&self, call: Call) -> Result<StreamReply, Error> {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
         self.inner.budget.deposit();
-        let result = self.routed(&ctx, Streamed).instrument(span.clone()).await;
+        let result = Box::pin(self.routed(&ctx, Streamed))
+            .instrument(span.clone())
+            .await;
         match result {
             Ok((r, routed)) => {
                 let mut r = *r;

@@ -280,6 +280,23 @@ impl Transport {
     }
 }
 
+/// Await `fut` within the time `limit` gives, the timer made only if `fut` is not ready when
+/// first polled. Why: most of what is read under a timeout has arrived by the time it is read
+/// (an answer's one body frame and its end, a small request body), and a timer made and dropped
+/// for each costs a clock read and a timer entry every time; one that is pending gets its timer
+/// at once, from that first poll, as `tokio::time::timeout` would.
+pub async fn within<F: std::future::Future>(
+    fut: F,
+    limit: impl FnOnce() -> Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(v) => Ok(v),
+        std::task::Poll::Pending => tokio::time::timeout(limit(), fut).await,
+    }
+}
+
 /// The time allowed for a phase: its own timeout or what is left of the deadline, whichever is
 /// shorter, and the error kind to report if it runs out.
 pub fn phase_limit(phase: Duration, deadline: Instant, kind: ErrorKind) -> (Duration, ErrorKind) {
@@ -368,7 +385,8 @@ pub async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        let (limit, kind) = phase_limit(idle, deadline, ErrorKind::TimeoutIdle);
+        let mut kind = ErrorKind::TimeoutIdle;
+        let mut limit = Duration::ZERO;
         let next = async {
             loop {
                 match http_body_util::BodyExt::frame(&mut body).await {
@@ -381,7 +399,11 @@ pub async fn read_body(
                 }
             }
         };
-        match tokio::time::timeout(limit, next).await {
+        let timed = within(next, || {
+            (limit, kind) = phase_limit(idle, deadline, ErrorKind::TimeoutIdle);
+            limit
+        });
+        match timed.await {
             Err(_) => {
                 return Err(Error::new(
                     kind,
@@ -426,6 +448,77 @@ pub async fn read_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer whose body is `chunks` and then, if `stall`, nothing for good.
+    fn answer(chunks: &[&'static [u8]], stall: bool) -> Response {
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::from_static(c))))
+            .collect();
+        let frames_then = if stall { usize::MAX } else { frames.len() };
+        let stream = futures_util::stream::iter(frames)
+            .chain(futures_util::stream::pending())
+            .take(frames_then);
+        http::Response::new(BodyExt::boxed(http_body_util::StreamBody::new(stream)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn within_makes_no_timer_for_what_is_ready_and_times_what_is_not() {
+        let asked = std::cell::Cell::new(false);
+        let ready = within(async { 7 }, || {
+            asked.set(true);
+            Duration::ZERO
+        });
+        assert_eq!(ready.await.ok(), Some(7));
+        assert!(!asked.get(), "no limit is asked for a ready future");
+
+        let t0 = Instant::now();
+        let pending = within(std::future::pending::<()>(), || Duration::from_secs(3));
+        assert!(pending.await.is_err());
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+
+        // Pending at first, ready before its limit.
+        let later = within(tokio::time::sleep(Duration::from_secs(1)), || {
+            Duration::from_secs(2)
+        });
+        assert!(later.await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_fails_after_the_idle_timeout_and_one_that_does_not_is_whole() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let whole = read_body(
+            answer(&[b"{\"a\":", b"1}"], false),
+            Duration::from_secs(5),
+            deadline,
+            1024,
+        )
+        .await
+        .unwrap();
+        assert_eq!(&whole[..], b"{\"a\":1}");
+
+        let t0 = Instant::now();
+        let e = read_body(
+            answer(&[b"{\"a\":"], true),
+            Duration::from_secs(5),
+            deadline,
+            1024,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimeoutIdle);
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+        assert!(e.to_string().contains("stalled for 5.000s"), "{e}");
+
+        // The deadline nearer than the idle timeout: the deadline's kind, at the deadline.
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_secs(2);
+        let e = read_body(answer(&[], true), Duration::from_secs(5), soon, 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimeoutTotal);
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
 
     #[test]
     fn the_host_header_is_what_the_client_would_write() {

@@ -490,15 +490,20 @@ impl Admission {
                 }
             }
         };
-        // Limits unknown: one request at a time until a response teaches them.
-        let probe_permit = match tokio::time::timeout_at(deadline, probe.acquire_owned()).await {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(_closed)) => None,
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Overloaded,
-                    "waiting to learn the upstream's limits took past the deadline",
-                ))
+        // Limits unknown: one request at a time until a response teaches them. (Once they
+        // are known the probe is closed, and is passed by without a timer.)
+        let probe_permit = if probe.is_closed() {
+            None
+        } else {
+            match tokio::time::timeout_at(deadline, probe.acquire_owned()).await {
+                Ok(Ok(p)) => Some(p),
+                Ok(Err(_closed)) => None,
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Overloaded,
+                        "waiting to learn the upstream's limits took past the deadline",
+                    ))
+                }
             }
         };
         // Read again after the probe: its answer may have taught the limits.
@@ -587,8 +592,10 @@ impl Admission {
         }
         let (limit, _) = self.concurrency.snapshot();
         crate::metric_handles::gauge("sluice_concurrency_limit", []).set(limit as f64);
+        // One clock read for the wait and for the ticket's start.
+        let now = Instant::now();
         crate::metric_handles::histogram("sluice_admission_wait_seconds", [])
-            .record(started.elapsed().as_secs_f64());
+            .record(now.saturating_duration_since(started).as_secs_f64());
         Ok(Some(Ticket {
             admission: self.clone(),
             scope: scope.to_string(),
@@ -598,7 +605,7 @@ impl Admission {
             output_tokens: None,
             permit: Some(permit),
             _probe: probe_permit,
-            started: Instant::now(),
+            started: now,
             mark,
         }))
     }
