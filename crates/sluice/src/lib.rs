@@ -32,6 +32,7 @@ pub mod credentials;
 pub mod doctor;
 mod error;
 mod event_stream;
+mod fnv;
 mod headers;
 mod hex;
 pub mod keypool;

@@ -33,15 +33,6 @@ impl PartialEq for SecretString {
 
 impl Eq for SecretString {}
 
-fn fnv1a(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// A header value that is marked sensitive (HTTP/2 never indexes it).
 fn sensitive(v: Result<HeaderValue, http::header::InvalidHeaderValue>) -> Option<HeaderValue> {
     let mut v = v.ok()?;
@@ -53,7 +44,7 @@ impl SecretString {
     pub fn new(s: impl Into<String>) -> Self {
         let text: Box<str> = s.into().into_boxed_str();
         SecretString(Arc::new(Inner {
-            id: fnv1a(&text),
+            id: crate::fnv::fnv1a(&[text.as_bytes()]),
             text,
             bearer: OnceLock::new(),
             bare: OnceLock::new(),

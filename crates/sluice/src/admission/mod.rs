@@ -320,19 +320,8 @@ pub(crate) fn scope_of(
     model: &str,
     per_model: bool,
 ) -> String {
-    // FNV-1a over the base URL, a zero byte and the key: written as plain loops over the
-    // slices (a chain of iterators cost three times as much, on every attempt). The value
-    // names shared state in Redis, so it must not change.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    mix(base_url.as_bytes());
-    mix(&[0]);
-    mix(key.expose().as_bytes());
+    // The value names shared state in Redis, so it must not change.
+    let h = crate::fnv::fnv1a(&[base_url.as_bytes(), &[0], key.expose().as_bytes()]);
     let mut scope = String::with_capacity(17 + if per_model { model.len() } else { 0 });
     crate::hex::push(&mut scope, u128::from(h), 16);
     if per_model {
