@@ -58,7 +58,7 @@ fn address(r: &dyn metrics::Recorder) -> usize {
 }
 
 /// Whether the recorder in use on this thread is the global one whose handles may be kept.
-fn global_in_use() -> bool {
+pub(crate) fn global_in_use() -> bool {
     let g = GLOBAL.load(Ordering::Relaxed);
     g != 0 && metrics::with_recorder(|r| address(r) == g)
 }

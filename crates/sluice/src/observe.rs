@@ -8,11 +8,13 @@
 //! anything else: a caller inventing model names must not be able to grow `/metrics` without
 //! bound.
 
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use metrics::{counter, describe_counter, describe_histogram, Unit};
 
@@ -231,24 +233,6 @@ pub fn budget_refused(scope_kind: &'static str, period: &'static str) {
     counter!(BUDGET_REFUSALS, "scope" => scope_kind, "period" => period).increment(1);
 }
 
-/// The end of a logical request.
-/// `model` is the label ([`model_label`]), looked up once by the caller for all of a request's
-/// metrics.
-pub fn request_done(
-    endpoint: &'static str,
-    model: &'static str,
-    outcome: &'static str,
-    latency: Duration,
-) {
-    let labels = [
-        ("endpoint", endpoint),
-        ("model", model),
-        ("outcome", outcome),
-    ];
-    handles::counter(REQUESTS, labels).increment(1);
-    handles::histogram(REQUEST_DURATION, labels).record(latency.as_secs_f64());
-}
-
 pub fn attempt(endpoint: &'static str) {
     handles::counter(ATTEMPTS, [("endpoint", endpoint)]).increment(1);
 }
@@ -270,41 +254,149 @@ pub fn default_max_tokens(model: &str) {
     counter!(DEFAULT_MAX_TOKENS, "model" => model_label(model)).increment(1);
 }
 
-/// Token counts of a finished request.
-/// `m` is the model's label ([`model_label`]).
-pub fn usage(m: &'static str, u: &Usage) {
-    handles::counter(TOKENS, [("model", m), ("kind", "prompt")]).increment(u.prompt_tokens);
-    handles::counter(TOKENS, [("model", m), ("kind", "completion")]).increment(u.completion_tokens);
-    let cached = u.cached_tokens();
-    if cached > 0 {
-        handles::counter(TOKENS, [("model", m), ("kind", "cached")]).increment(cached);
-    }
-    let reasoning = u.reasoning_tokens();
-    if reasoning > 0 {
-        handles::counter(TOKENS, [("model", m), ("kind", "reasoning")]).increment(reasoning);
-    }
+/// The metrics a request's end records (`sluice_requests_total` and its duration, tokens,
+/// finish reasons), for one endpoint and model label, kept together: the end looks them up
+/// once, where a lookup per metric hashed and probed five times or more. Each handle is made
+/// on first use, so a series appears when it is first counted, as before.
+pub(crate) struct EndMetrics {
+    endpoint: &'static str,
+    model: &'static str,
+    ok: OnceCell<(metrics::Counter, metrics::Histogram)>,
+    tokens: [OnceCell<metrics::Counter>; 4],
+    finish: [OnceCell<metrics::Counter>; 6],
 }
 
-/// Finish reasons of a finished request, from the strings an answer carried (without building
-/// a string for each: this runs on every answer); unknown ones count as `other`.
-/// `length` and `content_filter` are logged at warn, because the caller got less than it asked
-/// for.
-///
-/// `m` is the model's label ([`model_label`]); `model` its text, for the log.
-pub fn finish_reason_strs<S: AsRef<str>>(
-    m: &'static str,
-    model: &str,
-    request_id: Option<&str>,
-    reasons: &[S],
-) {
-    if reasons.is_empty() {
-        return;
+/// `kind` label values of [`TOKENS`], in [`EndMetrics::tokens`]'s order.
+const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
+
+/// `reason` label values of [`FINISH_REASONS`], in [`EndMetrics::finish`]'s order.
+const FINISH_LABELS: [&str; 6] = [
+    "stop",
+    "length",
+    "tool_calls",
+    "content_filter",
+    "function_call",
+    "other",
+];
+
+/// Kept [`EndMetrics`], by where the endpoint's and the model label's texts live (both
+/// `&'static str`; see `metric_handles`).
+type KeptEnds = FxHashMap<[(usize, usize); 2], Rc<EndMetrics>>;
+
+thread_local! {
+    static ENDS: RefCell<KeptEnds> = RefCell::new(KeptEnds::default());
+}
+
+/// The request-end metrics of `endpoint` and the model label `model` ([`model_label`]): kept
+/// per thread while the global recorder is in use, made afresh otherwise (a test's local
+/// recorder must see its own metrics).
+pub(crate) fn request_end(endpoint: &'static str, model: &'static str) -> Rc<EndMetrics> {
+    let make = || Rc::new(EndMetrics::new(endpoint, model));
+    if !handles::global_in_use() {
+        return make();
     }
-    for r in reasons {
-        let label = crate::wire::FinishReason::known(r.as_ref()).map_or("other", |f| f.label());
-        handles::counter(FINISH_REASONS, [("model", m), ("reason", label)]).increment(1);
-        if matches!(label, "length" | "content_filter") {
-            tracing::warn!(model, request_id, finish_reason = label, "answer cut short");
+    let at = |s: &'static str| (s.as_ptr() as usize, s.len());
+    let key = [at(endpoint), at(model)];
+    ENDS.with(|m| {
+        if let Some(e) = m.borrow().get(&key) {
+            return e.clone();
+        }
+        let e = make();
+        let mut m = m.borrow_mut();
+        // Endpoints are a fixed set and models are interned: this only guards.
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(key, e.clone());
+        e
+    })
+}
+
+impl EndMetrics {
+    fn new(endpoint: &'static str, model: &'static str) -> Self {
+        EndMetrics {
+            endpoint,
+            model,
+            ok: OnceCell::new(),
+            tokens: Default::default(),
+            finish: Default::default(),
+        }
+    }
+
+    /// The end of a logical request: counted by outcome (`ok` or an error kind), timed.
+    pub(crate) fn request_done(&self, outcome: &'static str, latency: Duration) {
+        let labels = [
+            ("endpoint", self.endpoint),
+            ("model", self.model),
+            ("outcome", outcome),
+        ];
+        let secs = latency.as_secs_f64();
+        if outcome == "ok" {
+            let (c, h) = self.ok.get_or_init(|| {
+                (
+                    handles::counter(REQUESTS, labels),
+                    handles::histogram(REQUEST_DURATION, labels),
+                )
+            });
+            c.increment(1);
+            h.record(secs);
+        } else {
+            handles::counter(REQUESTS, labels).increment(1);
+            handles::histogram(REQUEST_DURATION, labels).record(secs);
+        }
+    }
+
+    fn tokens(&self, kind: usize, n: u64) {
+        self.tokens[kind]
+            .get_or_init(|| {
+                handles::counter(TOKENS, [("model", self.model), ("kind", TOKEN_KINDS[kind])])
+            })
+            .increment(n);
+    }
+
+    /// Token counts of a finished request.
+    pub(crate) fn usage(&self, u: &Usage) {
+        self.tokens(0, u.prompt_tokens);
+        self.tokens(1, u.completion_tokens);
+        let cached = u.cached_tokens();
+        if cached > 0 {
+            self.tokens(2, cached);
+        }
+        let reasoning = u.reasoning_tokens();
+        if reasoning > 0 {
+            self.tokens(3, reasoning);
+        }
+    }
+
+    /// Finish reasons of a finished request, from the strings an answer carried (without
+    /// building a string for each: this runs on every answer); unknown ones count as `other`.
+    /// `length` and `content_filter` are logged at warn, because the caller got less than it
+    /// asked for. `model` is the model's text, for the log.
+    pub(crate) fn finish_reasons<S: AsRef<str>>(
+        &self,
+        model: &str,
+        request_id: Option<&str>,
+        reasons: &[S],
+    ) {
+        use crate::wire::FinishReason as F;
+        for r in reasons {
+            let slot = match F::known(r.as_ref()) {
+                Some(F::Stop) => 0,
+                Some(F::Length) => 1,
+                Some(F::ToolCalls) => 2,
+                Some(F::ContentFilter) => 3,
+                Some(F::FunctionCall) => 4,
+                Some(F::Other(_)) | None => 5,
+            };
+            let label = FINISH_LABELS[slot];
+            self.finish[slot]
+                .get_or_init(|| {
+                    handles::counter(FINISH_REASONS, [("model", self.model), ("reason", label)])
+                })
+                .increment(1);
+            if matches!(slot, 1 | 3) {
+                tracing::warn!(model, request_id, finish_reason = label, "answer cut short");
+            }
         }
     }
 }

@@ -153,6 +153,14 @@ impl RequestEnd {
 
     /// The request is over: settle, record, release. Runs once; later calls do nothing.
     pub(crate) fn end(&mut self, how: Ended<'_>) {
+        if !self.ended {
+            self.end_at(how, Instant::now());
+        }
+    }
+
+    /// [`RequestEnd::end`] with the time already read by the caller (one clock read serves
+    /// the answer's latency, the admission ticket's and the request's duration).
+    pub(crate) fn end_at(&mut self, how: Ended<'_>, now: Instant) {
         if self.ended {
             return;
         }
@@ -160,7 +168,7 @@ impl RequestEnd {
         self.settle_charge();
         if let Some(t) = self.ticket.take() {
             let o = match how {
-                Ended::Ok => AttemptOutcome::Success(t.elapsed()),
+                Ended::Ok => AttemptOutcome::Success(t.elapsed_at(now)),
                 Ended::Failed(e) => admission::outcome_of(e),
                 Ended::Cancelled => AttemptOutcome::Neutral,
             };
@@ -170,22 +178,22 @@ impl RequestEnd {
         let Some(r) = self.request.take() else {
             return;
         };
-        let latency = r.started.elapsed();
+        let latency = now.saturating_duration_since(r.started);
         let outcome = match how {
             Ended::Ok => "ok",
             Ended::Failed(e) => e.kind().as_str(),
             Ended::Cancelled => "cancelled",
         };
-        let label = observe::model_label(&r.model);
-        observe::request_done(r.endpoint, label, outcome, latency);
+        let metrics = observe::request_end(r.endpoint, observe::model_label(&r.model));
+        metrics.request_done(outcome, latency);
         if let Some(u) = &self.usage {
-            observe::usage(label, u);
+            metrics.usage(u);
             r.span.record("prompt_tokens", u.prompt_tokens);
             r.span.record("completion_tokens", u.completion_tokens);
         }
         let reasons = &self.finish_reasons;
         if !matches!(how, Ended::Cancelled) {
-            observe::finish_reason_strs(label, &r.model, r.request_id.as_deref(), reasons);
+            metrics.finish_reasons(&r.model, r.request_id.as_deref(), reasons);
             let kind = match how {
                 Ended::Failed(e) => Some(e.kind().as_str()),
                 _ => None,

@@ -283,6 +283,11 @@ impl Ticket {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// [`Ticket::elapsed`] at `now`, a time the caller has read already.
+    pub(crate) fn elapsed_at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
 }
 
 /// A burst as a user gives it (`--burst`, `[upstream] burst`): more than nothing and at most a
