@@ -8,6 +8,8 @@
 //! route's family (`routes = ["files", "batches"]`); a caller without limits may use any route
 //! in the table. `stream: true` on a route that cannot stream is a 400.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use sluice::routes::{Billing, Body, ModelAt, Op, RouteError, RouteTable, Stream};
@@ -68,31 +70,37 @@ fn limited(cfg: &GatewayConfig, caller: Option<&VirtualKey>) -> bool {
         || caller.is_some_and(|vk| !vk.models.is_empty() || !vk.budgets.is_empty())
 }
 
-/// What the request says of itself, read once: its model and whether it asks to stream.
+/// What the request says of itself, read once: its model (borrowed from the body where it is
+/// written there) and whether it asks to stream.
 #[derive(Debug, Default)]
-pub(crate) struct Named {
-    pub model: Option<String>,
+pub(crate) struct Named<'a> {
+    pub model: Option<Cow<'a, str>>,
     pub stream: bool,
 }
 
 /// Whether the body is a multipart form (by its content type).
 pub(crate) fn is_multipart(content_type: Option<&str>) -> bool {
+    // The prefix compared in place, without a lower-case copy of the whole header.
     content_type.is_some_and(|c| {
         c.trim_start()
-            .to_ascii_lowercase()
-            .starts_with("multipart/")
+            .as_bytes()
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"multipart/"))
     })
 }
 
 /// Read `model` and `stream` from a JSON body where the route has one (a parsed value when the
 /// caller already has it).
-pub(crate) fn named(op: &Op, body: Option<&JsonView>, path: &str) -> Named {
+pub(crate) fn named<'a>(op: &Op, body: Option<&'a JsonView<'_>>, path: &str) -> Named<'a> {
     let model = match op.model {
         ModelAt::Body => body
             .and_then(|v| v.get("model"))
             .and_then(JsonView::as_str)
-            .map(str::to_string),
-        ModelAt::Path => path.rsplit('/').next().map(percent_decode),
+            .map(Cow::Borrowed),
+        ModelAt::Path => path
+            .rsplit('/')
+            .next()
+            .map(|s| Cow::Owned(percent_decode(s))),
         ModelAt::None => None,
     };
     let stream = body
@@ -115,7 +123,7 @@ pub(crate) fn authorize(
     cfg: &GatewayConfig,
     caller: Option<&VirtualKey>,
     op: &Op,
-    named: &Named,
+    named: &Named<'_>,
     multipart: bool,
     resolve: &dyn Fn(&str) -> String,
 ) -> Result<(), Response> {
@@ -198,6 +206,21 @@ pub(crate) fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multipart_body_is_told_by_its_content_type_in_any_case() {
+        for yes in [
+            "multipart/form-data; boundary=x",
+            "  Multipart/Form-Data",
+            "MULTIPART/mixed",
+        ] {
+            assert!(is_multipart(Some(yes)), "{yes}");
+        }
+        for no in ["application/json", "multipart", "multipart-form", "", " é"] {
+            assert!(!is_multipart(Some(no)), "{no}");
+        }
+        assert!(!is_multipart(None));
+    }
 
     #[test]
     fn path_models_are_decoded() {

@@ -559,7 +559,7 @@ impl Call {
             h ^= u64::from(*t);
             h = h.wrapping_mul(0x0100_0000_01b3);
             let n = i as u64 + 1;
-            if n >= c.min_tokens && (n - c.min_tokens) % c.block == 0 {
+            if n >= c.min_tokens && (n - c.min_tokens).is_multiple_of(c.block) {
                 boundaries.push((n, h));
             }
         }

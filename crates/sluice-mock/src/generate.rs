@@ -268,7 +268,7 @@ fn value_for(schema: &Value, root: &Value, rng: &mut SplitMix, depth: usize) -> 
         }
         "integer" => json!(rng.range(1, 100)),
         "number" => json!(rng.range(1, 1000) as f64 / 10.0),
-        "boolean" => json!(rng.next_u64() % 2 == 0),
+        "boolean" => json!(rng.next_u64().is_multiple_of(2)),
         "null" => Value::Null,
         _ => {
             let w = words(rng.next_u64(), 3);

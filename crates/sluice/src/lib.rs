@@ -22,6 +22,7 @@
 mod accumulate;
 pub mod admission;
 pub mod alerts;
+mod boxed;
 pub mod breaker;
 mod call;
 pub mod catalog;
@@ -60,6 +61,7 @@ pub mod upstreams;
 pub mod wire;
 
 pub use accumulate::ChatAccumulator;
+pub use boxed::pinned_box;
 pub use call::{
     BodyFacts, Call, ChoiceFacts, Meta, Reply, RequestOptions, SharedUpload, StreamReply,
 };

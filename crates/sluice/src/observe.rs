@@ -101,15 +101,50 @@ pub(crate) fn upstream_label(name: &str) -> &'static str {
     n
 }
 
-/// One attempt sent to (or refused before) an upstream, and what came of it: `answered`
-/// (2xx), `rate_limited` (429), `failed` (connection, timeout, 5xx: what its breaker counts),
-/// `refused` (another 4xx), `not_sent` (stopped before it left: admission, a key, the upload).
-pub(crate) fn upstream_attempt(upstream: &'static str, result: &'static str) {
-    handles::counter(
-        UPSTREAM_ATTEMPTS,
-        [("upstream", upstream), ("result", result)],
-    )
-    .increment(1);
+/// What an attempt sent to (or refused before) an upstream came to: the `result` label of
+/// `sluice_upstream_attempts_total`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AttemptResult {
+    /// 2xx.
+    Answered,
+    /// 429.
+    RateLimited,
+    /// Connection, timeout, 5xx: what its breaker counts.
+    Failed,
+    /// Another 4xx.
+    Refused,
+    /// Stopped before it left: admission, a key, the upload.
+    NotSent,
+}
+
+impl AttemptResult {
+    fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Answered => "answered",
+            AttemptResult::RateLimited => "rate_limited",
+            AttemptResult::Failed => "failed",
+            AttemptResult::Refused => "refused",
+            AttemptResult::NotSent => "not_sent",
+        }
+    }
+}
+
+/// An upstream's attempts by result, kept with the upstream.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamAttempts([handles::Kept<metrics::Counter>; 5]);
+
+impl UpstreamAttempts {
+    /// One attempt of `upstream` (its label) that came to `result`.
+    pub(crate) fn count(&self, upstream: &'static str, result: AttemptResult) {
+        let Some(kept) = self.0.get(result as usize) else {
+            return;
+        };
+        let labels = [("upstream", upstream), ("result", result.label())];
+        kept.with(
+            || handles::counter(UPSTREAM_ATTEMPTS, labels),
+            |c| c.increment(1),
+        );
+    }
 }
 
 /// Register descriptions with whatever recorder is installed (harmless to call repeatedly).

@@ -8,6 +8,7 @@
 //! error, or when the stream is dropped. Either way it runs once: there is no second place that
 //! could record a request twice or forget one (as gateway streams once were forgotten).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -20,16 +21,32 @@ use crate::pricing::Nanos;
 use crate::spend::Charge;
 use crate::wire::Usage;
 
-/// The logical request a guard reports for (set once its attempt has won).
+/// The logical request a guard reports for (set once its attempt has won). A stream's guard
+/// holds an owned one ([`Request::into_owned`]); a unary answer's end borrows the texts from
+/// the call and the answer it ends with ([`RequestEnd::end_reporting`]).
 #[derive(Debug)]
-pub(crate) struct Request {
+pub(crate) struct Request<'a> {
     pub(crate) alerts: Arc<Alerter>,
     pub(crate) started: Instant,
     pub(crate) endpoint: &'static str,
-    pub(crate) model: String,
+    pub(crate) model: Cow<'a, str>,
     /// The upstream's `x-request-id`, for the log line of an answer cut short.
-    pub(crate) request_id: Option<String>,
+    pub(crate) request_id: Option<Cow<'a, str>>,
     pub(crate) span: tracing::Span,
+}
+
+impl Request<'_> {
+    /// The same, owning its texts: for a guard that outlives the call (a stream's).
+    pub(crate) fn into_owned(self) -> Request<'static> {
+        Request {
+            alerts: self.alerts,
+            started: self.started,
+            endpoint: self.endpoint,
+            model: Cow::Owned(self.model.into_owned()),
+            request_id: self.request_id.map(|r| Cow::Owned(r.into_owned())),
+            span: self.span,
+        }
+    }
 }
 
 /// How a request ended, as the guard records it.
@@ -50,7 +67,7 @@ pub(crate) struct RequestEnd {
     others: Vec<Ticket>,
     /// The budget reservation and the prompt estimate to settle it with when no usage comes.
     charge: Option<(Charge, u64)>,
-    request: Option<Request>,
+    request: Option<Request<'static>>,
     usage: Option<Usage>,
     /// The answer's finish reasons; the usual ones without a copy of their text.
     finish_reasons: Vec<std::borrow::Cow<'static, str>>,
@@ -91,8 +108,8 @@ impl RequestEnd {
     }
 
     /// Report for this logical request when it ends.
-    pub(crate) fn report(&mut self, request: Request) {
-        self.request = Some(request);
+    pub(crate) fn report(&mut self, request: Request<'_>) {
+        self.request = Some(request.into_owned());
     }
 
     /// The usage report arrived: settle the reservations to it.
@@ -164,6 +181,19 @@ impl RequestEnd {
         if self.ended {
             return;
         }
+        let request = self.request.take();
+        self.close(how, now, request.as_ref());
+    }
+
+    /// [`RequestEnd::end_at`], reporting for `request` (borrowed: the call and its answer are
+    /// at hand, and their texts need no copy).
+    pub(crate) fn end_reporting(&mut self, how: Ended<'_>, now: Instant, request: &Request<'_>) {
+        if !self.ended {
+            self.close(how, now, Some(request));
+        }
+    }
+
+    fn close(&mut self, how: Ended<'_>, now: Instant, request: Option<&Request<'_>>) {
         self.ended = true;
         self.settle_charge();
         if let Some(t) = self.ticket.take() {
@@ -175,7 +205,7 @@ impl RequestEnd {
             t.finish(o);
         }
         self.others.clear();
-        let Some(r) = self.request.take() else {
+        let Some(r) = request else {
             return;
         };
         let latency = now.saturating_duration_since(r.started);

@@ -283,7 +283,13 @@ impl Engine {
     }
 
     /// What the request's end reports for (see [`RequestEnd`]).
-    fn request(&self, ctx: &Ctx<'_>, span: tracing::Span, meta: Option<&Meta>) -> Request {
+    /// Its texts are borrowed from the call and the answer (see [`Request::into_owned`]).
+    fn request<'a>(
+        &self,
+        ctx: &'a Ctx<'_>,
+        span: tracing::Span,
+        meta: Option<&'a Meta>,
+    ) -> Request<'a> {
         if let Some(m) = meta {
             span.record("attempts", m.attempts);
             span.record("status", m.status);
@@ -295,8 +301,10 @@ impl Engine {
             alerts: self.inner.alerts.clone(),
             started: ctx.started,
             endpoint: ctx.call.endpoint,
-            model: ctx.call.model.clone().unwrap_or_default(),
-            request_id: meta.and_then(|m| m.request_id.clone()),
+            model: std::borrow::Cow::Borrowed(ctx.call.model.as_deref().unwrap_or("")),
+            request_id: meta
+                .and_then(|m| m.request_id.as_deref())
+                .map(std::borrow::Cow::Borrowed),
             span,
         }
     }
@@ -318,7 +326,7 @@ impl Engine {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
         self.inner.budget.deposit();
-        let result = Box::pin(self.routed(&ctx, Unary))
+        let result = crate::boxed::pinned_box(|| self.routed(&ctx, Unary))
             .instrument(span.clone())
             .await;
         match result {
@@ -330,13 +338,12 @@ impl Engine {
                 reply.meta.routed(routed);
                 let now = Instant::now();
                 reply.meta.latency = now.saturating_duration_since(ctx.started);
-                end.report(self.request(&ctx, span, Some(&reply.meta)));
                 for c in &reply.facts.choices {
                     if let Some(r) = &c.finish_reason {
                         end.finish_reason(r.clone());
                     }
                 }
-                end.end_at(Ended::Ok, now);
+                end.end_reporting(Ended::Ok, now, &self.request(&ctx, span, Some(&reply.meta)));
                 reply.facts.usage = end.take_usage();
                 Ok(answer.0)
             }
@@ -356,7 +363,7 @@ impl Engine {
         let ctx = self.ctx(&call);
         let span = Self::span(&call, &ctx);
         self.inner.budget.deposit();
-        let result = Box::pin(self.routed(&ctx, Streamed))
+        let result = crate::boxed::pinned_box(|| self.routed(&ctx, Streamed))
             .instrument(span.clone())
             .await;
         match result {
@@ -545,14 +552,15 @@ impl Engine {
             Err(e) => crate::breaker::Health::of(e),
         };
         pass.record(health);
-        observe::upstream_attempt(
+        use observe::AttemptResult as R;
+        up.attempts.count(
             up.label,
             match (&result, health) {
-                (Ok(_), _) => "answered",
-                (Err(e), _) if e.status() == Some(429) => "rate_limited",
-                (Err(_), crate::breaker::Health::Failed) => "failed",
-                (Err(_), crate::breaker::Health::Answered) => "refused",
-                (Err(_), crate::breaker::Health::Unknown) => "not_sent",
+                (Ok(_), _) => R::Answered,
+                (Err(e), _) if e.status() == Some(429) => R::RateLimited,
+                (Err(_), crate::breaker::Health::Failed) => R::Failed,
+                (Err(_), crate::breaker::Health::Answered) => R::Refused,
+                (Err(_), crate::breaker::Health::Unknown) => R::NotSent,
             },
         );
         match result {

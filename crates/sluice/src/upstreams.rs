@@ -197,6 +197,8 @@ pub(crate) struct Upstream {
     pub(crate) dialect: Dialect,
     pub(crate) limits: Option<crate::admission::Limits>,
     prices: Vec<(String, crate::pricing::Price)>,
+    /// `sluice_upstream_attempts_total`, by result.
+    pub(crate) attempts: crate::observe::UpstreamAttempts,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -281,6 +283,7 @@ impl Upstreams {
                 dialect: c.dialect,
                 limits: c.limits,
                 prices: c.prices,
+                attempts: Default::default(),
             });
         }
         Ok(Upstreams(out))

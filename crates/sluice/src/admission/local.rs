@@ -17,8 +17,10 @@ pub(crate) struct LocalState {
     origin: Instant,
     /// By scope name (a hash's hex, with the model's name when limits are per model, or a
     /// virtual key's name): a fast hash seeded per map, as part of a name is a caller's.
-    scopes: Mutex<foldhash::HashMap<String, Tats>>,
+    scopes: Mutex<Scopes>,
 }
+
+type Scopes = hashbrown::HashMap<String, Tats, foldhash::fast::RandomState>;
 
 /// One scope's budgets and the credit its token budgets were given back.
 #[derive(Debug, Default)]
@@ -61,11 +63,14 @@ struct PerBudget(Vec<(&'static str, f64)>);
 
 impl PerBudget {
     fn get(&self, name: &str) -> Option<&f64> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.0.iter().find(|(n, _)| same(n, name)).map(|(_, v)| v)
     }
 
     fn get_mut(&mut self, name: &str) -> Option<&mut f64> {
-        self.0.iter_mut().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.0
+            .iter_mut()
+            .find(|(n, _)| same(n, name))
+            .map(|(_, v)| v)
     }
 
     fn insert(&mut self, name: &'static str, value: f64) {
@@ -76,16 +81,15 @@ impl PerBudget {
     }
 }
 
-/// The scope's state, made on first use (`None` only if the map would not keep it: callers
-/// then carry on without, rather than panic).
-fn scope_state<'a>(
-    scopes: &'a mut foldhash::HashMap<String, Tats>,
-    scope: &str,
-) -> Option<&'a mut Tats> {
-    if !scopes.contains_key(scope) {
-        scopes.insert(scope.to_string(), Tats::default());
-    }
-    scopes.get_mut(scope)
+/// Whether two budget names are the same: by where the text lives first (a budget's name is a
+/// static the specs share, so this is almost always the answer), by the text otherwise.
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// The scope's state, made on first use.
+fn scope_state<'a>(scopes: &'a mut Scopes, scope: &str) -> &'a mut Tats {
+    scopes.entry_ref(scope).or_default()
 }
 
 impl Tats {
@@ -124,7 +128,7 @@ impl Default for LocalState {
     fn default() -> Self {
         LocalState {
             origin: Instant::now(),
-            scopes: Mutex::new(foldhash::HashMap::default()),
+            scopes: Mutex::new(Scopes::default()),
         }
     }
 }
@@ -144,12 +148,7 @@ impl LocalState {
     ) -> Reservation {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tats) = scope_state(&mut scopes, scope) else {
-            return Reservation::Granted {
-                wait: Duration::ZERO,
-                mark: 0,
-            };
-        };
+        let tats = scope_state(&mut scopes, scope);
         let mut at = now;
         for s in specs {
             let tat = tats.by_spec.get(s.name).copied().unwrap_or(0.0);
@@ -248,9 +247,7 @@ impl LocalState {
         };
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tats) = scope_state(&mut scopes, scope) else {
-            return false;
-        };
+        let tats = scope_state(&mut scopes, scope);
         let later = tats.reserved.saturating_sub(mark) as f64;
         let tat = tats.by_spec.get(spec.name).copied().unwrap_or(0.0);
         tats.most_left = tats.most_left.max(remaining);
@@ -290,9 +287,7 @@ impl LocalState {
     pub(crate) fn raise(&self, scope: &str, spec: &Spec, ahead: f64) {
         let now = self.now();
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tats) = scope_state(&mut scopes, scope) {
-            tats.raise_to(spec, now + ahead);
-        }
+        scope_state(&mut scopes, scope).raise_to(spec, now + ahead);
     }
 }
 

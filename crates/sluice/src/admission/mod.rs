@@ -185,6 +185,9 @@ pub struct Admission {
     waiting: AtomicUsize,
     /// Woken when tokens are given back, so that sleeping requests can come forward.
     refunded: tokio::sync::Notify,
+    /// `sluice_concurrency_limit` and `sluice_admission_wait_seconds`, set at every admission.
+    limit_gauge: crate::metric_handles::Kept<metrics::Gauge>,
+    wait_histogram: crate::metric_handles::Kept<metrics::Histogram>,
 }
 
 /// An admitted attempt: its reservation, its concurrency slot, and (while limits are being
@@ -360,6 +363,8 @@ impl Admission {
             scopes: Mutex::new(foldhash::HashMap::default()),
             waiting: AtomicUsize::new(0),
             refunded: tokio::sync::Notify::new(),
+            limit_gauge: Default::default(),
+            wait_histogram: Default::default(),
             cfg,
         })
     }
@@ -585,11 +590,17 @@ impl Admission {
             }
         }
         let (limit, _) = self.concurrency.snapshot();
-        crate::metric_handles::gauge("sluice_concurrency_limit", []).set(limit as f64);
+        self.limit_gauge.with(
+            || crate::metric_handles::gauge("sluice_concurrency_limit", []),
+            |g| g.set(limit as f64),
+        );
         // One clock read for the wait and for the ticket's start.
         let now = Instant::now();
-        crate::metric_handles::histogram("sluice_admission_wait_seconds", [])
-            .record(now.saturating_duration_since(started).as_secs_f64());
+        let waited = now.saturating_duration_since(started).as_secs_f64();
+        self.wait_histogram.with(
+            || crate::metric_handles::histogram("sluice_admission_wait_seconds", []),
+            |h| h.record(waited),
+        );
         Ok(Some(Ticket {
             admission: self.clone(),
             scope: scope.to_string(),
