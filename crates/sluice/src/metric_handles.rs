@@ -24,7 +24,7 @@ static GLOBAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The most handles a thread keeps of each kind; past it the map starts over (label values are
 /// bounded already — models are interned, the rest are fixed words — so this only guards).
-const MAX_PER_THREAD: usize = 4096;
+pub(crate) const MAX_PER_THREAD: usize = 4096;
 
 /// The name and up to three label values (the label names are fixed per metric), by where
 /// their text lives and how long it is: every one is a `&'static str` (a literal or an interned
@@ -75,15 +75,19 @@ fn key<const N: usize>(name: &'static str, labels: &[(&'static str, &'static str
     Key::from_parts(name, labels)
 }
 
+/// A static text named by where it lives and how long it is (see [`HandleKey`]).
+pub(crate) fn where_lives(s: &'static str) -> (usize, usize) {
+    (s.as_ptr() as usize, s.len())
+}
+
 fn handle_key<const N: usize>(
     name: &'static str,
     labels: &[(&'static str, &'static str); N],
 ) -> HandleKey {
-    let at = |s: &'static str| (s.as_ptr() as usize, s.len());
     let mut k = [(0, 0); 4];
-    k[0] = at(name);
+    k[0] = where_lives(name);
     for (slot, (_, v)) in k[1..].iter_mut().zip(labels.iter()) {
-        *slot = at(v);
+        *slot = where_lives(v);
     }
     k
 }

@@ -298,24 +298,15 @@ pub(crate) struct EndMetrics {
     model: &'static str,
     ok: OnceCell<(metrics::Counter, metrics::Histogram)>,
     tokens: [OnceCell<metrics::Counter>; 4],
-    finish: [OnceCell<metrics::Counter>; 6],
+    /// By [`crate::wire::FinishReason::ordinal`].
+    finish: [OnceCell<metrics::Counter>; crate::wire::FinishReason::LABELS],
 }
 
 /// `kind` label values of [`TOKENS`], in [`EndMetrics::tokens`]'s order.
 const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
 
-/// `reason` label values of [`FINISH_REASONS`], in [`EndMetrics::finish`]'s order.
-const FINISH_LABELS: [&str; 6] = [
-    "stop",
-    "length",
-    "tool_calls",
-    "content_filter",
-    "function_call",
-    "other",
-];
-
-/// Kept [`EndMetrics`], by where the endpoint's and the model label's texts live (both
-/// `&'static str`; see `metric_handles`).
+/// Kept [`EndMetrics`], by where the endpoint's and the model label's texts live
+/// ([`handles::where_lives`]).
 type KeptEnds = FxHashMap<[(usize, usize); 2], Rc<EndMetrics>>;
 
 thread_local! {
@@ -330,8 +321,7 @@ pub(crate) fn request_end(endpoint: &'static str, model: &'static str) -> Rc<End
     if !handles::global_in_use() {
         return make();
     }
-    let at = |s: &'static str| (s.as_ptr() as usize, s.len());
-    let key = [at(endpoint), at(model)];
+    let key = [handles::where_lives(endpoint), handles::where_lives(model)];
     ENDS.with(|m| {
         if let Some(e) = m.borrow().get(&key) {
             return e.clone();
@@ -339,7 +329,7 @@ pub(crate) fn request_end(endpoint: &'static str, model: &'static str) -> Rc<End
         let e = make();
         let mut m = m.borrow_mut();
         // Endpoints are a fixed set and models are interned: this only guards.
-        if m.len() >= 4096 {
+        if m.len() >= handles::MAX_PER_THREAD {
             m.clear();
         }
         m.insert(key, e.clone());
@@ -415,21 +405,16 @@ impl EndMetrics {
     ) {
         use crate::wire::FinishReason as F;
         for r in reasons {
-            let slot = match F::known(r.as_ref()) {
-                Some(F::Stop) => 0,
-                Some(F::Length) => 1,
-                Some(F::ToolCalls) => 2,
-                Some(F::ContentFilter) => 3,
-                Some(F::FunctionCall) => 4,
-                Some(F::Other(_)) | None => 5,
+            let reason = F::known(r.as_ref()).unwrap_or(F::Other(String::new()));
+            let label = reason.label();
+            let Some(cell) = self.finish.get(reason.ordinal()) else {
+                continue;
             };
-            let label = FINISH_LABELS[slot];
-            self.finish[slot]
-                .get_or_init(|| {
-                    handles::counter(FINISH_REASONS, [("model", self.model), ("reason", label)])
-                })
-                .increment(1);
-            if matches!(slot, 1 | 3) {
+            cell.get_or_init(|| {
+                handles::counter(FINISH_REASONS, [("model", self.model), ("reason", label)])
+            })
+            .increment(1);
+            if reason.is_truncated() {
                 tracing::warn!(model, request_id, finish_reason = label, "answer cut short");
             }
         }

@@ -193,6 +193,21 @@ impl FinishReason {
         }
     }
 
+    /// How many labels [`FinishReason::label`] gives (the documented reasons and `other`).
+    pub(crate) const LABELS: usize = 6;
+
+    /// The reason's place among the labels, `0..LABELS`: for a table kept by label.
+    pub(crate) fn ordinal(&self) -> usize {
+        match self {
+            FinishReason::Stop => 0,
+            FinishReason::Length => 1,
+            FinishReason::ToolCalls => 2,
+            FinishReason::ContentFilter => 3,
+            FinishReason::FunctionCall => 4,
+            FinishReason::Other(_) => 5,
+        }
+    }
+
     /// `length` and `content_filter`: the answer is not what was asked for.
     pub fn is_truncated(&self) -> bool {
         matches!(self, FinishReason::Length | FinishReason::ContentFilter)
