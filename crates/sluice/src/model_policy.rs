@@ -147,12 +147,27 @@ impl ModelPolicy {
 
     /// Decide where a request for `requested` goes.
     pub fn route(&self, requested: &str) -> Result<Route, Error> {
+        Ok(self
+            .route_unless_plain(requested)?
+            .unwrap_or_else(|| Route::plain(requested, requested.to_string())))
+    }
+
+    /// As [`ModelPolicy::route`], but `None` when the request goes out as it came: its own
+    /// name (no alias), a model with no lifecycle notice. That is nearly every request, and
+    /// told so without copying the name twice into a `Route` that says nothing.
+    pub(crate) fn route_unless_plain(&self, requested: &str) -> Result<Option<Route>, Error> {
         let today = self.today();
-        let name = self.resolve_alias(requested).to_string();
-        let Some(life) = self.registry.lifecycle(&name) else {
-            return Ok(Route::plain(requested, name));
+        let resolved = self.resolve_alias(requested);
+        let Some(life) = self.registry.lifecycle(resolved) else {
+            return Ok(
+                (resolved != requested).then(|| Route::plain(requested, resolved.to_string()))
+            );
         };
         let status = life.status(today);
+        if status == Status::Active && resolved == requested {
+            return Ok(None);
+        }
+        let name = resolved.to_string();
         let notice = |retired| Notice {
             model: name.clone(),
             shutdown: life.shutdown,
@@ -160,17 +175,17 @@ impl ModelPolicy {
             retired,
         };
         match status {
-            Status::Active => Ok(Route::plain(requested, name)),
+            Status::Active => Ok(Some(Route::plain(requested, name))),
             Status::Deprecated { days_left } => {
                 let n = notice(false);
                 self.warn_once(&n, today, days_left);
                 crate::observe::model_lifecycle(&name, "deprecated");
-                Ok(Route {
+                Ok(Some(Route {
                     requested: requested.to_string(),
                     model: name,
                     substituted: false,
                     notice: Some(n),
-                })
+                }))
             }
             Status::Retired { .. } => {
                 let n = notice(true);
@@ -179,12 +194,12 @@ impl ModelPolicy {
                 match (self.cfg.on_retired, self.live_replacement(&name, today)) {
                     (OnRetired::Allow, _) => {
                         self.warn_once(&n, today, None);
-                        Ok(Route {
+                        Ok(Some(Route {
                             requested: requested.to_string(),
                             model: name,
                             substituted: false,
                             notice: Some(n),
-                        })
+                        }))
                     }
                     (OnRetired::Substitute, Some(rep)) => {
                         tracing::warn!(
@@ -192,12 +207,12 @@ impl ModelPolicy {
                             "model is past its shutdown date: sending to its replacement"
                         );
                         crate::observe::model_substituted(&name, &rep);
-                        Ok(Route {
+                        Ok(Some(Route {
                             requested: requested.to_string(),
                             model: rep,
                             substituted: true,
                             notice: Some(n),
-                        })
+                        }))
                     }
                     (_, rep) => {
                         let advice = match rep.or(life.replacement.clone()) {
@@ -256,7 +271,7 @@ impl ModelPolicy {
 }
 
 impl Route {
-    fn plain(requested: &str, model: String) -> Self {
+    pub(crate) fn plain(requested: &str, model: String) -> Self {
         Route {
             requested: requested.to_string(),
             model,
@@ -387,6 +402,28 @@ mod tests {
         assert_eq!(r.requested, "fast");
         assert!(r.notice.is_none());
         assert_eq!(p.route("unknown-model").unwrap().model, "unknown-model");
+    }
+
+    #[test]
+    fn a_request_sent_as_named_needs_no_route() {
+        let p = policy(OnRetired::Substitute);
+        // Active and unaliased, or unknown to the registry: nothing to route or tell.
+        for m in ["gpt-4o-mini", "unknown-model"] {
+            assert!(p.route_unless_plain(m).unwrap().is_none(), "{m}");
+            let r = p.route(m).unwrap();
+            assert_eq!((r.requested.as_str(), r.model.as_str()), (m, m));
+            assert!(!r.substituted && r.notice.is_none());
+        }
+        // An alias, a retired model: a route, the same as `route` gives.
+        for m in ["fast", "gpt-4-32k-0613"] {
+            let quick = p.route_unless_plain(m).unwrap().expect(m);
+            let whole = p.route(m).unwrap();
+            assert_eq!(
+                (quick.model, quick.substituted),
+                (whole.model, whole.substituted)
+            );
+        }
+        assert!(policy(OnRetired::Reject).route_unless_plain("old").is_err());
     }
 
     #[test]

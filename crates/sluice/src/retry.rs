@@ -7,7 +7,10 @@
 //! (`min_per_sec`) refills it with time so a quiet client can still retry. Over any stretch,
 //! retries ≤ ratio × requests + initial balance + floor × seconds.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use rand::Rng;
@@ -129,6 +132,56 @@ pub(crate) struct Retries<'a> {
     pub(crate) endpoint: &'static str,
     pub(crate) deadline: Instant,
     pub(crate) max_attempts: u32,
+    /// Set while an attempt waits under a timer of its own that ends by the deadline (see
+    /// [`Covered`]).
+    pub(crate) covered: &'a AtomicBool,
+}
+
+/// Marks an attempt's wait as timed by itself, by the deadline at the latest, for as long as
+/// it lives: the retry loop then does not arm the deadline's timer for that wait (see
+/// [`by_deadline`]).
+pub(crate) struct Covered<'a>(&'a AtomicBool);
+
+impl<'a> Covered<'a> {
+    pub(crate) fn enter(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Covered(flag)
+    }
+}
+
+impl Drop for Covered<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// `fut` within `deadline` (`None` when the deadline passed first), with the deadline's timer
+/// armed only when `fut` waits on something that has no timer of its own: while `covered` is
+/// set — an upstream request waiting for its headers, under a first-byte timer that ends by the
+/// deadline at the latest — a second timer would fire no sooner, and making and dropping one
+/// costs a timer entry on every request. Any other wait (admission, a trickling body, a store)
+/// arms it at once (boxed: only such slow waits pay for it), and once armed it stays until
+/// `fut` ends. `fut` is pinned where it was made: an attempt is kilobytes, not copied here.
+fn by_deadline<'a, F: Future>(
+    deadline: Instant,
+    covered: &'a AtomicBool,
+    mut fut: std::pin::Pin<&'a mut F>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        let timer = match &mut timer {
+            Some(t) => t,
+            None if covered.load(Ordering::Relaxed) => return Poll::Pending,
+            None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 impl Retries<'_> {
@@ -144,14 +197,15 @@ impl Retries<'_> {
         loop {
             n += 1;
             crate::observe::attempt(endpoint);
-            let mut err = match tokio::time::timeout_at(self.deadline, attempt()).await {
-                Ok(Ok(v)) => return Ok((v, n)),
-                Ok(Err(e)) => e,
-                Err(_) => Error::new(
-                    crate::error::ErrorKind::TimeoutTotal,
-                    "the request's total deadline passed",
-                ),
-            };
+            let mut err =
+                match by_deadline(self.deadline, self.covered, std::pin::pin!(attempt())).await {
+                    Some(Ok(v)) => return Ok((v, n)),
+                    Some(Err(e)) => e,
+                    None => Error::new(
+                        crate::error::ErrorKind::TimeoutTotal,
+                        "the request's total deadline passed",
+                    ),
+                };
             err.set_attempts(n);
             if !err.is_retryable() || n >= self.max_attempts {
                 return Err(err);
@@ -197,6 +251,63 @@ impl Retries<'_> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_without_a_timer_of_its_own_ends_at_the_deadline() {
+        let flag = AtomicBool::new(false);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            by_deadline(deadline, &flag, std::pin::pin!(never)).await,
+            None
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        // What is ready is not timed at all.
+        let ready = async { 7 };
+        assert_eq!(
+            by_deadline(start, &flag, std::pin::pin!(ready)).await,
+            Some(7)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_covered_wait_is_left_to_its_own_timer_and_the_next_one_is_not() {
+        let flag = AtomicBool::new(false);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        // While covered, the deadline's timer is not armed: the wait's own ends it (here,
+        // on purpose, later than the deadline, which a covered wait never does).
+        let covered = async {
+            let _c = Covered::enter(&flag);
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            42
+        };
+        assert_eq!(
+            by_deadline(deadline, &flag, std::pin::pin!(covered)).await,
+            Some(42)
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert!(
+            !flag.load(Ordering::Relaxed),
+            "the mark goes with its guard"
+        );
+        // A wait after the covered one arms the timer: cut at the deadline.
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(10);
+        let then_hang = async {
+            {
+                let _c = Covered::enter(&flag);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            std::future::pending::<u8>().await
+        };
+        assert_eq!(
+            by_deadline(deadline, &flag, std::pin::pin!(then_hang)).await,
+            None
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn budget_caps_retries_to_a_fraction_of_traffic() {

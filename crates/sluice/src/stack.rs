@@ -115,12 +115,15 @@ struct Ctx<'a> {
     call: &'a Call,
     deadline: Instant,
     started: Instant,
-    idempotency_key: String,
+    /// The caller's, or one made for this request (`sluice-` and 32 hex digits).
+    idempotency_key: std::borrow::Cow<'a, str>,
     max_attempts: u32,
     /// The budget reservation of this request, taken by the attempt that succeeds.
     charge: std::sync::Mutex<Option<Charge>>,
     /// The upstreams (by index) an attempt of this request failed on: the next goes elsewhere.
     failed_on: std::sync::Mutex<Vec<usize>>,
+    /// The attempt's wait has a timer of its own (see [`crate::retry::Covered`]).
+    covered: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -249,12 +252,15 @@ impl Engine {
             call,
             deadline: started + total,
             started,
-            idempotency_key: call.options.idempotency_key.clone().unwrap_or_else(|| {
-                let mut k = String::with_capacity(39);
-                k.push_str("sluice-");
-                crate::hex::push(&mut k, rand::random::<u128>(), 32);
-                k
-            }),
+            idempotency_key: match &call.options.idempotency_key {
+                Some(k) => std::borrow::Cow::Borrowed(k.as_str()),
+                None => {
+                    let mut k = String::with_capacity(39);
+                    k.push_str("sluice-");
+                    crate::hex::push(&mut k, rand::random::<u128>(), 32);
+                    std::borrow::Cow::Owned(k)
+                }
+            },
             max_attempts: call
                 .options
                 .max_attempts
@@ -262,6 +268,7 @@ impl Engine {
                 .max(1),
             charge: std::sync::Mutex::new(None),
             failed_on: std::sync::Mutex::new(Vec::new()),
+            covered: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -407,18 +414,20 @@ impl Engine {
             return Ok((v, routed));
         };
         let policy = &self.inner.models;
-        let route = policy.route(requested)?;
-        if let Some(n) = &route.notice {
+        // `None`: sent as named, nothing to tell (nearly every request).
+        let route = policy.route_unless_plain(requested)?;
+        if let Some(n) = route.as_ref().and_then(|r| r.notice.as_ref()) {
             self.inner
                 .alerts
                 .deprecated_model(&n.model, &n.header_value());
         }
-        let mut call = if route.model == requested {
+        let sent = route.as_ref().map_or(requested, |r| r.model.as_str());
+        let mut call = if sent == requested {
             std::borrow::Cow::Borrowed(ctx.call)
         } else {
-            std::borrow::Cow::Owned(ctx.call.with_model(&route.model)?)
+            std::borrow::Cow::Owned(ctx.call.with_model(sent)?)
         };
-        let chain = policy.fallbacks(&route.model);
+        let chain = policy.fallbacks(sent);
         let mut attempts = 0;
         let mut fallback_from = None;
         // 0: the routed model; n: the n-th model of its fallback chain.
@@ -430,12 +439,13 @@ impl Engine {
                 started: ctx.started,
                 // A fallback is another request body: it gets its own idempotency key.
                 idempotency_key: match pos {
-                    0 => ctx.idempotency_key.clone(),
-                    n => format!("{}-fallback{n}", ctx.idempotency_key),
+                    0 => std::borrow::Cow::Borrowed(&*ctx.idempotency_key),
+                    n => std::borrow::Cow::Owned(format!("{}-fallback{n}", ctx.idempotency_key)),
                 },
                 max_attempts: ctx.max_attempts,
                 charge: std::sync::Mutex::new(Some(self.reserve(&call, ctx.deadline).await?)),
                 failed_on: std::sync::Mutex::new(Vec::new()),
+                covered: std::sync::atomic::AtomicBool::new(false),
             };
             let outcome = self.retries(&here).run(|| A::run(self, &here)).await;
             drop(here);
@@ -444,9 +454,17 @@ impl Engine {
                     if let Some(m) = call.model.as_deref() {
                         self.inner.catalog.answered(m);
                     }
+                    // A fallback's answer names the model asked for, plain route or not.
+                    let route = match route {
+                        None if fallback_from.is_some() => Some(crate::model_policy::Route::plain(
+                            requested,
+                            requested.to_string(),
+                        )),
+                        r => r,
+                    };
                     let routed = Routed {
                         attempts: attempts + n,
-                        route: Some(route),
+                        route,
                         fallback_from,
                     };
                     return Ok((v, routed));
@@ -497,7 +515,7 @@ impl Engine {
             )
             .await
     }
-    fn retries<'a>(&'a self, ctx: &Ctx<'_>) -> Retries<'a> {
+    fn retries<'a>(&'a self, ctx: &'a Ctx<'_>) -> Retries<'a> {
         Retries {
             policy: &self.inner.retry,
             budget: &self.inner.budget,
@@ -505,6 +523,7 @@ impl Engine {
             endpoint: ctx.call.endpoint,
             deadline: ctx.deadline,
             max_attempts: ctx.max_attempts,
+            covered: &ctx.covered,
         }
     }
 
@@ -674,6 +693,9 @@ impl Engine {
                 }
             },
         };
+        // The send waits under its first-byte timer, which ends by the deadline: the retry
+        // loop's own timer is not needed for it.
+        let covered = crate::retry::Covered::enter(&ctx.covered);
         let sent = up
             .transport
             .send(
@@ -685,6 +707,7 @@ impl Engine {
                 ctx.deadline,
             )
             .await;
+        drop(covered);
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
