@@ -153,13 +153,22 @@ impl RequestEnd {
     pub(crate) fn settle_charge(&mut self) {
         if let Some((charge, prompt)) = self.charge.take() {
             let priced = charge.price().is_some();
-            let u = self.usage.clone().unwrap_or_else(|| Usage {
-                prompt_tokens: prompt,
-                completion_tokens: self.events_seen,
-                total_tokens: prompt.saturating_add(self.events_seen),
-                ..Usage::default()
-            });
-            let cost = charge.settle(&u);
+            // The answer's usage read where it is (a copy would be made and dropped with its
+            // three maps of extra fields); without one, what the estimate and the events say.
+            let counted;
+            let u = match &self.usage {
+                Some(u) => u,
+                None => {
+                    counted = Usage {
+                        prompt_tokens: prompt,
+                        completion_tokens: self.events_seen,
+                        total_tokens: prompt.saturating_add(self.events_seen),
+                        ..Usage::default()
+                    };
+                    &counted
+                }
+            };
+            let cost = charge.settle(u);
             self.cost = priced.then_some(cost);
         }
     }
