@@ -1,70 +1,10 @@
 //! Header pass-through: everything sluice does not need to understand crosses the gateway
 //! untouched, both ways, except what describes one hop, the credentials (the gateway sends its
-//! own) and sluice's own `x-sluice-*` headers.
+//! own) and sluice's own `x-sluice-*` headers. A request's headers go to the engine as they
+//! came, in the request's own map, and the engine leaves those out as it builds each attempt
+//! (`sluice::is_hop_by_hop` and the rest); an answer's are filtered here.
 
 use super::*;
-
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), and the framing ones the
-/// server side writes itself. (A `match`, not a list searched in turn: every header of every
-/// request and answer is checked.)
-fn always_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-    )
-}
-
-/// The header names a message's `Connection` header lists (hop-by-hop by declaration); empty
-/// (and free) when it has none, as almost every request and answer.
-pub(crate) fn connection_listed(all: &HeaderMap) -> Vec<String> {
-    all.get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-/// Whether a header is hop-by-hop: listed above, or named by the message's `Connection`.
-pub(crate) fn hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
-    always_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str())
-}
-
-/// The caller's headers that go upstream: all but hop-by-hop ones, its credentials
-/// (`Authorization`, `api-key`: the gateway sends its own), `Host`, `Idempotency-Key` (the
-/// engine sends the caller's, the same on every attempt), `Accept-Encoding` (the gateway reads
-/// usage from the answer, so the upstream hop stays uncompressed) and sluice's own
-/// `x-sluice-*`. `OpenAI-Organization` and `OpenAI-Project` pass unless the upstream config
-/// sets its own. (Copied into a new map: taking the few out of the request's own map costs
-/// more, a removal being dearer than an insertion.)
-pub(crate) fn passed_request_headers(h: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(h.len());
-    let listed = connection_listed(h);
-    for (name, value) in h {
-        let n = name.as_str();
-        if hop_by_hop(name, &listed)
-            || matches!(
-                n,
-                "authorization" | "api-key" | "host" | "idempotency-key" | "accept-encoding"
-            )
-            || n.starts_with("x-sluice-")
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
-}
 
 /// The upstream's answer headers that go back to the caller: all but hop-by-hop ones and
 /// `x-sluice-*`. The upstream's map is kept and those few are taken out of it, instead of
@@ -73,10 +13,10 @@ pub(crate) fn passed_response_headers(mut h: HeaderMap) -> HeaderMap {
     // The one nearly every answer has, by its constant name: what is left to drop is then
     // usually nothing, and the list below stays empty (no allocation).
     h.remove(http::header::CONTENT_LENGTH);
-    let listed = connection_listed(&h);
+    let listed = sluice::connection_listed(&h);
     let dropped: Vec<HeaderName> = h
         .keys()
-        .filter(|n| hop_by_hop(n, &listed) || n.as_str().starts_with("x-sluice-"))
+        .filter(|n| sluice::is_hop_by_hop(n, &listed) || n.as_str().starts_with("x-sluice-"))
         .cloned()
         .collect();
     for n in &dropped {

@@ -138,7 +138,9 @@ pub(crate) async fn api(
                 .get(IDEMPOTENCY_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            headers: passed_request_headers(&headers),
+            // As they came: the engine leaves out hop-by-hop headers, credentials and the
+            // like as it builds each attempt's (no copy of the map here).
+            headers,
             max_attempts: streamed.is_some().then_some(1),
             upload: streamed,
             ..RequestOptions::default()

@@ -32,7 +32,7 @@ pub struct Call {
 }
 
 /// Per-request settings that override the client's.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RequestOptions {
     /// Sent as `Idempotency-Key` on every attempt. Default: a fresh random key per request.
     pub idempotency_key: Option<String>,
@@ -44,11 +44,32 @@ pub struct RequestOptions {
     pub spend: SpendTags,
     /// Sent with this request: a gateway caller's headers (content type, `OpenAI-Beta`, custom
     /// ones). Headers the engine sets from its configuration (organization, project, custom)
-    /// win; `Authorization` and `Idempotency-Key` are always the engine's.
+    /// win; `Authorization` and `Idempotency-Key` are always the engine's; hop-by-hop headers
+    /// (RFC 9110 §7.6.1, and those `Connection` names), `api-key`, `Host`, `Accept-Encoding`
+    /// and sluice's own `x-sluice-*` are never sent on.
     pub headers: HeaderMap,
     /// A body sent as it arrives instead of `Call::body` (a large upload): it can be sent
     /// once, so the request is not retried after it has gone.
     pub upload: Option<SharedUpload>,
+}
+
+/// Header names only, never values: a gateway hands the engine its caller's headers as they
+/// came, credentials among them.
+impl std::fmt::Debug for RequestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestOptions")
+            .field("idempotency_key", &self.idempotency_key)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("spend", &self.spend)
+            .field("headers", &header_names(&self.headers))
+            .field("upload", &self.upload)
+            .finish()
+    }
+}
+
+fn header_names(h: &HeaderMap) -> Vec<&str> {
+    h.keys().map(http::HeaderName::as_str).collect()
 }
 
 /// A one-shot request body shared by the clones of a [`Call`]: the first attempt takes it.
@@ -220,6 +241,18 @@ pub struct StreamReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_show_header_names_never_their_values() {
+        let mut o = RequestOptions::default();
+        o.headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer sk-caller-secret".parse().unwrap(),
+        );
+        let shown = format!("{o:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("sk-caller-secret"), "{shown}");
+    }
 
     #[test]
     fn body_facts_are_read_by_key_whatever_the_layout() {

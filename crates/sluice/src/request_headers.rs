@@ -1,5 +1,6 @@
-//! The headers of one attempt: the engine's configured headers, the caller's, the key, the
-//! idempotency key, and the content type and accept a body or a stream need.
+//! The headers of one attempt: the engine's configured headers, the caller's (less those that
+//! describe one hop, credentials and the like), the key, the idempotency key, and the content
+//! type and accept a body or a stream need.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -13,7 +14,8 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub(crate) struct AttemptHeaders<'a> {
     /// The engine's configuration (organization, project, custom headers): these win.
     pub(crate) configured: &'a HeaderMap,
-    /// The caller's (a gateway caller's content type, `OpenAI-Beta`, custom ones).
+    /// The caller's (a gateway caller's content type, `OpenAI-Beta`, custom ones), of which
+    /// those no attempt sends on are left out here ([`crate::hop_by_hop::not_sent_upstream`]).
     pub(crate) caller: &'a HeaderMap,
     pub(crate) idempotency_key: &'a str,
     pub(crate) has_body: bool,
@@ -35,18 +37,20 @@ impl AttemptHeaders<'_> {
         for (name, value) in self.configured {
             h.append(name.clone(), value.clone());
         }
-        let mut last: Option<&HeaderName> = None;
+        // A few configured names are compared in turn: cheaper than hashing each caller's.
+        let configured = |name: &HeaderName| match self.configured.keys_len() {
+            0 => false,
+            1..=8 => self.configured.keys().any(|k| k == name),
+            _ => self.configured.contains_key(name),
+        };
+        let listed = crate::hop_by_hop::connection_listed(self.caller);
         for (name, value) in self.caller {
-            if self.configured.contains_key(name) {
+            if crate::hop_by_hop::not_sent_upstream(name, &listed) || configured(name) {
                 continue;
             }
-            // The first value replaces, the others of the same name are appended.
-            if last == Some(name) {
-                h.append(name.clone(), value.clone());
-            } else {
-                h.insert(name.clone(), value.clone());
-            }
-            last = Some(name);
+            // Not in the map yet (configured names are skipped), and a name's values come
+            // together: appended, each of them.
+            h.append(name.clone(), value.clone());
         }
         // Made once per key and shared (see `SecretString`), marked sensitive.
         let value = if self.api_key_header {
@@ -72,13 +76,13 @@ impl AttemptHeaders<'_> {
             h.insert(IDEMPOTENCY_KEY, v);
         }
         if self.has_body && !h.contains_key(http::header::CONTENT_TYPE) {
-            h.insert(
+            h.append(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
         }
         if self.stream && !h.contains_key(http::header::ACCEPT) {
-            h.insert(
+            h.append(
                 http::header::ACCEPT,
                 HeaderValue::from_static("text/event-stream"),
             );
@@ -104,6 +108,40 @@ mod tests {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect()
+    }
+
+    #[test]
+    fn a_callers_hop_by_hop_headers_credentials_and_own_names_stay_behind() {
+        let caller = map(&[
+            ("connection", "keep-alive, X-Hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("host", "gateway.example"),
+            ("content-length", "12"),
+            ("accept-encoding", "gzip"),
+            ("api-key", "callers-own"),
+            ("x-sluice-internal", "1"),
+            ("openai-beta", "assistants=v2"),
+            ("x-trace", "7"),
+        ]);
+        let h = AttemptHeaders {
+            configured: &HeaderMap::new(),
+            caller: &caller,
+            idempotency_key: "k",
+            has_body: false,
+            stream: false,
+            api_key_header: false,
+        }
+        .build(&SecretString::from("sk-upstream"), || "test".into())
+        .unwrap();
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["authorization", "idempotency-key", "openai-beta", "x-trace"]
+        );
     }
 
     #[test]
