@@ -640,7 +640,7 @@ impl Engine {
         let path = up.dialect.path(&ctx.call.path, model);
         let admitted = match &self.inner.admission {
             Some(a) => {
-                let scope = admission::scope_of(
+                let scope = up.scopes.name(
                     up.transport.base_url(),
                     &chosen.key,
                     model,

@@ -246,9 +246,10 @@ impl Transport {
                 *req.uri_mut() = target.uri.clone();
                 *req.headers_mut() = headers;
                 if let Some(host) = &target.host {
-                    if !req.headers().contains_key(http::header::HOST) {
-                        req.headers_mut().insert(http::header::HOST, host.clone());
-                    }
+                    // One lookup, not two (the caller's `Host` never gets this far).
+                    req.headers_mut()
+                        .entry(http::header::HOST)
+                        .or_insert_with(|| host.clone());
                 }
                 match tokio::time::timeout(limit, client.request(req)).await {
                     Err(_) => Err(timed_out()),

@@ -199,6 +199,8 @@ pub(crate) struct Upstream {
     prices: Vec<(String, crate::pricing::Price)>,
     /// `sluice_upstream_attempts_total`, by result.
     pub(crate) attempts: crate::observe::UpstreamAttempts,
+    /// Its admission scopes' names, by key and model.
+    pub(crate) scopes: crate::admission::ScopeNames,
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -284,6 +286,7 @@ impl Upstreams {
                 limits: c.limits,
                 prices: c.prices,
                 attempts: Default::default(),
+                scopes: Default::default(),
             });
         }
         Ok(Upstreams(out))

@@ -19,6 +19,7 @@ pub mod gcra;
 mod local;
 mod pieces;
 mod redis_state;
+mod scope;
 mod state;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub use estimate::PromptCount;
 use gcra::{Spec, Specs, Unit};
 use local::LocalState;
 use redis_state::SharedRateState;
+pub(crate) use scope::ScopeNames;
 use state::RateState;
 
 pub use concurrency::Outcome as AttemptOutcome;
@@ -195,7 +197,8 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct Ticket {
     admission: Arc<Admission>,
-    scope: String,
+    /// Shared with the upstream's kept names ([`ScopeNames`]): no copy per attempt.
+    scope: Arc<str>,
     /// Boxed: the ticket travels with the answer up through several futures, and a pointer
     /// moves for less than the list's 170 bytes.
     specs: Box<Specs>,
@@ -320,25 +323,6 @@ pub(crate) fn outcome_of(e: &crate::error::Error) -> Outcome {
     }
 }
 
-/// The admission scope of an upstream key and model: a hash of the upstream and the key (never
-/// the key itself), with the model when limits are per model.
-pub(crate) fn scope_of(
-    base_url: &str,
-    key: &crate::secret::SecretString,
-    model: &str,
-    per_model: bool,
-) -> String {
-    // The value names shared state in Redis, so it must not change.
-    let h = crate::fnv::fnv1a(&[base_url.as_bytes(), &[0], key.expose().as_bytes()]);
-    let mut scope = String::with_capacity(17 + if per_model { model.len() } else { 0 });
-    crate::hex::push(&mut scope, u128::from(h), 16);
-    if per_model {
-        scope.push(':');
-        scope.push_str(model);
-    }
-    scope
-}
-
 struct WaitingGuard<'a>(&'a AtomicUsize);
 
 impl Drop for WaitingGuard<'_> {
@@ -443,7 +427,7 @@ impl Admission {
         deadline: Instant,
     ) -> Result<Ticket, Error> {
         match self
-            .admit_in(scope, model, None, est, deadline, true)
+            .admit_in(&Arc::from(scope), model, None, est, deadline, true)
             .await?
         {
             Some(t) => Ok(t),
@@ -458,13 +442,14 @@ impl Admission {
     /// scope's first request takes to learn its limits is waited for: it is not a lack of room.)
     pub(crate) async fn admit_in(
         self: &Arc<Self>,
-        scope: &str,
+        name: &Arc<str>,
         model: &str,
         own: Option<Limits>,
         est: Estimate,
         deadline: Instant,
         patient: bool,
     ) -> Result<Option<Ticket>, Error> {
+        let scope: &str = name;
         let started = Instant::now();
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -603,7 +588,7 @@ impl Admission {
         );
         Ok(Some(Ticket {
             admission: self.clone(),
-            scope: scope.to_string(),
+            scope: name.clone(),
             specs: Box::new(specs),
             reserved_tokens: tokens,
             settled: false,
@@ -694,7 +679,7 @@ impl Admission {
         rl: &RateLimits,
         rate_limited: Option<(ErrorKind, Option<Duration>)>,
     ) {
-        let scope = ticket.scope.as_str();
+        let scope = &*ticket.scope;
         let limits = {
             let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
             let Some(s) = scopes.get_mut(scope) else {
@@ -786,18 +771,6 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A scope names shared state in Redis: replicas of two versions must agree on it.
-    #[test]
-    fn a_scope_is_the_same_from_version_to_version() {
-        let key = crate::secret::SecretString::new("sk-test-123");
-        let base = "https://api.openai.com/v1";
-        assert_eq!(scope_of(base, &key, "gpt-4o", false), "eb8d3d41f82f104b");
-        assert_eq!(
-            scope_of(base, &key, "gpt-4o", true),
-            "eb8d3d41f82f104b:gpt-4o"
-        );
-    }
 
     fn est(tokens: u64) -> Estimate {
         Estimate {
