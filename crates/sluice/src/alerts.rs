@@ -219,49 +219,58 @@ impl Alerter {
         let Some(below) = self.rules.remaining_below else {
             return;
         };
-        for (i, (what, b)) in [("requests", &rl.requests), ("tokens", &rl.tokens)]
-            .into_iter()
-            .enumerate()
-        {
-            if let (Some(rem), Some(lim)) = (b.remaining, b.limit) {
-                if lim == 0 {
-                    continue;
-                }
-                // Headroom against what the upstream grants at once, not its per-minute
-                // figure: an upstream that enforces a short window (Azure's 1–10 s, the
-                // simulator's realistic tier) never reports more than that window's share left,
-                // so against the limit it would look nearly drained on every request. The
-                // largest remaining seen so far is that capacity (the limit for OpenAI, which
-                // counts the whole minute); the first reading is the capacity itself.
-                let capacity = {
-                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    // Looked up by reference: a label is only copied the first time it is seen.
-                    let p = match st.peaks.get_mut(key_label) {
-                        Some(p) => &mut p[i],
-                        None => &mut st.peaks.entry(key_label.to_string()).or_insert([0; 2])[i],
-                    };
+        // Each kind's remaining and limit (a limit of 0 says nothing).
+        let read = [&rl.requests, &rl.tokens].map(|b| match (b.remaining, b.limit) {
+            (Some(rem), Some(lim)) if lim > 0 => Some((rem, lim)),
+            _ => None,
+        });
+        if read == [None, None] {
+            return;
+        }
+        // Headroom against what the upstream grants at once, not its per-minute figure: an
+        // upstream that enforces a short window (Azure's 1–10 s, the simulator's realistic
+        // tier) never reports more than that window's share left, so against the limit it
+        // would look nearly drained on every request. The largest remaining seen so far is
+        // that capacity (the limit for OpenAI, which counts the whole minute); the first
+        // reading is the capacity itself. Both kinds under one lock and one lookup.
+        let capacity = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            // Looked up by reference: a label is only copied the first time it is seen.
+            let peaks = match st.peaks.get_mut(key_label) {
+                Some(p) => p,
+                None => st.peaks.entry(key_label.to_string()).or_insert([0; 2]),
+            };
+            let mut capacity = [1; 2];
+            for ((p, c), r) in peaks.iter_mut().zip(&mut capacity).zip(&read) {
+                if let Some((rem, lim)) = *r {
                     *p = (*p).max(rem).min(lim);
-                    (*p).max(1)
-                };
-                let f = rem as f64 / capacity as f64;
-                if f < below {
-                    let of = if capacity < lim {
-                        format!("{capacity} it grants at once ({lim} a minute)")
-                    } else {
-                        lim.to_string()
-                    };
-                    self.fire(Alert {
-                        rule: "upstream_remaining_low",
-                        subject: format!("{key_label}:{what}"),
-                        message: format!(
-                            "upstream {what} for {key_label}: {rem} of {of} left ({:.0}%), under {:.0}%",
-                            f * 100.0,
-                            below * 100.0
-                        ),
-                        value: f,
-                        threshold: below,
-                    });
+                    *c = (*p).max(1);
                 }
+            }
+            capacity
+        };
+        for ((what, r), capacity) in ["requests", "tokens"].into_iter().zip(read).zip(capacity) {
+            let Some((rem, lim)) = r else {
+                continue;
+            };
+            let f = rem as f64 / capacity as f64;
+            if f < below {
+                let of = if capacity < lim {
+                    format!("{capacity} it grants at once ({lim} a minute)")
+                } else {
+                    lim.to_string()
+                };
+                self.fire(Alert {
+                    rule: "upstream_remaining_low",
+                    subject: format!("{key_label}:{what}"),
+                    message: format!(
+                        "upstream {what} for {key_label}: {rem} of {of} left ({:.0}%), under {:.0}%",
+                        f * 100.0,
+                        below * 100.0
+                    ),
+                    value: f,
+                    threshold: below,
+                });
             }
         }
     }
@@ -490,6 +499,38 @@ mod tests {
             value: 1.0,
             threshold: 0.0,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remaining_headroom_is_read_against_the_most_ever_left() {
+        let a = Alerter::new(AlertRules {
+            remaining_below: Some(0.2),
+            ..rules()
+        });
+        let rl = |req: (u64, u64), tok: (u64, u64)| {
+            let mut r = crate::headers::RateLimits::default();
+            (r.requests.remaining, r.requests.limit) = (Some(req.0), Some(req.1));
+            (r.tokens.remaining, r.tokens.limit) = (Some(tok.0), Some(tok.1));
+            r
+        };
+        let fired = |subject: &str| {
+            let st = a.state.lock().unwrap();
+            st.last_fired
+                .contains_key(&("upstream_remaining_low", subject.to_string()))
+        };
+        // The first reading is the capacity: a tenth of the per-minute limit is not "low".
+        a.remaining("key-1", &rl((90, 100), (100, 1000)));
+        assert!(!fired("key-1:requests") && !fired("key-1:tokens"));
+        // A tenth of the most ever left is; the requests (90 of 90) are not.
+        a.remaining("key-1", &rl((90, 100), (10, 1000)));
+        assert!(fired("key-1:tokens"));
+        assert!(!fired("key-1:requests"));
+        // A limit of 0 says nothing; another key has its own peaks.
+        a.remaining("key-2", &rl((0, 0), (500, 1000)));
+        a.remaining("key-2", &rl((0, 0), (150, 1000)));
+        assert!(!fired("key-2:requests") && !fired("key-2:tokens"));
+        a.remaining("key-2", &rl((0, 0), (90, 1000)));
+        assert!(fired("key-2:tokens") && !fired("key-2:requests"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,13 +156,17 @@ impl ModelPolicy {
     /// name (no alias), a model with no lifecycle notice. That is nearly every request, and
     /// told so without copying the name twice into a `Route` that says nothing.
     pub(crate) fn route_unless_plain(&self, requested: &str) -> Result<Option<Route>, Error> {
-        let today = self.today();
         let resolved = self.resolve_alias(requested);
         let Some(life) = self.registry.lifecycle(resolved) else {
             return Ok(
                 (resolved != requested).then(|| Route::plain(requested, resolved.to_string()))
             );
         };
+        // A model with no date to compare is active whatever the day (the clock not read).
+        if life.deprecated.is_none() && life.shutdown.is_none() && resolved == requested {
+            return Ok(None);
+        }
+        let today = self.today();
         let status = life.status(today);
         if status == Status::Active && resolved == requested {
             return Ok(None);
