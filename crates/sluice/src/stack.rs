@@ -529,7 +529,7 @@ impl Engine {
 
     /// Admission, then the request until its headers; error statuses become errors here.
     /// Returns the response and the admission ticket that must live as long as its body.
-    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<OkResponse, Error> {
+    async fn open(&self, ctx: &Ctx<'_>, stream: bool) -> Result<Box<OkResponse>, Error> {
         // The upstream: one that serves the model, not failed on yet by this request, whose
         // breaker is closed; a failing upstream is not sent to while its breaker is open.
         let model = ctx.call.model.as_deref().unwrap_or("");
@@ -624,7 +624,7 @@ impl Engine {
         ctx: &Ctx<'_>,
         stream: bool,
         patient: bool,
-    ) -> Result<Option<OkResponse>, Error> {
+    ) -> Result<Option<Box<OkResponse>>, Error> {
         let keys = &up.keys;
         let chosen = keys.take(ctx.deadline).await?;
         let headers = AttemptHeaders {
@@ -724,7 +724,7 @@ impl Engine {
             if let Some(a) = &admitted {
                 a.ticket.observe(&rl, None).await;
             }
-            return Ok(Some(OkResponse {
+            return Ok(Some(Box::new(OkResponse {
                 resp,
                 ticket: admitted.map(|a| a.ticket),
                 key_label: chosen.label,
@@ -734,7 +734,7 @@ impl Engine {
                     sent: d.to_string(),
                     asked: model.to_string(),
                 }),
-            }));
+            })));
         }
         let headers = resp.headers().clone();
         let body = read_body(resp, self.inner.timeouts.idle, ctx.deadline, MAX_ERROR_BODY)
@@ -769,7 +769,7 @@ impl Engine {
             upstream,
             rate_limits,
             renamed,
-        } = self.open(ctx, false).await?;
+        } = *self.open(ctx, false).await?;
         let status = resp.status().as_u16();
         // The headers are moved out (the body is all that is read from here), not copied.
         let mut resp = resp;
@@ -828,7 +828,7 @@ impl Engine {
             upstream,
             rate_limits,
             renamed,
-        } = self.open(ctx, true).await?;
+        } = *self.open(ctx, true).await?;
         let status = resp.status().as_u16();
         let mut resp = resp;
         let headers = std::mem::take(resp.headers_mut());
