@@ -392,16 +392,18 @@ impl Charge {
             al.completion_tokens(&self.model, usage.completion_tokens);
         }
         if let Some(l) = &a.cfg.ledger {
-            l.add(&ledger::Entry {
-                day: ledger::DayText::new(self.day).as_str(),
-                scope: &self.scope,
-                model: &self.model,
-                requests: 1,
-                prompt_tokens: usage.prompt_tokens,
-                cached_tokens: usage.cached_tokens(),
-                completion_tokens: usage.completion_tokens,
-                reasoning_tokens: usage.reasoning_tokens(),
-                cost_nanos: cost,
+            ledger::with_day_text(self.day, |day| {
+                l.add(&ledger::Entry {
+                    day,
+                    scope: &self.scope,
+                    model: &self.model,
+                    requests: 1,
+                    prompt_tokens: usage.prompt_tokens,
+                    cached_tokens: usage.cached_tokens(),
+                    completion_tokens: usage.completion_tokens,
+                    reasoning_tokens: usage.reasoning_tokens(),
+                    cost_nanos: cost,
+                })
             });
         }
         cost

@@ -142,6 +142,25 @@ impl DayText {
     }
 }
 
+/// `d` as the ledger writes it, for `f`: the text of the day last asked for on this thread is
+/// kept, since every request of a day asks for the same one (writing and checking it again
+/// cost more than the rest of a request's ledger entry).
+pub(crate) fn with_day_text<R>(d: Date, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Date, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((day, text)) if *day == d => f(text),
+            _ => {
+                let (_, text) = last.insert((d, DayText::new(d).as_str().to_string()));
+                f(text)
+            }
+        }
+    })
+}
+
 /// Where the ledger lives when nothing says otherwise: `SLUICE_LEDGER` (a path, or `off` for
 /// none), else `ledger.db` in the data directory ([`crate::models::data_dir`]:
 /// `SLUICE_DATA_DIR`, `$XDG_DATA_HOME/sluice` or `~/.local/share/sluice`).
@@ -335,6 +354,7 @@ mod tests {
         ] {
             let day = Date::new(y, m, d).unwrap();
             assert_eq!(DayText::new(day).as_str(), day.to_string(), "{y}-{m}-{d}");
+            assert_eq!(with_day_text(day, str::to_string), day.to_string());
         }
     }
 
