@@ -147,18 +147,22 @@ impl DayText {
 /// cost more than the rest of a request's ledger entry).
 pub(crate) fn with_day_text<R>(d: Date, f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
-        static LAST: std::cell::RefCell<Option<(Date, String)>> = const { std::cell::RefCell::new(None) };
+        static LAST: std::cell::RefCell<Option<(Date, std::rc::Rc<str>)>> =
+            const { std::cell::RefCell::new(None) };
     }
-    LAST.with(|last| {
+    // Shared out of the cell before `f` runs, so that `f` may ask again.
+    let text = LAST.with(|last| {
         let mut last = last.borrow_mut();
         match &*last {
-            Some((day, text)) if *day == d => f(text),
+            Some((day, text)) if *day == d => text.clone(),
             _ => {
-                let (_, text) = last.insert((d, DayText::new(d).as_str().to_string()));
-                f(text)
+                let text: std::rc::Rc<str> = DayText::new(d).as_str().into();
+                *last = Some((d, text.clone()));
+                text
             }
         }
-    })
+    });
+    f(&text)
 }
 
 /// Where the ledger lives when nothing says otherwise: `SLUICE_LEDGER` (a path, or `off` for
