@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName};
 /// Headers that describe one hop, not the message, and the framing ones each side writes
 /// itself. (A `match`, not a list searched in turn: every header of every request and answer
 /// is checked.)
+#[inline]
 fn always_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
@@ -41,7 +42,9 @@ pub fn connection_listed(all: &HeaderMap) -> Vec<String> {
 }
 
 /// Whether a header is hop-by-hop: one of those above, or named by the message's `Connection`
-/// header (`listed`, from [`connection_listed`]).
+/// header (`listed`, from [`connection_listed`]). Inlined into the gateway, which checks every
+/// answer header with it.
+#[inline]
 pub fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
     always_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str())
 }
