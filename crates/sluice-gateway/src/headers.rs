@@ -2,7 +2,8 @@
 //! untouched, both ways, except what describes one hop, the credentials (the gateway sends its
 //! own) and sluice's own `x-sluice-*` headers. A request's headers go to the engine as they
 //! came, in the request's own map, and the engine leaves those out as it builds each attempt
-//! (`sluice::is_hop_by_hop` and the rest); an answer's are filtered here.
+//! (`sluice::stays_behind` and the credentials); an answer's are filtered here by the same
+//! rule.
 
 use super::*;
 
@@ -16,7 +17,7 @@ pub(crate) fn passed_response_headers(mut h: HeaderMap) -> HeaderMap {
     let listed = sluice::connection_listed(&h);
     let dropped: Vec<HeaderName> = h
         .keys()
-        .filter(|n| sluice::is_hop_by_hop(n, &listed) || n.as_str().starts_with("x-sluice-"))
+        .filter(|n| sluice::stays_behind(n, &listed))
         .cloned()
         .collect();
     for n in &dropped {

@@ -42,25 +42,30 @@ pub fn connection_listed(all: &HeaderMap) -> Vec<String> {
 }
 
 /// Whether a header is hop-by-hop: one of those above, or named by the message's `Connection`
-/// header (`listed`, from [`connection_listed`]). Inlined into the gateway, which checks every
-/// answer header with it.
+/// header (`listed`, from [`connection_listed`]).
 #[inline]
-pub fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
     always_hop_by_hop(name.as_str()) || listed.iter().any(|t| t == name.as_str())
 }
 
-/// A caller's header that no attempt sends on: hop-by-hop ones, its credentials
-/// (`Authorization`, `api-key`: the engine sends its own key), `Host`, `Idempotency-Key` (the
-/// engine sends the request's, the same on every attempt), `Accept-Encoding` (the engine reads
-/// usage from the answer, so the upstream hop stays uncompressed) and sluice's own
-/// `x-sluice-*`.
+/// A header that never crosses sluice, either way: hop-by-hop (RFC 9110 §7.6.1, the framing
+/// ones, and those the message's `Connection` header lists — `listed`, from
+/// [`connection_listed`]) or in sluice's own `x-sluice-*` namespace. The gateway drops these
+/// from an answer (inlined there: it checks every answer header); an attempt drops them, and a
+/// caller's credentials and the like, from a caller's request.
+#[inline]
+pub fn stays_behind(name: &HeaderName, listed: &[String]) -> bool {
+    is_hop_by_hop(name, listed) || name.as_str().starts_with("x-sluice-")
+}
+
+/// A caller's header that no attempt sends on: those that [`stay_behind`](stays_behind), its
+/// credentials (`Authorization`, `api-key`: the engine sends its own key), `Host`,
+/// `Idempotency-Key` (the engine sends the request's, the same on every attempt) and
+/// `Accept-Encoding` (the engine reads usage from the answer, so the upstream hop stays
+/// uncompressed).
 pub(crate) fn not_sent_upstream(name: &HeaderName, listed: &[String]) -> bool {
-    let n = name.as_str();
-    always_hop_by_hop(n)
-        || matches!(
-            n,
-            "authorization" | "api-key" | "host" | "idempotency-key" | "accept-encoding"
-        )
-        || n.starts_with("x-sluice-")
-        || listed.iter().any(|t| t == n)
+    matches!(
+        name.as_str(),
+        "authorization" | "api-key" | "host" | "idempotency-key" | "accept-encoding"
+    ) || stays_behind(name, listed)
 }

@@ -75,7 +75,7 @@ pub use config::{RetryPolicy, Timeouts};
 pub use error::{ApiError, Error, ErrorKind, Result};
 pub use event_stream::EventStream;
 pub use headers::RateLimits;
-pub use hop_by_hop::{connection_listed, is_hop_by_hop};
+pub use hop_by_hop::{connection_listed, stays_behind};
 pub use metric_handles::keep_for_global_recorder;
 pub use observe::know_models;
 pub use secret::SecretString;
