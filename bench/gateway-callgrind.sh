@@ -7,6 +7,7 @@
 #   SLUICE=/path/to/other/sluice bench/gateway-callgrind.sh
 #   KEEP=/tmp/gw.callgrind bench/gateway-callgrind.sh   # keep the profile for callgrind_annotate
 #   FLOOR=forward-hyper bench/gateway-callgrind.sh      # the bare hyper forwarder in its place
+#   FLOOR=forward-pass bench/gateway-callgrind.sh       # the same, passing headers both ways
 #   FLOOR=target/dist/forward-hyper SLUICE=target/dist/sluice ...  # both as shipped (fat LTO)
 #   WRK=1 bench/gateway-callgrind.sh                # under wrk -t1 -c16 (bench/wrk/chat.lua),
 #                                                   # the throughput benchmark's load, instead

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where the CPU goes under saturation: user and system time per request of `sluice serve`, of
-# the bare hyper forwarder in its place, and of the mock behind each, under `wrk -t1 -c16`
+# the bare hyper forwarders in its place (`forward-hyper` drops the upstream's headers,
+# `forward-pass` passes them), and of the mock behind each, under `wrk -t1 -c16`
 # (the load of bench/gateway-throughput.sh), from /proc/PID/stat around each run.
 #
 #   bench/gateway-cpu-split.sh            # ROUNDS=3 DURATION=4
@@ -22,8 +23,12 @@ start_wrk_pair
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime, in clock ticks
 hz=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
-  for which in gateway forwarder; do
-    if [ "$which" = gateway ]; then pid=$gw_pid url=$gw_base; else pid=$hy_pid url=$hy_base; fi
+  for which in gateway forwarder passing; do
+    case $which in
+      gateway) pid=$gw_pid url=$gw_base ;;
+      forwarder) pid=$hy_pid url=$hy_base ;;
+      passing) pid=$hp_pid url=$hp_base ;;
+    esac
     wrk -t1 -c16 -d1s -s bench/wrk/chat.lua "$url/chat/completions" >/dev/null
     read -r u0 s0 < <(ticks "$pid")
     read -r mu0 ms0 < <(ticks "$mock_pid")

@@ -5,9 +5,11 @@
 # the gateway and its resident memory. Targets: added p50 <= 0.1 ms and p99 <= 1 ms at 2,000
 # req/s; memory under 100 MB with 1,000 concurrent streams.
 #
-# Two floors are measured in the gateway's place in the same run: `forward` (a bare axum +
-# reqwest forwarder: the gateway's own HTTP stack with none of its work) and `forward-hyper`
-# (bare hyper: what any HTTP hop on this machine costs). Direct, gateway and both floors are
+# Three floors are measured in the gateway's place in the same run: `forward` (a bare axum +
+# reqwest forwarder: the gateway's own HTTP stack with none of its work), `forward-hyper`
+# (bare hyper: what any HTTP hop on this machine costs; it drops the upstream's headers) and
+# `forward-pass` (bare hyper passing headers both ways, as a transparent hop must). Direct,
+# gateway and the floors are
 # measured in turn, ROUNDS times per rate; the added figures are medians over the rounds of
 # (path − direct of the same round), because on a shared 2-core machine one run's p50 moves by
 # ±0.1–0.3 ms on its own. A round in which the hypervisor stole >= 1% of the CPU (/proc/stat)
@@ -41,11 +43,12 @@ start_mock bench/gateway-mock.toml
 start_gateway "$base"
 read -r fw_pid fw_base <<<"$(start_floor forward)"
 read -r hy_pid hy_base <<<"$(start_floor forward-hyper)"
-trap 'kill $mock_pid $gw_pid $fw_pid $hy_pid 2>/dev/null; rm -rf "$out"' EXIT
-declare -A url=([direct]=$base [gateway]=$gw_base [forward]=$fw_base [hyper]=$hy_base)
-declare -A pid=([direct]=$mock_pid [gateway]=$gw_pid [forward]=$fw_pid [hyper]=$hy_pid)
+read -r hp_pid hp_base <<<"$(start_floor forward-pass)"
+trap 'kill $mock_pid $gw_pid $fw_pid $hy_pid $hp_pid 2>/dev/null; rm -rf "$out"' EXIT
+declare -A url=([direct]=$base [gateway]=$gw_base [forward]=$fw_base [hyper]=$hy_base [pass]=$hp_base)
+declare -A pid=([direct]=$mock_pid [gateway]=$gw_pid [forward]=$fw_pid [hyper]=$hy_pid [pass]=$hp_pid)
 # Warm every path up (connections, the gateway learning the upstream's limits), then measure.
-for p in direct gateway forward hyper; do
+for p in direct gateway forward hyper pass; do
   ./target/release/load rate "${url[$p]}/chat/completions" 300 2 >/dev/null
 done
 hz=$(getconf CLK_TCK)
@@ -55,7 +58,7 @@ for rate in $RATES; do
   while [ "$clean" -lt "$ROUNDS" ] && [ "$tried" -lt "$MAX_ROUNDS" ]; do
     tried=$((tried + 1))
     worst=0
-    for p in direct gateway forward hyper; do
+    for p in direct gateway forward hyper pass; do
       t0=$(cpu_ticks "${pid[$p]}")
       read -r s0 a0 <<<"$(steal_total)"
       r=$(./target/release/load rate "${url[$p]}/chat/completions" "$rate" "$SECONDS_PER_RATE")
@@ -92,7 +95,8 @@ for rate in sorted({r["rate"] for r in runs}):
           f"p99 {med(r['p99_ms'] for r in direct):.2f} ms "
           f"({med(r['achieved_rps'] for r in direct):.0f} req/s, {sum(r['errors'] for r in direct)} errors; "
           f"the mock {cpu_us('direct'):.0f} µs CPU/request)")
-    for p, name in (("gateway", "sluice serve"), ("forward", "floor: axum+reqwest"), ("hyper", "floor: bare hyper")):
+    for p, name in (("gateway", "sluice serve"), ("forward", "floor: axum+reqwest"), ("hyper", "floor: bare hyper"),
+                    ("pass", "floor: passing headers")):
         d50 = [one(p, rd)["p50_ms"] - one("direct", rd)["p50_ms"] for rd in clean]
         d99 = [one(p, rd)["p99_ms"] - one("direct", rd)["p99_ms"] for rd in clean]
         got = [one(p, rd) for rd in clean]
@@ -100,8 +104,10 @@ for rate in sorted({r["rate"] for r in runs}):
               f"p99 {med(d99):+.2f} ms ({', '.join(f'{x:+.2f}' for x in d99)}); "
               f"{med(r['achieved_rps'] for r in got):.0f} req/s, {sum(r['errors'] for r in got)} errors, "
               f"{cpu_us(p):.0f} µs CPU/request")
+    print(f"  CPU per request, sluice serve / floor: bare hyper {cpu_us('gateway') / cpu_us('hyper'):.2f}, "
+          f"passing headers {cpu_us('gateway') / cpu_us('pass'):.2f}")
 PY
-kill "$gw_pid" "$fw_pid" "$hy_pid" "$mock_pid" 2>/dev/null || true
+kill "$gw_pid" "$fw_pid" "$hy_pid" "$hp_pid" "$mock_pid" 2>/dev/null || true
 wait 2>/dev/null || true
 
 start_mock bench/gateway-streams.toml

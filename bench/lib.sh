@@ -71,8 +71,10 @@ start_serve() {
 }
 
 # start_wrk_pair: for the wrk benchmarks (needs wrk; installs it when missing) — `sluice mock`
-# with no latency, then `sluice serve` and the bare hyper forwarder each in front of it. Sets
-# start_mock's and start_gateway's variables and $hy_pid, $hy_base; stops all three on exit.
+# with no latency, then `sluice serve` and the two bare hyper forwarders each in front of it
+# (`forward-hyper`, which drops the upstream's headers, and `forward-pass`, which passes headers
+# both ways as the gateway does). Sets start_mock's and start_gateway's variables and $hy_pid,
+# $hy_base, $hp_pid, $hp_base; stops them all on exit.
 start_wrk_pair() {
   if ! command -v wrk >/dev/null; then
     apt-get update -qq && apt-get install -y -qq wrk >/dev/null
@@ -85,8 +87,14 @@ start_wrk_pair() {
   start_gateway "$base"
   ./target/release/forward-hyper 127.0.0.1:0 "$base" >"$out/hyper.out" 2>/dev/null &
   hy_pid=$!
-  trap 'kill $mock_pid $gw_pid $hy_pid 2>/dev/null; rm -rf "$out"' EXIT
-  for _ in $(seq 100); do grep -q "listening on" "$out/hyper.out" 2>/dev/null && break; sleep 0.1; done
+  ./target/release/forward-pass 127.0.0.1:0 "$base" >"$out/pass.out" 2>/dev/null &
+  hp_pid=$!
+  trap 'kill $mock_pid $gw_pid $hy_pid $hp_pid 2>/dev/null; rm -rf "$out"' EXIT
+  for _ in $(seq 100); do
+    grep -q "listening on" "$out/hyper.out" 2>/dev/null && grep -q "listening on" "$out/pass.out" 2>/dev/null && break
+    sleep 0.1
+  done
   hy_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/hyper.out")
-  [ -n "$gw_base" ] && [ -n "$hy_base" ] || { echo "a server did not start" >&2; exit 1; }
+  hp_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/pass.out")
+  [ -n "$gw_base" ] && [ -n "$hy_base" ] && [ -n "$hp_base" ] || { echo "a server did not start" >&2; exit 1; }
 }

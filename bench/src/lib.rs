@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod hyper_floor;
+
 /// CPU time (user + system) this process has used so far, from `/proc/self/stat`.
 /// Resolution is the kernel's clock tick (10 ms): run long enough for it not to matter.
 pub fn process_cpu_time() -> Option<Duration> {
