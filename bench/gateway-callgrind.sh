@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
 requests=${REQUESTS:-1000}
 

@@ -18,6 +18,7 @@ DURATION=${DURATION:-4}
 cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 start_wrk_pair
 
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # utime stime, in clock ticks

@@ -16,6 +16,7 @@ DURATION=${DURATION:-5s}
 CONNS=${CONNS:-16}
 cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
 source bench/lib.sh
+MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 start_wrk_pair
 
 rps() { # url

@@ -26,6 +26,7 @@ MAX_ROUNDS=${MAX_ROUNDS:-$((ROUNDS * 3))}
 RATES=${RATES:-500 2000 4000}
 cargo build --release --quiet -p sluice-cli -p sluice-bench
 source bench/lib.sh
+MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 
 # start_floor BIN: a bare forwarder in front of $base; prints "PID URL".
 start_floor() {

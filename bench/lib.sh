@@ -9,10 +9,12 @@ ensure_venv() {
 }
 
 # start_mock SCENARIO: sets $out (temp dir), $base (http://ADDR/v1), $addr, $root (http://ADDR);
-# the mock and the temp dir go away when the script exits.
+# the mock and the temp dir go away when the script exits. The mock is $MOCK, else $SLUICE, else
+# this checkout's release build; the scripts that compare two gateway builds by SLUICE set MOCK
+# to this checkout's, so that the upstream behind both is the same program.
 start_mock() {
   out=$(mktemp -d)
-  "${SLUICE:-./target/release/sluice}" mock --listen 127.0.0.1:0 --config "$1" >"$out/mock.out" 2>/dev/null &
+  "${MOCK:-${SLUICE:-./target/release/sluice}}" mock --listen 127.0.0.1:0 --config "$1" >"$out/mock.out" 2>/dev/null &
   mock_pid=$!
   trap 'kill $mock_pid 2>/dev/null; rm -rf "$out"' EXIT
   for _ in $(seq 100); do

@@ -126,6 +126,16 @@ pub fn run(name: &str, headers: Headers) {
     let rt = crate::runtime();
     rt.block_on(async move {
         let listener = crate::forward_listener(listen).await;
+        // A clean exit on SIGTERM, so that an instrumented build writes its profile
+        // (bench/pgo.sh); killed by the signal's default action, it would not.
+        tokio::spawn(async {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                term.recv().await;
+                std::process::exit(0);
+            }
+        });
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: Upstream = Client::builder(TokioExecutor::new())
