@@ -28,13 +28,6 @@ cargo build --release --quiet -p sluice-cli -p sluice-bench
 source bench/lib.sh
 MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 
-# start_floor BIN: a bare forwarder in front of $base; prints "PID URL".
-start_floor() {
-  ./target/release/"$1" 127.0.0.1:0 "$base" >"$out/$1.out" 2>/dev/null &
-  local pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out/$1.out" 2>/dev/null && break; sleep 0.1; done
-  echo "$pid $(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/$1.out")"
-}
 # cpu_ticks PID: user+system clock ticks so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # steal_total: "STEAL TOTAL" jiffies of the whole machine (time the hypervisor gave elsewhere).
@@ -42,9 +35,12 @@ steal_total() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
 start_mock bench/gateway-mock.toml
 start_gateway "$base"
-read -r fw_pid fw_base <<<"$(start_floor forward)"
-read -r hy_pid hy_base <<<"$(start_floor forward-hyper)"
-read -r hp_pid hp_base <<<"$(start_floor forward-pass)"
+start_floor forward
+fw_pid=$floor_pid fw_base=$floor_base
+start_floor forward-hyper
+hy_pid=$floor_pid hy_base=$floor_base
+start_floor forward-pass
+hp_pid=$floor_pid hp_base=$floor_base
 trap 'kill $mock_pid $gw_pid $fw_pid $hy_pid $hp_pid 2>/dev/null; rm -rf "$out"' EXIT
 declare -A url=([direct]=$base [gateway]=$gw_base [forward]=$fw_base [hyper]=$hy_base [pass]=$hp_base)
 declare -A pid=([direct]=$mock_pid [gateway]=$gw_pid [forward]=$fw_pid [hyper]=$hy_pid [pass]=$hp_pid)

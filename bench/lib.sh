@@ -72,6 +72,19 @@ start_serve() {
   [ -n "$serve_url" ] || { echo "sluice serve ($1) did not start" >&2; exit 1; }
 }
 
+# start_floor BIN: a bare forwarder from bench/src/bin (a name under target/release, or a path)
+# in front of $base; sets $floor_pid and $floor_base (empty if it did not start in 10 s). Not
+# in a subshell, so that the caller may `wait` for it.
+start_floor() {
+  local bin=$1 log
+  case $bin in */*) ;; *) bin=./target/release/$bin ;; esac
+  log=$(mktemp -p "$out" floor.XXXXXX)
+  "$bin" 127.0.0.1:0 "$base" >"$log" 2>/dev/null &
+  floor_pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$log" 2>/dev/null && break; sleep 0.1; done
+  floor_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$log")
+}
+
 # start_wrk_pair: for the wrk benchmarks (needs wrk; installs it when missing) — `sluice mock`
 # with no latency, then `sluice serve` and the two bare hyper forwarders each in front of it
 # (`forward-hyper`, which drops the upstream's headers, and `forward-pass`, which passes headers
@@ -87,16 +100,10 @@ start_wrk_pair() {
   start_mock "$scenario"
   rm -f "$scenario"
   start_gateway "$base"
-  ./target/release/forward-hyper 127.0.0.1:0 "$base" >"$out/hyper.out" 2>/dev/null &
-  hy_pid=$!
-  ./target/release/forward-pass 127.0.0.1:0 "$base" >"$out/pass.out" 2>/dev/null &
-  hp_pid=$!
+  start_floor forward-hyper
+  hy_pid=$floor_pid hy_base=$floor_base
+  start_floor forward-pass
+  hp_pid=$floor_pid hp_base=$floor_base
   trap 'kill $mock_pid $gw_pid $hy_pid $hp_pid 2>/dev/null; rm -rf "$out"' EXIT
-  for _ in $(seq 100); do
-    grep -q "listening on" "$out/hyper.out" 2>/dev/null && grep -q "listening on" "$out/pass.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  hy_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/hyper.out")
-  hp_base=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/pass.out")
   [ -n "$gw_base" ] && [ -n "$hy_base" ] && [ -n "$hp_base" ] || { echo "a server did not start" >&2; exit 1; }
 }

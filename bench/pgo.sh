@@ -58,10 +58,8 @@ export LLVM_PROFILE_FILE="$pgo/train/gateway-%p.profraw"
 SLUICE=target/pgo-gen/release/sluice start_gateway "$base"
 train gateway "$gw_base" "$gw_pid"
 export LLVM_PROFILE_FILE="$pgo/train/floor-%p.profraw"
-target/pgo-gen/release/forward-hyper 127.0.0.1:0 "$base" >"$out/floor.out" &
-floor_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$out/floor.out" 2>/dev/null && break; sleep 0.1; done
-train floor "$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/floor.out")" "$floor_pid"
+start_floor target/pgo-gen/release/forward-hyper
+train floor "$floor_base" "$floor_pid"
 unset LLVM_PROFILE_FILE
 "$profdata" merge -o "$pgo/gateway.profdata" "$pgo"/train/gateway-*.profraw
 "$profdata" merge -o "$pgo/floor.profdata" "$pgo"/train/floor-*.profraw
@@ -96,14 +94,10 @@ main_out=$out out=$out/pgo
 SLUICE=target/pgo-use-gateway/release/sluice start_gateway "$base"
 out=$main_out
 url[gateway_pgo]=$gw_base pid[gateway_pgo]=$gw_pid
-for f in floor floor_pgo; do
-  bin=./target/release/forward-hyper
-  [ "$f" = floor_pgo ] && bin=target/pgo-use-floor/release/forward-hyper
-  "$bin" 127.0.0.1:0 "$base" >"$out/$f.out" &
-  pid[$f]=$!
-  for _ in $(seq 100); do grep -q "listening on" "$out/$f.out" 2>/dev/null && break; sleep 0.1; done
-  url[$f]=$(sed -n 's#.*listening on \(http://[^ ]*\)#\1#p' "$out/$f.out")
-done
+start_floor forward-hyper
+url[floor]=$floor_base pid[floor]=$floor_pid
+start_floor target/pgo-use-floor/release/forward-hyper
+url[floor_pgo]=$floor_base pid[floor_pgo]=$floor_pid
 trap 'kill $mock_pid ${pid[*]} 2>/dev/null; rm -rf "$out"' EXIT
 order="gateway gateway_pgo floor floor_pgo"
 for p in $order; do
