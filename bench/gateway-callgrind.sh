@@ -8,7 +8,7 @@
 #   KEEP=/tmp/gw.callgrind bench/gateway-callgrind.sh   # keep the profile for callgrind_annotate
 #   FLOOR=forward-hyper bench/gateway-callgrind.sh      # the bare hyper forwarder in its place
 #   FLOOR=forward-pass bench/gateway-callgrind.sh       # the same, passing headers both ways
-#   FLOOR=target/dist/forward-hyper SLUICE=target/dist/sluice ...  # both as shipped (fat LTO)
+#   PROFILE=dist bench/gateway-callgrind.sh          # both as shipped (fat LTO; any FLOOR too)
 #   WRK=1 bench/gateway-callgrind.sh                # under wrk -t1 -c16 (bench/wrk/chat.lua),
 #                                                   # the throughput benchmark's load, instead
 #
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
-cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
+build_servers
 requests=${REQUESTS:-1000}
 
 scenario=$(mktemp)
@@ -30,7 +30,7 @@ start_mock "$scenario"
 rm -f "$scenario"
 if [ -n "${FLOOR:-}" ]; then
   # A floor from bench/src/bin in the gateway's place, under the same valgrind and load.
-  case $FLOOR in */*) floor=$FLOOR ;; *) floor=./target/release/$FLOOR ;; esac
+  case $FLOOR in */*) floor=$FLOOR ;; *) floor=./target/$PROFILE/$FLOOR ;; esac
   valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$floor" 127.0.0.1:0 "$base" \
     >"$out/gw.out" 2>"$out/gw.err" &
   gw_pid=$!
@@ -65,4 +65,4 @@ dump=$(ls -t "$out"/cg.out* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
 if [ -n "${KEEP:-}" ]; then cp "$dump" "$KEEP"; fi
 errors=$(sed -n 's/.*"errors": *\([0-9]*\).*/\1/p' "$out/load.json")
-echo "{\"binary\": \"${FLOOR:-${SLUICE:-./target/release/sluice}}\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"
+echo "{\"binary\": \"${FLOOR:-${SLUICE:-./target/$PROFILE/sluice}}\", \"requests\": $requests, \"errors\": ${errors:-null}, \"instructions\": $total, \"per_request\": $((total / requests))}"

@@ -9,13 +9,14 @@
 #
 #   bench/gateway-throughput.sh        # ROUNDS=5 DURATION=5s CONNS=16
 #   SLUICE=/path/to/sluice bench/gateway-throughput.sh
+#   PROFILE=dist bench/gateway-throughput.sh   # the gateway and the floors as shipped (fat LTO)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-16}
-cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
 source bench/lib.sh
+build_servers
 MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 start_wrk_pair
 

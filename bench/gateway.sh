@@ -18,18 +18,17 @@
 # the requests it served (/proc/PID/stat).
 #
 #   bench/gateway.sh           # SECONDS_PER_RATE=5 ROUNDS=3 RATES="500 2000 4000"
+#   PROFILE=dist bench/gateway.sh   # the gateway and the floors as shipped (fat LTO)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RATE=${SECONDS_PER_RATE:-5}
 ROUNDS=${ROUNDS:-3}
 MAX_ROUNDS=${MAX_ROUNDS:-$((ROUNDS * 3))}
 RATES=${RATES:-500 2000 4000}
-cargo build --release --quiet -p sluice-cli -p sluice-bench
 source bench/lib.sh
+build_servers
 MOCK=./target/release/sluice # the same upstream whichever gateway build SLUICE names
 
-# cpu_ticks PID: user+system clock ticks so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # steal_total: "STEAL TOTAL" jiffies of the whole machine (time the hypervisor gave elsewhere).
 steal_total() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 

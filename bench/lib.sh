@@ -1,6 +1,23 @@
 # Shared by the benchmark scripts: build, a temp dir, and a `sluice mock` in its own process.
 # Source it from a script that has cd'ed to the repository root.
 
+# The cargo profile that the servers compared are built with (the gateway and the bare
+# forwarders): `release` (the default, quicker to build) or `dist`, the profile the wheel ships
+# (fat LTO, one codegen unit). The mock and the load generators are the release builds either
+# way, so that the upstream and the load stay the same whatever profile is measured.
+PROFILE=${PROFILE:-release}
+
+# build_servers: the release builds, and the servers again in $PROFILE when it is another.
+build_servers() {
+  cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
+  if [ "$PROFILE" != release ]; then
+    cargo build --profile "$PROFILE" --quiet -p sluice-cli -p sluice-bench --bins
+  fi
+}
+
+# cpu_ticks PID: the process's user + system CPU so far, in clock ticks (getconf CLK_TCK a second).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # The official SDK, in the same virtualenv the tests use.
 ensure_venv() {
   venv=tests/e2e/.venv
@@ -42,7 +59,7 @@ keys = [{ value = "sk-bench-upstream-001" }]
 ${GW_EXTRA:-}
 TOML
   SLUICE_LEDGER="$out/ledger.db" SLUICE_DATA_DIR="$out" RUST_LOG=warn \
-    "$@" "${SLUICE:-./target/release/sluice}" serve --config "$out/gw.toml" >"$out/gw.out" 2>"$out/gw.err" &
+    "$@" "${SLUICE:-./target/$PROFILE/sluice}" serve --config "$out/gw.toml" >"$out/gw.out" 2>"$out/gw.err" &
   gw_pid=$!
   # Up to 60 s: under valgrind the start is slow.
   for _ in $(seq 600); do grep -q "listening on" "$out/gw.out" 2>/dev/null && break; sleep 0.1; done
@@ -77,7 +94,7 @@ start_serve() {
 # in a subshell, so that the caller may `wait` for it.
 start_floor() {
   local bin=$1 log
-  case $bin in */*) ;; *) bin=./target/release/$bin ;; esac
+  case $bin in */*) ;; *) bin=./target/$PROFILE/$bin ;; esac
   log=$(mktemp -p "$out" floor.XXXXXX)
   "$bin" 127.0.0.1:0 "$base" >"$log" 2>/dev/null &
   floor_pid=$!

@@ -2,8 +2,8 @@
 # What profile-guided optimisation (PGO) does for the gateway, and for the bare hyper floor it is
 # measured against: each is built instrumented, run under the throughput benchmark's load,
 # rebuilt with its own profile, and the four builds (plain and PGO, gateway and floor) are
-# compared by instructions per request (callgrind, saturated) and by requests per second
-# (`wrk -t1 -c16`, in turn, ROUNDS rounds).
+# compared by instructions per request (callgrind, saturated), and by requests per second and the
+# server's CPU per request (`wrk -t1 -c16`, in turn, ROUNDS rounds).
 #
 #   bench/pgo.sh        # ROUNDS=7 DURATION=5s; three full release builds (~15 min on 2 cores)
 #
@@ -20,6 +20,7 @@ cargo build --release --quiet -p sluice-cli -p sluice-bench --bins
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 MOCK=./target/release/sluice # the same upstream for every build
+PROFILE=release              # the plain builds compared are the release ones
 
 rustup component add llvm-tools >/dev/null 2>&1 || true
 profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
@@ -103,23 +104,36 @@ order="gateway gateway_pgo floor floor_pgo"
 for p in $order; do
   wrk -t1 -c16 -d2s -s bench/wrk/chat.lua "${url[$p]}/chat/completions" >/dev/null
 done
+hz=$(getconf CLK_TCK)
 : >"$out/rounds.txt"
 for r in $(seq "$ROUNDS"); do
-  row=""
+  row="" cpu=""
   for p in $order; do
-    row="$row $(wrk -t1 -c16 -d"$DURATION" -s bench/wrk/chat.lua "${url[$p]}/chat/completions" |
-      awk '/^Requests\/sec:/ {print $2}')"
+    read -r t0 < <(cpu_ticks "${pid[$p]}")
+    wrk -t1 -c16 -d"$DURATION" -s bench/wrk/chat.lua "${url[$p]}/chat/completions" >"$out/wrk.txt"
+    read -r t1 < <(cpu_ticks "${pid[$p]}")
+    row="$row $(awk '/^Requests\/sec:/ {print $2}' "$out/wrk.txt")"
+    # The server's CPU (user + system) per request in microseconds.
+    cpu="$cpu $(awk -v t=$((t1 - t0)) -v hz="$hz" '/requests in/ {printf "%.1f", t / hz / $1 * 1e6}' "$out/wrk.txt")"
   done
-  echo "round $r (req/s: $order):$row" >&2
-  echo "$row" >>"$out/rounds.txt"
+  echo "round $r (req/s, then server CPU us/request: $order):$row |$cpu" >&2
+  echo "$row |$cpu" >>"$out/rounds.txt"
 done
 python3 - "$out/rounds.txt" "$DURATION" <<'PY'
 import statistics as st, sys
-rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+lines = [l.split("|") for l in open(sys.argv[1]) if l.strip()]
+rows = [list(map(float, a.split())) for a, _ in lines]
+cpus = [list(map(float, b.split())) for _, b in lines]
 g, gp, f, fp = (st.median(r[i] for r in rows) for i in range(4))
 ratio = lambda a, b: st.median(r[a] / r[b] for r in rows)
 print(f"requests per second (medians of {len(rows)} rounds, wrk -t1 -c16 -d{sys.argv[2]}): "
       f"gateway {g:,.0f}, with PGO {gp:,.0f}; bare hyper {f:,.0f}, with PGO {fp:,.0f}")
 print(f"  gateway / bare hyper: plain {ratio(0, 2):.2f}, both with PGO {ratio(1, 3):.2f}, "
       f"the gateway with PGO against the plain floor {ratio(1, 2):.2f}")
+c = [st.median(r[i] for r in cpus) for i in range(4)]
+cratio = lambda a, b: st.median(r[a] / r[b] for r in cpus)
+print(f"server CPU per request (user + system, medians): gateway {c[0]:.1f} us, with PGO {c[1]:.1f}; "
+      f"bare hyper {c[2]:.1f}, with PGO {c[3]:.1f}")
+print(f"  gateway / bare hyper: plain {cratio(0, 2):.2f}, both with PGO {cratio(1, 3):.2f}; "
+      f"PGO / plain: gateway {cratio(1, 0):.2f}, bare hyper {cratio(3, 2):.2f}")
 PY
