@@ -23,7 +23,7 @@ MOCK=./target/release/sluice # the same upstream for every build
 PROFILE=release              # the plain builds compared are the release ones
 
 rustup component add llvm-tools >/dev/null 2>&1 || true
-profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
+profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true)
 [ -x "${profdata:-}" ] || {
   echo "llvm-profdata of this toolchain not found: rustup component add llvm-tools" >&2
   exit 1
