@@ -22,13 +22,12 @@ source bench/lib.sh
 MOCK=./target/release/sluice # the same upstream for every build
 PROFILE=release              # the plain builds compared are the release ones
 
-rustup component add llvm-tools >/dev/null 2>&1 || true
-profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true)
-[ -x "${profdata:-}" ] || {
+profdata=$(scripts/llvm-profdata) || {
   echo "llvm-profdata of this toolchain not found: rustup component add llvm-tools" >&2
   exit 1
 }
-pgo=$PWD/target/pgo
+# Apart from target/pgo, where scripts/pgo-profile keeps the shipped build's profile.
+pgo=$PWD/target/pgo-bench
 rm -rf "$pgo/train" && mkdir -p "$pgo/train" "$pgo/build"
 # gen_build CARGO_ARGS...: an instrumented build. Each program on its own, as its profile is
 # used below: built together, the two would share their dependencies' features, and code
