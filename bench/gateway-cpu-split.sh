@@ -27,7 +27,9 @@ start_wrk_pair
 if [ -n "${PERF:-}" ]; then
   # Samples are named by the binaries' symbols, which the dist profile strips.
   for bin in "${SLUICE:-./target/$PROFILE/sluice}" "./target/$PROFILE/forward-hyper" "./target/$PROFILE/forward-pass"; do
-    nm "$bin" 2>/dev/null | grep -q . || {
+    # One line is enough (a stripped binary has none); read whole, so that nm is not cut off
+    # mid-write, which pipefail would take for a failure.
+    [ -n "$(nm "$bin" 2>/dev/null | sed -n 1p)" ] || {
       echo "PERF=1 needs the symbols that $bin does not carry (the dist profile strips them): use PROFILE=release" >&2
       exit 2
     }
