@@ -45,11 +45,24 @@ pub(crate) fn sluice_headers(h: &mut HeaderMap, meta: &Meta) {
     if let Some(from) = &meta.fallback_from {
         set(h, "x-sluice-model-fallback", &format!("{from} -> {sent}"));
     }
-    if let Some(u) = &meta.upstream {
-        if let Ok(v) = HeaderValue::from_str(u) {
-            h.insert(X_SLUICE_UPSTREAM, v);
+    let upstream = match &meta.upstream {
+        // A name held for the process's life (nearly always: see `Meta::upstream`) is not
+        // copied into the header.
+        Some(std::borrow::Cow::Borrowed(u)) if u.bytes().all(is_header_text) => {
+            Some(HeaderValue::from_static(u))
         }
+        Some(u) => HeaderValue::from_str(u).ok(),
+        None => None,
+    };
+    if let Some(v) = upstream {
+        h.insert(X_SLUICE_UPSTREAM, v);
     }
+}
+
+/// A byte `HeaderValue::from_static` takes (visible ASCII, space or tab): checked first,
+/// because that function panics on any other.
+fn is_header_text(b: u8) -> bool {
+    b == b'\t' || (0x20..0x7f).contains(&b)
 }
 
 /// The two headers of every answer, named once (a name made from a string at run time is

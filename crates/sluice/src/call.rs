@@ -119,10 +119,13 @@ pub struct Meta {
     /// What the answer cost (unary answers with usage and a known price; a stream reports
     /// its cost when it ends).
     pub cost_nanos: Option<Nanos>,
-    /// The pool position of the upstream key that answered (`key-2`), never the key.
-    pub upstream_key: Option<String>,
-    /// The name of the upstream that answered (`default` when one is configured).
-    pub upstream: Option<String>,
+    /// The pool position of the upstream key that answered (`key-2`), never the key; the
+    /// labels of a pool's first keys are written out once, not made per answer.
+    pub upstream_key: Option<Cow<'static, str>>,
+    /// The name of the upstream that answered (`default` when one is configured): borrowed
+    /// from the name interned for the upstream's metric label, copied only for a process
+    /// that has seen more distinct upstream names than that label keeps.
+    pub upstream: Option<Cow<'static, str>>,
 }
 
 impl Meta {

@@ -240,7 +240,7 @@ pub struct Chosen {
     /// Stable identity of the key value (a hash, never the key).
     pub id: u64,
     /// `key-N` (its position in the pool) for logs and metrics.
-    pub label: String,
+    pub label: KeyLabel,
 }
 
 /// What a key's health learns from an attempt.
@@ -270,13 +270,26 @@ pub struct KeyPool {
     pub(crate) share: crate::shared_health::Share,
 }
 
-/// `key-N`, the label metrics, logs and headers name a key by (never the key), written without
-/// `format!`: one is made for every attempt.
-fn key_label(n: usize) -> String {
+/// A key's label: `key-N`, its position in the pool.
+pub type KeyLabel = std::borrow::Cow<'static, str>;
+
+/// The labels of the first keys of a pool, written out: every attempt names its key, and a pool
+/// has one key or a few.
+const KEY_LABELS: [&str; 16] = [
+    "key-1", "key-2", "key-3", "key-4", "key-5", "key-6", "key-7", "key-8", "key-9", "key-10",
+    "key-11", "key-12", "key-13", "key-14", "key-15", "key-16",
+];
+
+/// `key-N`, the label metrics, logs and headers name a key by (never the key): one of the
+/// written-out labels, or made for a larger pool.
+fn key_label(n: usize) -> KeyLabel {
+    if let Some(l) = n.checked_sub(1).and_then(|i| KEY_LABELS.get(i)) {
+        return KeyLabel::Borrowed(l);
+    }
     let mut label = String::with_capacity(8);
     label.push_str("key-");
     crate::hex::push_decimal(&mut label, n as u64, 1);
-    label
+    KeyLabel::Owned(label)
 }
 
 impl KeyPool {
@@ -389,7 +402,19 @@ impl KeyPool {
     /// Pick a key: healthy, not cooling down, with the most remaining capacity (round robin
     /// among equals).
     pub fn choose(&self) -> Result<Choice, Error> {
-        let keys = self.all_keys()?;
+        // A pool of one key source (nearly every pool) reads it without gathering a list.
+        let one;
+        let many;
+        let keys: &[SecretString] = match self.sources.as_slice() {
+            [PoolSource::One(s) | PoolSource::Token(s)] => {
+                one = s.current()?;
+                std::slice::from_ref(&one)
+            }
+            _ => {
+                many = self.all_keys()?;
+                &many
+            }
+        };
         let now = Instant::now();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -545,7 +570,12 @@ mod tests {
     fn key_labels_count_from_one() {
         assert_eq!(key_label(1), "key-1");
         assert_eq!(key_label(10), "key-10");
+        assert_eq!(key_label(16), "key-16");
+        assert_eq!(key_label(17), "key-17");
         assert_eq!(key_label(4096), "key-4096");
+        for n in 1..=40 {
+            assert_eq!(key_label(n), format!("key-{n}"));
+        }
     }
 
     fn pool(keys: &[&str]) -> KeyPool {

@@ -584,7 +584,12 @@ impl Engine {
         );
         match result {
             Ok(mut ok) => {
-                ok.upstream = up.name.clone();
+                // The interned label is the name unless names ran past the label's bound.
+                ok.upstream = if up.label == up.name {
+                    std::borrow::Cow::Borrowed(up.label)
+                } else {
+                    std::borrow::Cow::Owned(up.name.clone())
+                };
                 if ups.own_prices() {
                     // Settled at what the upstream that answered charges.
                     if let Some(c) = ctx
@@ -729,7 +734,7 @@ impl Engine {
                 ticket: admitted.map(|a| a.ticket),
                 key_label: chosen.label,
                 rate_limits: rl,
-                upstream: String::new(),
+                upstream: std::borrow::Cow::Borrowed(""),
                 renamed: sent_as.map(|d| Renamed {
                     sent: d.to_string(),
                     asked: model.to_string(),
@@ -884,10 +889,10 @@ impl Engine {
 struct OkResponse {
     resp: crate::transport::Response,
     ticket: Option<Ticket>,
-    key_label: String,
+    key_label: crate::keypool::KeyLabel,
     rate_limits: RateLimits,
     /// The upstream's name.
-    upstream: String,
+    upstream: std::borrow::Cow<'static, str>,
     /// The body named the model otherwise for this upstream (an Azure deployment).
     renamed: Option<Renamed>,
 }

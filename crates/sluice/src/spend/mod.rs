@@ -43,11 +43,13 @@ pub struct SpendTags {
 
 impl SpendTags {
     /// The ledger's scope column: `job:NAME`, else `key:NAME`, else `-`.
-    pub fn scope(&self) -> String {
+    pub fn scope(&self) -> std::borrow::Cow<'static, str> {
         match (&self.job, &self.key) {
-            (Some(j), _) => format!("job:{j}"),
-            (None, Some(k)) => format!("key:{k}"),
-            (None, None) => "-".to_string(),
+            (Some(j), _) => format!("job:{j}").into(),
+            (None, Some(k)) => format!("key:{k}").into(),
+            // A request with neither (the gateway's loopback callers, the client library)
+            // makes no text.
+            (None, None) => "-".into(),
         }
     }
 }
@@ -173,7 +175,7 @@ pub struct Accountant {
 pub struct Charge {
     accountant: Arc<Accountant>,
     model: String,
-    scope: String,
+    scope: std::borrow::Cow<'static, str>,
     price: Option<Price>,
     holds: Vec<Hold>,
     reserved: Nanos,
