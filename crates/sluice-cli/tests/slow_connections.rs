@@ -95,6 +95,90 @@ fn trickling_and_silent_connections_are_closed_while_requests_are_served() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// One kept-alive chat request on `s`; the HTTP status, once the whole answer is read.
+fn chat_on(s: &mut TcpStream, addr: &str) -> u16 {
+    let body =
+        r#"{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"x"}]}"#;
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("a unary answer has a length");
+    let mut rest = vec![0u8; length];
+    s.read_exact(&mut rest).unwrap();
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_kept_alive_connection_waits_for_its_next_head_no_longer_than_the_header_timeout() {
+    let dir = std::env::temp_dir().join(format!("sluice-keep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
+    let (_gw, addr) = gateway(&dir, &upstream, "header_timeout = \"1500ms\"");
+
+    // Three requests on one connection, each head well within the timeout of the answer
+    // before it: all served on it.
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    for _ in 0..3 {
+        assert_eq!(chat_on(&mut kept, &addr), 200);
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    // Then silence: closed once a header timeout has passed since the last answer (here
+    // 900 ms of it already), not at once and not after the idle timeout (5 min).
+    let t0 = Instant::now();
+    assert!(
+        !closed(&mut kept, Duration::from_millis(300)),
+        "closed early"
+    );
+    assert!(
+        closed(&mut kept, Duration::from_secs(5)),
+        "kept open past the header timeout"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3));
+
+    // A second connection answered once, then trickling its next head a byte at a time.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    assert_eq!(chat_on(&mut slow, &addr), 200);
+    let t0 = Instant::now();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let mut gone = false;
+    while t0.elapsed() < Duration::from_secs(4) {
+        if slow.write_all(b"a").is_err() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        gone || closed(&mut slow, Duration::from_secs(2)),
+        "a trickled head was waited on"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400),
+        "closed before its header timeout"
+    );
+    assert_eq!(chat(&addr), 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn past_the_connection_cap_a_new_connection_waits_and_is_served() {
     let dir = std::env::temp_dir().join(format!("sluice-cap-{}", std::process::id()));

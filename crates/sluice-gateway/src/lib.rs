@@ -17,6 +17,7 @@
 
 mod auth;
 pub mod config;
+mod conn_watch;
 mod errors;
 mod forward;
 mod headers;

@@ -6,7 +6,6 @@
 //! otherwise hold every file descriptor.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,6 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use crate::conn_watch::{ConnState, ConnWatch, HeadTimer};
 
 /// Connection limits (`[server]`), with defaults safe for a gateway facing the internet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +89,9 @@ pub(crate) async fn serve(
     tracing::info!(target: "sluice::gateway", max_connections = cap, "accepting connections");
     let slots = Arc::new(Semaphore::new(cap));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    // HTTP/1's timer is each connection's own (below): hyper's only use of it there is this
+    // header timeout.
+    builder.http1().header_read_timeout(limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -131,10 +131,10 @@ pub(crate) async fn serve(
         };
         // Small answers and SSE events go out at once, not after Nagle's delay.
         let _ = tcp.set_nodelay(true);
-        let moved = Arc::new(AtomicBool::new(false));
+        let state = ConnState::new();
         let io = TokioIo::new(Watched {
             inner: tcp,
-            moved: moved.clone(),
+            state: state.clone(),
         });
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -147,29 +147,16 @@ pub(crate) async fn serve(
                 Ok::<_, std::convert::Infallible>(crate::handle(app, peer, req).await)
             })
         });
+        // The connection's own head timer (see `conn_watch`), kept by its watch.
+        let mut builder = builder.clone();
+        builder.http1().timer(HeadTimer(state.clone()));
         let conn = builder.serve_connection(io, svc).into_owned();
         let idle = limits.idle_timeout;
-        let first = limits.header_timeout;
+        let watch = ConnWatch::new(state, limits.header_timeout, idle);
         let draining = draining.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let quiet = async move {
-                // Until its first byte, a connection is still choosing HTTP/1 or HTTP/2, where
-                // hyper's head timer does not run yet: it has header_timeout to start talking.
-                tokio::time::sleep(first).await;
-                if !moved.swap(false, Ordering::Relaxed) {
-                    return;
-                }
-                // Then it is closed after a whole idle_timeout without a byte: silent for at
-                // least that long, at most twice that.
-                loop {
-                    tokio::time::sleep(idle).await;
-                    if !moved.swap(false, Ordering::Relaxed) {
-                        break;
-                    }
-                }
-            };
-            if crate::served::served(conn, draining, quiet).await == crate::served::Ended::Idle {
+            if crate::served::served(conn, draining, watch).await == crate::served::Ended::Idle {
                 tracing::debug!(target: "sluice::gateway", peer = %peer, "closing a connection idle for {idle:?}");
             }
         });
@@ -180,19 +167,16 @@ pub(crate) async fn serve(
     drain.closed().await;
 }
 
-/// A connection that notes that it moved a byte since its watcher last looked: a flag, not a
-/// time, because every read and write of every request passes here and the watcher looks once
-/// an idle_timeout.
+/// A connection that notes that it moved a byte since its watch last looked
+/// ([`ConnState::touch`]).
 struct Watched {
     inner: TcpStream,
-    moved: Arc<AtomicBool>,
+    state: Arc<ConnState>,
 }
 
 impl Watched {
     fn touch(&self) {
-        if !self.moved.load(Ordering::Relaxed) {
-            self.moved.store(true, Ordering::Relaxed);
-        }
+        self.state.touch();
     }
 }
 
