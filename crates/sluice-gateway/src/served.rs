@@ -1,6 +1,6 @@
 //! A connection being served, with what may end it early: the gateway's stop (drain: finish the
-//! requests in flight, take no new ones) and the idle watch (close a connection that moved no
-//! byte for an `idle_timeout`).
+//! requests in flight, take no new ones) and the connection's watch (`conn_watch`: close a
+//! connection that moved no byte for an `idle_timeout`, and fire its request head's timeout).
 //!
 //! Why not `tokio::select!` over the three, or hyper-util's `GracefulShutdown` wrapper: both poll
 //! every watcher at every wake of the connection — a request wakes its connection three or four
