@@ -44,12 +44,38 @@ fn gateway(dir: &Path, upstream: &str, server: &str) -> (common::Proc, String) {
     (gw, addr)
 }
 
+/// A mock upstream and a gateway in front of it with these `[server]` settings, its files in
+/// a directory of the test's own (removed when this is dropped).
+struct Setup {
+    addr: String,
+    _gw: common::Proc,
+    _mock: common::Proc,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn setup(tag: &str, server: &str) -> Setup {
+    let dir = std::env::temp_dir().join(format!("sluice-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
+    let (gw, addr) = gateway(&dir, &upstream, server);
+    Setup {
+        addr,
+        _gw: gw,
+        _mock: mock,
+        dir,
+    }
+}
+
 #[test]
 fn trickling_and_silent_connections_are_closed_while_requests_are_served() {
-    let dir = std::env::temp_dir().join(format!("sluice-slow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
-    let (_gw, addr) = gateway(&dir, &upstream, "header_timeout = \"2s\"");
+    let served = setup("slow", "header_timeout = \"2s\"");
+    let addr = served.addr.clone();
     assert_eq!(chat(&addr), 200);
 
     // 200 connections that send a request line, then a header byte every 250 ms; 100 that
@@ -92,7 +118,6 @@ fn trickling_and_silent_connections_are_closed_while_requests_are_served() {
         "connections still open past the header timeout"
     );
     assert_eq!(chat(&addr), 200);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// One kept-alive chat request on `s`; the HTTP status, once the whole answer is read.
@@ -128,10 +153,8 @@ fn chat_on(s: &mut TcpStream, addr: &str) -> u16 {
 
 #[test]
 fn a_kept_alive_connection_waits_for_its_next_head_no_longer_than_the_header_timeout() {
-    let dir = std::env::temp_dir().join(format!("sluice-keep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
-    let (_gw, addr) = gateway(&dir, &upstream, "header_timeout = \"1500ms\"");
+    let served = setup("keep", "header_timeout = \"1500ms\"");
+    let addr = served.addr.clone();
 
     // Three requests on one connection, each head well within the timeout of the answer
     // before it: all served on it.
@@ -176,19 +199,12 @@ fn a_kept_alive_connection_waits_for_its_next_head_no_longer_than_the_header_tim
         "closed before its header timeout"
     );
     assert_eq!(chat(&addr), 200);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn past_the_connection_cap_a_new_connection_waits_and_is_served() {
-    let dir = std::env::temp_dir().join(format!("sluice-cap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
-    let (_gw, addr) = gateway(
-        &dir,
-        &upstream,
-        "header_timeout = \"1500ms\"\nmax_connections = 8",
-    );
+    let served = setup("cap", "header_timeout = \"1500ms\"\nmax_connections = 8");
+    let addr = served.addr.clone();
     assert_eq!(chat(&addr), 200);
     // Every slot taken by a silent connection...
     let _silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
@@ -201,15 +217,12 @@ fn past_the_connection_cap_a_new_connection_waits_and_is_served() {
         t0.elapsed() >= Duration::from_millis(800),
         "served before a slot was free: the cap did not hold"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_body_that_never_ends_is_answered_408() {
-    let dir = std::env::temp_dir().join(format!("sluice-body-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_mock, upstream) = start(&["mock", "--listen", "127.0.0.1:0"]);
-    let (_gw, addr) = gateway(&dir, &upstream, "body_timeout = \"1s\"");
+    let served = setup("body", "body_timeout = \"1s\"");
+    let addr = served.addr.clone();
     let mut s = TcpStream::connect(&addr).unwrap();
     // Says 1,000 bytes, sends 20, and then nothing.
     write!(
@@ -221,5 +234,4 @@ fn a_body_that_never_ends_is_answered_408() {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 408");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

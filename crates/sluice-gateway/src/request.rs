@@ -32,26 +32,13 @@ where
     B: http_body::Body<Data = Bytes>,
 {
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut rest = bytes::BytesMut::new();
+    let mut pieces = sluice::Pieces::default();
     while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        match first.take() {
-            None if rest.is_empty() => first = Some(data),
-            held => {
-                if let Some(b) = held {
-                    rest.extend_from_slice(&b);
-                }
-                rest.extend_from_slice(&data);
-            }
+        if let Ok(data) = frame?.into_data() {
+            pieces.push(data);
         }
     }
-    Ok(match first {
-        Some(b) => b,
-        None => rest.freeze(),
-    })
+    Ok(pieces.whole())
 }
 
 /// Every `/v1/*` request.

@@ -81,7 +81,7 @@ pub use observe::know_models;
 pub use secret::SecretString;
 pub use stack::{Counters, Engine, EngineConfig};
 pub use text::Boundary;
-pub use transport::{within, BoxError, TransportConfig, Upload};
+pub use transport::{within, BoxError, Pieces, TransportConfig, Upload};
 pub use wire::{
     ChatChunk, ChatCompletion, ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest,
     FinishReason, Tool, Usage,

@@ -383,8 +383,7 @@ pub async fn read_body(
 ) -> Result<Bytes, Error> {
     // The body's frames read as they are (trailers skipped), not through a boxed stream.
     let mut body = resp.into_body();
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
+    let mut pieces = Pieces::default();
     loop {
         let mut kind = ErrorKind::TimeoutIdle;
         let mut limit = Duration::ZERO;
@@ -411,12 +410,7 @@ pub async fn read_body(
                     format!("body stalled for {:.3}s", limit.as_secs_f64()),
                 ))
             }
-            Ok(None) => {
-                return Ok(match first {
-                    Some(b) if buf.is_empty() => b,
-                    _ => buf.freeze(),
-                })
-            }
+            Ok(None) => return Ok(pieces.whole()),
             Ok(Some(Err(e))) => {
                 return Err(Error::new(
                     ErrorKind::Connection,
@@ -425,23 +419,53 @@ pub async fn read_body(
                 .with_source(e))
             }
             Ok(Some(Ok(chunk))) => {
-                let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
-                if held + chunk.len() > max {
+                if pieces.len() + chunk.len() > max {
                     return Err(Error::new(
                         ErrorKind::Decode,
                         format!("response body larger than {max} bytes"),
                     ));
                 }
-                match first.take() {
-                    None if buf.is_empty() => first = Some(chunk),
-                    held => {
-                        if let Some(b) = held {
-                            buf.extend_from_slice(&b);
-                        }
-                        buf.extend_from_slice(&chunk);
-                    }
-                }
+                pieces.push(chunk);
             }
+        }
+    }
+}
+
+/// A body's pieces, gathered as they arrive: the first is kept as it came, so that a body of
+/// one piece (most JSON, an answer's or a request's) comes back whole without a copy.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Pieces {
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, chunk: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            held => {
+                if let Some(b) = held {
+                    self.rest.extend_from_slice(&b);
+                }
+                self.rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    /// The whole body.
+    pub fn whole(self) -> Bytes {
+        match self.first {
+            Some(b) => b,
+            None => self.rest.freeze(),
         }
     }
 }
