@@ -270,6 +270,23 @@ pub struct KeyPool {
     pub(crate) share: crate::shared_health::Share,
 }
 
+/// A pool's keys as read for one attempt: one source's key, or the keys of several sources.
+enum Keys {
+    One(SecretString),
+    Many(Vec<SecretString>),
+}
+
+impl std::ops::Deref for Keys {
+    type Target = [SecretString];
+
+    fn deref(&self) -> &[SecretString] {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(ks) => ks,
+        }
+    }
+}
+
 /// A key's label: `key-N`, its position in the pool.
 pub type KeyLabel = std::borrow::Cow<'static, str>;
 
@@ -307,7 +324,12 @@ impl KeyPool {
         Self::new(vec![PoolSource::One(source)])
     }
 
-    fn all_keys(&self) -> Result<Vec<SecretString>, Error> {
+    /// The pool's keys as they are now. A pool of one key source (nearly every pool) gives
+    /// its key without gathering a list: this runs for every attempt.
+    fn all_keys(&self) -> Result<Keys, Error> {
+        if let [PoolSource::One(s) | PoolSource::Token(s)] = self.sources.as_slice() {
+            return Ok(Keys::One(s.current()?));
+        }
         let mut keys = Vec::new();
         let mut last_err = None;
         for s in &self.sources {
@@ -321,7 +343,7 @@ impl KeyPool {
                 Error::new(ErrorKind::Authentication, "no API key configured")
                     .with_retryable(false),
             ),
-            (false, _) => Ok(keys),
+            (false, _) => Ok(Keys::Many(keys)),
         }
     }
 
@@ -402,19 +424,7 @@ impl KeyPool {
     /// Pick a key: healthy, not cooling down, with the most remaining capacity (round robin
     /// among equals).
     pub fn choose(&self) -> Result<Choice, Error> {
-        // A pool of one key source (nearly every pool) reads it without gathering a list.
-        let one;
-        let many;
-        let keys: &[SecretString] = match self.sources.as_slice() {
-            [PoolSource::One(s) | PoolSource::Token(s)] => {
-                one = s.current()?;
-                std::slice::from_ref(&one)
-            }
-            _ => {
-                many = self.all_keys()?;
-                &many
-            }
-        };
+        let keys = self.all_keys()?;
         let now = Instant::now();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let start = self.next.fetch_add(1, Ordering::Relaxed);

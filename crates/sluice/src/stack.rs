@@ -584,12 +584,7 @@ impl Engine {
         );
         match result {
             Ok(mut ok) => {
-                // The interned label is the name unless names ran past the label's bound.
-                ok.upstream = if up.label == up.name {
-                    std::borrow::Cow::Borrowed(up.label)
-                } else {
-                    std::borrow::Cow::Owned(up.name.clone())
-                };
+                ok.upstream = up.answered_by.clone();
                 if ups.own_prices() {
                     // Settled at what the upstream that answered charges.
                     if let Some(c) = ctx

@@ -188,6 +188,9 @@ pub(crate) struct Upstream {
     pub(crate) name: String,
     /// `name` as the `upstream` metric label.
     pub(crate) label: &'static str,
+    /// `name` as an answer's `Meta::upstream` gives it: borrowed from the interned label, so
+    /// that naming the upstream of an answer copies nothing.
+    pub(crate) answered_by: Cow<'static, str>,
     pub(crate) transport: Transport,
     pub(crate) keys: Arc<KeyPool>,
     pub(crate) breaker: Arc<Breaker>,
@@ -272,8 +275,15 @@ impl Upstreams {
                 .iter()
                 .find(|(n, u, b)| *n == c.name && *u == c.base_url && b.config() == breaker)
                 .map(|(_, _, b)| b.clone());
+            let label = crate::observe::upstream_label(&c.name);
             out.push(Upstream {
-                label: crate::observe::upstream_label(&c.name),
+                // The interned label's text is the name unless names ran past its bound.
+                answered_by: if label == c.name {
+                    Cow::Borrowed(label)
+                } else {
+                    Cow::Owned(c.name.clone())
+                },
+                label,
                 transport: Transport::new(&c.base_url, transport)?,
                 breaker: kept
                     .unwrap_or_else(|| Breaker::new(breaker, c.name.clone(), alerts.clone())),
