@@ -281,15 +281,14 @@ async fn a_burst_survives_the_primary_dying_and_returns_to_it_after_the_probe() 
     // The primary process dies mid-burst.
     let burst = tokio::spawn(send(200));
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    primary.shutdown();
-    drop(primary);
+    primary.stop().await;
     let during = burst.await.unwrap();
     let failed: Vec<_> = during.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
     assert!(during.iter().any(|(_, u)| u == "backup"));
     // It comes back on the same address; after the cooldown one probe finds it, and the
     // traffic returns to it.
-    let primary = rebind(addr).await;
+    let primary = MockServer::bind(addr, Scenario::default()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1400)).await;
     // (While the one probe is out, the others go to the backup.)
     let after = send(30).await;
@@ -303,23 +302,6 @@ async fn a_burst_survives_the_primary_dying_and_returns_to_it_after_the_probe() 
         "{last:?}"
     );
     g.shutdown().await;
-}
-
-/// A simulator on `addr` again, once the one that held it has let it go: its shutdown is only
-/// signalled, and for a moment after it the address can still be in use (seen in optimised
-/// builds, which reach the rebind sooner).
-async fn rebind(addr: std::net::SocketAddr) -> MockServer {
-    let mut tries = 0;
-    loop {
-        match MockServer::bind(addr, Scenario::default()).await {
-            Ok(m) => return m,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("rebinding {addr}: {e}"),
-        }
-    }
 }
 
 /// The simulator playing Azure with two deployments, and a gateway whose one upstream, `name`,

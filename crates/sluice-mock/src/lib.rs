@@ -165,6 +165,7 @@ pub struct MockServer {
     addr: SocketAddr,
     state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
+    accepting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl MockServer {
@@ -180,11 +181,12 @@ impl MockServer {
         let addr = listener.local_addr()?;
         let state = Arc::new(AppState::new(scenario));
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(server::accept_loop(listener, router(state.clone()), rx));
+        let accepting = tokio::spawn(server::accept_loop(listener, router(state.clone()), rx));
         Ok(MockServer {
             addr,
             state,
             shutdown: tx,
+            accepting: Some(accepting),
         })
     }
 
@@ -216,6 +218,15 @@ impl MockServer {
     /// Stop accepting and close every connection.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Stop, and return once the listener is closed: its address can be bound again (after
+    /// [`MockServer::shutdown`] alone it may still be taken for a moment).
+    pub async fn stop(mut self) {
+        self.shutdown();
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.await;
+        }
     }
 }
 
